@@ -1,0 +1,23 @@
+//! Wire types and pure status math of Orchestrator Status.
+//!
+//! Compiled into both the server and the WASM panel, so the panel's fallback
+//! data comes out of the very functions that compute the server's live data and
+//! the two can never drift apart. Depends on serde and chrono only (utoipa is an
+//! opt-in feature the server turns on for its OpenAPI document).
+
+mod decision;
+mod mock;
+mod status;
+mod tier;
+
+pub use decision::{
+    DecisionError, MAX_QUERY_CHARS, MAX_SCORE, RecordedDecision, RoutingDecision, truncate_query,
+    validate_decision_time, validate_query, validate_score,
+};
+pub use mock::mock_status;
+pub use status::{
+    ComplexityDistribution, DEFAULT_CAPACITY, DEFAULT_RECENT, DEFAULT_WINDOW, OrchestratorStatus,
+    StatusCounters, TierUtilization, build_status, complexity_distribution, mean_decision_time,
+    tier_utilization,
+};
+pub use tier::{Complexity, Tier};
