@@ -1,1 +1,79 @@
-fn main(){}
+//! Starts the server: flags, bind, serve, graceful shutdown.
+
+use std::io::Write;
+
+use clap::Parser;
+use server::config::Config;
+use server::service::StatusService;
+use server::upstream::Upstreams;
+use server::{AppState, app};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let config = Config::parse();
+    if let Err(msg) = config.validate() {
+        eprintln!("error: {msg}");
+        std::process::exit(2);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let listener = match tokio::net::TcpListener::bind(&config.listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", config.listen);
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("a bound socket has an address");
+    let state = AppState::new(
+        StatusService::new(config.buffer_size, config.window),
+        Upstreams::new(config.targets(), config.upstream_timeout),
+    );
+    for tier in shared::Tier::ALL {
+        match state.upstreams.target(tier) {
+            Some(t) => tracing::info!(%tier, upstream = %t.base_url, model = ?t.model, "tier upstream"),
+            None => tracing::info!(%tier, "tier has no upstream: its queries get 503"),
+        }
+    }
+    // Scripts and tests read this line to learn the port when given port 0.
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(%addr, buffer = config.buffer_size, window = config.window, "serving");
+
+    if let Err(err) = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+    {
+        eprintln!("error: server failed: {err}");
+        std::process::exit(1);
+    }
+    tracing::info!("stopped");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

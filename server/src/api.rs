@@ -1,0 +1,368 @@
+//! The HTTP handlers of `/api` and the OpenAPI document generated from them.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use shared::{DEFAULT_RECENT, DecisionError, OrchestratorStatus, RoutingDecision, Tier};
+use utoipa::OpenApi;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+use crate::routing::{self, QueryDecision, QueryRequest, QueryResponse};
+
+/// `POST /api/orchestrator/decisions` body: a decision made by a router that
+/// lives elsewhere.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestRequest {
+    /// The query that was routed; at least one non-whitespace character.
+    #[schema(example = "What is Python?")]
+    pub query: String,
+    /// `fast`, `balanced`, `powerful`, `Q2`, `Q3` or `Q4`.
+    #[schema(example = "balanced")]
+    pub tier: String,
+    /// Complexity score, finite, 0..=15.
+    #[schema(example = 4.2)]
+    pub score: f64,
+    /// Time the router spent deciding, in ms; finite, >= 0.
+    #[schema(example = 12.5)]
+    pub decision_time_ms: f64,
+}
+
+/// `GET /api/health` body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// The server's version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Ring buffer capacity.
+    pub buffer_size: usize,
+    /// Utilization window.
+    pub window: usize,
+    /// Which tiers have an upstream (Q2, Q3, Q4).
+    pub upstreams: [TierUpstream; 3],
+}
+
+/// Whether a tier has an upstream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TierUpstream {
+    /// The tier.
+    pub tier: Tier,
+    /// True when an upstream is configured.
+    pub configured: bool,
+}
+
+/// The query parameters of the status endpoint.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameter; parsing is by hand for precise errors
+struct StatusParams {
+    /// How many recent decisions to list: 1..=buffer size (default 10).
+    limit: Option<usize>,
+}
+
+/// Live status of the router.
+#[utoipa::path(
+    get,
+    path = "/api/orchestrator/status",
+    tag = "status",
+    params(StatusParams),
+    responses(
+        (status = 200, description = "The status, newest decisions first", body = OrchestratorStatus,
+         headers(("ETag" = String, description = "Weak tag of the data version")),
+         example = json!({
+            "tierUtilization": [
+                {"tier": "Q2", "utilizationPercent": 50.0, "activeRequests": 1, "totalProcessed": 153},
+                {"tier": "Q3", "utilizationPercent": 35.0, "activeRequests": 0, "totalProcessed": 97},
+                {"tier": "Q4", "utilizationPercent": 15.0, "activeRequests": 0, "totalProcessed": 31}
+            ],
+            "recentDecisions": [
+                {"id": "19a6b2c3d4e-281", "query": "What is Python?", "tier": "Q3",
+                 "complexity": "SIMPLE", "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.2}
+            ],
+            "complexityDistribution": {"simple": 55, "moderate": 30, "complex": 15},
+            "totalDecisions": 281,
+            "avgDecisionTimeMs": 0.04,
+            "timestamp": "2025-11-08T12:00:02.000Z"
+         })),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 400, description = "Bad `limit`", body = ErrorBody,
+         example = json!({"error": "limit: must be an integer in 1..=100, got \"0\""})),
+    )
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let limit = parse_limit(raw.as_deref(), state.service.capacity())?;
+    let snapshot = state.service.snapshot(limit);
+    let etag = snapshot.etag.clone();
+    if if_none_match(&headers, &etag) {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::CACHE_CONTROL, NO_CACHE)],
+        )
+            .into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, JSON),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, NO_CACHE),
+        ],
+        snapshot.body.clone(),
+    )
+        .into_response())
+}
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+
+/// `limit` from the raw query string: absent means the default; anything but
+/// an integer in 1..=capacity is a 400.
+pub fn parse_limit(raw: Option<&str>, capacity: usize) -> Result<usize, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_RECENT);
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::BadParameter(format!("query string: {e}")))?;
+    let mut limits = pairs.iter().filter(|(k, _)| k == "limit");
+    let Some((_, value)) = limits.next() else {
+        return Ok(DEFAULT_RECENT);
+    };
+    if limits.next().is_some() {
+        return Err(ApiError::BadParameter("limit: given more than once".into()));
+    }
+    match value.parse::<usize>() {
+        Ok(n) if (1..=capacity).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadParameter(format!(
+            "limit: must be an integer in 1..={capacity}, got {value:?}"
+        ))),
+    }
+}
+
+/// True when `If-None-Match` names `etag` (weak comparison) or is `*`.
+fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = opaque(etag.as_bytes());
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|t| t.trim_ascii())
+        .any(|t| t == b"*" || opaque(t) == ours)
+}
+
+fn opaque(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
+
+/// Routes a query to a tier, records the decision, and has the tier's
+/// upstream answer it.
+#[utoipa::path(
+    post,
+    path = "/api/query",
+    tag = "router",
+    request_body(content = QueryRequest, example = json!({"query": "What is Python?", "mode": "two-stage", "max_tokens": 100})),
+    responses(
+        (status = 200, description = "Routed and answered", body = QueryResponse,
+         example = json!({"answer": "Python is a programming language.", "model": "qwen-7b", "decision": {
+            "id": "19a6b2c3d4e-7", "query": "What is Python?", "tier": "Q3", "complexity": "SIMPLE",
+            "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.2, "tierName": "balanced",
+            "mode": "two-stage", "decisionTimeMs": 0.012}})),
+        (status = 400, description = "Body is not JSON", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid; nothing recorded", body = ErrorBody,
+         example = json!({"error": "mode: unknown variant `fancy`, expected `simple` or `two-stage`"})),
+        (status = 502, description = "The upstream failed, timed out or answered garbage; the decision stays recorded", body = ErrorBody),
+        (status = 503, description = "The tier has no upstream; the decision stays recorded", body = ErrorBody,
+         example = json!({"error": "no upstream configured for tier Q2 (fast)", "decision": {
+            "id": "19a6b2c3d4e-8", "query": "hi", "tier": "Q2", "complexity": "SIMPLE",
+            "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.0, "tierName": "fast",
+            "mode": "simple", "decisionTimeMs": 0.0}})),
+    )
+)]
+pub async fn query(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<QueryRequest>,
+) -> Result<Json<QueryResponse>, ApiError> {
+    shared::validate_query(&req.query).map_err(invalid)?;
+    if req.max_tokens == Some(0) {
+        return Err(ApiError::Invalid(
+            "max_tokens: must be a positive integer, got 0".into(),
+        ));
+    }
+    let route = routing::route(&req.query, req.mode);
+    let decision = state
+        .service
+        .record(&req.query, route.tier, route.score, route.decision_time_ms)
+        .map_err(invalid)?;
+    let tier = route.tier;
+    let decision = QueryDecision {
+        decision,
+        tier_name: tier.internal_name(),
+        mode: req.mode,
+        decision_time_ms: route.decision_time_ms,
+    };
+    let Some(target) = state.upstreams.target(tier) else {
+        return Err(ApiError::NoUpstream {
+            tier,
+            decision: Box::new(decision),
+        });
+    };
+    let model = target.model.clone();
+    // Active while the upstream works; the guard ends it however this future
+    // ends, including being dropped when the client disconnects.
+    let _active = state.service.begin(tier);
+    let started = Instant::now();
+    match state
+        .upstreams
+        .generate(tier, &req.query, req.max_tokens)
+        .await
+    {
+        Ok(answer) => {
+            tracing::info!(%tier, id = %decision.decision.id, ms = started.elapsed().as_millis() as u64, "answered");
+            Ok(Json(QueryResponse {
+                answer,
+                model,
+                decision,
+            }))
+        }
+        Err(err) => {
+            tracing::warn!(%tier, id = %decision.decision.id, error = %err, "upstream failed");
+            Err(ApiError::Upstream {
+                tier,
+                message: err.to_string(),
+                decision: Box::new(decision),
+            })
+        }
+    }
+}
+
+/// Records a decision made by a router that lives elsewhere.
+#[utoipa::path(
+    post,
+    path = "/api/orchestrator/decisions",
+    tag = "status",
+    request_body(content = IngestRequest, example = json!({"query": "Prove Fermat's little theorem", "tier": "powerful", "score": 9.5, "decisionTimeMs": 14.2})),
+    responses(
+        (status = 201, description = "Recorded", body = RoutingDecision),
+        (status = 400, description = "Body is not JSON", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid; nothing recorded", body = ErrorBody,
+         example = json!({"error": "score: must be a finite number in 0..=15, got 16"})),
+    )
+)]
+pub async fn ingest(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<IngestRequest>,
+) -> Result<(StatusCode, Json<RoutingDecision>), ApiError> {
+    let tier = Tier::from_name(&req.tier).ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "tier: must be one of fast, balanced, powerful, Q2, Q3, Q4, got {:?}",
+            shared::truncate_query(&req.tier)
+        ))
+    })?;
+    let decision = state
+        .service
+        .record(&req.query, tier, req.score, req.decision_time_ms)
+        .map_err(invalid)?;
+    Ok((StatusCode::CREATED, Json(decision)))
+}
+
+/// Liveness and configuration summary.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "status",
+    responses((status = 200, description = "The server is up", body = Health))
+)]
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+        buffer_size: state.service.capacity(),
+        window: state.service.window(),
+        upstreams: Tier::ALL.map(|tier| TierUpstream {
+            tier,
+            configured: state.upstreams.target(tier).is_some(),
+        }),
+    })
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI document of this API"))
+)]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+fn invalid(err: DecisionError) -> ApiError {
+    ApiError::Invalid(err.to_string())
+}
+
+/// The OpenAPI document, generated from the handlers and types above.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orchestrator Status",
+        description = "Live telemetry of a multi-tier LLM query router: how queries are routed to the fast (Q2), balanced (Q3) and powerful (Q4) tiers."
+    ),
+    paths(status, query, ingest, health, openapi),
+    components(schemas(
+        OrchestratorStatus, RoutingDecision, ErrorBody, QueryRequest, QueryResponse,
+        QueryDecision, IngestRequest, Health, TierUpstream
+    ))
+)]
+pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_parsing() {
+        assert_eq!(parse_limit(None, 100).unwrap(), 10);
+        assert_eq!(parse_limit(Some(""), 100).unwrap(), 10);
+        assert_eq!(parse_limit(Some("other=1"), 100).unwrap(), 10);
+        assert_eq!(parse_limit(Some("limit=1"), 100).unwrap(), 1);
+        assert_eq!(parse_limit(Some("limit=100"), 100).unwrap(), 100);
+        for bad in [
+            "limit=0", "limit=101", "limit=-1", "limit=abc", "limit=", "limit=1.5",
+            "limit=%FF", "limit=1&limit=2", "limit=99999999999999999999999",
+        ] {
+            let err = parse_limit(Some(bad), 100).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn etag_matching_is_weak_and_handles_lists() {
+        let tag = HeaderValue::from_static("W/\"a-1\"");
+        let mut h = HeaderMap::new();
+        assert!(!if_none_match(&h, &tag));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"a-1\""));
+        assert!(if_none_match(&h, &tag));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"x\", W/\"a-1\""));
+        assert!(if_none_match(&h, &tag));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"a-2\""));
+        assert!(!if_none_match(&h, &tag));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(if_none_match(&h, &tag));
+    }
+}

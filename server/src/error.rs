@@ -1,0 +1,119 @@
+//! The one error type of the API: every failure becomes a JSON body with the
+//! right status, and internal details stay in the log.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use shared::Tier;
+
+use crate::routing::QueryDecision;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all (syntax error, empty, not UTF-8).
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    /// The body is JSON but a field is missing, mistyped or out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// A query-string parameter is wrong.
+    #[error("{0}")]
+    BadParameter(String),
+    /// The body is larger than the API accepts.
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// No route under `/api` matches.
+    #[error("no API endpoint at {0}")]
+    NotFound(String),
+    /// The path exists but not with this method.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// A bearer token was required and missing or wrong.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The chosen tier has no upstream; the decision is recorded all the same.
+    #[error("no upstream configured for tier {} ({})", .tier, .tier.internal_name())]
+    NoUpstream {
+        /// The tier the query was routed to.
+        tier: Tier,
+        /// The decision that was recorded.
+        decision: Box<QueryDecision>,
+    },
+    /// The upstream failed, timed out or answered something unusable.
+    #[error("upstream for tier {tier} failed: {message}")]
+    Upstream {
+        /// The tier whose upstream failed.
+        tier: Tier,
+        /// What went wrong, safe to show.
+        message: String,
+        /// The decision that was recorded.
+        decision: Box<QueryDecision>,
+    },
+    /// A bug; the details go to the log only.
+    #[error("internal server error")]
+    Internal(String),
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a human.
+    #[schema(example = "score: must be a finite number in 0..=15, got 16")]
+    pub error: String,
+    /// For `/api/query` failures after routing: the decision that was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<QueryDecision>,
+}
+
+impl ApiError {
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NoUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let error = self.to_string();
+        let decision = match self {
+            ApiError::NoUpstream { decision, .. } | ApiError::Upstream { decision, .. } => {
+                Some(*decision)
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                None
+            }
+            ApiError::MalformedJson(_)
+            | ApiError::Invalid(_)
+            | ApiError::BadParameter(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::NotFound(_)
+            | ApiError::MethodNotAllowed(_)
+            | ApiError::Unauthorized => None,
+        };
+        let mut response = (status, Json(ErrorBody { error, decision })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

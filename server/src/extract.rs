@@ -1,0 +1,124 @@
+//! A JSON body extractor whose every rejection is a JSON [`ApiError`].
+//!
+//! axum's own `Json` answers bad bodies in plain text and insists on a
+//! content type; clients of a router post from scripts and curl one-liners,
+//! so we read any body as JSON and say precisely which field is wrong.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The most a request body may weigh.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A request body decoded from JSON into `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+            } else {
+                ApiError::MalformedJson(rejection.body_text())
+            }
+        })?;
+        decode_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Decodes a JSON document: syntax problems are 400, shape problems are 422
+/// and name the field (`max_tokens: invalid type ...`).
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::MalformedJson("the body is empty".into()));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let what = strip_position(&inner);
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                if path == "." {
+                    ApiError::Invalid(format!("body: {what}"))
+                } else {
+                    ApiError::Invalid(format!("{path}: {what}"))
+                }
+            }
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => ApiError::MalformedJson(inner.to_string()),
+        }
+    })?;
+    Ok(value)
+}
+
+/// serde_json's message without its "at line 1 column 12" suffix, which
+/// means little once the field is named.
+fn strip_position(err: &serde_json::Error) -> String {
+    let msg = err.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Probe {
+        name: String,
+        n: Option<u64>,
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_422_naming_the_field() {
+        let cases: [(&[u8], u16, &str); 8] = [
+            (b"", 400, "empty"),
+            (b"   ", 400, "empty"),
+            (b"{", 400, "EOF"),
+            (b"{\"name\": }", 400, "expected value"),
+            (b"\xff\xfe", 400, "expected value"),
+            (b"[]", 422, "body:"),
+            (b"{\"name\": 3}", 422, "name:"),
+            (b"{\"name\": \"x\", \"n\": -1}", 422, "n:"),
+        ];
+        for (body, status, needle) in cases {
+            let err = decode_json::<Probe>(body).unwrap_err();
+            assert_eq!(err.status().as_u16(), status, "{body:?}");
+            assert!(err.to_string().contains(needle), "{body:?}: {err}");
+        }
+        let missing = decode_json::<Probe>(b"{}").unwrap_err();
+        assert_eq!(missing.status().as_u16(), 422);
+        assert!(missing.to_string().contains("missing field `name`"), "{missing}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for deep in [
+            "[".repeat(100_000),
+            format!("{{\"name\": \"x\", \"n\": {}", "[".repeat(100_000)),
+            format!("{}{}", "{\"a\":".repeat(50_000), "1"),
+        ] {
+            let err = decode_json::<Probe>(deep.as_bytes()).unwrap_err();
+            assert!(err.status().is_client_error(), "{err}");
+        }
+    }
+}

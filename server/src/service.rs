@@ -1,0 +1,390 @@
+//! The status service: the ring buffer of decisions, the all-time counters,
+//! the in-flight gauges, and the shared, serialised snapshot readers get.
+//!
+//! Writers hold one mutex for a push and two additions; readers of the
+//! default status mostly touch nothing but an atomic version and an
+//! `ArcSwap` of ready bytes, so a wall of dashboards does not slow the router.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use chrono::Utc;
+use shared::{
+    DEFAULT_RECENT, DecisionError, OrchestratorStatus, RecordedDecision, RoutingDecision,
+    StatusCounters, Tier, build_status,
+};
+
+/// A cached status older than this is rebuilt even if nothing changed, so its
+/// `timestamp` stays close to the time it is served.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The status service. Cheap to share behind an `Arc`.
+pub struct StatusService {
+    inner: Mutex<Inner>,
+    active: [AtomicU64; 3],
+    /// Bumped after every change anyone could see in a status.
+    version: AtomicU64,
+    next_id: AtomicU64,
+    /// Distinguishes ids and ETags of this process from an earlier one's.
+    boot: String,
+    capacity: usize,
+    window: usize,
+    snapshot: ArcSwap<Snapshot>,
+    rebuild: Mutex<()>,
+}
+
+struct Inner {
+    buffer: VecDeque<RecordedDecision>,
+    total: u64,
+    per_tier: [u64; 3],
+}
+
+/// A serialised status, shared by every reader until something changes.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The service version this snapshot reflects (at least).
+    pub version: u64,
+    /// When it was built.
+    pub built_at: Instant,
+    /// The JSON body.
+    pub body: Bytes,
+    /// A weak ETag naming the version; equal ETags mean equal data.
+    pub etag: HeaderValue,
+}
+
+impl StatusService {
+    /// A service keeping `capacity` decisions and computing utilization over
+    /// the newest `window` of them. Both must be at least 1.
+    pub fn new(capacity: usize, window: usize) -> Self {
+        assert!(capacity >= 1 && window >= 1, "capacity and window must be >= 1");
+        let boot = format!("{:x}", Utc::now().timestamp_millis());
+        let service = StatusService {
+            inner: Mutex::new(Inner {
+                buffer: VecDeque::with_capacity(capacity),
+                total: 0,
+                per_tier: [0; 3],
+            }),
+            active: Default::default(),
+            version: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            boot,
+            capacity,
+            window,
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                version: u64::MAX,
+                built_at: Instant::now(),
+                body: Bytes::new(),
+                etag: HeaderValue::from_static("W/\"\""),
+            }),
+            rebuild: Mutex::new(()),
+        };
+        let first = service.build_snapshot(DEFAULT_RECENT);
+        service.snapshot.store(Arc::new(first));
+        service
+    }
+
+    /// How many decisions are kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How many of the newest decisions utilization covers.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Validates and records a decision; on error nothing is recorded.
+    pub fn record(
+        &self,
+        query: &str,
+        tier: Tier,
+        score: f64,
+        decision_time_ms: f64,
+    ) -> Result<RoutingDecision, DecisionError> {
+        // Everything that allocates or can fail happens before the lock.
+        let id = format!(
+            "{}-{}",
+            self.boot,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let decision = RoutingDecision::new(id, query, tier, score, Utc::now())?;
+        let recorded = RecordedDecision::new(decision, decision_time_ms)?;
+        let public = recorded.decision.clone();
+        let evicted = {
+            let mut inner = self.lock();
+            let evicted = if inner.buffer.len() == self.capacity {
+                inner.buffer.pop_front()
+            } else {
+                None
+            };
+            inner.buffer.push_back(recorded);
+            inner.total += 1;
+            inner.per_tier[tier.index()] += 1;
+            evicted
+        };
+        // Freed outside the lock.
+        drop(evicted);
+        self.version.fetch_add(1, Ordering::Release);
+        Ok(public)
+    }
+
+    /// Marks one request of `tier` as in flight until the guard is dropped.
+    pub fn begin(self: &Arc<Self>, tier: Tier) -> ActiveGuard {
+        self.active[tier.index()].fetch_add(1, Ordering::AcqRel);
+        self.version.fetch_add(1, Ordering::Release);
+        ActiveGuard {
+            service: Arc::clone(self),
+            tier,
+        }
+    }
+
+    /// Requests of `tier` in flight right now.
+    pub fn active(&self, tier: Tier) -> u64 {
+        self.active[tier.index()].load(Ordering::Acquire)
+    }
+
+    /// The status with the newest `recent` decisions listed.
+    pub fn status(&self, recent: usize) -> OrchestratorStatus {
+        let active = Tier::ALL.map(|t| self.active(t));
+        let inner = self.lock();
+        let counters = StatusCounters {
+            total_decisions: inner.total,
+            total_processed: inner.per_tier,
+            active_requests: active,
+        };
+        build_status(
+            inner.buffer.iter().rev(),
+            self.window,
+            recent,
+            &counters,
+            Utc::now(),
+        )
+    }
+
+    /// The serialised status with `recent` decisions. The default listing is
+    /// served from a snapshot shared by all readers and rebuilt only when the
+    /// data changed or the snapshot's timestamp grew stale.
+    pub fn snapshot(&self, recent: usize) -> Arc<Snapshot> {
+        if recent != DEFAULT_RECENT {
+            return Arc::new(self.build_snapshot(recent));
+        }
+        let current = self.snapshot.load();
+        if self.is_fresh(&current) {
+            return arc_swap::Guard::into_inner(current);
+        }
+        drop(current);
+        // One rebuilder at a time; the others wait a few microseconds and take
+        // its result instead of all rebuilding the same thing.
+        let _one = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot.load_full();
+        if self.is_fresh(&current) {
+            return current;
+        }
+        let fresh = Arc::new(self.build_snapshot(DEFAULT_RECENT));
+        self.snapshot.store(Arc::clone(&fresh));
+        fresh
+    }
+
+    fn is_fresh(&self, snapshot: &Snapshot) -> bool {
+        snapshot.version == self.version.load(Ordering::Acquire)
+            && snapshot.built_at.elapsed() < SNAPSHOT_MAX_AGE
+    }
+
+    fn build_snapshot(&self, recent: usize) -> Snapshot {
+        // Read the version first: the status built next reflects at least it.
+        let version = self.version.load(Ordering::Acquire);
+        let status = self.status(recent);
+        let body = serde_json::to_vec(&status).expect("a status always serialises");
+        Snapshot {
+            version,
+            built_at: Instant::now(),
+            body: Bytes::from(body),
+            etag: HeaderValue::from_str(&self.etag_for(version, recent))
+                .expect("an ETag of hex and digits is a valid header"),
+        }
+    }
+
+    /// The ETag the current data would be served with, without building it.
+    pub fn current_etag(&self, recent: usize) -> String {
+        self.etag_for(self.version.load(Ordering::Acquire), recent)
+    }
+
+    fn etag_for(&self, version: u64, recent: usize) -> String {
+        if recent == DEFAULT_RECENT {
+            format!("W/\"{}-{version}\"", self.boot)
+        } else {
+            format!("W/\"{}-{version}-{recent}\"", self.boot)
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The critical sections cannot leave `Inner` half-updated (no call in
+        // them can panic midway), so a poisoned lock still guards good data.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Holds one in-flight request of a tier; dropping it (on success, error,
+/// panic or a client that went away) ends it.
+#[must_use = "the request counts as active only while the guard lives"]
+pub struct ActiveGuard {
+    service: Arc<StatusService>,
+    tier: Tier,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.service.active[self.tier.index()].fetch_sub(1, Ordering::AcqRel);
+        self.service.version.fetch_add(1, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::Complexity;
+
+    #[test]
+    fn ring_buffer_keeps_the_newest_capacity() {
+        let s = StatusService::new(5, 3);
+        for i in 0..12 {
+            s.record(&format!("q{i}"), Tier::Q2, 1.0, 0.0).unwrap();
+        }
+        let st = s.status(100);
+        let queries: Vec<&str> = st.recent_decisions.iter().map(|d| d.query.as_str()).collect();
+        assert_eq!(queries, ["q11", "q10", "q9", "q8", "q7"]);
+        assert_eq!(st.total_decisions, 12);
+        assert_eq!(st.tier_utilization[0].total_processed, 12);
+    }
+
+    #[test]
+    fn invalid_input_records_nothing() {
+        let s = StatusService::new(5, 3);
+        assert!(s.record("  ", Tier::Q2, 1.0, 0.0).is_err());
+        assert!(s.record("q", Tier::Q2, 15.5, 0.0).is_err());
+        assert!(s.record("q", Tier::Q2, f64::NAN, 0.0).is_err());
+        assert!(s.record("q", Tier::Q2, 1.0, -1.0).is_err());
+        let st = s.status(10);
+        assert_eq!(st.total_decisions, 0);
+        assert!(st.recent_decisions.is_empty());
+    }
+
+    #[test]
+    fn guard_counts_in_flight_and_releases_on_drop_and_panic() {
+        let s = Arc::new(StatusService::new(5, 3));
+        let a = s.begin(Tier::Q3);
+        let b = s.begin(Tier::Q3);
+        assert_eq!(s.active(Tier::Q3), 2);
+        drop(a);
+        assert_eq!(s.active(Tier::Q3), 1);
+        let s2 = Arc::clone(&s);
+        let result = std::thread::spawn(move || {
+            let _g = s2.begin(Tier::Q4);
+            panic!("boom");
+        })
+        .join();
+        assert!(result.is_err());
+        assert_eq!(s.active(Tier::Q4), 0);
+        drop(b);
+        assert_eq!(s.active(Tier::Q3), 0);
+    }
+
+    #[test]
+    fn snapshot_is_shared_until_something_changes() {
+        let s = Arc::new(StatusService::new(100, 20));
+        let a = s.snapshot(DEFAULT_RECENT);
+        let b = s.snapshot(DEFAULT_RECENT);
+        assert!(Arc::ptr_eq(&a, &b));
+        s.record("hello", Tier::Q3, 4.0, 1.0).unwrap();
+        let c = s.snapshot(DEFAULT_RECENT);
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_ne!(a.etag, c.etag);
+        let parsed: OrchestratorStatus = serde_json::from_slice(&c.body).unwrap();
+        assert_eq!(parsed.total_decisions, 1);
+        assert_eq!(parsed.recent_decisions[0].complexity, Complexity::Moderate);
+        let g = s.begin(Tier::Q2);
+        let d = s.snapshot(DEFAULT_RECENT);
+        let parsed: OrchestratorStatus = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(parsed.tier_utilization[0].active_requests, 1);
+        drop(g);
+        assert_ne!(s.snapshot(DEFAULT_RECENT).etag, d.etag);
+    }
+
+    /// Many writers and readers at once: no decision is lost and every status
+    /// read along the way obeys the rules.
+    #[test]
+    fn concurrent_writers_and_readers_lose_nothing() {
+        const WRITERS: usize = 8;
+        const PER_WRITER: usize = 2_000;
+        let s = Arc::new(StatusService::new(100, 20));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..4)
+            .map(|r| {
+                let s = Arc::clone(&s);
+                let done = Arc::clone(&done);
+                std::thread::spawn(move || {
+                    let mut reads = 0u64;
+                    let mut last_total = 0;
+                    while !done.load(Ordering::Acquire) {
+                        let st: OrchestratorStatus = if r % 2 == 0 {
+                            s.status(100)
+                        } else {
+                            serde_json::from_slice(&s.snapshot(DEFAULT_RECENT).body).unwrap()
+                        };
+                        assert!(st.total_decisions >= last_total, "totals never go back");
+                        last_total = st.total_decisions;
+                        let processed: u64 =
+                            st.tier_utilization.iter().map(|t| t.total_processed).sum();
+                        assert_eq!(processed, st.total_decisions);
+                        assert!(st.recent_decisions.len() <= 100);
+                        if st.total_decisions > 0 {
+                            let d = st.complexity_distribution;
+                            assert_eq!(d.simple + d.moderate + d.complex, 100);
+                            let u: f64 =
+                                st.tier_utilization.iter().map(|t| t.utilization_percent).sum();
+                            assert!((u - 100.0).abs() < 1e-6);
+                        }
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for i in 0..PER_WRITER {
+                        let tier = Tier::ALL[(w + i) % 3];
+                        let _g = s.begin(tier);
+                        s.record(&format!("w{w}-{i}"), tier, (i % 16) as f64 * 0.9, 0.5)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Release);
+        let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(reads > 0);
+        let st = s.status(100);
+        assert_eq!(st.total_decisions, (WRITERS * PER_WRITER) as u64);
+        let processed: Vec<u64> = st.tier_utilization.iter().map(|t| t.total_processed).collect();
+        let mut want = [0u64; 3];
+        for w in 0..WRITERS {
+            for i in 0..PER_WRITER {
+                want[(w + i) % 3] += 1;
+            }
+        }
+        assert_eq!(processed, want);
+        assert!(st.tier_utilization.iter().all(|t| t.active_requests == 0));
+        assert_eq!(st.recent_decisions.len(), 100);
+    }
+}
