@@ -210,7 +210,7 @@ pub async fn query(
     let tier = route.tier;
     let decision = QueryDecision {
         decision,
-        tier_name: tier.internal_name(),
+        tier_name: tier.internal_name().to_owned(),
         mode: req.mode,
         decision_time_ms: route.decision_time_ms,
     };
@@ -325,8 +325,15 @@ fn invalid(err: DecisionError) -> ApiError {
     ),
     paths(status, query, ingest, health, openapi),
     components(schemas(
-        OrchestratorStatus, RoutingDecision, ErrorBody, QueryRequest, QueryResponse,
-        QueryDecision, IngestRequest, Health, TierUpstream
+        OrchestratorStatus,
+        RoutingDecision,
+        ErrorBody,
+        QueryRequest,
+        QueryResponse,
+        QueryDecision,
+        IngestRequest,
+        Health,
+        TierUpstream
     ))
 )]
 pub struct ApiDoc;
@@ -343,8 +350,15 @@ mod tests {
         assert_eq!(parse_limit(Some("limit=1"), 100).unwrap(), 1);
         assert_eq!(parse_limit(Some("limit=100"), 100).unwrap(), 100);
         for bad in [
-            "limit=0", "limit=101", "limit=-1", "limit=abc", "limit=", "limit=1.5",
-            "limit=%FF", "limit=1&limit=2", "limit=99999999999999999999999",
+            "limit=0",
+            "limit=101",
+            "limit=-1",
+            "limit=abc",
+            "limit=",
+            "limit=1.5",
+            "limit=%FF",
+            "limit=1&limit=2",
+            "limit=99999999999999999999999",
         ] {
             let err = parse_limit(Some(bad), 100).unwrap_err();
             assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
@@ -358,7 +372,10 @@ mod tests {
         assert!(!if_none_match(&h, &tag));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"a-1\""));
         assert!(if_none_match(&h, &tag));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"x\", W/\"a-1\""));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("W/\"x\", W/\"a-1\""),
+        );
         assert!(if_none_match(&h, &tag));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"a-2\""));
         assert!(!if_none_match(&h, &tag));

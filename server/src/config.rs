@@ -102,7 +102,9 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
     if !(secs.is_finite() && secs > 0.0 && secs <= 3_600.0) {
-        return Err(format!("{raw:?} must be more than 0 and at most 3600 seconds"));
+        return Err(format!(
+            "{raw:?} must be more than 0 and at most 3600 seconds"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }

@@ -4,10 +4,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use shared::Tier;
-
-use crate::routing::QueryDecision;
+pub use shared::api::ErrorBody;
+use shared::api::QueryDecision;
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -57,17 +56,6 @@ pub enum ApiError {
     /// A bug; the details go to the log only.
     #[error("internal server error")]
     Internal(String),
-}
-
-/// The JSON body of every error.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for a human.
-    #[schema(example = "score: must be a finite number in 0..=15, got 16")]
-    pub error: String,
-    /// For `/api/query` failures after routing: the decision that was recorded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision: Option<QueryDecision>,
 }
 
 impl ApiError {

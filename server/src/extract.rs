@@ -107,7 +107,10 @@ mod tests {
         }
         let missing = decode_json::<Probe>(b"{}").unwrap_err();
         assert_eq!(missing.status().as_u16(), 422);
-        assert!(missing.to_string().contains("missing field `name`"), "{missing}");
+        assert!(
+            missing.to_string().contains("missing field `name`"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -30,14 +30,18 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let addr = listener.local_addr().expect("a bound socket has an address");
+    let addr = listener
+        .local_addr()
+        .expect("a bound socket has an address");
     let state = AppState::new(
         StatusService::new(config.buffer_size, config.window),
         Upstreams::new(config.targets(), config.upstream_timeout),
     );
     for tier in shared::Tier::ALL {
         match state.upstreams.target(tier) {
-            Some(t) => tracing::info!(%tier, upstream = %t.base_url, model = ?t.model, "tier upstream"),
+            Some(t) => {
+                tracing::info!(%tier, upstream = %t.base_url, model = ?t.model, "tier upstream")
+            }
             None => tracing::info!(%tier, "tier has no upstream: its queries get 503"),
         }
     }

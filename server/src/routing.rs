@@ -22,63 +22,9 @@
 //! a distributed rate limiter, prove it is fair, then implement it in Rust"
 //! scores well above 7 (COMPLEX).
 
-use serde::{Deserialize, Serialize};
-use shared::{RoutingDecision, Tier};
+use shared::Tier;
+pub use shared::api::{Mode, QueryDecision, QueryRequest, QueryResponse};
 use std::time::Instant;
-
-/// How the router picks a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Everything to the fast tier; no assessment.
-    Simple,
-    /// Assess complexity, then balanced (< 7) or powerful (>= 7).
-    #[default]
-    TwoStage,
-}
-
-/// `POST /api/query` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct QueryRequest {
-    /// The user's query; at least one non-whitespace character.
-    #[schema(example = "What is Python?")]
-    pub query: String,
-    /// `simple` or `two-stage` (the default).
-    #[serde(default)]
-    pub mode: Mode,
-    /// Most tokens the answer may have; a positive integer when given.
-    #[schema(example = 256, minimum = 1)]
-    pub max_tokens: Option<u64>,
-}
-
-/// `POST /api/query` success body.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct QueryResponse {
-    /// The model's answer; null when the upstream answered without content.
-    pub answer: Option<String>,
-    /// The model the upstream was asked for, when one is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// How the query was routed.
-    pub decision: QueryDecision,
-}
-
-/// A routing decision as `/api/query` reports it: the status's decision plus
-/// the internal tier name and how long deciding took.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct QueryDecision {
-    /// The recorded decision (id, query, tier, complexity, timestamp, score).
-    #[serde(flatten)]
-    pub decision: RoutingDecision,
-    /// `fast`, `balanced` or `powerful`.
-    #[schema(example = "balanced")]
-    pub tier_name: &'static str,
-    /// The router's mode.
-    pub mode: Mode,
-    /// Time spent deciding, in milliseconds.
-    pub decision_time_ms: f64,
-}
 
 /// A chosen tier before it is recorded.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -237,7 +183,10 @@ mod tests {
             ("What is Python?", Complexity::Simple),
             ("hi", Complexity::Simple),
             ("Translate 'good morning' into French", Complexity::Simple),
-            ("Explain the difference between TCP and UDP", Complexity::Simple),
+            (
+                "Explain the difference between TCP and UDP",
+                Complexity::Simple,
+            ),
             (
                 "Compare B-trees and LSM-trees for a write-heavy database and explain the trade-offs",
                 Complexity::Moderate,
@@ -265,7 +214,11 @@ mod tests {
         for (query, want) in table {
             let score = assess_complexity(query);
             assert!((0.0..=15.0).contains(&score), "{query}: {score}");
-            assert_eq!(Complexity::from_score(score), *want, "{query:?} scored {score}");
+            assert_eq!(
+                Complexity::from_score(score),
+                *want,
+                "{query:?} scored {score}"
+            );
         }
     }
 
@@ -287,8 +240,18 @@ mod tests {
 
     #[test]
     fn simple_mode_is_fast_with_zero_score_and_time() {
-        let r = route("Design a distributed system and prove it correct", Mode::Simple);
-        assert_eq!(r, Route { tier: Tier::Q2, score: 0.0, decision_time_ms: 0.0 });
+        let r = route(
+            "Design a distributed system and prove it correct",
+            Mode::Simple,
+        );
+        assert_eq!(
+            r,
+            Route {
+                tier: Tier::Q2,
+                score: 0.0,
+                decision_time_ms: 0.0
+            }
+        );
     }
 
     #[test]

@@ -61,7 +61,10 @@ impl StatusService {
     /// A service keeping `capacity` decisions and computing utilization over
     /// the newest `window` of them. Both must be at least 1.
     pub fn new(capacity: usize, window: usize) -> Self {
-        assert!(capacity >= 1 && window >= 1, "capacity and window must be >= 1");
+        assert!(
+            capacity >= 1 && window >= 1,
+            "capacity and window must be >= 1"
+        );
         let boot = format!("{:x}", Utc::now().timestamp_millis());
         let service = StatusService {
             inner: Mutex::new(Inner {
@@ -256,7 +259,11 @@ mod tests {
             s.record(&format!("q{i}"), Tier::Q2, 1.0, 0.0).unwrap();
         }
         let st = s.status(100);
-        let queries: Vec<&str> = st.recent_decisions.iter().map(|d| d.query.as_str()).collect();
+        let queries: Vec<&str> = st
+            .recent_decisions
+            .iter()
+            .map(|d| d.query.as_str())
+            .collect();
         assert_eq!(queries, ["q11", "q10", "q9", "q8", "q7"]);
         assert_eq!(st.total_decisions, 12);
         assert_eq!(st.tier_utilization[0].total_processed, 12);
@@ -345,8 +352,11 @@ mod tests {
                         if st.total_decisions > 0 {
                             let d = st.complexity_distribution;
                             assert_eq!(d.simple + d.moderate + d.complex, 100);
-                            let u: f64 =
-                                st.tier_utilization.iter().map(|t| t.utilization_percent).sum();
+                            let u: f64 = st
+                                .tier_utilization
+                                .iter()
+                                .map(|t| t.utilization_percent)
+                                .sum();
                             assert!((u - 100.0).abs() < 1e-6);
                         }
                         reads += 1;
@@ -376,7 +386,11 @@ mod tests {
         assert!(reads > 0);
         let st = s.status(100);
         assert_eq!(st.total_decisions, (WRITERS * PER_WRITER) as u64);
-        let processed: Vec<u64> = st.tier_utilization.iter().map(|t| t.total_processed).collect();
+        let processed: Vec<u64> = st
+            .tier_utilization
+            .iter()
+            .map(|t| t.total_processed)
+            .collect();
         let mut want = [0u64; 3];
         for w in 0..WRITERS {
             for i in 0..PER_WRITER {

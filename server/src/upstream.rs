@@ -92,7 +92,9 @@ impl Upstreams {
         query: &str,
         max_tokens: Option<u64>,
     ) -> Result<Option<String>, UpstreamError> {
-        let target = self.target(tier).ok_or(UpstreamError::NotConfigured(tier))?;
+        let target = self
+            .target(tier)
+            .ok_or(UpstreamError::NotConfigured(tier))?;
         let url = format!("{}/chat/completions", target.base_url.trim_end_matches('/'));
         let mut body = json!({
             "messages": [{"role": "user", "content": query}],

@@ -31,7 +31,10 @@ pub struct RoutingDecision {
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: DateTime<Utc>,
     /// Complexity score, 0..=15.
-    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 15.0, example = 4.5))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0.0, maximum = 15.0, example = 4.5)
+    )]
     pub score: f64,
 }
 

@@ -5,6 +5,7 @@
 //! the two can never drift apart. Depends on serde and chrono only (utoipa is an
 //! opt-in feature the server turns on for its OpenAPI document).
 
+pub mod api;
 mod decision;
 mod mock;
 mod status;

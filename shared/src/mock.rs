@@ -85,7 +85,11 @@ mod tests {
         assert_eq!(d.simple + d.moderate + d.complex, 100);
         let processed: u64 = a.tier_utilization.iter().map(|t| t.total_processed).sum();
         assert_eq!(processed, a.total_decisions);
-        let util: f64 = a.tier_utilization.iter().map(|t| t.utilization_percent).sum();
+        let util: f64 = a
+            .tier_utilization
+            .iter()
+            .map(|t| t.utilization_percent)
+            .sum();
         assert!((util - 100.0).abs() < 1e-9);
         assert!(
             a.recent_decisions

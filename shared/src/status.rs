@@ -20,7 +20,10 @@ pub struct TierUtilization {
     /// Which tier.
     pub tier: Tier,
     /// The tier's share (0..=100) of the decisions in the utilization window.
-    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 100.0, example = 50.0))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0.0, maximum = 100.0, example = 50.0)
+    )]
     pub utilization_percent: f64,
     /// Requests of this tier in flight right now.
     pub active_requests: u64,
@@ -170,7 +173,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn rec(i: usize, tier: Tier, score: f64, ms: f64) -> RecordedDecision {
-        let d = RoutingDecision::new(i.to_string(), "q", tier, score, DateTime::UNIX_EPOCH).unwrap();
+        let d =
+            RoutingDecision::new(i.to_string(), "q", tier, score, DateTime::UNIX_EPOCH).unwrap();
         RecordedDecision::new(d, ms).unwrap()
     }
 
@@ -198,12 +202,20 @@ mod tests {
         v.extend((5..20).map(|i| rec(i, Tier::Q3, 4.0, 1.0)));
         v.extend((20..25).map(|i| rec(i, Tier::Q2, 0.0, 1.0)));
         let s = build_status(&v, 20, 10, &StatusCounters::default(), DateTime::UNIX_EPOCH);
-        let got: Vec<f64> = s.tier_utilization.iter().map(|u| u.utilization_percent).collect();
+        let got: Vec<f64> = s
+            .tier_utilization
+            .iter()
+            .map(|u| u.utilization_percent)
+            .collect();
         assert_eq!(got, vec![0.0, 75.0, 25.0]);
         // the distribution is over all 25 buffered: 5 complex, 15 moderate, 5 simple
         assert_eq!(
             s.complexity_distribution,
-            ComplexityDistribution { simple: 20, moderate: 60, complex: 20 }
+            ComplexityDistribution {
+                simple: 20,
+                moderate: 60,
+                complex: 20
+            }
         );
     }
 
@@ -254,8 +266,16 @@ mod tests {
         };
         let s = build_status([], 20, 10, &c, DateTime::UNIX_EPOCH);
         assert_eq!(s.total_decisions, 1234);
-        let tp: Vec<u64> = s.tier_utilization.iter().map(|u| u.total_processed).collect();
-        let ar: Vec<u64> = s.tier_utilization.iter().map(|u| u.active_requests).collect();
+        let tp: Vec<u64> = s
+            .tier_utilization
+            .iter()
+            .map(|u| u.total_processed)
+            .collect();
+        let ar: Vec<u64> = s
+            .tier_utilization
+            .iter()
+            .map(|u| u.active_requests)
+            .collect();
         assert_eq!(tp, vec![1000, 200, 34]);
         assert_eq!(ar, vec![1, 2, 3]);
     }
