@@ -2,6 +2,8 @@
 //! talks HTTP to it, and stands up an OpenAI-compatible test double for the
 //! upstreams (a system we do not run here: a real LLM server).
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,151 @@
+//! Every HTTP call the panel makes, each with a typed error.
+
+use std::fmt;
+
+use futures::future::{Either, select};
+use gloo_net::http::{Request, Response};
+use gloo_timers::future::TimeoutFuture;
+use shared::OrchestratorStatus;
+use shared::api::{ErrorBody, QueryDecision, QueryRequest, QueryResponse};
+use web_sys::AbortController;
+
+/// The status endpoint, relative to the API base.
+pub const STATUS_PATH: &str = "/api/orchestrator/status";
+/// The router endpoint, relative to the API base.
+pub const QUERY_PATH: &str = "/api/query";
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// The request never got an HTTP answer (server down, refused, aborted).
+    Network(String),
+    /// No answer within the given milliseconds; the request was aborted.
+    Timeout(u32),
+    /// The server answered with a non-2xx status.
+    Status {
+        /// The HTTP status.
+        code: u16,
+        /// The server's `error` text, when it sent a JSON error.
+        message: Option<String>,
+        /// For `/api/query`: the decision recorded before the failure.
+        decision: Option<Box<QueryDecision>>,
+    },
+    /// A 2xx answer whose body is not what the API promises.
+    Malformed(String),
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Network(why) => write!(f, "network error: {why}"),
+            ApiError::Timeout(ms) => write!(f, "no answer within {} s", *ms as f64 / 1000.0),
+            ApiError::Status {
+                code,
+                message: Some(m),
+                ..
+            } => write!(f, "HTTP {code}: {m}"),
+            ApiError::Status {
+                code,
+                message: None,
+                ..
+            } => write!(f, "HTTP {code}"),
+            ApiError::Malformed(why) => write!(f, "malformed response: {why}"),
+        }
+    }
+}
+
+/// What a status poll brought.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusFetch {
+    /// A new status, with the ETag to send next time.
+    Fresh {
+        /// The status.
+        status: Box<OrchestratorStatus>,
+        /// Its ETag, if the server sent one.
+        etag: Option<String>,
+    },
+    /// 304: the status the panel holds is still current.
+    NotModified,
+}
+
+/// Polls the status once. `etag` makes it conditional; `controller` lets the
+/// caller abort it (on unmount), and it is aborted after `timeout_ms`.
+pub async fn fetch_status(
+    base: &str,
+    etag: Option<&str>,
+    controller: &AbortController,
+    timeout_ms: u32,
+) -> Result<StatusFetch, ApiError> {
+    let mut request = Request::get(&format!("{base}{STATUS_PATH}"))
+        .header("accept", "application/json")
+        .abort_signal(Some(&controller.signal()));
+    if let Some(tag) = etag {
+        request = request.header("if-none-match", tag);
+    }
+    let call = async move {
+        let response = request.send().await.map_err(network)?;
+        if response.status() == 304 {
+            return Ok(StatusFetch::NotModified);
+        }
+        let etag = response.headers().get("etag");
+        let status = decode::<OrchestratorStatus>(&response).await?;
+        Ok(StatusFetch::Fresh {
+            status: Box::new(status),
+            etag,
+        })
+    };
+    with_timeout(call, controller, timeout_ms).await
+}
+
+/// Sends a query to the router. A routed query whose generation failed comes
+/// back as [`ApiError::Status`] carrying the recorded decision.
+pub async fn post_query(
+    base: &str,
+    body: &QueryRequest,
+    controller: &AbortController,
+    timeout_ms: u32,
+) -> Result<QueryResponse, ApiError> {
+    let request = Request::post(&format!("{base}{QUERY_PATH}"))
+        .abort_signal(Some(&controller.signal()))
+        .json(body)
+        .map_err(|e| ApiError::Malformed(e.to_string()))?;
+    let call = async move {
+        let response = request.send().await.map_err(network)?;
+        decode::<QueryResponse>(&response).await
+    };
+    with_timeout(call, controller, timeout_ms).await
+}
+
+async fn with_timeout<T>(
+    call: impl Future<Output = Result<T, ApiError>>,
+    controller: &AbortController,
+    timeout_ms: u32,
+) -> Result<T, ApiError> {
+    let call = std::pin::pin!(call);
+    match select(call, TimeoutFuture::new(timeout_ms)).await {
+        Either::Left((result, _)) => result,
+        Either::Right(((), _)) => {
+            controller.abort();
+            Err(ApiError::Timeout(timeout_ms))
+        }
+    }
+}
+
+/// A 2xx body decoded as `T`; any other status as [`ApiError::Status`] with
+/// the server's JSON error when there is one.
+async fn decode<T: serde::de::DeserializeOwned>(response: &Response) -> Result<T, ApiError> {
+    let text = response.text().await.map_err(network)?;
+    if !response.ok() {
+        let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        return Err(ApiError::Status {
+            code: response.status(),
+            message: body.as_ref().map(|b| b.error.clone()),
+            decision: body.and_then(|b| b.decision).map(Box::new),
+        });
+    }
+    serde_json::from_str(&text).map_err(|e| ApiError::Malformed(e.to_string()))
+}
+
+fn network(err: gloo_net::Error) -> ApiError {
+    ApiError::Network(err.to_string())
+}

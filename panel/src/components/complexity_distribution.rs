@@ -1,0 +1,39 @@
+//! The complexity mix of the buffered decisions, as bars.
+
+use leptos::prelude::*;
+use shared::ComplexityDistribution;
+
+use crate::components::ascii_bar::AsciiBar;
+
+/// SIMPLE / MODERATE / COMPLEX shares.
+#[component]
+pub fn ComplexityDistributionView(
+    /// The status's `complexityDistribution`.
+    #[prop(into)]
+    distribution: Signal<ComplexityDistribution>,
+) -> impl IntoView {
+    let classes: [(&'static str, fn(&ComplexityDistribution) -> u32); 3] = [
+        ("SIMPLE", |d| d.simple),
+        ("MODERATE", |d| d.moderate),
+        ("COMPLEX", |d| d.complex),
+    ];
+    let rows = classes
+        .into_iter()
+        .map(|(name, pick)| {
+            let share = Signal::derive(move || f64::from(distribution.with(pick)));
+            view! {
+                <div class="row">
+                    <span class="class-label">{name}</span>
+                    <AsciiBar percent=share label=format!("{name} share")/>
+                    <span class="num pct">{move || format!("{:3}%", share.get())}</span>
+                </div>
+            }
+        })
+        .collect_view();
+    view! {
+        <section class="card" aria-labelledby="dist-h">
+            <h2 id="dist-h">"Complexity mix"</h2>
+            <div class="mono" data-testid="distribution">{rows}</div>
+        </section>
+    }
+}

@@ -1,0 +1,10 @@
+//! The panel's components, one per file.
+
+pub mod ascii_bar;
+pub mod complexity_distribution;
+pub mod orchestrator_status_panel;
+pub mod query_form;
+pub mod recent_decisions;
+pub mod source_badge;
+pub mod status_view;
+pub mod tier_utilization;

@@ -1,0 +1,29 @@
+//! The OrchestratorStatusPanel: the live feed wired to its view.
+
+use leptos::prelude::*;
+
+use crate::components::status_view::StatusView;
+use crate::hooks::{PollConfig, use_orchestrator_status};
+
+/// Polls the status endpoint and renders it, falling back to labelled mock
+/// data when the API is unreachable.
+#[component]
+pub fn OrchestratorStatusPanel(
+    /// Prefix of the API's paths; empty for the page's own origin.
+    #[prop(optional, into)]
+    api_base: String,
+    /// Poll interval in ms (default 1000).
+    #[prop(optional)]
+    interval_ms: Option<u32>,
+    /// Per-poll timeout in ms (default 2000).
+    #[prop(optional)]
+    timeout_ms: Option<u32>,
+) -> impl IntoView {
+    let defaults = PollConfig::default();
+    let feed = use_orchestrator_status(PollConfig {
+        api_base,
+        interval_ms: interval_ms.unwrap_or(defaults.interval_ms),
+        timeout_ms: timeout_ms.unwrap_or(defaults.timeout_ms),
+    });
+    view! { <StatusView status=feed.status source=feed.source last_live_ms=feed.last_live_ms/> }
+}

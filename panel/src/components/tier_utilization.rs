@@ -1,0 +1,42 @@
+//! One monospace row per tier: bar, share, in flight, processed.
+
+use leptos::prelude::*;
+use shared::{Tier, TierUtilization};
+
+use crate::components::ascii_bar::AsciiBar;
+
+/// Rows for Q2, Q3 and Q4; each updates in place when its numbers change.
+#[component]
+pub fn TierUtilizationView(
+    /// The status's `tierUtilization` (Q2, Q3, Q4).
+    #[prop(into)]
+    tiers: Signal<Vec<TierUtilization>>,
+) -> impl IntoView {
+    let rows = Tier::ALL
+        .into_iter()
+        .map(|tier| {
+            let row = Memo::new(move |_| {
+                tiers.with(|all| all.iter().find(|t| t.tier == tier).cloned())
+            });
+            let percent = Signal::derive(move || row.with(|r| r.as_ref().map_or(0.0, |r| r.utilization_percent)));
+            let active = move || row.with(|r| r.as_ref().map_or(0, |r| r.active_requests));
+            let processed = move || row.with(|r| r.as_ref().map_or(0, |r| r.total_processed));
+            view! {
+                <div class="row tier" data-testid=format!("tier-{tier}")>
+                    <span class="tier-label">{tier.label()}</span>
+                    <span class="tier-name">{tier.internal_name()}</span>
+                    <AsciiBar percent=percent label=format!("{tier} utilization")/>
+                    <span class="num pct">{move || format!("{:5.1}%", percent.get())}</span>
+                    <span class="num">"active "{active}</span>
+                    <span class="num">"processed "{processed}</span>
+                </div>
+            }
+        })
+        .collect_view();
+    view! {
+        <section class="card" aria-labelledby="tiers-h">
+            <h2 id="tiers-h">"Tier utilization"</h2>
+            <div class="mono">{rows}</div>
+        </section>
+    }
+}

@@ -1,0 +1,3 @@
+//! The panel's pages.
+
+pub mod home;

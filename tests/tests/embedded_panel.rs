@@ -1,0 +1,97 @@
+//! The panel embedded in the release binary, over plain HTTP: types,
+//! compression, caching, fallbacks, security headers.
+
+use tests::Server;
+
+fn client() -> reqwest::Client {
+    // No automatic decompression: we check what goes over the wire.
+    reqwest::Client::builder().build().unwrap()
+}
+
+fn asset_paths(index: &str) -> Vec<String> {
+    index
+        .split(['"', '\''])
+        .filter(|s| s.starts_with('/') && (s.ends_with(".wasm") || s.ends_with(".js") || s.ends_with(".css")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn index_and_hashed_assets_are_served_right() {
+    let server = Server::start(&[]);
+    let http = client();
+    let res = http.get(server.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let h = res.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(h["cache-control"], "no-cache", "index.html is never cached stale");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("'wasm-unsafe-eval'"), "{csp}");
+    let index = res.text().await.unwrap();
+    assert!(index.contains("<script type=\"module\""), "a built panel is embedded");
+
+    let paths = asset_paths(&index);
+    let wasm = paths.iter().find(|p| p.ends_with(".wasm")).expect("a wasm asset");
+    let js = paths.iter().find(|p| p.ends_with(".js")).expect("a js asset");
+    for (path, mime) in [(wasm, "application/wasm"), (js, "text/javascript")] {
+        for (accept, encoding) in [("br, gzip", Some("br")), ("gzip", Some("gzip")), ("identity", None)] {
+            let res = http
+                .get(server.url(path))
+                .header("accept-encoding", accept)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+            let h = res.headers();
+            assert!(h["content-type"].to_str().unwrap().starts_with(mime), "{path}");
+            assert_eq!(h["cache-control"], "public, max-age=31536000, immutable", "{path}");
+            assert_eq!(h.get("content-encoding").map(|v| v.to_str().unwrap()), encoding, "{path} {accept}");
+            let etag = h["etag"].clone();
+            let body = res.bytes().await.unwrap();
+            if encoding.is_none() && path.ends_with(".wasm") {
+                assert_eq!(&body[..4], b"\0asm", "raw WASM");
+            }
+            let again = http
+                .get(server.url(path))
+                .header("if-none-match", etag)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(again.status(), 304);
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_are_index_html_but_api_stays_json() {
+    let server = Server::start(&[]);
+    let http = client();
+    let res = http.get(server.url("/some/client/route")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(res.text().await.unwrap().contains("<script type=\"module\""));
+    let res = http.get(server.url("/api/nothing/here")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(body["error"].is_string());
+}
+
+#[test]
+fn trunk_pins_the_wasm_bindgen_of_cargo_lock() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    let locked = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasm-bindgen\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .expect("wasm-bindgen in Cargo.lock")
+        .trim_matches('"')
+        .to_owned();
+    let trunk = std::fs::read_to_string(root.join("Trunk.toml")).unwrap();
+    assert!(
+        trunk.contains(&format!("wasm_bindgen = \"{locked}\"")),
+        "Trunk.toml must pin wasm_bindgen = \"{locked}\""
+    );
+}
