@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Installs what building, running and testing Orchestrator Status needs and is
-# missing; skips what is there, so a second run takes seconds.
-#   scripts/install.sh          toolchain pieces to build and run
-#   scripts/install.sh --test   also the browser and load tools the tests use
+# Installs what building and running Orchestrator Status needs and is missing;
+# skips what is there, so a second run takes seconds.
+#   scripts/install.sh          the WASM toolchain (target, trunk, wasm-bindgen, wasm-opt)
+#   scripts/install.sh --test   also Chromium, chromedriver and wrk for the tests
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-want_test=false
-[ "${1:-}" = "--test" ] && want_test=true
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -16,15 +14,40 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-apt_missing=()
-if $want_test; then
-  command -v chromium >/dev/null || apt_missing+=(chromium)
-  command -v chromedriver >/dev/null || apt_missing+=(chromium-driver)
-  command -v wrk >/dev/null || apt_missing+=(wrk)
+# trunk 0.22 needs a newer rustc than this machine has: stay on 0.21.
+if ! trunk --version 2>/dev/null | grep -q '^trunk 0\.21\.'; then
+  say "installing trunk 0.21 (a few minutes, once)"
+  cargo install trunk --version '^0.21' --locked
 fi
-if [ ${#apt_missing[@]} -gt 0 ]; then
-  say "installing ${apt_missing[*]} (apt)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+
+# The CLI must equal the wasm-bindgen crate in Cargo.lock; read it from there.
+wbg=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if [ -z "$wbg" ]; then
+  echo "error: wasm-bindgen is not in Cargo.lock" >&2
+  exit 1
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wbg" ]; then
+  say "installing wasm-bindgen-cli $wbg (a couple of minutes, once)"
+  # No --locked: a locked dependency version is not served by the registry.
+  cargo install wasm-bindgen-cli --version "$wbg" --force
+fi
+
+# Debian's binaryen is too old; npm's binaryen 132 ships wasm-opt.
+if ! wasm-opt --version 2>/dev/null | grep -q 'version 132'; then
+  say "installing wasm-opt (binaryen 132, npm) into .tools/"
+  mkdir -p .tools
+  npm install --prefix .tools --no-audit --no-fund --silent binaryen@132
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  [ -x "$CHROMEDRIVER" ] || command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  command -v wrk >/dev/null || missing+=(wrk)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
 fi

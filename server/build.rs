@@ -55,10 +55,17 @@ fn main() {
             use base64::Engine as _;
             use sha2::Digest as _;
             let digest = sha2::Sha256::digest(body.as_bytes());
-            format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest))
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
         })
         .collect();
-    std::fs::write(out.join("inline_script_hashes.rs"), format!("{:?}", hashes.join(" "))).unwrap();
+    std::fs::write(
+        out.join("inline_script_hashes.rs"),
+        format!("{:?}", hashes.join(" ")),
+    )
+    .unwrap();
 }
 
 /// The bodies of the inline `<script>` elements of a page (Trunk's loader).
@@ -78,7 +85,11 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<String>) {
         if path.is_dir() {
             collect(root, &path, files);
         } else {
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             files.push(rel);
         }
     }

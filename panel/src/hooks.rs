@@ -104,10 +104,13 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
     let listener = {
         let poller = Rc::clone(&poller);
         Closure::<dyn FnMut()>::new(move || {
-            if !document().hidden() {
-                if let Some(tx) = poller.wake.borrow().as_ref() {
-                    let _ = tx.unbounded_send(());
-                }
+            if let Some(tx) = poller
+                .wake
+                .borrow()
+                .as_ref()
+                .filter(|_| !document().hidden())
+            {
+                let _ = tx.unbounded_send(());
             }
         })
     };
@@ -131,9 +134,13 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
             }
             let controller = AbortController::new().expect("AbortController exists");
             *poller.in_flight.borrow_mut() = Some(controller.clone());
-            let result =
-                api::fetch_status(&config.api_base, etag.as_deref(), &controller, config.timeout_ms)
-                    .await;
+            let result = api::fetch_status(
+                &config.api_base,
+                etag.as_deref(),
+                &controller,
+                config.timeout_ms,
+            )
+            .await;
             poller.in_flight.borrow_mut().take();
             if poller.stopped.get() {
                 break;

@@ -21,6 +21,7 @@ async fn main() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
@@ -47,6 +48,11 @@ async fn main() {
     }
     // Scripts and tests read this line to learn the port when given port 0.
     println!("listening on http://{addr}");
+    if server::panel::is_built() {
+        println!("panel: open http://{addr}/ in a browser");
+    } else {
+        println!("panel: not built into this binary (scripts/run.sh builds it); the API is up");
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(%addr, buffer = config.buffer_size, window = config.window, "serving");
 

@@ -65,7 +65,10 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
         return (
             StatusCode::OK,
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                ),
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             ],
             NOT_BUILT,
@@ -83,7 +86,10 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
     } else {
         let (body, encoding) = pick_encoding(asset, headers);
         let mut r = (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type(asset.path)))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(asset.path)),
+            )],
             body,
         )
             .into_response();
@@ -102,7 +108,10 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
             h.insert(header::CONTENT_SECURITY_POLICY, csp);
         }
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
     }
     response
 }
@@ -203,11 +212,20 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         assert_eq!(pick_encoding(&asset, &h).1, None);
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate, br"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate, br"),
+        );
         assert_eq!(pick_encoding(&asset, &h).1, Some("br"));
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=1.0, br;q=0"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=1.0, br;q=0"),
+        );
         assert_eq!(pick_encoding(&asset, &h).1, Some("gzip"));
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         assert_eq!(pick_encoding(&asset, &h).1, None);
     }
 }

@@ -48,19 +48,15 @@ impl Browser {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            let ready = http.get(format!("{base}/status")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
             }
             assert!(Instant::now() < deadline, "chromedriver did not come up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let profile = std::env::temp_dir().join(format!(
-            "orch-chromium-{}-{}",
-            std::process::id(),
-            port
-        ));
+        let profile =
+            std::env::temp_dir().join(format!("orch-chromium-{}-{}", std::process::id(), port));
         let caps = json!({
             "capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
@@ -214,7 +210,10 @@ fn decode_base64(s: &str) -> Vec<u8> {
             _ => panic!("not base64: {c}"),
         }
     };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).collect();
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
     for chunk in bytes.chunks(4) {
         let mut n = 0u32;

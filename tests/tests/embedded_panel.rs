@@ -11,7 +11,10 @@ fn client() -> reqwest::Client {
 fn asset_paths(index: &str) -> Vec<String> {
     index
         .split(['"', '\''])
-        .filter(|s| s.starts_with('/') && (s.ends_with(".wasm") || s.ends_with(".js") || s.ends_with(".css")))
+        .filter(|s| {
+            s.starts_with('/')
+                && (s.ends_with(".wasm") || s.ends_with(".js") || s.ends_with(".css"))
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -24,18 +27,37 @@ async fn index_and_hashed_assets_are_served_right() {
     assert_eq!(res.status(), 200);
     let h = res.headers().clone();
     assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert_eq!(h["cache-control"], "no-cache", "index.html is never cached stale");
+    assert_eq!(
+        h["cache-control"], "no-cache",
+        "index.html is never cached stale"
+    );
     assert_eq!(h["x-content-type-options"], "nosniff");
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("'wasm-unsafe-eval'"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("'wasm-unsafe-eval'"),
+        "{csp}"
+    );
     let index = res.text().await.unwrap();
-    assert!(index.contains("<script type=\"module\""), "a built panel is embedded");
+    assert!(
+        index.contains("<script type=\"module\""),
+        "a built panel is embedded"
+    );
 
     let paths = asset_paths(&index);
-    let wasm = paths.iter().find(|p| p.ends_with(".wasm")).expect("a wasm asset");
-    let js = paths.iter().find(|p| p.ends_with(".js")).expect("a js asset");
+    let wasm = paths
+        .iter()
+        .find(|p| p.ends_with(".wasm"))
+        .expect("a wasm asset");
+    let js = paths
+        .iter()
+        .find(|p| p.ends_with(".js"))
+        .expect("a js asset");
     for (path, mime) in [(wasm, "application/wasm"), (js, "text/javascript")] {
-        for (accept, encoding) in [("br, gzip", Some("br")), ("gzip", Some("gzip")), ("identity", None)] {
+        for (accept, encoding) in [
+            ("br, gzip", Some("br")),
+            ("gzip", Some("gzip")),
+            ("identity", None),
+        ] {
             let res = http
                 .get(server.url(path))
                 .header("accept-encoding", accept)
@@ -44,9 +66,19 @@ async fn index_and_hashed_assets_are_served_right() {
                 .unwrap();
             assert_eq!(res.status(), 200, "{path}");
             let h = res.headers();
-            assert!(h["content-type"].to_str().unwrap().starts_with(mime), "{path}");
-            assert_eq!(h["cache-control"], "public, max-age=31536000, immutable", "{path}");
-            assert_eq!(h.get("content-encoding").map(|v| v.to_str().unwrap()), encoding, "{path} {accept}");
+            assert!(
+                h["content-type"].to_str().unwrap().starts_with(mime),
+                "{path}"
+            );
+            assert_eq!(
+                h["cache-control"], "public, max-age=31536000, immutable",
+                "{path}"
+            );
+            assert_eq!(
+                h.get("content-encoding").map(|v| v.to_str().unwrap()),
+                encoding,
+                "{path} {accept}"
+            );
             let etag = h["etag"].clone();
             let body = res.bytes().await.unwrap();
             if encoding.is_none() && path.ends_with(".wasm") {
@@ -67,13 +99,36 @@ async fn index_and_hashed_assets_are_served_right() {
 async fn unknown_paths_are_index_html_but_api_stays_json() {
     let server = Server::start(&[]);
     let http = client();
-    let res = http.get(server.url("/some/client/route")).send().await.unwrap();
+    let res = http
+        .get(server.url("/some/client/route"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(res.text().await.unwrap().contains("<script type=\"module\""));
-    let res = http.get(server.url("/api/nothing/here")).send().await.unwrap();
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("<script type=\"module\"")
+    );
+    let res = http
+        .get(server.url("/api/nothing/here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let body: serde_json::Value = res.json().await.unwrap();
     assert!(body["error"].is_string());
 }

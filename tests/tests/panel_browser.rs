@@ -46,7 +46,9 @@ async fn panel_lifecycle_in_a_real_browser() {
     b.goto(&server.base).await;
     let loaded = opened.elapsed();
     let first_live = b
-        .wait_for(Duration::from_secs(10), || async { source_text(&b).await == "Live" })
+        .wait_for(Duration::from_secs(10), || async {
+            source_text(&b).await == "Live"
+        })
         .await
         .expect("the panel goes live");
     eprintln!(
@@ -58,12 +60,18 @@ async fn panel_lifecycle_in_a_real_browser() {
     // Zero state.
     assert_eq!(b.count("panel").await, 1);
     for tier in ["Q2", "Q3", "Q4"] {
-        let row = b.text_of(&format!("tier-{tier}")).await.expect("a row per tier");
+        let row = b
+            .text_of(&format!("tier-{tier}"))
+            .await
+            .expect("a row per tier");
         assert!(row.contains(tier) && row.contains("0.0%"), "{row}");
         assert_eq!(meter(&b, tier).await, 0.0);
     }
     assert_eq!(b.text_of("total-decisions").await.as_deref(), Some("0"));
-    assert_eq!(b.text_of("avg-decision-time").await.as_deref(), Some("0.00 ms"));
+    assert_eq!(
+        b.text_of("avg-decision-time").await.as_deref(),
+        Some("0.00 ms")
+    );
     assert_eq!(b.count("decision").await, 0);
     assert!(b.text_of("distribution").await.unwrap().contains("SIMPLE"));
 
@@ -71,10 +79,17 @@ async fn panel_lifecycle_in_a_real_browser() {
     ingest(&c, "What is Python?", "balanced", 0.2).await;
     ingest(&c, "Compare B-trees and LSM-trees", "Q3", 4.5).await;
     ingest(&c, "Prove the loop invariant holds", "powerful", 9.0).await;
-    let (_, r) = c.post("/api/query", &json!({"query": "hi there", "mode": "simple"})).await;
+    let (_, r) = c
+        .post(
+            "/api/query",
+            &json!({"query": "hi there", "mode": "simple"}),
+        )
+        .await;
     assert_eq!(r["decision"]["tier"], "Q2");
     let took = b
-        .wait_for(Duration::from_secs(2), || async { b.count("decision").await == 4 })
+        .wait_for(Duration::from_secs(2), || async {
+            b.count("decision").await == 4
+        })
         .await;
     assert!(took.is_some(), "4 decision rows within 2 s");
     assert_eq!(b.text_of("total-decisions").await.as_deref(), Some("4"));
@@ -93,9 +108,11 @@ async fn panel_lifecycle_in_a_real_browser() {
     let hostile = "<img src=x onerror=\"window.__pwned=1\"><b>bold</b>";
     ingest(&c, hostile, "fast", 1.0).await;
     assert!(
-        b.wait_for(Duration::from_secs(2), || async { b.count("decision").await == 5 })
-            .await
-            .is_some()
+        b.wait_for(Duration::from_secs(2), || async {
+            b.count("decision").await == 5
+        })
+        .await
+        .is_some()
     );
     let cell = b
         .eval(
@@ -123,19 +140,39 @@ async fn panel_lifecycle_in_a_real_browser() {
     server.kill();
     let mock = b
         .wait_for(Duration::from_secs(3), || async {
-            source_text(&b).await.starts_with("Mock data: backend unreachable")
+            source_text(&b)
+                .await
+                .starts_with("Mock data: backend unreachable")
         })
         .await;
-    assert!(mock.is_some(), "mock badge within 3 s, saw {:?}", source_text(&b).await);
-    assert_eq!(b.count("tier-Q2").await, 1, "mock data still renders the tiers");
+    assert!(
+        mock.is_some(),
+        "mock badge within 3 s, saw {:?}",
+        source_text(&b).await
+    );
+    assert_eq!(
+        b.count("tier-Q2").await,
+        1,
+        "mock data still renders the tiers"
+    );
 
     // It comes back on the same port: live again within 3 s.
     let server = Server::start_on(&addr, &[]);
     let live = b
-        .wait_for(Duration::from_secs(3), || async { source_text(&b).await == "Live" })
+        .wait_for(Duration::from_secs(3), || async {
+            source_text(&b).await == "Live"
+        })
         .await;
-    assert!(live.is_some(), "live again within 3 s, saw {:?}", source_text(&b).await);
-    assert_eq!(b.text_of("total-decisions").await.as_deref(), Some("0"), "the new server's data");
+    assert!(
+        live.is_some(),
+        "live again within 3 s, saw {:?}",
+        source_text(&b).await
+    );
+    assert_eq!(
+        b.text_of("total-decisions").await.as_deref(),
+        Some("0"),
+        "the new server's data"
+    );
     drop(server);
 }
 
@@ -146,9 +183,11 @@ async fn query_form_shows_the_routing_result_and_the_error() {
     let server = Server::start(&[]);
     let b = Browser::start().await;
     b.goto(&server.base).await;
-    b.wait_for(Duration::from_secs(10), || async { source_text(&b).await == "Live" })
-        .await
-        .expect("live");
+    b.wait_for(Duration::from_secs(10), || async {
+        source_text(&b).await == "Live"
+    })
+    .await
+    .expect("live");
     // Type a query and submit it through the form, as a user would.
     b.eval(
         "const t = document.querySelector('#query-text'); \
@@ -174,16 +213,23 @@ async fn query_form_shows_the_routing_result_and_the_error() {
     .await;
     let shown = b
         .wait_for(Duration::from_secs(5), || async {
-            b.text_of("query-result").await.is_some_and(|t| t.contains("503"))
+            b.text_of("query-result")
+                .await
+                .is_some_and(|t| t.contains("503"))
         })
         .await;
     let text = b.text_of("query-result").await.unwrap_or_default();
     assert!(shown.is_some(), "result shown: {text:?}");
     assert!(text.contains("Q3") && text.contains("SIMPLE"), "{text}");
-    assert!(text.contains("no upstream configured for tier Q3"), "{text}");
     assert!(
-        b.wait_for(Duration::from_secs(2), || async { b.count("decision").await == 1 })
-            .await
-            .is_some()
+        text.contains("no upstream configured for tier Q3"),
+        "{text}"
+    );
+    assert!(
+        b.wait_for(Duration::from_secs(2), || async {
+            b.count("decision").await == 1
+        })
+        .await
+        .is_some()
     );
 }

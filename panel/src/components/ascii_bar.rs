@@ -7,7 +7,11 @@ pub const BAR_WIDTH: usize = 20;
 
 /// The bar's text for `percent` (clamped to 0..=100 for drawing only).
 pub fn bar_text(percent: f64, width: usize) -> String {
-    let p = if percent.is_finite() { percent.clamp(0.0, 100.0) } else { 0.0 };
+    let p = if percent.is_finite() {
+        percent.clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
     let filled = ((p / 100.0) * width as f64).round() as usize;
     let mut s = "█".repeat(filled);
     s.push_str(&"░".repeat(width - filled));

@@ -5,6 +5,9 @@ use shared::ComplexityDistribution;
 
 use crate::components::ascii_bar::AsciiBar;
 
+/// Reads one class's share out of a distribution.
+type Pick = fn(&ComplexityDistribution) -> u32;
+
 /// SIMPLE / MODERATE / COMPLEX shares.
 #[component]
 pub fn ComplexityDistributionView(
@@ -12,7 +15,7 @@ pub fn ComplexityDistributionView(
     #[prop(into)]
     distribution: Signal<ComplexityDistribution>,
 ) -> impl IntoView {
-    let classes: [(&'static str, fn(&ComplexityDistribution) -> u32); 3] = [
+    let classes: [(&'static str, Pick); 3] = [
         ("SIMPLE", |d| d.simple),
         ("MODERATE", |d| d.moderate),
         ("COMPLEX", |d| d.complex),

@@ -23,17 +23,34 @@ pub fn StatusView(
     last_live_ms: Signal<Option<f64>>,
 ) -> impl IntoView {
     let tiers = Signal::derive(move || {
-        status.with(|s| s.as_ref().map(|s| s.tier_utilization.clone()).unwrap_or_default())
+        status.with(|s| {
+            s.as_ref()
+                .map(|s| s.tier_utilization.clone())
+                .unwrap_or_default()
+        })
     });
     let decisions = Signal::derive(move || {
-        status.with(|s| s.as_ref().map(|s| s.recent_decisions.clone()).unwrap_or_default())
+        status.with(|s| {
+            s.as_ref()
+                .map(|s| s.recent_decisions.clone())
+                .unwrap_or_default()
+        })
     });
     let distribution = Signal::derive(move || {
-        status.with(|s| s.as_ref().map(|s| s.complexity_distribution).unwrap_or_default())
+        status.with(|s| {
+            s.as_ref()
+                .map(|s| s.complexity_distribution)
+                .unwrap_or_default()
+        })
     });
     let total = move || status.with(|s| s.as_ref().map_or(0, |s| s.total_decisions));
     let avg = move || {
-        status.with(|s| format!("{:.2} ms", s.as_ref().map_or(0.0, |s| s.avg_decision_time_ms)))
+        status.with(|s| {
+            format!(
+                "{:.2} ms",
+                s.as_ref().map_or(0.0, |s| s.avg_decision_time_ms)
+            )
+        })
     };
     let is_mock = move || matches!(source.get(), Some(DataSource::Mock { .. }));
     view! {

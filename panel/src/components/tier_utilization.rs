@@ -15,10 +15,11 @@ pub fn TierUtilizationView(
     let rows = Tier::ALL
         .into_iter()
         .map(|tier| {
-            let row = Memo::new(move |_| {
-                tiers.with(|all| all.iter().find(|t| t.tier == tier).cloned())
+            let row =
+                Memo::new(move |_| tiers.with(|all| all.iter().find(|t| t.tier == tier).cloned()));
+            let percent = Signal::derive(move || {
+                row.with(|r| r.as_ref().map_or(0.0, |r| r.utilization_percent))
             });
-            let percent = Signal::derive(move || row.with(|r| r.as_ref().map_or(0.0, |r| r.utilization_percent)));
             let active = move || row.with(|r| r.as_ref().map_or(0, |r| r.active_requests));
             let processed = move || row.with(|r| r.as_ref().map_or(0, |r| r.total_processed));
             view! {

@@ -1,0 +1,134 @@
+//! Component tests in headless Chromium (wasm-bindgen-test).
+#![cfg(target_arch = "wasm32")]
+
+use chrono::{DateTime, Utc};
+use gloo_timers::future::TimeoutFuture;
+use leptos::prelude::*;
+use panel::components::orchestrator_status_panel::OrchestratorStatusPanel;
+use panel::components::status_view::StatusView;
+use panel::hooks::DataSource;
+use shared::{
+    OrchestratorStatus, RecordedDecision, RoutingDecision, StatusCounters, Tier, build_status,
+};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+use web_sys::HtmlElement;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn container() -> HtmlElement {
+    let doc = document();
+    let div: HtmlElement = doc.create_element("div").unwrap().unchecked_into();
+    doc.body().unwrap().append_child(&div).unwrap();
+    div
+}
+
+fn text(root: &HtmlElement, selector: &str) -> String {
+    root.query_selector(selector)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{selector} is rendered"))
+        .text_content()
+        .unwrap_or_default()
+}
+
+fn count(root: &HtmlElement, selector: &str) -> u32 {
+    root.query_selector_all(selector).unwrap().length()
+}
+
+fn status_of(n: usize, at: DateTime<Utc>) -> OrchestratorStatus {
+    let mut counters = StatusCounters::default();
+    let decisions: Vec<RecordedDecision> = (0..n)
+        .rev()
+        .map(|i| {
+            let tier = Tier::ALL[i % 3];
+            counters.total_processed[tier.index()] += 1;
+            let d = RoutingDecision::new(
+                format!("d{i}"),
+                &format!("<b>query {i}</b>"),
+                tier,
+                (i % 16) as f64 * 0.9,
+                at,
+            )
+            .unwrap();
+            RecordedDecision::new(d, 2.0).unwrap()
+        })
+        .collect();
+    counters.total_decisions = n as u64;
+    counters.active_requests = [1, 0, 2];
+    build_status(&decisions, 20, 10, &counters, at)
+}
+
+async fn settle() {
+    TimeoutFuture::new(30).await;
+}
+
+#[wasm_bindgen_test]
+async fn renders_a_given_status() {
+    let root = container();
+    let (status, set_status) = signal(Some(status_of(12, panel::time::now_utc())));
+    let _handle = leptos::mount::mount_to(root.clone(), move || {
+        view! { <StatusView status=status source=Signal::stored(Some(DataSource::Live)) last_live_ms=Signal::stored(Some(0.0))/> }
+    });
+    settle().await;
+    assert_eq!(text(&root, "[data-testid=data-source]"), "Live");
+    assert_eq!(text(&root, "[data-testid=total-decisions]"), "12");
+    assert_eq!(text(&root, "[data-testid=avg-decision-time]"), "2.00 ms");
+    assert_eq!(count(&root, "[data-testid=decision]"), 10);
+    let q2 = text(&root, "[data-testid=tier-Q2]");
+    assert!(q2.contains("Q2") && q2.contains("active 1"), "{q2}");
+    assert!(q2.contains("processed 4"), "{q2}");
+    // the query is text, not markup
+    assert_eq!(count(&root, "[data-testid=decision] b"), 0);
+    assert!(text(&root, "[data-testid=decision]").contains("<b>query 11</b>"));
+    // meters carry their value
+    let meter = root
+        .query_selector("[data-testid=tier-Q4] [role=meter]")
+        .unwrap()
+        .unwrap();
+    assert!(meter.get_attribute("aria-valuenow").is_some());
+
+    // Keyed rows: a status with one new decision adds one row and keeps the
+    // DOM nodes of the rows that did not change.
+    let kept = root
+        .query_selector("[data-testid=decision]")
+        .unwrap()
+        .unwrap();
+    set_status.set(Some(status_of(13, panel::time::now_utc())));
+    settle().await;
+    assert_eq!(text(&root, "[data-testid=total-decisions]"), "13");
+    let rows = root.query_selector_all("[data-testid=decision]").unwrap();
+    assert_eq!(rows.length(), 10);
+    let second = rows.item(1).unwrap();
+    assert!(
+        second.is_same_node(Some(kept.unchecked_ref())),
+        "the old newest row is reused"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn mock_badge_on_a_failed_fetch() {
+    let root = container();
+    // Nothing listens on the discard port: every poll fails.
+    let _handle = leptos::mount::mount_to(root.clone(), move || {
+        view! { <OrchestratorStatusPanel api_base="http://127.0.0.1:9" interval_ms=200 timeout_ms=500/> }
+    });
+    let mut badge = String::new();
+    for _ in 0..60 {
+        TimeoutFuture::new(50).await;
+        badge = root
+            .query_selector("[data-testid=data-source]")
+            .unwrap()
+            .and_then(|e| e.text_content())
+            .unwrap_or_default();
+        if badge.starts_with("Mock data: backend unreachable (") {
+            break;
+        }
+    }
+    assert!(
+        badge.starts_with("Mock data: backend unreachable ("),
+        "{badge}"
+    );
+    // mock numbers still render, from shared's generator
+    assert_eq!(count(&root, "[data-testid=decision]"), 10);
+    assert_eq!(count(&root, "[data-testid^=tier-]"), 3);
+}
