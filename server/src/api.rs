@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -100,15 +100,13 @@ struct StatusParams {
          example = json!({"error": "limit: must be an integer in 1..=100, got \"0\""})),
     )
 )]
-pub async fn status(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let limit = parse_limit(raw.as_deref(), state.service.capacity())?;
+pub async fn status(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    // The whole request, not the `HeaderMap`/`RawQuery` extractors: those copy
+    // the headers and query on every poll of the hottest endpoint.
+    let limit = parse_limit(req.uri().query(), state.service.capacity())?;
     let snapshot = state.service.snapshot(limit);
     let etag = snapshot.etag.clone();
-    if if_none_match(&headers, &etag) {
+    if if_none_match(req.headers(), &etag) {
         return Ok((
             StatusCode::NOT_MODIFIED,
             [(header::ETAG, etag), (header::CACHE_CONTROL, NO_CACHE)],
@@ -208,6 +206,7 @@ pub async fn query(
         .record(&req.query, route.tier, route.score, route.decision_time_ms)
         .map_err(invalid)?;
     let tier = route.tier;
+    log_decision(&state, &decision, "routed");
     let decision = QueryDecision {
         decision,
         tier_name: tier.internal_name().to_owned(),
@@ -277,6 +276,7 @@ pub async fn ingest(
         .service
         .record(&req.query, tier, req.score, req.decision_time_ms)
         .map_err(invalid)?;
+    log_decision(&state, &decision, "ingested");
     Ok((StatusCode::CREATED, Json(decision)))
 }
 
@@ -310,6 +310,16 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
 )]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+/// Query text reaches the log only when asked for (and is the placeholder
+/// when redacting, since the service never stores the text then).
+fn log_decision(state: &AppState, d: &RoutingDecision, what: &'static str) {
+    if state.options.log_queries {
+        tracing::info!(id = %d.id, tier = %d.tier, score = d.score, query = %d.query, "{what}");
+    } else {
+        tracing::debug!(id = %d.id, tier = %d.tier, score = d.score, "{what}");
+    }
 }
 
 fn invalid(err: DecisionError) -> ApiError {

@@ -41,6 +41,30 @@ pub struct Config {
     /// Seconds an upstream may take to answer before the client gets a 502.
     #[arg(long, env = "ORCH_UPSTREAM_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
     pub upstream_timeout: Duration,
+
+    /// Seconds a connection gets to send a request head, and to stay idle
+    /// between requests, before it is closed.
+    #[arg(long, env = "ORCH_HEADER_READ_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_read_timeout: Duration,
+
+    /// Replace query text in every response and log with a placeholder
+    /// (`[redacted #N]`, unique per decision); routing still sees the text.
+    #[arg(long, env = "ORCH_REDACT_QUERIES")]
+    pub redact_queries: bool,
+
+    /// Log the text of each routed or ingested query (off by default; never
+    /// with --redact-queries).
+    #[arg(long, env = "ORCH_LOG_QUERIES")]
+    pub log_queries: bool,
+
+    /// Require `Authorization: Bearer <token>` on the ingestion endpoint.
+    #[arg(long, env = "ORCH_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+
+    /// Allow this browser origin (e.g. https://ops.example.com) to call the
+    /// API cross-origin; without it no CORS grant is made.
+    #[arg(long, env = "ORCH_CORS_ORIGIN")]
+    pub cors_origin: Option<String>,
 }
 
 impl Config {
@@ -58,6 +82,23 @@ impl Config {
                 if list.iter().filter(|(t, _)| *t == tier).count() > 1 {
                     return Err(format!("{flag} names tier {tier} more than once"));
                 }
+            }
+        }
+        if self
+            .ingest_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err("--ingest-token must not be empty".into());
+        }
+        if let Some(origin) = &self.cors_origin {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && axum::http::HeaderValue::from_str(origin).is_ok()
+                && !origin.ends_with('/');
+            if !ok {
+                return Err(format!(
+                    "--cors-origin {origin:?} is not an origin like https://ops.example.com"
+                ));
             }
         }
         for (tier, url) in &self.upstreams {
@@ -129,6 +170,9 @@ mod tests {
         assert_eq!(c.window, 20);
         assert_eq!(c.upstream_timeout, Duration::from_secs(60));
         assert_eq!(c.targets(), [None, None, None]);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert!(!c.redact_queries && !c.log_queries);
+        assert!(c.ingest_token.is_none() && c.cors_origin.is_none());
     }
 
     #[test]
@@ -162,6 +206,9 @@ mod tests {
             &["--upstream-timeout", "0"],
             &["--upstream-timeout", "NaN"],
             &["--upstream-timeout", "soon"],
+            &["--ingest-token", " "],
+            &["--cors-origin", "*"],
+            &["--cors-origin", "https://a.example/"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }

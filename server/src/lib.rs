@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod panel;
 pub mod routing;
+pub mod serve;
 pub mod service;
 pub mod upstream;
 
@@ -17,11 +18,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
@@ -35,16 +38,36 @@ pub struct AppState {
     pub service: Arc<StatusService>,
     /// The tiers' upstreams.
     pub upstreams: Arc<Upstreams>,
+    /// Access and privacy settings.
+    pub options: Arc<Options>,
     /// When the server started.
     pub started: Instant,
 }
 
+/// Access and privacy settings of the API.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// When set, ingestion requires `Authorization: Bearer <token>`.
+    pub ingest_token: Option<String>,
+    /// The one browser origin granted CORS, if any.
+    pub cors_origin: Option<HeaderValue>,
+    /// Log each decision's query (already a placeholder when redacting).
+    pub log_queries: bool,
+}
+
 impl AppState {
-    /// State from a service and upstreams, starting the uptime clock now.
+    /// State from a service and upstreams with default options, starting the
+    /// uptime clock now.
     pub fn new(service: StatusService, upstreams: Upstreams) -> Self {
+        Self::with_options(service, upstreams, Options::default())
+    }
+
+    /// State with explicit access and privacy options.
+    pub fn with_options(service: StatusService, upstreams: Upstreams, options: Options) -> Self {
         AppState {
             service: Arc::new(service),
             upstreams: Arc::new(upstreams),
+            options: Arc::new(options),
             started: Instant::now(),
         }
     }
@@ -52,21 +75,78 @@ impl AppState {
 
 /// The whole application: `/api` and the panel.
 pub fn app(state: AppState) -> Router {
+    let ingest = Router::new()
+        .route("/api/orchestrator/decisions", post(api::ingest))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_ingest_token,
+        ));
     let api = Router::new()
         .route("/api/orchestrator/status", get(api::status))
-        .route("/api/orchestrator/decisions", post(api::ingest))
+        .merge(ingest)
         .route("/api/query", post(api::query))
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(api::openapi))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
-    api.fallback(fallback)
+    let router = api
+        .fallback(fallback)
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
-        ))
-        .with_state(state)
+        ));
+    // No CORS grant at all unless an origin is named.
+    let router = match state.options.cors_origin.clone() {
+        Some(origin) => router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list([origin]))
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    header::AUTHORIZATION,
+                    header::IF_NONE_MATCH,
+                ])
+                .expose_headers([header::ETAG])
+                .max_age(std::time::Duration::from_secs(600)),
+        ),
+        None => router,
+    };
+    router.with_state(state)
+}
+
+/// With an ingest token configured, only `Authorization: Bearer <token>`
+/// gets through, compared in constant time; before the body is even read.
+async fn require_ingest_token(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.options.ingest_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        if !presented.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Equality whose time depends on the lengths only, never on where the
+/// first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// Unknown `/api` paths are JSON 404s; everything else is the panel.
@@ -87,4 +167,18 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal("a handler panicked".into()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }

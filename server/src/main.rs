@@ -6,7 +6,7 @@ use clap::Parser;
 use server::config::Config;
 use server::service::StatusService;
 use server::upstream::Upstreams;
-use server::{AppState, app};
+use server::{AppState, Options, app};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -34,9 +34,17 @@ async fn main() {
     let addr = listener
         .local_addr()
         .expect("a bound socket has an address");
-    let state = AppState::new(
-        StatusService::new(config.buffer_size, config.window),
+    let state = AppState::with_options(
+        StatusService::new(config.buffer_size, config.window).with_redaction(config.redact_queries),
         Upstreams::new(config.targets(), config.upstream_timeout),
+        Options {
+            ingest_token: config.ingest_token.clone(),
+            cors_origin: config
+                .cors_origin
+                .as_deref()
+                .and_then(|o| axum::http::HeaderValue::from_str(o).ok()),
+            log_queries: config.log_queries,
+        },
     );
     for tier in shared::Tier::ALL {
         match state.upstreams.target(tier) {
@@ -54,15 +62,23 @@ async fn main() {
         println!("panel: not built into this binary (scripts/run.sh builds it); the API is up");
     }
     let _ = std::io::stdout().flush();
-    tracing::info!(%addr, buffer = config.buffer_size, window = config.window, "serving");
+    tracing::info!(
+        %addr,
+        buffer = config.buffer_size,
+        window = config.window,
+        redact = config.redact_queries,
+        ingest_token = config.ingest_token.is_some(),
+        cors = ?config.cors_origin,
+        "serving"
+    );
 
-    if let Err(err) = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    {
-        eprintln!("error: server failed: {err}");
-        std::process::exit(1);
-    }
+    server::serve::serve(
+        listener,
+        app(state),
+        config.header_read_timeout,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("stopped");
 }
 

@@ -34,6 +34,8 @@ pub struct StatusService {
     boot: String,
     capacity: usize,
     window: usize,
+    /// Store `[redacted #N]` instead of query text.
+    redact: bool,
     snapshot: ArcSwap<Snapshot>,
     rebuild: Mutex<()>,
 }
@@ -78,6 +80,7 @@ impl StatusService {
             boot,
             capacity,
             window,
+            redact: false,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 version: u64::MAX,
                 built_at: Instant::now(),
@@ -89,6 +92,13 @@ impl StatusService {
         let first = service.build_snapshot(DEFAULT_RECENT);
         service.snapshot.store(Arc::new(first));
         service
+    }
+
+    /// Keeps a placeholder, `[redacted #N]` (unique per decision), instead of
+    /// each query's text, so no response ever carries it.
+    pub fn with_redaction(mut self, redact: bool) -> Self {
+        self.redact = redact;
+        self
     }
 
     /// How many decisions are kept.
@@ -110,12 +120,17 @@ impl StatusService {
         decision_time_ms: f64,
     ) -> Result<RoutingDecision, DecisionError> {
         // Everything that allocates or can fail happens before the lock.
-        let id = format!(
-            "{}-{}",
-            self.boot,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
-        let decision = RoutingDecision::new(id, query, tier, score, Utc::now())?;
+        shared::validate_query(query)?;
+        let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{seq}", self.boot);
+        let placeholder;
+        let shown = if self.redact {
+            placeholder = format!("[redacted #{seq}]");
+            &placeholder
+        } else {
+            query
+        };
+        let decision = RoutingDecision::new(id, shown, tier, score, Utc::now())?;
         let recorded = RecordedDecision::new(decision, decision_time_ms)?;
         let public = recorded.decision.clone();
         let evicted = {
@@ -267,6 +282,21 @@ mod tests {
         assert_eq!(queries, ["q11", "q10", "q9", "q8", "q7"]);
         assert_eq!(st.total_decisions, 12);
         assert_eq!(st.tier_utilization[0].total_processed, 12);
+    }
+
+    #[test]
+    fn redaction_keeps_decisions_apart_without_their_text() {
+        let s = StatusService::new(10, 5).with_redaction(true);
+        let a = s.record("my secret plan", Tier::Q2, 1.0, 0.0).unwrap();
+        let b = s.record("my secret plan", Tier::Q3, 4.0, 0.0).unwrap();
+        assert!(a.query.starts_with("[redacted #") && b.query.starts_with("[redacted #"));
+        assert_ne!(a.query, b.query);
+        let body = String::from_utf8(s.snapshot(DEFAULT_RECENT).body.to_vec()).unwrap();
+        assert!(!body.contains("secret"));
+        assert!(
+            s.record(" ", Tier::Q2, 1.0, 0.0).is_err(),
+            "still validated"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! talks HTTP to it, and stands up an OpenAI-compatible test double for the
 //! upstreams (a system we do not run here: a real LLM server).
 
+pub mod bench;
 pub mod browser;
 
 use std::io::{BufRead, BufReader};
@@ -59,14 +60,45 @@ impl Server {
 
     /// Starts the server on `listen` (e.g. a port a previous one used).
     pub fn start_on(listen: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(server_bin())
-            .arg("--listen")
-            .arg(listen)
+        let mut full = vec!["--listen", listen];
+        full.extend_from_slice(args);
+        Self::spawn(&server_bin(), &full)
+    }
+
+    /// Starts any binary that prints `listening on http://ADDR` first.
+    pub fn spawn(bin: &std::path::Path, args: &[&str]) -> Server {
+        Self::spawn_with(bin, args, &[], None)
+    }
+
+    /// Starts the server on a free port with extra environment variables and,
+    /// if `log` is given, its stderr (at `RUST_LOG=debug`) written there.
+    pub fn start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Server {
+        let mut full = vec!["--listen", "127.0.0.1:0"];
+        full.extend_from_slice(args);
+        Self::spawn_with(&server_bin(), &full, env, log)
+    }
+
+    fn spawn_with(
+        bin: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Server {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        };
+        let mut child = Command::new(bin)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the server binary starts");
         let stdout = child.stdout.take().expect("piped stdout");

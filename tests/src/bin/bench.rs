@@ -1,0 +1,331 @@
+//! Reruns every number of docs/performance.md. Needs the release server
+//! (scripts/build.sh) and wrk / Chromium (scripts/install.sh --test).
+//!
+//! ```text
+//! bench floor [SECS]   status endpoint vs a bare axum handler of the same bytes (wrk -t2 -c64)
+//! bench idle           bytes per minute of one idle panel, without and with If-None-Match
+//! bench memory [N]     resident memory of the server before and after N decisions
+//! bench panel [SECS]   panel poll cost in Chromium (response to painted DOM), first live data
+//! bench all            all of the above
+//! ```
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tests::bench::{exchange_bytes, parse_wrk, percentile, poll_request, rss_kib};
+use tests::browser::Browser;
+use tests::{Client, Server};
+
+const STATUS: &str = "/api/orchestrator/status";
+const TIERS: [&str; 3] = ["fast", "balanced", "powerful"];
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    let num = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    println!("machine: {}", machine());
+    match what {
+        "floor" => floor(num(1, 10)).await,
+        "idle" => idle().await,
+        "memory" => memory(num(1, 1_000_000)).await,
+        "panel" => panel(num(1, 20)).await,
+        "all" => {
+            floor(10).await;
+            idle().await;
+            memory(1_000_000).await;
+            panel(20).await;
+        }
+        other => {
+            eprintln!("unknown benchmark {other:?}: floor, idle, memory, panel or all");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+async fn fill(c: &Client, n: usize) {
+    for i in 0..n {
+        let (code, _) = c
+            .post(
+                "/api/orchestrator/decisions",
+                &json!({
+                    "query": format!("Compare B-trees and LSM-trees for workload {i}"),
+                    "tier": TIERS[i % 3],
+                    "score": (i % 16) as f64 * 0.9,
+                    "decisionTimeMs": 0.8
+                }),
+            )
+            .await;
+        assert_eq!(code, 201);
+    }
+}
+
+/// Records about `per_sec` decisions per second until `stop`; returns the
+/// count written.
+fn writer(base: String, per_sec: u64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let c = Client::new(&base);
+        let written = AtomicU64::new(0);
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_sec));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let n = written.fetch_add(1, Ordering::Relaxed);
+            c.post(
+                "/api/orchestrator/decisions",
+                &json!({"query": format!("writer {n}"), "tier": TIERS[(n % 3) as usize],
+                        "score": (n % 16) as f64 * 0.9, "decisionTimeMs": 0.5}),
+            )
+            .await;
+        }
+        written.load(Ordering::Relaxed)
+    })
+}
+
+fn wrk(url: &str, secs: u64) -> tests::bench::WrkReport {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c64", &format!("-d{secs}s"), "--latency", url])
+        .output()
+        .expect("wrk runs (scripts/install.sh --test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).unwrap_or_else(|| panic!("unexpected wrk output:\n{text}"))
+}
+
+/// (a) the real status endpoint, 100 decisions buffered, a writer at about
+/// 1,000 decisions/s; (b) a bare axum handler returning the same bytes.
+async fn floor(secs: u64) {
+    let server = Server::start(&[]);
+    let c = Client::new(&server.base);
+    fill(&c, 100).await;
+    let body = c
+        .http()
+        .get(server.url(STATUS))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let body_file =
+        std::env::temp_dir().join(format!("orch-bench-body-{}.json", std::process::id()));
+    std::fs::write(&body_file, &body).unwrap();
+    let bare_bin = std::env::current_exe().unwrap().with_file_name("bare");
+    let bare = Server::spawn(&bare_bin, &[body_file.to_str().unwrap()]);
+
+    // warm both up
+    wrk(&bare.url(STATUS), 2);
+    wrk(&server.url(STATUS), 2);
+
+    let b = wrk(&bare.url(STATUS), secs);
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(server.base.clone(), 1_000, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let before = total(&c).await;
+    let a = wrk(&server.url(STATUS), secs);
+    let writes = total(&c).await - before;
+    let write_rate = writes as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    w.await.unwrap();
+    std::fs::remove_file(&body_file).ok();
+
+    println!(
+        "\n## floor: wrk -t2 -c64 -d{secs}s, body {} bytes",
+        body.len()
+    );
+    println!("| handler | requests/s | p50 ms | p99 ms | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| (a) status endpoint, 100 buffered, writer {write_rate:.0} decisions/s | {:.0} | {:.3} | {:.3} | {} |",
+        a.rps, a.p50_ms, a.p99_ms, a.errors
+    );
+    println!(
+        "| (b) bare axum handler, same bytes | {:.0} | {:.3} | {:.3} | {} |",
+        b.rps, b.p50_ms, b.p99_ms, b.errors
+    );
+    println!("a/b throughput ratio: {:.3}", a.rps / b.rps);
+}
+
+async fn total(c: &Client) -> u64 {
+    c.status().await["totalDecisions"].as_u64().unwrap()
+}
+
+/// One idle panel polls once a second: bytes a minute over the wire, with
+/// and without the conditional GET.
+async fn idle() {
+    println!("\n## idle panel: 60 polls (one minute), bytes over the wire");
+    println!("| state | without If-None-Match | with If-None-Match | saved |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (label, n) in [
+        ("zero state", 0usize),
+        ("10 decisions listed", 10),
+        ("100 buffered", 100),
+    ] {
+        let server = Server::start(&[]);
+        let c = Client::new(&server.base);
+        fill(&c, n).await;
+        let host = server.addr.to_string();
+        let etag = c
+            .http()
+            .get(server.url(STATUS))
+            .send()
+            .await
+            .unwrap()
+            .headers()["etag"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut plain = 0usize;
+        let mut conditional = 0usize;
+        for _ in 0..60 {
+            let (code, sent, got) =
+                exchange_bytes(server.addr, &poll_request(&host, None)).unwrap();
+            assert_eq!(code, 200);
+            plain += sent + got;
+            let (code, sent, got) =
+                exchange_bytes(server.addr, &poll_request(&host, Some(&etag))).unwrap();
+            assert_eq!(code, 304);
+            conditional += sent + got;
+        }
+        println!(
+            "| {label} | {plain} B/min | {conditional} B/min | {:.0}% |",
+            100.0 * (1.0 - conditional as f64 / plain as f64)
+        );
+    }
+}
+
+/// Resident memory of the empty server and after `n` decisions.
+async fn memory(n: u64) {
+    let server = Server::start(&[]);
+    let c = Client::new(&server.base);
+    fill(&c, 10).await; // warm the allocator and the client paths
+    let empty = rss_kib(server.pid()).unwrap();
+    let started = Instant::now();
+    let workers = 16u64;
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in (w..n).step_by(workers as usize) {
+                    let (code, _) = c
+                        .post(
+                            "/api/orchestrator/decisions",
+                            &json!({"query": format!("decision {i} {}", "x".repeat((i % 120) as usize)),
+                                    "tier": TIERS[(i % 3) as usize],
+                                    "score": (i % 16) as f64 * 0.9, "decisionTimeMs": 0.5}),
+                        )
+                        .await;
+                    assert_eq!(code, 201);
+                }
+            })
+        })
+        .collect();
+    let mut peak = empty;
+    for t in tasks {
+        while !t.is_finished() {
+            peak = peak.max(rss_kib(server.pid()).unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        t.await.unwrap();
+    }
+    let after = rss_kib(server.pid()).unwrap();
+    peak = peak.max(after);
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(total(&c).await, n + 10);
+    println!(
+        "\n## memory: {n} decisions over HTTP in {secs:.1} s ({:.0}/s, 16 clients)",
+        n as f64 / secs
+    );
+    println!(
+        "RSS empty {:.2} MiB, after {:.2} MiB, peak {:.2} MiB, growth {:.2} MiB",
+        empty as f64 / 1024.0,
+        after as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        (after as f64 - empty as f64) / 1024.0
+    );
+}
+
+/// The panel in headless Chromium while 10 new decisions arrive every
+/// second (all 10 rows change each poll): response-to-paint per poll, first
+/// live data after navigation, and the download size.
+async fn panel(secs: u64) {
+    let server = Server::start(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(server.base.clone(), 10, Arc::clone(&stop));
+    let b = Browser::start().await;
+    b.goto(&server.base).await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let marks = b
+        .eval(
+            "const r = performance.getEntriesByName('status-response').map(e => e.startTime); \
+             const p = performance.getEntriesByName('status-painted').map(e => e.startTime); \
+             return {response: r, painted: p};",
+            json!([]),
+        )
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    w.await.unwrap();
+    let response: Vec<f64> = marks["response"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    let painted: Vec<f64> = marks["painted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    let deltas: Vec<f64> = response.iter().zip(&painted).map(|(r, p)| p - r).collect();
+    let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist");
+    let (mut raw, mut gz) = (0usize, 0usize);
+    for entry in std::fs::read_dir(&dist).expect("dist/ exists (scripts/build.sh)") {
+        let path = entry.unwrap().path();
+        let name = path.to_string_lossy().to_string();
+        if name.ends_with(".wasm") || name.ends_with(".js") {
+            let bytes = std::fs::read(&path).unwrap();
+            raw += bytes.len();
+            let out = Command::new("gzip")
+                .args(["-9c"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            gz += out.stdout.len();
+        }
+    }
+    println!("\n## panel: {secs} s in headless Chromium, 10 new decisions a second");
+    println!(
+        "polls with new data: {}; response to painted frame: median {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        deltas.len(),
+        percentile(&deltas, 50.0),
+        percentile(&deltas, 95.0),
+        percentile(&deltas, 100.0)
+    );
+    println!(
+        "navigation start to first live data painted: {:.0} ms",
+        painted.first().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "WASM + JS: {:.1} KiB raw, {:.1} KiB gzipped (-9)",
+        raw as f64 / 1024.0,
+        gz as f64 / 1024.0
+    );
+}

@@ -1,0 +1,269 @@
+//! Privacy and access, black-box: redaction, the ingestion token, CORS,
+//! security headers, and slow or idle connections.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tests::{Behavior, Client, FakeUpstream, Server};
+
+const SECRET: &str = "Design a distributed vault for my secret launch codes, prove it is safe, then implement it in Rust";
+
+#[tokio::test]
+async fn redaction_hides_query_text_everywhere_and_routing_still_works() {
+    let up = FakeUpstream::start(Behavior::Ok).await;
+    let log = std::env::temp_dir().join(format!("orch-redact-{}.log", std::process::id()));
+    let server = Server::start_with(
+        &[
+            "--upstream",
+            &format!("powerful={}", up.base_url),
+            "--log-queries",
+        ],
+        &[("ORCH_REDACT_QUERIES", "true")],
+        Some(&log),
+    );
+    let c = Client::new(&server.base);
+    let (code, r) = c.post("/api/query", &json!({"query": SECRET})).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["decision"]["tier"], "Q4", "routing still sees the text");
+    assert_eq!(
+        up.last_body()["messages"][0]["content"],
+        SECRET,
+        "the model still gets it"
+    );
+    let (code, d) = c
+        .post(
+            "/api/orchestrator/decisions",
+            &json!({"query": "another secret", "tier": "Q2", "score": 1, "decisionTimeMs": 1}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, e) = c
+        .post(
+            "/api/query",
+            &json!({"query": "secret but no upstream", "mode": "simple"}),
+        )
+        .await;
+    assert_eq!(code, 503);
+    // The answer is the model's (the test double echoes the prompt); the
+    // server's own fields must not carry the text.
+    let r = json!({"decision": r["decision"], "model": r["model"]});
+    let status = c.status().await;
+    let placeholders: Vec<&str> = status["recentDecisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["query"].as_str().unwrap())
+        .collect();
+    assert_eq!(placeholders.len(), 3);
+    assert!(
+        placeholders.iter().all(|q| q.starts_with("[redacted #")),
+        "{placeholders:?}"
+    );
+    let mut unique = placeholders.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "placeholders still tell decisions apart");
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    for text in [
+        &r.to_string(),
+        &d.to_string(),
+        &e.to_string(),
+        &status.to_string(),
+        &logged,
+    ] {
+        assert!(!text.contains("secret"), "query text leaked: {text}");
+    }
+    assert!(
+        logged.contains("[redacted #"),
+        "the log names decisions by placeholder"
+    );
+}
+
+#[tokio::test]
+async fn logs_carry_no_query_text_unless_asked() {
+    let log = std::env::temp_dir().join(format!("orch-nolog-{}.log", std::process::id()));
+    let server = Server::start_with(&[], &[], Some(&log));
+    let c = Client::new(&server.base);
+    c.post(
+        "/api/query",
+        &json!({"query": "my private question", "mode": "simple"}),
+    )
+    .await;
+    c.post(
+        "/api/orchestrator/decisions",
+        &json!({"query": "another private one", "tier": "Q3", "score": 4, "decisionTimeMs": 1}),
+    )
+    .await;
+    drop(server);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        logged.contains("routed"),
+        "debug logs were written: {logged}"
+    );
+    assert!(!logged.contains("private"), "{logged}");
+}
+
+#[tokio::test]
+async fn ingestion_token_is_required_when_set() {
+    let server = Server::start_with(&[], &[("ORCH_INGEST_TOKEN", "s3cret-token")], None);
+    let c = Client::new(&server.base);
+    let body = json!({"query": "q", "tier": "Q2", "score": 1, "decisionTimeMs": 1});
+    let post = |auth: Option<&'static str>, body: String| {
+        let mut req = c
+            .http()
+            .post(server.url("/api/orchestrator/decisions"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer s3cret-toke"),
+        Some("Basic s3cret-token"),
+        Some("s3cret-token"),
+    ] {
+        let res = post(auth, body.to_string()).await.unwrap();
+        assert_eq!(res.status(), 401, "{auth:?}");
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        let e: serde_json::Value = res.json().await.unwrap();
+        assert!(e["error"].is_string());
+    }
+    // A bad body without the token is refused before it is read.
+    let res = post(None, "{not json".into()).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(c.status().await["totalDecisions"], 0, "nothing recorded");
+    let res = post(Some("Bearer s3cret-token"), body.to_string())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = post(Some("bearer s3cret-token"), body.to_string())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "the scheme is case-insensitive");
+    assert_eq!(c.status().await["totalDecisions"], 2);
+    // the other endpoints are not gated
+    let (code, _) = c
+        .post("/api/query", &json!({"query": "hi", "mode": "simple"}))
+        .await;
+    assert_eq!(code, 503);
+}
+
+#[tokio::test]
+async fn cors_only_for_the_named_origin() {
+    let http = reqwest::Client::new();
+    let server = Server::start(&[]);
+    let res = http
+        .get(server.url("/api/orchestrator/status"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    drop(server);
+
+    let server = Server::start(&["--cors-origin", "https://ops.example.com"]);
+    let res = http
+        .get(server.url("/api/orchestrator/status"))
+        .header("origin", "https://ops.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://ops.example.com"
+    );
+    let res = http
+        .get(server.url("/api/orchestrator/status"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    let preflight = http
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url("/api/orchestrator/decisions"),
+        )
+        .header("origin", "https://ops.example.com")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://ops.example.com"
+    );
+}
+
+#[tokio::test]
+async fn security_headers_on_every_response() {
+    let server = Server::start(&[]);
+    let http = reqwest::Client::new();
+    for path in ["/", "/api/orchestrator/status", "/api/nope", "/api/health"] {
+        let res = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
+    let res = http.get(server.url("/")).send().await.unwrap();
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("'wasm-unsafe-eval'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+}
+
+/// Hundreds of connections that never finish their request head do not
+/// starve the status endpoint, and are closed after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_do_not_starve_the_status() {
+    let server = Server::start(&["--header-read-timeout", "2"]);
+    let mut slow = Vec::new();
+    for i in 0..300 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        if i % 2 == 0 {
+            // slowloris: half a request head
+            s.write_all(b"GET /api/orchestrator/status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+        } // else: connected and silent
+        slow.push(s);
+    }
+    let c = Client::new(&server.base);
+    for _ in 0..20 {
+        let started = Instant::now();
+        let (code, _) = c.get("/api/orchestrator/status").await;
+        assert_eq!(code, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "answered while 300 sockets hang"
+        );
+    }
+    // After the header timeout the server has closed them all.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut closed = 0;
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        // a 408 or a plain close: either way the read ends
+        match s.read(&mut buf) {
+            Ok(_) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, 300, "every stalled connection was closed");
+}
