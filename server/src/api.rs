@@ -100,28 +100,33 @@ struct StatusParams {
          example = json!({"error": "limit: must be an integer in 1..=100, got \"0\""})),
     )
 )]
-pub async fn status(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+pub async fn status(State(state): State<AppState>, req: Request) -> Response {
     // The whole request, not the `HeaderMap`/`RawQuery` extractors: those copy
     // the headers and query on every poll of the hottest endpoint.
-    let limit = parse_limit(req.uri().query(), state.service.capacity())?;
+    status_response(&state, req.uri().query(), req.headers())
+}
+
+/// The status endpoint's whole answer (shared by the handler and the
+/// server's fast path, so both answer byte for byte the same).
+pub fn status_response(state: &AppState, query: Option<&str>, headers: &HeaderMap) -> Response {
+    let limit = match parse_limit(query, state.service.capacity()) {
+        Ok(limit) => limit,
+        Err(err) => return err.into_response(),
+    };
     let snapshot = state.service.snapshot(limit);
     let etag = snapshot.etag.clone();
-    if if_none_match(req.headers(), &etag) {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag), (header::CACHE_CONTROL, NO_CACHE)],
-        )
-            .into_response());
-    }
-    Ok((
-        [
-            (header::CONTENT_TYPE, JSON),
-            (header::ETAG, etag),
-            (header::CACHE_CONTROL, NO_CACHE),
-        ],
-        snapshot.body.clone(),
-    )
-        .into_response())
+    let mut response = if if_none_match(headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = Response::new(axum::body::Body::from(snapshot.body.clone()));
+        r.headers_mut().insert(header::CONTENT_TYPE, JSON);
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag);
+    h.insert(header::CACHE_CONTROL, NO_CACHE);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, crate::NOSNIFF);
+    response
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");

@@ -31,6 +31,9 @@ use crate::error::ApiError;
 use crate::service::StatusService;
 use crate::upstream::Upstreams;
 
+/// `X-Content-Type-Options: nosniff`, on every response.
+pub const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -94,7 +97,7 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
+            NOSNIFF,
         ));
     // No CORS grant at all unless an origin is named.
     let router = match state.options.cors_origin.clone() {

@@ -6,7 +6,7 @@ use clap::Parser;
 use server::config::Config;
 use server::service::StatusService;
 use server::upstream::Upstreams;
-use server::{AppState, Options, app};
+use server::{AppState, Options};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -74,7 +74,7 @@ async fn main() {
 
     server::serve::serve(
         listener,
-        app(state),
+        state,
         config.header_read_timeout,
         shutdown_signal(),
     )

@@ -10,24 +10,35 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
+use std::convert::Infallible;
+use std::future::Ready;
+use std::task::{Context, Poll};
+
 use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request};
+use axum::response::Response;
+use futures_util::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::{AppState, api, app};
+
 /// How long open connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets open
+/// Serves the app on `listener` until `shutdown` resolves, then lets open
 /// connections finish (up to 10 s).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    state: AppState,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    let service = FastPath::new(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -54,7 +65,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(service.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -78,5 +89,59 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {DRAIN:?}; closing"),
+    }
+}
+
+/// The service connections see. The plain status poll, which every open
+/// dashboard sends each second, is answered straight from the shared
+/// snapshot by the same function the router's handler calls, skipping
+/// routing and middleware; every other request goes through the router.
+#[derive(Clone)]
+pub struct FastPath {
+    app: Router,
+    /// `None` when CORS is configured: the CORS layer must see every request.
+    fast: Option<AppState>,
+}
+
+impl FastPath {
+    /// The router of `state`, with the status fast path unless CORS is on.
+    pub fn new(state: AppState) -> Self {
+        let fast = state.options.cors_origin.is_none().then(|| state.clone());
+        FastPath {
+            app: app(state),
+            fast,
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for FastPath
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        Ready<Result<Response, Infallible>>,
+        <Router as tower::Service<Request<Body>>>::Future,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(state) = &self.fast {
+            // Only the plain poll: anything with a query string (and its
+            // possible errors) takes the router.
+            if req.method() == Method::GET
+                && req.uri().path() == "/api/orchestrator/status"
+                && req.uri().query().is_none()
+            {
+                let response = api::status_response(state, req.uri().query(), req.headers());
+                return Either::Left(std::future::ready(Ok(response)));
+            }
+        }
+        Either::Right(tower::Service::call(&mut self.app, req.map(Body::new)))
     }
 }
