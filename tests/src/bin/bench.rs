@@ -201,7 +201,9 @@ async fn total(c: &Client) -> u64 {
 /// One idle panel polls once a second: bytes a minute over the wire, with
 /// and without the conditional GET.
 async fn idle() {
-    println!("\n## idle panel: 60 polls (one minute), bytes over the wire");
+    println!(
+        "\n## idle panel: 60 polls (one minute), bytes over the wire (both ways / server to browser)"
+    );
     println!("| state | without If-None-Match | with If-None-Match | saved |");
     println!("| --- | ---: | ---: | ---: |");
     for (label, n) in [
@@ -223,21 +225,27 @@ async fn idle() {
             .to_str()
             .unwrap()
             .to_owned();
-        let mut plain = 0usize;
-        let mut conditional = 0usize;
+        // (up, down) per minute
+        let (mut plain, mut conditional) = ((0usize, 0usize), (0usize, 0usize));
         for _ in 0..60 {
             let (code, sent, got) =
                 exchange_bytes(server.addr, &poll_request(&host, None)).unwrap();
             assert_eq!(code, 200);
-            plain += sent + got;
+            plain = (plain.0 + sent, plain.1 + got);
             let (code, sent, got) =
                 exchange_bytes(server.addr, &poll_request(&host, Some(&etag))).unwrap();
             assert_eq!(code, 304);
-            conditional += sent + got;
+            conditional = (conditional.0 + sent, conditional.1 + got);
         }
+        let both = |(u, d): (usize, usize)| u + d;
         println!(
-            "| {label} | {plain} B/min | {conditional} B/min | {:.0}% |",
-            100.0 * (1.0 - conditional as f64 / plain as f64)
+            "| {label} | {} / {} B/min | {} / {} B/min | {:.0}% / {:.0}% |",
+            both(plain),
+            plain.1,
+            both(conditional),
+            conditional.1,
+            100.0 * (1.0 - both(conditional) as f64 / both(plain) as f64),
+            100.0 * (1.0 - conditional.1 as f64 / plain.1 as f64)
         );
     }
 }

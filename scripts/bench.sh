@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Reruns every number of docs/performance.md.
+#   scripts/bench.sh            everything (about 5 minutes)
+#   scripts/bench.sh floor      one of: floor, idle, memory, panel, micro
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+scripts/install.sh --test
+scripts/build.sh
+cargo build --release -p tests --bins
+what="${1:-all}"
+if [ "$what" = "micro" ] || [ "$what" = "all" ]; then
+  cargo bench -p server --bench service
+fi
+if [ "$what" != "micro" ]; then
+  target/release/bench "$what"
+fi
