@@ -45,22 +45,41 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::MalformedJson("the body is empty".into()));
     }
+    // serde would also read a struct from a JSON array (`["hi"]`); the API
+    // takes objects only. Syntax is checked first, so `[` alone stays a 400.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(ApiError::MalformedJson(err.to_string()));
+        }
+        return Err(ApiError::Invalid("body: must be a JSON object".into()));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let what = strip_position(&inner);
-        match inner.classify() {
-            serde_json::error::Category::Data => {
+        // serde_json calls some type mismatches (a number where an enum's
+        // string belongs) syntax errors; if the text parses as a JSON value
+        // (valid UTF-8, numbers in range, real Unicode), it was the shape
+        // that was wrong.
+        let shape_error = match inner.classify() {
+            serde_json::error::Category::Data => true,
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => {
+                serde_json::from_slice::<serde_json::Value>(bytes).is_ok()
+            }
+        };
+        match shape_error {
+            true => {
                 if path == "." {
                     ApiError::Invalid(format!("body: {what}"))
                 } else {
                     ApiError::Invalid(format!("{path}: {what}"))
                 }
             }
-            serde_json::error::Category::Syntax
-            | serde_json::error::Category::Eof
-            | serde_json::error::Category::Io => ApiError::MalformedJson(inner.to_string()),
+            false => ApiError::MalformedJson(inner.to_string()),
         }
     })?;
     Ok(value)

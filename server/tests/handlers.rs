@@ -516,3 +516,140 @@ async fn fast_path_answers_exactly_like_the_router() {
         assert_eq!(ba, bb, "{what}");
     }
 }
+
+/// Odd but valid Unicode is recorded as given (cut to 100 scalars, never
+/// split); only blank queries are refused.
+#[tokio::test]
+async fn odd_unicode_queries() {
+    let app = test_app(100, 20);
+    let accepted = [
+        "\u{202e}gnitirw tfel-ot-thgir",    // RTL override
+        "zero\u{200b}width\u{feff}joiners", // zero-width space, BOM
+        "nul \u{0} inside",                 // NUL, escaped in JSON
+        "e\u{301}\u{301}\u{301} combining",
+        "👩‍👩‍👧‍👦 family emoji",
+        "\u{10ffff} last scalar",
+    ];
+    for q in accepted {
+        let (code, d) = ingest(
+            &app,
+            json!({"query": q, "tier": "Q2", "score": 1, "decisionTimeMs": 0}),
+        )
+        .await;
+        assert_eq!(code, StatusCode::CREATED, "{q:?}: {d}");
+        assert_eq!(d["query"], q);
+    }
+    let long: String = "👩‍👩‍👧‍👦".repeat(60);
+    let (_, d) = ingest(
+        &app,
+        json!({"query": long, "tier": "Q2", "score": 1, "decisionTimeMs": 0}),
+    )
+    .await;
+    let kept = d["query"].as_str().unwrap();
+    assert_eq!(kept.chars().count(), 100);
+    assert!(long.starts_with(kept));
+    for blank in ["\u{2003}\u{2003}", "\t\r\n", "\u{85}"] {
+        let (code, _) = ingest(
+            &app,
+            json!({"query": blank, "tier": "Q2", "score": 1, "decisionTimeMs": 0}),
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{blank:?}");
+    }
+    // a lone surrogate is no Unicode text: not a JSON document we accept
+    let (code, _) = send(
+        &app,
+        post(
+            "/api/orchestrator/decisions",
+            r#"{"query": "\ud800", "tier": "Q2", "score": 1, "decisionTimeMs": 0}"#,
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        status(&app, "?limit=100").await["totalDecisions"],
+        accepted.len() + 1
+    );
+}
+
+/// Hostile query strings and bodies on every endpoint: a JSON 4xx, never a
+/// panic, never a change.
+#[tokio::test]
+async fn hostile_requests_change_nothing() {
+    let app = test_app(100, 20);
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let nested_obj = format!(
+        r#"{{"query": "a", "tier": "Q2", "score": 1, "decisionTimeMs": 0, "x": {}}}"#,
+        "[".repeat(5_000)
+    );
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("/api/query", nested.clone(), 422),
+        ("/api/orchestrator/decisions", nested, 422),
+        ("/api/orchestrator/decisions", nested_obj, 400),
+        (
+            "/api/query",
+            r#"{"query": "a", "query": "b", "mode": "simple"}"#.into(),
+            422,
+        ),
+        ("/api/query", r#"{"query": ["a"]}"#.into(), 422),
+        ("/api/query", r#"{"query": {"$ne": 1}}"#.into(), 422),
+        ("/api/query", r#"{"query": "a", "mode": 3}"#.into(), 422),
+        (
+            "/api/query",
+            r#"{"query": "a", "max_tokens": 1e30}"#.into(),
+            422,
+        ),
+        (
+            "/api/query",
+            r#"{"query": "a", "max_tokens": 18446744073709551616}"#.into(),
+            422,
+        ),
+        (
+            "/api/orchestrator/decisions",
+            r#"{"query": "a", "tier": "Q2", "score": true, "decisionTimeMs": 0}"#.into(),
+            422,
+        ),
+        (
+            "/api/orchestrator/decisions",
+            r#"{"query": "a", "tier": 2, "score": 1, "decisionTimeMs": 0}"#.into(),
+            422,
+        ),
+        (
+            "/api/orchestrator/decisions",
+            r#"{"query": "a", "tier": "Q2", "score": 1, "decisionTimeMs": 1e309}"#.into(),
+            400,
+        ),
+        ("/api/orchestrator/decisions", "null".into(), 422),
+        (
+            "/api/orchestrator/decisions",
+            "\"just a string\"".into(),
+            422,
+        ),
+        ("/api/orchestrator/decisions", "{}{}".into(), 422),
+        ("/api/orchestrator/decisions", "\u{feff}{}".into(), 400),
+    ];
+    for (uri, body, want) in cases {
+        let shown: String = body.chars().take(60).collect();
+        let (code, e) = send(&app, post(uri, body)).await;
+        assert_eq!(code.as_u16(), want, "{uri} {shown}: {e}");
+        assert!(e["error"].is_string(), "{uri} {shown}");
+    }
+    for q in [
+        "limit=%00",
+        "limit=1;DROP%20TABLE",
+        "limit=%FF%FE",
+        "limit=0x10",
+        "limit=+5",
+        "limit=5%20",
+        "limit=1e1",
+        "limit=١٠",
+    ] {
+        let (code, e) = send(&app, get(&format!("/api/orchestrator/status?{q}"))).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{q}: {e}");
+        assert!(e["error"].is_string());
+    }
+    let long = format!("/api/orchestrator/status?{}", "a=b&".repeat(5_000));
+    let (code, _) = send(&app, get(&long)).await;
+    assert_eq!(code, StatusCode::OK, "unknown parameters are ignored");
+    assert_eq!(status(&app, "").await["totalDecisions"], 0);
+}

@@ -1,7 +1,7 @@
 //! Request and response bodies of the router's endpoints, shared so the panel
 //! decodes exactly what the server encodes.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::RoutingDecision;
 
@@ -34,8 +34,8 @@ pub struct QueryRequest {
     /// The user's query; at least one non-whitespace character.
     #[cfg_attr(feature = "openapi", schema(example = "What is Python?"))]
     pub query: String,
-    /// `simple` or `two-stage` (the default).
-    #[serde(default)]
+    /// `simple` or `two-stage` (the default; `null` also means the default).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub mode: Mode,
     /// Most tokens the answer may have; a positive integer when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,4 +87,13 @@ pub struct ErrorBody {
     /// For `/api/query` failures after routing: the decision that was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<QueryDecision>,
+}
+
+/// An explicit `null` reads as the field's default, as an absent field does.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
