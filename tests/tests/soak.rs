@@ -143,7 +143,10 @@ async fn soak_counts_every_accepted_decision_exactly_once() {
         empty_rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0,
     );
-    assert_eq!(counted, accepted, "every accepted decision counted exactly once");
+    assert_eq!(
+        counted, accepted,
+        "every accepted decision counted exactly once"
+    );
     assert!(refused.load(Ordering::Relaxed) > 0);
     assert!(peak_rss < empty_rss + 32 * 1024, "memory stays bounded");
 }

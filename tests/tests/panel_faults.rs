@@ -1,0 +1,183 @@
+//! The panel in headless Chromium while its API misbehaves: slower than the
+//! poll timeout, malformed JSON, HTTP 500, flapping up and down. A
+//! fault-injecting proxy stands between the browser and the real server and
+//! counts the status requests in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tests::Server;
+use tests::browser::Browser;
+
+const OK: u8 = 0;
+const SLOW: u8 = 1;
+const MALFORMED: u8 = 2;
+const FAIL: u8 = 3;
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    http: reqwest::Client,
+    mode: Arc<AtomicU8>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a status request in flight until dropped (a request the browser
+/// aborts is dropped with its connection).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn forward(p: &Proxy, path: &str, headers: &HeaderMap) -> Response {
+    let mut req = p.http.get(format!("{}{path}", p.upstream));
+    if let Some(tag) = headers.get(header::IF_NONE_MATCH) {
+        req = req.header(header::IF_NONE_MATCH, tag.clone());
+    }
+    let res = req.send().await.unwrap();
+    let mut out = Response::builder().status(res.status().as_u16());
+    for name in [header::CONTENT_TYPE, header::ETAG, header::CACHE_CONTROL] {
+        if let Some(v) = res.headers().get(name.as_str()) {
+            out = out.header(name, HeaderValue::from_bytes(v.as_bytes()).unwrap());
+        }
+    }
+    out.body(Body::from(res.bytes().await.unwrap())).unwrap()
+}
+
+async fn handle(State(p): State<Proxy>, req: Request) -> Response {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_default();
+    if !path.starts_with("/api/orchestrator/status") {
+        return forward(&p, &path, req.headers()).await;
+    }
+    let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    p.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _guard = InFlight(p.in_flight.clone());
+    match p.mode.load(Ordering::SeqCst) {
+        SLOW => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            forward(&p, &path, req.headers()).await
+        }
+        MALFORMED => (
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"tierUtilization\": [ oops",
+        )
+            .into_response(),
+        FAIL => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"error\": \"injected failure\"}",
+        )
+            .into_response(),
+        _ => forward(&p, &path, req.headers()).await,
+    }
+}
+
+async fn badge(b: &Browser) -> String {
+    b.text_of("data-source").await.unwrap_or_default()
+}
+
+async fn wait_badge(b: &Browser, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+    let found = b.wait_for(within, || async { pred(&badge(b).await) }).await;
+    let now = badge(b).await;
+    assert!(found.is_some(), "badge still {now:?} after {within:?}");
+    now
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panel_survives_a_misbehaving_api() {
+    let server = Server::start(&[]);
+    let proxy = Proxy {
+        upstream: server.base.clone(),
+        http: reqwest::Client::new(),
+        mode: Arc::new(AtomicU8::new(OK)),
+        in_flight: Arc::default(),
+        max_in_flight: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(handle).with_state(proxy.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let set = |m: u8| proxy.mode.store(m, Ordering::SeqCst);
+    let is_live = |t: &str| t == "Live";
+    let is_mock = |t: &str| t.starts_with("Mock data: backend unreachable (");
+
+    let b = Browser::start().await;
+    b.goto(&format!("http://{addr}/")).await;
+    wait_badge(&b, Duration::from_secs(10), is_live).await;
+
+    // Slower than the 2 s poll timeout: aborted, labelled, no pile-up.
+    set(SLOW);
+    let text = wait_badge(&b, Duration::from_secs(4), is_mock).await;
+    assert!(text.contains("no answer within 2 s"), "{text}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // still responsive while the API hangs
+    let started = Instant::now();
+    assert_eq!(b.count("tier-Q2").await, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the page is not frozen"
+    );
+    set(OK);
+    wait_badge(&b, Duration::from_secs(4), is_live).await;
+
+    // Malformed JSON.
+    set(MALFORMED);
+    let text = wait_badge(&b, Duration::from_secs(3), is_mock).await;
+    assert!(text.contains("malformed"), "{text}");
+    set(OK);
+    wait_badge(&b, Duration::from_secs(3), is_live).await;
+
+    // HTTP 500.
+    set(FAIL);
+    let text = wait_badge(&b, Duration::from_secs(3), is_mock).await;
+    assert!(text.contains("HTTP 500"), "{text}");
+    set(OK);
+    wait_badge(&b, Duration::from_secs(3), is_live).await;
+
+    // Flapping: every observation is either live or labelled mock data.
+    let started = Instant::now();
+    let (mut saw_live, mut saw_mock) = (false, false);
+    while started.elapsed() < Duration::from_secs(6) {
+        let phase = (started.elapsed().as_millis() / 700) % 2;
+        set(if phase == 0 { FAIL } else { OK });
+        let text = badge(&b).await;
+        assert!(
+            is_live(&text) || is_mock(&text),
+            "unlabelled state {text:?}"
+        );
+        saw_live |= is_live(&text);
+        saw_mock |= is_mock(&text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_live && saw_mock, "the flapping showed both states");
+    set(OK);
+    wait_badge(&b, Duration::from_secs(3), is_live).await;
+    let rows = b
+        .eval(
+            "return document.querySelectorAll('[data-testid^=tier-]').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(rows, 3);
+
+    assert_eq!(
+        proxy.max_in_flight.load(Ordering::SeqCst),
+        1,
+        "never more than one status request in flight"
+    );
+}
