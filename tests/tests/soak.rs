@@ -80,10 +80,10 @@ async fn soak_counts_every_accepted_decision_exactly_once() {
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let (code, _) = if w < query_writers {
-                    let mode = if i % 2 == 0 { "simple" } else { "two-stage" };
+                    let mode = if i.is_multiple_of(2) { "simple" } else { "two-stage" };
                     c.post("/api/query", &json!({"query": format!("writer {w} query {i}: design and prove"), "mode": mode}))
                         .await
-                } else if i % 10 == 0 {
+                } else if i.is_multiple_of(10) {
                     // every tenth is invalid: refused, and must not count
                     c.post("/api/orchestrator/decisions", &json!({"query": " ", "tier": "Q2", "score": 1, "decisionTimeMs": 0}))
                         .await
