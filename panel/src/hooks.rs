@@ -146,6 +146,11 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
                 break;
             }
             polls += 1;
+            if polls.is_multiple_of(MARKS_KEPT) {
+                // The browser keeps every mark: a dashboard left open for days
+                // must not grow its timeline without bound.
+                clear_marks();
+            }
             match result {
                 Ok(StatusFetch::Fresh { status, etag: tag }) => {
                     mark("status-response");
@@ -180,6 +185,16 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         status,
         source,
         last_live_ms,
+    }
+}
+
+/// Polls between clearing the Performance marks (ten minutes at 1 s).
+const MARKS_KEPT: u64 = 600;
+
+fn clear_marks() {
+    if let Some(perf) = window().performance() {
+        perf.clear_marks_with_mark_name("status-response");
+        perf.clear_marks_with_mark_name("status-painted");
     }
 }
 
