@@ -35,11 +35,6 @@ pub fn is_built() -> bool {
     find("/index.html").is_some()
 }
 
-/// Every embedded file.
-pub fn assets() -> &'static [Asset] {
-    ASSETS
-}
-
 fn find(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.path == path)
 }

@@ -227,11 +227,6 @@ impl StatusService {
         }
     }
 
-    /// The ETag the current data would be served with, without building it.
-    pub fn current_etag(&self, recent: usize) -> String {
-        self.etag_for(self.version.load(Ordering::Acquire), recent)
-    }
-
     fn etag_for(&self, version: u64, recent: usize) -> String {
         if recent == DEFAULT_RECENT {
             format!("W/\"{}-{version}\"", self.boot)

@@ -79,11 +79,6 @@ impl Upstreams {
         self.targets[tier.index()].as_ref()
     }
 
-    /// The per-call timeout.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Asks `tier`'s upstream to answer `query`. Dropping the future cancels
     /// the call (the connection is closed).
     pub async fn generate(
