@@ -115,7 +115,7 @@ pub fn status_response(state: &AppState, query: Option<&str>, headers: &HeaderMa
     };
     let snapshot = state.service.snapshot(limit);
     let etag = snapshot.etag.clone();
-    let mut response = if if_none_match(headers, &etag) {
+    let mut response = if if_none_match(headers, etag.as_bytes()) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = Response::new(axum::body::Body::from(snapshot.body.clone()));
@@ -156,8 +156,8 @@ pub fn parse_limit(raw: Option<&str>, capacity: usize) -> Result<usize, ApiError
 }
 
 /// True when `If-None-Match` names `etag` (weak comparison) or is `*`.
-fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let ours = opaque(etag.as_bytes());
+pub(crate) fn if_none_match(headers: &HeaderMap, etag: &[u8]) -> bool {
+    let ours = opaque(etag);
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -384,17 +384,17 @@ mod tests {
     fn etag_matching_is_weak_and_handles_lists() {
         let tag = HeaderValue::from_static("W/\"a-1\"");
         let mut h = HeaderMap::new();
-        assert!(!if_none_match(&h, &tag));
+        assert!(!if_none_match(&h, tag.as_bytes()));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"a-1\""));
-        assert!(if_none_match(&h, &tag));
+        assert!(if_none_match(&h, tag.as_bytes()));
         h.insert(
             header::IF_NONE_MATCH,
             HeaderValue::from_static("W/\"x\", W/\"a-1\""),
         );
-        assert!(if_none_match(&h, &tag));
+        assert!(if_none_match(&h, tag.as_bytes()));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"a-2\""));
-        assert!(!if_none_match(&h, &tag));
+        assert!(!if_none_match(&h, tag.as_bytes()));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert!(if_none_match(&h, &tag));
+        assert!(if_none_match(&h, tag.as_bytes()));
     }
 }

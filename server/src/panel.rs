@@ -76,7 +76,7 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
     } else {
         HeaderValue::from_static("public, max-age=31536000, immutable")
     };
-    let mut response = if etag_matches(headers, asset.etag) {
+    let mut response = if crate::api::if_none_match(headers, asset.etag.as_bytes()) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let (body, encoding) = pick_encoding(asset, headers);
@@ -162,16 +162,6 @@ fn pick_encoding(asset: &Asset, headers: &HeaderMap) -> (&'static [u8], Option<&
         best = (asset.gzip, Some("gzip"));
     }
     best
-}
-
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 #[cfg(test)]
