@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -82,7 +82,7 @@ async fn fill(c: &Client, n: usize) {
 fn writer(base: String, per_sec: u64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let c = Client::new(&base);
-        let written = AtomicU64::new(0);
+        let mut written = 0u64;
         if per_sec == 0 {
             return 0;
         }
@@ -90,7 +90,8 @@ fn writer(base: String, per_sec: u64, stop: Arc<AtomicBool>) -> tokio::task::Joi
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         while !stop.load(Ordering::Relaxed) {
             tick.tick().await;
-            let n = written.fetch_add(1, Ordering::Relaxed);
+            let n = written;
+            written += 1;
             c.post(
                 "/api/orchestrator/decisions",
                 &json!({"query": format!("writer {n}"), "tier": TIERS[(n % 3) as usize],
@@ -98,7 +99,7 @@ fn writer(base: String, per_sec: u64, stop: Arc<AtomicBool>) -> tokio::task::Joi
             )
             .await;
         }
-        written.load(Ordering::Relaxed)
+        written
     })
 }
 
