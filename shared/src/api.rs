@@ -5,6 +5,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::RoutingDecision;
 
+/// The largest `max_tokens` a query may ask for.
+pub const MAX_TOKENS: u64 = 1 << 20;
+
 /// How the router picks a tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -31,15 +34,27 @@ impl Mode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueryRequest {
-    /// The user's query; at least one non-whitespace character.
-    #[cfg_attr(feature = "openapi", schema(example = "What is Python?"))]
+    /// The user's query, routed whole. Its first 100 characters (cut at a
+    /// grapheme boundary) are recorded and must hold a visible character.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "What is Python?", min_length = 1)
+    )]
     pub query: String,
     /// `simple` or `two-stage` (the default; `null` also means the default).
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub mode: Mode,
-    /// Most tokens the answer may have; a positive integer when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(example = 256, minimum = 1))]
+    /// Most tokens the answer may have: 1..=1048576 when given.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = 256, minimum = 1, maximum = 1_048_576)
+    )]
     pub max_tokens: Option<u64>,
 }
 
@@ -89,6 +104,44 @@ pub struct ErrorBody {
     pub decision: Option<QueryDecision>,
 }
 
+/// A non-negative whole number, written as JSON Schema counts integers:
+/// `256` or `256.0` alike (but not `256.5`); `null` is none.
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Whole;
+    impl<'de> serde::de::Visitor<'de> for Whole {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative whole number")
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Some(n))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            u64::try_from(n)
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<Self::Value, E> {
+            // Below 2^53 every whole f64 is exact.
+            if x.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&x) {
+                Ok(Some(x as u64))
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(x), &self))
+            }
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Whole)
+        }
+    }
+    d.deserialize_option(Whole)
+}
+
 /// An explicit `null` reads as the field's default, as an absent field does.
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -96,4 +149,32 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_tokens_is_any_json_integer() {
+        let read = |json: &str| serde_json::from_str::<QueryRequest>(json).map(|r| r.max_tokens);
+        assert_eq!(read(r#"{"query": "q"}"#).unwrap(), None);
+        assert_eq!(read(r#"{"query": "q", "max_tokens": null}"#).unwrap(), None);
+        assert_eq!(
+            read(r#"{"query": "q", "max_tokens": 256}"#).unwrap(),
+            Some(256)
+        );
+        assert_eq!(
+            read(r#"{"query": "q", "max_tokens": 256.0}"#).unwrap(),
+            Some(256)
+        );
+        assert_eq!(
+            read(r#"{"query": "q", "max_tokens": 2.56e2}"#).unwrap(),
+            Some(256)
+        );
+        for bad in ["256.5", "-1", "-1.0", "\"256\"", "true", "1e300"] {
+            let json = format!(r#"{{"query": "q", "max_tokens": {bad}}}"#);
+            assert!(read(&json).is_err(), "{bad}");
+        }
+    }
 }

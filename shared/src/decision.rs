@@ -10,6 +10,80 @@ use crate::{Complexity, Tier};
 pub const MAX_QUERY_CHARS: usize = 100;
 /// The highest complexity score; the lowest is 0.
 pub const MAX_SCORE: f64 = 15.0;
+/// The longest decision time accepted, in ms (one hour): far beyond any real
+/// router, and small enough that no sum of accepted times can overflow.
+pub const MAX_DECISION_TIME_MS: f64 = 3_600_000.0;
+
+/// Characters that show nothing on their own: Unicode's White_Space, the
+/// C0/C1 controls, every Default_Ignorable_Code_Point (zero-width spaces and
+/// joiners, bidi controls, variation selectors, fillers, tags) and a few
+/// blank glyphs (braille blank, interlinear annotation marks). Sorted,
+/// disjoint, inclusive ranges; the OpenAPI pattern is built from this table.
+pub const INVISIBLE: &[(char, char)] = &[
+    ('\u{0000}', '\u{0020}'),
+    ('\u{007F}', '\u{00A0}'),
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{034F}', '\u{034F}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{115F}', '\u{1160}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{17B4}', '\u{17B5}'),
+    ('\u{180B}', '\u{180F}'),
+    ('\u{2000}', '\u{200F}'),
+    ('\u{2028}', '\u{202F}'),
+    ('\u{205F}', '\u{206F}'),
+    ('\u{2800}', '\u{2800}'),
+    ('\u{3000}', '\u{3000}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{FE00}', '\u{FE0F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFA0}', '\u{FFA0}'),
+    ('\u{FFF0}', '\u{FFFB}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0000}', '\u{E0FFF}'),
+];
+
+/// Whether `c` shows nothing on its own (see [`INVISIBLE`]).
+pub fn is_invisible(c: char) -> bool {
+    INVISIBLE
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
+/// A regular expression (ECMA-262 with the `u` flag, and Python's `re`) that
+/// matches exactly the queries whose first 100 characters hold a visible
+/// one: the OpenAPI document's `pattern` for query fields.
+pub fn visible_query_pattern() -> String {
+    let mut class = String::new();
+    for &(lo, hi) in INVISIBLE {
+        push_class_char(&mut class, lo);
+        if hi != lo {
+            class.push('-');
+            push_class_char(&mut class, hi);
+        }
+    }
+    format!("^[{class}]{{0,{}}}[^{class}]", MAX_QUERY_CHARS - 1)
+}
+
+/// BMP characters as `\uXXXX` (the same in both dialects); the few astral
+/// ones literally, which both read alike.
+fn push_class_char(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    if (c as u32) <= 0xFFFF {
+        let _ = write!(out, "\\u{:04X}", c as u32);
+    } else {
+        out.push(c);
+    }
+}
 
 /// One routing decision, exactly as the seed's `recentDecisions` items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,9 +113,10 @@ pub struct RoutingDecision {
 }
 
 impl RoutingDecision {
-    /// Builds a decision from raw input: the query must hold a non-whitespace
-    /// character (it is cut to 100 characters), the score must be finite and in
-    /// 0..=15. The complexity follows from the score.
+    /// Builds a decision from raw input: the query is cut to 100 characters
+    /// (see [`stored_query`]) and must still show something, the score must be
+    /// finite and in 0..=15 (`-0` is stored as `0`). The complexity follows
+    /// from the score.
     pub fn new(
         id: String,
         query: &str,
@@ -49,11 +124,12 @@ impl RoutingDecision {
         score: f64,
         timestamp: DateTime<Utc>,
     ) -> Result<Self, DecisionError> {
-        validate_query(query)?;
+        let query = stored_query(query)?;
         validate_score(score)?;
+        let score = score + 0.0; // -0.0 becomes 0.0
         Ok(RoutingDecision {
             id,
-            query: truncate_query(query).to_owned(),
+            query: query.to_owned(),
             tier,
             complexity: Complexity::from_score(score),
             timestamp,
@@ -72,12 +148,12 @@ pub struct RecordedDecision {
 }
 
 impl RecordedDecision {
-    /// Pairs a decision with its validated decision time.
+    /// Pairs a decision with its validated decision time (`-0` stored as `0`).
     pub fn new(decision: RoutingDecision, decision_time_ms: f64) -> Result<Self, DecisionError> {
         validate_decision_time(decision_time_ms)?;
         Ok(RecordedDecision {
             decision,
-            decision_time_ms,
+            decision_time_ms: decision_time_ms + 0.0,
         })
     }
 }
@@ -85,8 +161,10 @@ impl RecordedDecision {
 /// Why a decision could not be built; each names the offending field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DecisionError {
-    /// The query is empty or only whitespace.
+    /// The query holds no visible character.
     EmptyQuery,
+    /// The query's visible characters all lie beyond the stored first 100.
+    BlankWhenCut,
     /// The score is NaN, infinite or outside 0..=15.
     Score(f64),
     /// The decision time is NaN, infinite or negative.
@@ -97,7 +175,7 @@ impl DecisionError {
     /// The wire name of the field at fault.
     pub fn field(&self) -> &'static str {
         match self {
-            DecisionError::EmptyQuery => "query",
+            DecisionError::EmptyQuery | DecisionError::BlankWhenCut => "query",
             DecisionError::Score(_) => "score",
             DecisionError::DecisionTime(_) => "decisionTimeMs",
         }
@@ -107,25 +185,39 @@ impl DecisionError {
 impl fmt::Display for DecisionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecisionError::EmptyQuery => {
-                f.write_str("query: must contain at least one non-whitespace character")
-            }
+            DecisionError::EmptyQuery => f.write_str(
+                "query: must contain a visible character (not only whitespace or invisible format characters)",
+            ),
+            DecisionError::BlankWhenCut => write!(
+                f,
+                "query: its first {MAX_QUERY_CHARS} characters, the part that is kept, hold nothing visible"
+            ),
             DecisionError::Score(s) => {
                 write!(f, "score: must be a finite number in 0..=15, got {s}")
             }
-            DecisionError::DecisionTime(t) => {
-                write!(f, "decisionTimeMs: must be a finite number >= 0, got {t}")
-            }
+            DecisionError::DecisionTime(t) => write!(
+                f,
+                "decisionTimeMs: must be a finite number in 0..={MAX_DECISION_TIME_MS}, got {t}"
+            ),
         }
     }
 }
 
 impl std::error::Error for DecisionError {}
 
-/// Accepts a query holding at least one non-whitespace character.
+/// Accepts a query whose stored part (see [`stored_query`]) shows something.
 pub fn validate_query(query: &str) -> Result<(), DecisionError> {
-    if query.chars().any(|c| !c.is_whitespace()) {
-        Ok(())
+    stored_query(query).map(drop)
+}
+
+/// The text a decision keeps of `query`: its first 100 characters, cut at a
+/// grapheme boundary; refused when that text holds no visible character.
+pub fn stored_query(query: &str) -> Result<&str, DecisionError> {
+    let kept = truncate_query(query);
+    if kept.chars().any(|c| !is_invisible(c)) {
+        Ok(kept)
+    } else if query.chars().any(|c| !is_invisible(c)) {
+        Err(DecisionError::BlankWhenCut)
     } else {
         Err(DecisionError::EmptyQuery)
     }
@@ -140,21 +232,28 @@ pub fn validate_score(score: f64) -> Result<(), DecisionError> {
     }
 }
 
-/// Accepts a finite decision time >= 0.
+/// Accepts a finite decision time in 0..=3,600,000 ms.
 pub fn validate_decision_time(ms: f64) -> Result<(), DecisionError> {
-    if ms.is_finite() && ms >= 0.0 {
+    if ms.is_finite() && (0.0..=MAX_DECISION_TIME_MS).contains(&ms) {
         Ok(())
     } else {
         Err(DecisionError::DecisionTime(ms))
     }
 }
 
-/// The first 100 characters of `query`, never splitting a character.
+/// The longest prefix of `query` that ends at a grapheme boundary and holds
+/// at most 100 characters: an emoji sequence or a letter with its accents is
+/// kept whole or not at all.
 pub fn truncate_query(query: &str) -> &str {
-    match query.char_indices().nth(MAX_QUERY_CHARS) {
-        Some((end, _)) => &query[..end],
-        None => query,
+    use unicode_segmentation::UnicodeSegmentation as _;
+    let mut chars = 0;
+    for (at, grapheme) in query.grapheme_indices(true) {
+        chars += grapheme.chars().count();
+        if chars > MAX_QUERY_CHARS {
+            return &query[..at];
+        }
     }
+    query
 }
 
 /// RFC 3339 UTC with millisecond precision and a `Z`, the same on every path.
@@ -196,13 +295,93 @@ mod tests {
     #[test]
     fn truncation_never_splits_a_character() {
         // Multi-byte scalars straddling the cut: 3-byte CJK, 4-byte emoji, and
-        // combining marks (each a scalar of its own).
+        // a letter with a combining accent (two scalars, one grapheme).
         for unit in ["漢", "🦀", "e\u{301}", "ß"] {
             let q = unit.repeat(150);
             let cut = truncate_query(&q);
             assert_eq!(cut.chars().count(), 100, "{unit}");
             assert!(q.starts_with(cut));
         }
+    }
+
+    #[test]
+    fn truncation_keeps_graphemes_whole() {
+        // 99 letters then a family emoji (5 scalars): kept whole or not at all.
+        let family = "👨\u{200D}👩\u{200D}👧";
+        let q = format!("{}{family}", "a".repeat(99));
+        assert_eq!(truncate_query(&q), "a".repeat(99));
+        // A letter and its accent across the cut stay together.
+        let q = format!("{}e\u{301}xyz", "a".repeat(99));
+        assert_eq!(truncate_query(&q), "a".repeat(99));
+        // A flag (two regional indicators) at 99..=100 is kept.
+        let q = format!("{}🇫🇷tail", "a".repeat(98));
+        assert_eq!(truncate_query(&q), format!("{}🇫🇷", "a".repeat(98)));
+        // A grapheme longer than the limit on its own leaves nothing.
+        let zalgo = format!("e{}", "\u{301}".repeat(120));
+        assert_eq!(truncate_query(&zalgo), "");
+    }
+
+    #[test]
+    fn invisible_and_blank_queries_are_rejected() {
+        for bad in [
+            "",
+            " ",
+            "\n\t",
+            "\u{3000}",
+            "\u{200B}",
+            "\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}",
+            "\u{00AD}\u{034F}",
+            "\u{3164}\u{115F}",
+            "\u{FE0F}",
+            "\u{E0041}\u{E007F}",
+            "\u{0}\u{1}\u{7F}",
+            "\u{202E} \u{2066}",
+            "\u{2800}",
+        ] {
+            let err = RoutingDecision::new("1".into(), bad, Tier::Q2, 1.0, at()).unwrap_err();
+            assert_eq!(err, DecisionError::EmptyQuery, "{bad:?}");
+            assert!(err.to_string().starts_with("query"));
+        }
+        // Visible text beyond the kept 100 characters does not count.
+        for bad in [
+            format!("{}visible", " ".repeat(100)),
+            format!("{}x", "\u{200B}".repeat(150)),
+            format!("e{}", "\u{301}".repeat(120)),
+        ] {
+            let err = RoutingDecision::new("1".into(), &bad, Tier::Q2, 1.0, at()).unwrap_err();
+            assert_eq!(err, DecisionError::BlankWhenCut);
+            assert_eq!(err.field(), "query");
+        }
+        for good in ["x", " \u{200B}a", "🦀", "\u{301}", "ß "] {
+            let d = RoutingDecision::new("1".into(), good, Tier::Q2, 1.0, at()).unwrap();
+            assert_eq!(d.query, good);
+        }
+        let d = RoutingDecision::new(
+            "1".into(),
+            &format!("{}v", " ".repeat(99)),
+            Tier::Q2,
+            1.0,
+            at(),
+        )
+        .unwrap();
+        assert_eq!(d.query.chars().count(), 100);
+    }
+
+    #[test]
+    fn the_invisible_table_is_sorted_and_disjoint() {
+        for w in INVISIBLE.windows(2) {
+            assert!(w[0].0 <= w[0].1 && w[0].1 < w[1].0, "{w:?}");
+        }
+        assert!(is_invisible(' ') && is_invisible('\u{200B}') && is_invisible('\u{E0FFF}'));
+        assert!(!is_invisible('a') && !is_invisible('\u{21}') && !is_invisible('\u{E1000}'));
+    }
+
+    #[test]
+    fn the_query_pattern_names_every_invisible_range() {
+        let p = visible_query_pattern();
+        assert!(p.starts_with("^[\\u0000-\\u0020\\u007F-\\u00A0"), "{p}");
+        assert!(p.contains("]{0,99}[^"), "{p}");
+        assert!(p.contains('\u{E0000}') && p.contains('\u{E0FFF}'));
     }
 
     #[test]
@@ -226,22 +405,26 @@ mod tests {
     }
 
     #[test]
-    fn blank_queries_are_rejected() {
-        for bad in ["", " ", "\n\t", "\u{3000}"] {
-            let err = RoutingDecision::new("1".into(), bad, Tier::Q2, 1.0, at()).unwrap_err();
-            assert_eq!(err, DecisionError::EmptyQuery);
-            assert!(err.to_string().starts_with("query"));
-        }
-    }
-
-    #[test]
     fn decision_times_must_be_finite_and_non_negative() {
         let d = RoutingDecision::new("1".into(), "q", Tier::Q2, 1.0, at()).unwrap();
-        for bad in [-1.0, -0.0001, f64::NAN, f64::INFINITY] {
+        for bad in [-1.0, -0.0001, f64::NAN, f64::INFINITY, 1e308, 3_600_000.001] {
             let err = RecordedDecision::new(d.clone(), bad).unwrap_err();
             assert_eq!(err.field(), "decisionTimeMs");
         }
-        assert!(RecordedDecision::new(d, 0.0).is_ok());
+        assert!(RecordedDecision::new(d.clone(), 0.0).is_ok());
+        assert!(RecordedDecision::new(d.clone(), MAX_DECISION_TIME_MS).is_ok());
+        let zero = RecordedDecision::new(d, -0.0).unwrap();
+        assert!(zero.decision_time_ms.is_sign_positive());
+    }
+
+    #[test]
+    fn negative_zero_score_is_stored_as_zero() {
+        let d = RoutingDecision::new("1".into(), "q", Tier::Q2, -0.0, at()).unwrap();
+        assert!(d.score.is_sign_positive());
+        assert_eq!(
+            serde_json::to_value(&d).unwrap()["score"].to_string(),
+            "0.0"
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Compiled into both the server and the WASM panel, so the panel's fallback
 //! data comes out of the very functions that compute the server's live data and
-//! the two can never drift apart. Depends on serde and chrono only (utoipa is an
-//! opt-in feature the server turns on for its OpenAPI document).
+//! the two can never drift apart. Depends on serde, chrono and
+//! unicode-segmentation only (utoipa is an opt-in feature the server turns on
+//! for its OpenAPI document).
 
 pub mod api;
 mod decision;
@@ -12,8 +13,9 @@ mod status;
 mod tier;
 
 pub use decision::{
-    DecisionError, MAX_QUERY_CHARS, MAX_SCORE, RecordedDecision, RoutingDecision, truncate_query,
-    validate_decision_time, validate_query, validate_score,
+    DecisionError, INVISIBLE, MAX_DECISION_TIME_MS, MAX_QUERY_CHARS, MAX_SCORE, RecordedDecision,
+    RoutingDecision, is_invisible, stored_query, truncate_query, validate_decision_time,
+    validate_query, validate_score, visible_query_pattern,
 };
 pub use mock::mock_status;
 pub use status::{

@@ -120,12 +120,15 @@ pub fn complexity_distribution(
     }
 }
 
-/// The mean of the given decision times; 0.0 for none.
+/// The mean of the given decision times; 0.0 for none. A running mean, not
+/// a sum divided at the end: it stays within the inputs' range, so finite
+/// inputs give a finite mean however large they are.
 pub fn mean_decision_time(times: impl IntoIterator<Item = f64>) -> f64 {
-    let (sum, n) = times
-        .into_iter()
-        .fold((0.0f64, 0u64), |(s, n), t| (s + t, n + 1));
-    if n == 0 { 0.0 } else { sum / n as f64 }
+    let mut mean = 0.0f64;
+    for (n, t) in times.into_iter().enumerate() {
+        mean += (t - mean) / (n + 1) as f64;
+    }
+    mean
 }
 
 /// Builds the status from the buffered decisions (newest first), the
@@ -245,6 +248,9 @@ mod tests {
     fn average_over_buffered() {
         assert_eq!(mean_decision_time([]), 0.0);
         assert_eq!(mean_decision_time([1.0, 2.0, 6.0]), 3.0);
+        // Where a plain sum overflows to infinity, the running mean does not.
+        assert_eq!(mean_decision_time([f64::MAX, f64::MAX]), f64::MAX);
+        assert_eq!(mean_decision_time([1e308, 1e308, 1e308]), 1e308);
     }
 
     #[test]
