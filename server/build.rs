@@ -40,7 +40,8 @@ fn main() {
             "    Asset {{ path: {path:?}, raw: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/asset{i}\")), \
              gzip: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/asset{i}.gz\")), \
              brotli: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/asset{i}.br\")), \
-             etag: \"\\\"{hash:016x}\\\"\" }},",
+             etag: \"\\\"{hash:016x}\\\"\", etag_gzip: \"\\\"{hash:016x}-gzip\\\"\", \
+             etag_brotli: \"\\\"{hash:016x}-br\\\"\" }},",
             path = format!("/{rel}"),
             hash = fnv1a(&raw),
         )

@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use headers::{ETag, HeaderMapExt as _, IfNoneMatch};
 use serde::{Deserialize, Serialize};
+use shared::api::MAX_TOKENS;
 use shared::{DEFAULT_RECENT, DecisionError, OrchestratorStatus, RoutingDecision, Tier};
 use utoipa::OpenApi;
 
@@ -20,18 +22,49 @@ use crate::routing::{self, QueryDecision, QueryRequest, QueryResponse};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestRequest {
-    /// The query that was routed; at least one non-whitespace character.
-    #[schema(example = "What is Python?")]
+    /// The query that was routed. Its first 100 characters (cut at a
+    /// grapheme boundary) are kept and must hold a visible character.
+    #[schema(example = "What is Python?", min_length = 1)]
     pub query: String,
-    /// `fast`, `balanced`, `powerful`, `Q2`, `Q3` or `Q4`.
-    #[schema(example = "balanced")]
-    pub tier: String,
+    /// The tier it was routed to, by either of its names.
+    pub tier: TierName,
     /// Complexity score, finite, 0..=15.
-    #[schema(example = 4.2)]
+    #[schema(example = 4.2, minimum = 0.0, maximum = 15.0)]
     pub score: f64,
-    /// Time the router spent deciding, in ms; finite, >= 0.
-    #[schema(example = 12.5)]
+    /// Time the router spent deciding, in ms; finite, 0..=3600000.
+    #[schema(example = 12.5, minimum = 0.0, maximum = 3_600_000.0)]
     pub decision_time_ms: f64,
+}
+
+/// A tier as a router names it: internally (`fast`, `balanced`, `powerful`)
+/// or as shown (`Q2`, `Q3`, `Q4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+pub enum TierName {
+    /// Q2.
+    #[serde(rename = "fast")]
+    Fast,
+    /// Q3.
+    #[serde(rename = "balanced")]
+    Balanced,
+    /// Q4.
+    #[serde(rename = "powerful")]
+    Powerful,
+    /// The fast tier.
+    Q2,
+    /// The balanced tier.
+    Q3,
+    /// The powerful tier.
+    Q4,
+}
+
+impl From<TierName> for Tier {
+    fn from(name: TierName) -> Tier {
+        match name {
+            TierName::Fast | TierName::Q2 => Tier::Q2,
+            TierName::Balanced | TierName::Q3 => Tier::Q3,
+            TierName::Powerful | TierName::Q4 => Tier::Q4,
+        }
+    }
 }
 
 /// `GET /api/health` body.
@@ -67,8 +100,10 @@ pub struct TierUpstream {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents the parameter; parsing is by hand for precise errors
 struct StatusParams {
-    /// How many recent decisions to list: 1..=buffer size (default 10).
-    limit: Option<usize>,
+    /// How many recent decisions to list: 1..=buffer size (default 10). The
+    /// document served states this server's buffer size as the maximum.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
 }
 
 /// Live status of the router.
@@ -115,7 +150,7 @@ pub fn status_response(state: &AppState, query: Option<&str>, headers: &HeaderMa
     };
     let snapshot = state.service.snapshot(limit);
     let etag = snapshot.etag.clone();
-    let mut response = if if_none_match(headers, etag.as_bytes()) {
+    let mut response = if if_none_match(headers, &snapshot.tag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = Response::new(axum::body::Body::from(snapshot.body.clone()));
@@ -155,19 +190,12 @@ pub fn parse_limit(raw: Option<&str>, capacity: usize) -> Result<usize, ApiError
     }
 }
 
-/// True when `If-None-Match` names `etag` (weak comparison) or is `*`.
-pub(crate) fn if_none_match(headers: &HeaderMap, etag: &[u8]) -> bool {
-    let ours = opaque(etag);
+/// True when `If-None-Match` names `etag` (weak comparison) or is `*`; a
+/// malformed header counts as absent.
+pub(crate) fn if_none_match(headers: &HeaderMap, etag: &ETag) -> bool {
     headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(|t| t.trim_ascii())
-        .any(|t| t == b"*" || opaque(t) == ours)
-}
-
-fn opaque(tag: &[u8]) -> &[u8] {
-    tag.strip_prefix(b"W/").unwrap_or(tag)
+        .typed_get::<IfNoneMatch>()
+        .is_some_and(|condition| !condition.precondition_passes(etag))
 }
 
 /// Routes a query to a tier, records the decision, and has the tier's
@@ -184,10 +212,14 @@ fn opaque(tag: &[u8]) -> &[u8] {
             "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.2, "tierName": "balanced",
             "mode": "two-stage", "decisionTimeMs": 0.012}})),
         (status = 400, description = "Body is not JSON", body = ErrorBody),
+        (status = 403, description = "A cross-site browser request; nothing recorded", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json; nothing recorded", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid; nothing recorded", body = ErrorBody,
          example = json!({"error": "mode: unknown variant `fancy`, expected `simple` or `two-stage`"})),
-        (status = 502, description = "The upstream failed, timed out or answered garbage; the decision stays recorded", body = ErrorBody),
+        (status = 429, description = "The tier has as many upstream calls in flight as allowed; the decision stays recorded", body = ErrorBody,
+         headers(("Retry-After" = String, description = "Seconds to wait"))),
+        (status = 502, description = "The upstream failed, timed out, answered garbage or a reply over the size limit; the decision stays recorded", body = ErrorBody),
         (status = 503, description = "The tier has no upstream; the decision stays recorded", body = ErrorBody,
          example = json!({"error": "no upstream configured for tier Q2 (fast)", "decision": {
             "id": "19a6b2c3d4e-8", "query": "hi", "tier": "Q2", "complexity": "SIMPLE",
@@ -200,10 +232,10 @@ pub async fn query(
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Json<QueryResponse>, ApiError> {
     shared::validate_query(&req.query).map_err(invalid)?;
-    if req.max_tokens == Some(0) {
-        return Err(ApiError::Invalid(
-            "max_tokens: must be a positive integer, got 0".into(),
-        ));
+    if let Some(n) = req.max_tokens.filter(|n| !(1..=MAX_TOKENS).contains(n)) {
+        return Err(ApiError::Invalid(format!(
+            "max_tokens: must be an integer in 1..={MAX_TOKENS}, got {n}"
+        )));
     }
     let route = routing::route(&req.query, req.mode);
     let decision = state
@@ -225,6 +257,16 @@ pub async fn query(
         });
     };
     let model = target.model.clone();
+    let _place = match state.upstreams.try_begin(tier) {
+        Ok(permit) => permit,
+        Err(limit) => {
+            return Err(ApiError::Busy {
+                tier,
+                limit,
+                decision: Box::new(decision),
+            });
+        }
+    };
     // Active while the upstream works; the guard ends it however this future
     // ends, including being dropped when the client disconnects.
     let _active = state.service.begin(tier);
@@ -262,7 +304,9 @@ pub async fn query(
     responses(
         (status = 201, description = "Recorded", body = RoutingDecision),
         (status = 400, description = "Body is not JSON", body = ErrorBody),
+        (status = 403, description = "A cross-site browser request; nothing recorded", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json; nothing recorded", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid; nothing recorded", body = ErrorBody,
          example = json!({"error": "score: must be a finite number in 0..=15, got 16"})),
     )
@@ -271,15 +315,9 @@ pub async fn ingest(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<IngestRequest>,
 ) -> Result<(StatusCode, Json<RoutingDecision>), ApiError> {
-    let tier = Tier::from_name(&req.tier).ok_or_else(|| {
-        ApiError::Invalid(format!(
-            "tier: must be one of fast, balanced, powerful, Q2, Q3, Q4, got {:?}",
-            shared::truncate_query(&req.tier)
-        ))
-    })?;
     let decision = state
         .service
-        .record(&req.query, tier, req.score, req.decision_time_ms)
+        .record(&req.query, req.tier.into(), req.score, req.decision_time_ms)
         .map_err(invalid)?;
     log_decision(&state, &decision, "ingested");
     Ok((StatusCode::CREATED, Json(decision)))
@@ -311,10 +349,52 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
     get,
     path = "/api/openapi.json",
     tag = "meta",
-    responses((status = 200, description = "The OpenAPI document of this API"))
+    responses((status = 200, description = "The OpenAPI document of this API",
+               content_type = "application/json", body = Object))
 )]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(document(
+        state.service.capacity(),
+        state.options.ingest_token.is_some(),
+    ))
+}
+
+/// The OpenAPI document as this server enforces it: what the derive cannot
+/// know is filled in here (the buffer size bounding `limit`, the query
+/// pattern shared with the validator, the bearer token when one is set).
+pub fn document(capacity: usize, ingest_token: bool) -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+    // Sets `key` of the object at `parent`, which the derive generated.
+    let mut set = |pointer: &str, value: serde_json::Value| {
+        let (parent, key) = pointer.rsplit_once('/').expect("a pointer with a key");
+        let object = doc
+            .pointer_mut(parent)
+            .and_then(serde_json::Value::as_object_mut)
+            .unwrap_or_else(|| panic!("{parent} is an object of the generated document"));
+        object.insert(key.to_owned(), value);
+    };
+    set(
+        "/paths/~1api~1orchestrator~1status/get/parameters/0/schema/maximum",
+        capacity.into(),
+    );
+    let pattern = serde_json::Value::from(shared::visible_query_pattern());
+    for schema in ["IngestRequest", "QueryRequest"] {
+        set(
+            &format!("/components/schemas/{schema}/properties/query/pattern"),
+            pattern.clone(),
+        );
+    }
+    if ingest_token {
+        doc["components"]["securitySchemes"] =
+            serde_json::json!({"ingestToken": {"type": "http", "scheme": "bearer"}});
+        let ingest = &mut doc["paths"]["/api/orchestrator/decisions"]["post"];
+        ingest["security"] = serde_json::json!([{"ingestToken": []}]);
+        ingest["responses"]["401"] = serde_json::json!({
+            "description": "Missing or wrong bearer token; nothing recorded",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        });
+    }
+    doc
 }
 
 /// Query text reaches the log only when asked for (and is the placeholder
@@ -347,6 +427,7 @@ fn invalid(err: DecisionError) -> ApiError {
         QueryResponse,
         QueryDecision,
         IngestRequest,
+        TierName,
         Health,
         TierUpstream
     ))
@@ -382,19 +463,22 @@ mod tests {
 
     #[test]
     fn etag_matching_is_weak_and_handles_lists() {
-        let tag = HeaderValue::from_static("W/\"a-1\"");
+        let tag: ETag = "W/\"a-1\"".parse().unwrap();
         let mut h = HeaderMap::new();
-        assert!(!if_none_match(&h, tag.as_bytes()));
+        assert!(!if_none_match(&h, &tag));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"a-1\""));
-        assert!(if_none_match(&h, tag.as_bytes()));
+        assert!(if_none_match(&h, &tag));
         h.insert(
             header::IF_NONE_MATCH,
             HeaderValue::from_static("W/\"x\", W/\"a-1\""),
         );
-        assert!(if_none_match(&h, tag.as_bytes()));
+        assert!(if_none_match(&h, &tag));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"a-2\""));
-        assert!(!if_none_match(&h, tag.as_bytes()));
+        assert!(!if_none_match(&h, &tag));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert!(if_none_match(&h, tag.as_bytes()));
+        assert!(if_none_match(&h, &tag));
+        // Garbage is no condition at all.
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("a-1, \""));
+        assert!(!if_none_match(&h, &tag));
     }
 }

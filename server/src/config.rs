@@ -65,7 +65,27 @@ pub struct Config {
     /// API cross-origin; without it no CORS grant is made.
     #[arg(long, env = "ORCH_CORS_ORIGIN")]
     pub cors_origin: Option<String>,
+
+    /// Most connections open at once; beyond it new ones wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "ORCH_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
+    pub max_connections: usize,
+
+    /// Most bytes of an upstream's reply that are read (e.g. 8388608, 512KiB,
+    /// 8MiB); a longer reply is a 502.
+    #[arg(long, env = "ORCH_MAX_UPSTREAM_BODY", default_value = "8MiB", value_parser = parse_bytes)]
+    pub max_upstream_body: usize,
+
+    /// Most `/api/query` upstream calls in flight per tier: N for every tier,
+    /// or TIER=N for one. Repeatable; beyond it a 429.
+    #[arg(long = "max-inflight", env = "ORCH_MAX_INFLIGHT", value_delimiter = ',',
+          value_parser = parse_inflight)]
+    pub max_inflight: Vec<(Option<Tier>, usize)>,
 }
+
+/// `/api/query` calls in flight per tier unless `--max-inflight` says otherwise.
+pub const DEFAULT_MAX_INFLIGHT: usize = 64;
 
 impl Config {
     /// Checks what clap cannot: the window fits in the buffer and every tier
@@ -91,6 +111,26 @@ impl Config {
         {
             return Err("--ingest-token must not be empty".into());
         }
+        for tier in Tier::ALL {
+            if self
+                .max_inflight
+                .iter()
+                .filter(|(t, _)| *t == Some(tier))
+                .count()
+                > 1
+            {
+                return Err(format!("--max-inflight names tier {tier} more than once"));
+            }
+        }
+        if self
+            .max_inflight
+            .iter()
+            .filter(|(t, _)| t.is_none())
+            .count()
+            > 1
+        {
+            return Err("--max-inflight gives the value for every tier more than once".into());
+        }
         if let Some(origin) = &self.cors_origin {
             let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
                 && axum::http::HeaderValue::from_str(origin).is_ok()
@@ -109,6 +149,28 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The ingest token as presented tokens are read: without surrounding
+    /// whitespace (a token read from a file often ends in a newline).
+    pub fn ingest_token(&self) -> Option<String> {
+        self.ingest_token.as_deref().map(|t| t.trim().to_owned())
+    }
+
+    /// The in-flight limit of each tier: its own `TIER=N`, else the plain
+    /// `N`, else 64.
+    pub fn max_inflight(&self) -> [usize; 3] {
+        let all = self
+            .max_inflight
+            .iter()
+            .find(|(t, _)| t.is_none())
+            .map_or(DEFAULT_MAX_INFLIGHT, |&(_, n)| n);
+        Tier::ALL.map(|tier| {
+            self.max_inflight
+                .iter()
+                .find(|(t, _)| *t == Some(tier))
+                .map_or(all, |&(_, n)| n)
+        })
     }
 
     /// The per-tier upstream targets.
@@ -135,6 +197,41 @@ fn parse_tier_value(raw: &str) -> Result<(Tier, String), String> {
         return Err(format!("{raw:?} has an empty value"));
     }
     Ok((tier, value.to_owned()))
+}
+
+fn parse_inflight(raw: &str) -> Result<(Option<Tier>, usize), String> {
+    let (tier, n) = match raw.split_once('=') {
+        Some((tier, n)) => (Some(tier.trim().parse::<Tier>()?), n),
+        None => (None, raw),
+    };
+    match n.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok((tier, n)),
+        _ => Err(format!("{raw:?} is not N or TIER=N with N in 1..=1000000")),
+    }
+}
+
+/// A byte count with an optional KiB/MiB/GiB suffix (or K/M/G, the same).
+fn parse_bytes(raw: &str) -> Result<usize, String> {
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{raw:?}: unknown unit (use bytes, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| (1..=(1usize << 32)).contains(&n))
+        .ok_or_else(|| format!("{raw:?} is not a size from 1 byte to 4GiB"))
 }
 
 fn parse_seconds(raw: &str) -> Result<Duration, String> {
@@ -173,6 +270,43 @@ mod tests {
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
         assert!(!c.redact_queries && !c.log_queries);
         assert!(c.ingest_token.is_none() && c.cors_origin.is_none());
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_upstream_body, 8 << 20);
+        assert_eq!(c.max_inflight(), [64; 3]);
+    }
+
+    #[test]
+    fn limits_in_either_form() {
+        let c = parse(&[
+            "--max-inflight",
+            "8",
+            "--max-inflight",
+            "powerful=2",
+            "--max-upstream-body",
+            "512KiB",
+            "--max-connections",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(c.max_inflight(), [8, 8, 2]);
+        assert_eq!(c.max_upstream_body, 512 << 10);
+        assert_eq!(c.max_connections, 50);
+        assert_eq!(
+            parse(&["--max-inflight", "Q2=3"]).unwrap().max_inflight(),
+            [3, 64, 64]
+        );
+        assert_eq!(
+            parse(&["--max-upstream-body", "1000"])
+                .unwrap()
+                .max_upstream_body,
+            1000
+        );
+    }
+
+    #[test]
+    fn the_ingest_token_is_trimmed_like_a_presented_one() {
+        let c = parse(&["--ingest-token", " s3cret\n"]).unwrap();
+        assert_eq!(c.ingest_token().as_deref(), Some("s3cret"));
     }
 
     #[test]
@@ -209,6 +343,14 @@ mod tests {
             &["--ingest-token", " "],
             &["--cors-origin", "*"],
             &["--cors-origin", "https://a.example/"],
+            &["--max-connections", "0"],
+            &["--max-inflight", "0"],
+            &["--max-inflight", "fast=x"],
+            &["--max-inflight", "Q2=1", "--max-inflight", "fast=2"],
+            &["--max-inflight", "1", "--max-inflight", "2"],
+            &["--max-upstream-body", "0"],
+            &["--max-upstream-body", "8 parsecs"],
+            &["--max-upstream-body", "99999GiB"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }

@@ -2,11 +2,14 @@
 //! right status, and internal details stay in the log.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shared::Tier;
 pub use shared::api::ErrorBody;
 use shared::api::QueryDecision;
+
+/// Seconds a client told 429 should wait before trying again.
+pub const RETRY_AFTER_SECS: &str = "1";
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,23 @@ pub enum ApiError {
     /// A bearer token was required and missing or wrong.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A state-changing request whose body is not declared as JSON.
+    #[error("content-type: must be application/json, got {0}")]
+    UnsupportedMediaType(String),
+    /// A browser request from another site tried to change state.
+    #[error("cross-site requests may not change state (origin {0} is not allowed)")]
+    CrossSite(String),
+    /// The tier already has as many upstream calls in flight as allowed; the
+    /// decision is recorded all the same.
+    #[error("tier {} ({}) has {} upstream calls in flight, its limit; retry shortly", .tier, .tier.internal_name(), .limit)]
+    Busy {
+        /// The tier the query was routed to.
+        tier: Tier,
+        /// Its in-flight limit.
+        limit: usize,
+        /// The decision that was recorded.
+        decision: Box<QueryDecision>,
+    },
     /// The chosen tier has no upstream; the decision is recorded all the same.
     #[error("no upstream configured for tier {} ({})", .tier, .tier.internal_name())]
     NoUpstream {
@@ -68,6 +88,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
+            ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,9 +103,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let error = self.to_string();
         let decision = match self {
-            ApiError::NoUpstream { decision, .. } | ApiError::Upstream { decision, .. } => {
-                Some(*decision)
-            }
+            ApiError::NoUpstream { decision, .. }
+            | ApiError::Upstream { decision, .. }
+            | ApiError::Busy { decision, .. } => Some(*decision),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 None
@@ -93,14 +116,23 @@ impl IntoResponse for ApiError {
             | ApiError::PayloadTooLarge { .. }
             | ApiError::NotFound(_)
             | ApiError::MethodNotAllowed(_)
-            | ApiError::Unauthorized => None,
+            | ApiError::Unauthorized
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::CrossSite(_) => None,
         };
         let mut response = (status, Json(ErrorBody { error, decision })).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        let headers = response.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -1,12 +1,13 @@
 //! A JSON body extractor whose every rejection is a JSON [`ApiError`].
 //!
-//! axum's own `Json` answers bad bodies in plain text and insists on a
-//! content type; clients of a router post from scripts and curl one-liners,
-//! so we read any body as JSON and say precisely which field is wrong.
+//! axum's own `Json` answers bad bodies in plain text; we say precisely which
+//! field is wrong, in JSON. Only bodies declared `application/json` are read:
+//! a browser sends other types (`text/plain`, forms) cross-site without a
+//! CORS preflight, so accepting them would let any web page write here.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -26,6 +27,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_json_content_type(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge {
@@ -36,6 +38,31 @@ where
             }
         })?;
         decode_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Accepts `application/json` with any parameters (`; charset=utf-8`), in
+/// any letter case; anything else, or none, is a 415.
+pub fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(raw) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType("none".into()));
+    };
+    let parsed = raw.to_str().ok().and_then(|v| v.parse::<mime::Mime>().ok());
+    match parsed {
+        Some(m)
+            if m.type_() == mime::APPLICATION
+                && m.subtype() == mime::JSON
+                && m.suffix().is_none() =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "{:?}",
+            String::from_utf8_lossy(raw.as_bytes())
+                .chars()
+                .take(100)
+                .collect::<String>()
+        ))),
     }
 }
 
@@ -130,6 +157,40 @@ mod tests {
             missing.to_string().contains("missing field `name`"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn only_json_content_types_are_read() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(v),
+            );
+            require_json_content_type(&h)
+        };
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+        ] {
+            assert!(with(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "application/ld+json",
+            "json",
+            "",
+        ] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{bad}");
+        }
+        let err = require_json_content_type(&HeaderMap::new()).unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 
     #[test]

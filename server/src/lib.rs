@@ -4,6 +4,7 @@
 //! `main.rs` only parses flags, binds, serves and shuts down; everything a
 //! test needs is reachable from here without a socket.
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -23,6 +24,7 @@ use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use subtle::ConstantTimeEq as _;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -84,10 +86,17 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             require_ingest_token,
         ));
-    let api = Router::new()
-        .route("/api/orchestrator/status", get(api::status))
+    // Everything that changes state refuses other sites' browsers first.
+    let writes = Router::new()
         .merge(ingest)
         .route("/api/query", post(api::query))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_cross_site,
+        ));
+    let api = Router::new()
+        .route("/api/orchestrator/status", get(api::status))
+        .merge(writes)
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(api::openapi))
         .method_not_allowed_fallback(method_not_allowed)
@@ -95,6 +104,7 @@ pub fn app(state: AppState) -> Router {
     let router = api
         .fallback(fallback)
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(access::layer())
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             NOSNIFF,
@@ -133,23 +143,41 @@ async fn require_ingest_token(
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim());
-        if !presented.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
+        let matches = presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
+        if !matches {
             return ApiError::Unauthorized.into_response();
         }
     }
     next.run(req).await
 }
 
-/// Equality whose time depends on the lengths only, never on where the
-/// first difference is.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= x ^ y;
+/// A browser marks a request another site's page makes with
+/// `Sec-Fetch-Site: cross-site`; such a request may not change state unless
+/// it comes from the one origin `--cors-origin` names. Clients that send no
+/// such header (curl, other routers) and the panel (same origin) pass.
+async fn refuse_cross_site(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let headers = req.headers();
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if cross_site {
+        let origin = headers.get(header::ORIGIN);
+        let granted = matches!(
+            (origin, &state.options.cors_origin),
+            (Some(o), Some(allowed)) if o == allowed
+        );
+        if !granted {
+            let shown = origin
+                .map(|o| format!("{:?}", String::from_utf8_lossy(o.as_bytes())))
+                .unwrap_or_else(|| "(none)".into());
+            return ApiError::CrossSite(shown).into_response();
+        }
     }
-    std::hint::black_box(diff) == 0
+    next.run(req).await
 }
 
 /// Unknown `/api` paths are JSON 404s; everything else is the panel.
@@ -170,18 +198,4 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal("a handler panicked".into()).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_equality() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
 }

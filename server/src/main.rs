@@ -4,6 +4,7 @@ use std::io::Write;
 
 use clap::Parser;
 use server::config::Config;
+use server::serve::ConnectionLimits;
 use server::service::StatusService;
 use server::upstream::Upstreams;
 use server::{AppState, Options};
@@ -16,11 +17,14 @@ async fn main() {
         eprintln!("error: {msg}");
         std::process::exit(2);
     }
+    // Lines are written by a thread of their own: a slow or blocked stderr
+    // never stalls a request (past 128k queued lines, new ones are dropped).
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
@@ -36,9 +40,10 @@ async fn main() {
         .expect("a bound socket has an address");
     let state = AppState::with_options(
         StatusService::new(config.buffer_size, config.window).with_redaction(config.redact_queries),
-        Upstreams::new(config.targets(), config.upstream_timeout),
+        Upstreams::new(config.targets(), config.upstream_timeout)
+            .with_limits(config.max_upstream_body, config.max_inflight()),
         Options {
-            ingest_token: config.ingest_token.clone(),
+            ingest_token: config.ingest_token(),
             cors_origin: config
                 .cors_origin
                 .as_deref()
@@ -69,13 +74,19 @@ async fn main() {
         redact = config.redact_queries,
         ingest_token = config.ingest_token.is_some(),
         cors = ?config.cors_origin,
+        max_connections = config.max_connections,
+        max_inflight = ?config.max_inflight(),
+        max_upstream_body = config.max_upstream_body,
         "serving"
     );
 
     server::serve::serve(
         listener,
         state,
-        config.header_read_timeout,
+        ConnectionLimits {
+            header_read_timeout: config.header_read_timeout,
+            max_connections: config.max_connections,
+        },
         shutdown_signal(),
     )
     .await;

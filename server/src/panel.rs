@@ -5,6 +5,8 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::error::ApiError;
+
 /// One embedded file.
 pub struct Asset {
     /// URL path, e.g. `/index.html`.
@@ -15,8 +17,12 @@ pub struct Asset {
     pub gzip: &'static [u8],
     /// brotli, quality 11.
     pub brotli: &'static [u8],
-    /// Strong ETag of `raw`.
+    /// Strong ETag of `raw`; the compressed forms have their own.
     pub etag: &'static str,
+    /// Strong ETag of `gzip`.
+    pub etag_gzip: &'static str,
+    /// Strong ETag of `brotli`.
+    pub etag_brotli: &'static str,
 }
 
 static ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
@@ -49,12 +55,20 @@ pub fn content_security_policy() -> String {
     )
 }
 
-/// The response for a GET of `path` outside `/api`: the file if embedded,
-/// else index.html (the panel routes on the client).
+/// The response for a GET of `path` outside `/api`: the file if embedded;
+/// a 404 for a missing file (a name with an extension, such as an old
+/// `/panel-<hash>.js` after a redeploy); else index.html (the panel routes
+/// on the client).
 pub fn serve(path: &str, headers: &HeaderMap) -> Response {
     let asset = match path {
         "/" => find("/index.html"),
-        _ => find(path).or_else(|| find("/index.html")),
+        _ => match find(path) {
+            Some(asset) => Some(asset),
+            None if names_a_file(path) => {
+                return ApiError::NotFound(path.to_owned()).into_response();
+            }
+            None => find("/index.html"),
+        },
     };
     let Some(asset) = asset else {
         return (
@@ -76,10 +90,20 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
     } else {
         HeaderValue::from_static("public, max-age=31536000, immutable")
     };
-    let mut response = if crate::api::if_none_match(headers, asset.etag.as_bytes()) {
+    // Each encoding is its own representation with its own ETag, so a cache
+    // never answers a gzip request with brotli bytes.
+    let (body, encoding) = pick_encoding(asset, headers);
+    let etag = match encoding {
+        None => asset.etag,
+        Some("gzip") => asset.etag_gzip,
+        Some(_) => asset.etag_brotli,
+    };
+    let matches = etag
+        .parse::<headers::ETag>()
+        .is_ok_and(|tag| crate::api::if_none_match(headers, &tag));
+    let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let (body, encoding) = pick_encoding(asset, headers);
         let mut r = (
             [(
                 header::CONTENT_TYPE,
@@ -97,7 +121,7 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, cache);
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
+    h.insert(header::ETAG, HeaderValue::from_static(etag));
     if is_page {
         if let Ok(csp) = HeaderValue::from_str(&content_security_policy()) {
             h.insert(header::CONTENT_SECURITY_POLICY, csp);
@@ -109,6 +133,14 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
         );
     }
     response
+}
+
+/// Whether the path's last segment looks like a file name (`x.js`), not a
+/// route of the panel (`/history`).
+fn names_a_file(path: &str) -> bool {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    last.rsplit_once('.')
+        .is_some_and(|(stem, ext)| !stem.is_empty() && !ext.is_empty())
 }
 
 /// Trunk names built files `name-<16 hex>.ext`; those never change content.
@@ -179,6 +211,16 @@ mod tests {
     }
 
     #[test]
+    fn file_names_and_routes() {
+        assert!(names_a_file("/panel-3508bdff72988661.js"));
+        assert!(names_a_file("/a/b/favicon.ico"));
+        assert!(!names_a_file("/history"));
+        assert!(!names_a_file("/"));
+        assert!(!names_a_file("/.well-known"));
+        assert!(!names_a_file("/v1.2/"));
+    }
+
+    #[test]
     fn mime_types() {
         assert_eq!(content_type("/a_bg.wasm"), "application/wasm");
         assert!(content_type("/a.js").starts_with("text/javascript"));
@@ -194,6 +236,8 @@ mod tests {
             gzip: b"01234",
             brotli: b"012",
             etag: "\"1\"",
+            etag_gzip: "\"1-gzip\"",
+            etag_brotli: "\"1-br\"",
         };
         let mut h = HeaderMap::new();
         assert_eq!(pick_encoding(&asset, &h).1, None);

@@ -1,14 +1,25 @@
-//! The accept loop: hyper with timeouts axum's own `serve` does not set, so
-//! slow or idle clients cannot pile up and starve the endpoints.
+//! The accept loop: hyper with the bounds axum's own `serve` does not set,
+//! so slow, idle or too many clients cannot pile up and starve the endpoints.
 //!
-//! Each connection must deliver a request head within `header_read_timeout`,
-//! and that clock also runs while a kept-alive connection sits idle, so a
-//! slowloris or a forgotten socket is closed instead of held forever. Accept
-//! errors (out of file descriptors, say) back off instead of spinning.
+//! - At most `max_connections` are open at once; beyond it the loop stops
+//!   accepting and new connections wait in the kernel's backlog, while the
+//!   open ones keep being served.
+//! - A connection must show which protocol it speaks within the header
+//!   timeout: one that says nothing, or sends part of the HTTP/2 preface and
+//!   stops, is closed ([`SniffDeadline`]).
+//! - HTTP/1 must deliver a request head within `header_read_timeout`, a
+//!   clock that also runs while a kept-alive connection sits idle.
+//! - Any connection, HTTP/2 included, with no request in flight for that
+//!   long is shut down gracefully ([`Activity`]).
+//!
+//! Accept errors (out of file descriptors, say) back off instead of spinning.
 
 use std::future::Future;
-use std::pin::pin;
-use std::time::Duration;
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use std::convert::Infallible;
 use std::future::Ready;
@@ -21,38 +32,57 @@ use axum::response::Response;
 use futures_util::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Sleep;
 
-use crate::{AppState, api, app};
+use crate::{AppState, access, api, app};
 
 /// How long open connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// What bounds the connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time to send a request head, to show the protocol, and to sit idle.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+}
 
 /// Serves the app on `listener` until `shutdown` resolves, then lets open
 /// connections finish (up to 10 s).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let timeout = limits.header_read_timeout;
     let service = FastPath::new(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(timeout)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(header_read_timeout))
-        .keep_alive_timeout(header_read_timeout);
-    let graceful = GracefulShutdown::new();
+        .keep_alive_interval(Some(timeout))
+        .keep_alive_timeout(timeout);
+    let places = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopping) = watch::channel(());
     let mut shutdown = pin!(shutdown);
     loop {
+        // A free place first: beyond the cap, new connections wait in the
+        // backlog rather than being accepted and starved.
+        let place = tokio::select! {
+            place = Arc::clone(&places).acquire_owned() => place.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -65,32 +95,257 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(service.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // The protocol sniffing that picks HTTP/1 or HTTP/2 waits for the
-            // first bytes with no clock of its own: a client that connects and
-            // says nothing gets the header timeout here instead.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(err) = watcher.watch(conn).await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
+        tokio::spawn(connection(
+            stream,
+            service.clone(),
+            builder.clone(),
+            timeout,
+            stopping.clone(),
+            place,
+        ));
     }
     drop(listener);
+    let _ = stop.send(());
+    // Every connection holds its place until it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = places.acquire_many(all) => {}
         () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {DRAIN:?}; closing"),
     }
 }
+
+/// Serves one connection until it ends, is idle too long, or the server
+/// stops (then gracefully: requests in progress finish).
+async fn connection(
+    stream: TcpStream,
+    service: FastPath,
+    builder: Builder<TokioExecutor>,
+    timeout: Duration,
+    mut stopping: watch::Receiver<()>,
+    _place: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(SniffDeadline::new(stream, timeout));
+    let service = TowerToHyperService::new(Tracked {
+        inner: service,
+        activity: Arc::clone(&activity),
+    });
+    let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(err) = ended {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = activity.idle_for(timeout), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// When a connection last finished a request, and how many it has in flight.
+#[derive(Debug)]
+pub struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Microseconds after `opened` that the last request ended.
+    last_end_us: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_end_us: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        ActivityGuard(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let quiet = self.opened.elapsed().saturating_sub(Duration::from_micros(
+                self.last_end_us.load(Ordering::Acquire),
+            ));
+            if self.in_flight.load(Ordering::Acquire) == 0 && quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle.saturating_sub(quiet).max(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// One request in flight on a connection; its drop ends it.
+struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        let now = self.0.opened.elapsed().as_micros() as u64;
+        self.0.last_end_us.store(now, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A service that counts its requests in flight on the connection's
+/// [`Activity`] until each response head is ready (a streamed body is not
+/// cut by an idle close: the graceful shutdown lets it finish).
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R> tower::Service<R> for Tracked<S>
+where
+    S: tower::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let guard = self.activity.begin();
+        TrackedFuture {
+            inner: self.inner.call(req),
+            _guard: guard,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future holding its place in the connection's activity.
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        _guard: ActivityGuard,
+    }
+}
+
+impl<F: Future> Future for TrackedFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+/// The first bytes an HTTP/2 client sends.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A socket whose reads fail with `TimedOut` if the protocol is not clear
+/// by the deadline: the bytes so far are all a prefix of the HTTP/2 preface
+/// (nothing at all included). Once a byte differs (HTTP/1) or the whole
+/// preface arrived (HTTP/2), it is a plain socket and hyper's own clocks
+/// take over.
+pub struct SniffDeadline {
+    io: TcpStream,
+    /// `None` once the protocol is clear.
+    deadline: Option<Pin<Box<Sleep>>>,
+    matched: usize,
+}
+
+impl SniffDeadline {
+    /// Wraps `io`, giving it `timeout` to show its protocol.
+    pub fn new(io: TcpStream, timeout: Duration) -> Self {
+        SniffDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            matched: 0,
+        }
+    }
+
+    fn observe(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if H2_PREFACE.get(self.matched) == Some(&b) {
+                self.matched += 1;
+            } else {
+                self.deadline = None;
+                return;
+            }
+        }
+        if self.matched == H2_PREFACE.len() {
+            self.deadline = None;
+        }
+    }
+}
+
+impl AsyncRead for SniffDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.deadline.is_none() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.observe(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no recognisable request within the header timeout",
+                ))),
+                _ => Poll::Pending,
+            },
+            ready => ready,
+        }
+    }
+}
+
+impl AsyncWrite for SniffDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+const STATUS_PATH: &str = "/api/orchestrator/status";
 
 /// The service connections see. The plain status poll, which every open
 /// dashboard sends each second, is answered straight from the shared
@@ -106,11 +361,14 @@ pub struct FastPath {
 impl FastPath {
     /// The router of `state`, with the status fast path unless CORS is on.
     pub fn new(state: AppState) -> Self {
-        let fast = state.options.cors_origin.is_none().then(|| state.clone());
-        FastPath {
-            app: app(state),
-            fast,
-        }
+        Self::with_router(state.clone(), app(state))
+    }
+
+    /// The fast path of `state` in front of any router (a test puts one
+    /// there that answers nothing right, to see which requests skip it).
+    pub fn with_router(state: AppState, router: Router) -> Self {
+        let fast = state.options.cors_origin.is_none().then_some(state);
+        FastPath { app: router, fast }
     }
 }
 
@@ -135,10 +393,14 @@ where
             // Only the plain poll: anything with a query string (and its
             // possible errors) takes the router.
             if req.method() == Method::GET
-                && req.uri().path() == "/api/orchestrator/status"
+                && req.uri().path() == STATUS_PATH
                 && req.uri().query().is_none()
             {
-                let response = api::status_response(state, req.uri().query(), req.headers());
+                let started = Instant::now();
+                let span = access::span(&Method::GET, STATUS_PATH);
+                let _logged_in = span.enter();
+                let response = api::status_response(state, None, req.headers());
+                access::answered(response.status().as_u16(), started.elapsed());
                 return Either::Left(std::future::ready(Ok(response)));
             }
         }

@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub body: Bytes,
     /// A weak ETag naming the version; equal ETags mean equal data.
     pub etag: HeaderValue,
+    /// The same ETag, parsed, for matching `If-None-Match`.
+    pub tag: headers::ETag,
 }
 
 impl StatusService {
@@ -86,6 +88,7 @@ impl StatusService {
                 built_at: Instant::now(),
                 body: Bytes::new(),
                 etag: HeaderValue::from_static("W/\"\""),
+                tag: "W/\"\"".parse().expect("a valid ETag"),
             }),
             rebuild: Mutex::new(()),
         };
@@ -218,11 +221,13 @@ impl StatusService {
         let version = self.version.load(Ordering::Acquire);
         let status = self.status(recent);
         let body = serde_json::to_vec(&status).expect("a status always serialises");
+        let etag = self.etag_for(version, recent);
         Snapshot {
             version,
             built_at: Instant::now(),
             body: Bytes::from(body),
-            etag: HeaderValue::from_str(&self.etag_for(version, recent))
+            tag: etag.parse().expect("an ETag of hex and digits is valid"),
+            etag: HeaderValue::from_str(&etag)
                 .expect("an ETag of hex and digits is a valid header"),
         }
     }

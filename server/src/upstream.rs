@@ -1,7 +1,11 @@
 //! Generation through OpenAI-compatible upstreams (llama.cpp server, Ollama,
-//! vLLM...), one per tier, each call bounded by a timeout.
+//! vLLM...), one per tier, each call bounded by a timeout, the size of the
+//! reply it reads, and the number of calls a tier may have in flight.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -16,12 +20,19 @@ pub struct UpstreamTarget {
     pub model: Option<String>,
 }
 
+/// The most bytes of a reply read unless configured otherwise.
+pub const DEFAULT_MAX_BODY: usize = 8 << 20;
+
 /// The upstreams of all tiers and the client that talks to them.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     client: reqwest::Client,
     targets: [Option<UpstreamTarget>; 3],
     timeout: Duration,
+    max_body: usize,
+    /// One permit per call a tier may have in flight.
+    inflight: [Arc<Semaphore>; 3],
+    limits: [usize; 3],
 }
 
 /// Why generation failed.
@@ -42,6 +53,9 @@ pub enum UpstreamError {
     /// The upstream's answer is not an OpenAI chat completion.
     #[error("upstream answer is not a chat completion: {0}")]
     BadAnswer(String),
+    /// The reply is longer than the configured limit; the rest was not read.
+    #[error("upstream reply is larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 #[derive(Deserialize)]
@@ -60,18 +74,40 @@ struct Message {
 }
 
 impl Upstreams {
-    /// Upstreams for the given tiers, each call bounded by `timeout`.
+    /// Upstreams for the given tiers, each call bounded by `timeout`, with
+    /// the default reply size and in-flight limits.
     pub fn new(targets: [Option<UpstreamTarget>; 3], timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
             .build()
             .expect("a plain HTTP client always builds");
+        let limits = [crate::config::DEFAULT_MAX_INFLIGHT; 3];
         Upstreams {
             client,
             targets,
             timeout,
+            max_body: DEFAULT_MAX_BODY,
+            inflight: limits.map(|n| Arc::new(Semaphore::new(n))),
+            limits,
         }
+    }
+
+    /// Reads at most `max_body` bytes of a reply, and lets each tier have at
+    /// most `max_inflight[tier]` calls in flight.
+    pub fn with_limits(mut self, max_body: usize, max_inflight: [usize; 3]) -> Self {
+        self.max_body = max_body;
+        self.limits = max_inflight;
+        self.inflight = max_inflight.map(|n| Arc::new(Semaphore::new(n)));
+        self
+    }
+
+    /// A place for one call on `tier`, held until the permit is dropped; or
+    /// the tier's limit when all places are taken.
+    pub fn try_begin(&self, tier: Tier) -> Result<OwnedSemaphorePermit, usize> {
+        Arc::clone(&self.inflight[tier.index()])
+            .try_acquire_owned()
+            .map_err(|_| self.limits[tier.index()])
     }
 
     /// The upstream of `tier`, if any.
@@ -115,7 +151,7 @@ impl Upstreams {
             if !status.is_success() {
                 return Err(UpstreamError::Status(status.as_u16()));
             }
-            let bytes = response.bytes().await.map_err(|e| self.classify(e))?;
+            let bytes = self.read_body(response).await?;
             let completion: Completion = serde_json::from_slice(&bytes)
                 .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
             let choice = completion
@@ -129,6 +165,23 @@ impl Upstreams {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
         }
+    }
+
+    /// The reply's body, refused as soon as it is known to exceed the limit
+    /// (by its Content-Length, or while it streams in).
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+        let limit = self.max_body;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(UpstreamError::TooLarge(limit));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(UpstreamError::TooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn classify(&self, err: reqwest::Error) -> UpstreamError {
