@@ -2,7 +2,8 @@
 # Installs what building and running Orchestrator Status needs and is missing;
 # skips what is there, so a second run takes seconds.
 #   scripts/install.sh          the WASM toolchain (target, trunk, wasm-bindgen, wasm-opt)
-#   scripts/install.sh --test   also Chromium, chromedriver and wrk for the tests
+#   scripts/install.sh --test   also Chromium, chromedriver and wrk for the tests, and
+#                               the Python tools (schemathesis) in .tools/venv
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -49,5 +50,14 @@ if [ "${1:-}" = "--test" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+
+  # Python test tools live in a virtual environment of their own.
+  venv="$ROOT/.tools/venv"
+  schemathesis_version=4.32.5
+  if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $schemathesis_version"; then
+    say "installing schemathesis $schemathesis_version into .tools/venv (PyPI)"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
   fi
 fi

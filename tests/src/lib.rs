@@ -171,6 +171,8 @@ pub enum Behavior {
     Fail,
     /// Answers 200 with a body that is not a chat completion.
     Garbage,
+    /// Answers a valid chat completion whose content is this many bytes.
+    Huge(usize),
 }
 
 /// An OpenAI-compatible `/v1/chat/completions` test double.
@@ -254,6 +256,7 @@ async fn completion(State(s): State<FakeState>, Json(body): Json<Value>) -> Resp
         }
         Behavior::Fail => (StatusCode::INTERNAL_SERVER_ERROR, "model crashed").into_response(),
         Behavior::Garbage => (StatusCode::OK, "<html>definitely not JSON</html>").into_response(),
+        Behavior::Huge(n) => answer(&"x".repeat(n)),
     };
     s.finished.fetch_add(1, Ordering::SeqCst);
     response
@@ -321,6 +324,21 @@ impl Client {
         let (code, body) = self.get("/api/orchestrator/status?limit=100").await;
         assert_eq!(code, 200, "{body}");
         body
+    }
+
+    /// POST `body` with the given headers only (no content type unless
+    /// among them): status and JSON body.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        split(req.send().await.unwrap()).await
     }
 
     /// The raw reqwest client.

@@ -122,18 +122,38 @@ async fn upstream_faults_are_502_within_the_timeout_and_release_the_tier() {
     );
     assert!(r["error"].as_str().unwrap().contains("Q2"));
     assert_eq!(r["decision"]["tier"], "Q2");
+    assert_eq!(
+        per_tier(&c.status().await, "activeRequests"),
+        [0.0; 3],
+        "after a timeout"
+    );
 
     let (code, r) = c
         .post("/api/query", &json!({"query": "What is Python?"}))
         .await;
     assert_eq!(code, 502, "failing upstream: {r}");
     assert!(r["error"].as_str().unwrap().contains("500"), "{r}");
+    assert_eq!(
+        per_tier(&c.status().await, "activeRequests"),
+        [0.0; 3],
+        "after a 5xx"
+    );
 
     let hard = "Design a distributed rate limiter, prove it is fair under concurrent load, \
                 then implement it in Rust";
     let (code, r) = c.post("/api/query", &json!({"query": hard})).await;
     assert_eq!(code, 502, "unreachable upstream: {r}");
     assert_eq!(r["decision"]["tier"], "Q4");
+    assert_eq!(
+        per_tier(&c.status().await, "activeRequests"),
+        [0.0; 3],
+        "after a refused connection"
+    );
+    assert_eq!(
+        c.status().await["totalDecisions"],
+        3,
+        "each decision stays recorded"
+    );
 
     drop(server);
     let server = Server::start(&["--upstream", &upstream_arg("Q3", &garbage)]);

@@ -53,6 +53,7 @@ async fn index_and_hashed_assets_are_served_right() {
         .find(|p| p.ends_with(".js"))
         .expect("a js asset");
     for (path, mime) in [(wasm, "application/wasm"), (js, "text/javascript")] {
+        let mut etags = std::collections::HashMap::new();
         for (accept, encoding) in [
             ("br, gzip", Some("br")),
             ("gzip", Some("gzip")),
@@ -86,12 +87,31 @@ async fn index_and_hashed_assets_are_served_right() {
             }
             let again = http
                 .get(server.url(path))
-                .header("if-none-match", etag)
+                .header("accept-encoding", accept)
+                .header("if-none-match", etag.clone())
                 .send()
                 .await
                 .unwrap();
             assert_eq!(again.status(), 304);
+            etags.insert(accept, etag);
         }
+        // One ETag per representation: a cache holding the brotli bytes
+        // never revalidates them for a client that only takes gzip.
+        let distinct: std::collections::HashSet<_> = etags.values().collect();
+        assert_eq!(distinct.len(), 3, "{path}: {etags:?}");
+        let crossed = http
+            .get(server.url(path))
+            .header("accept-encoding", "gzip")
+            .header("if-none-match", etags["br, gzip"].clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            crossed.status(),
+            200,
+            "{path}: the brotli tag is not the gzip one"
+        );
+        assert_eq!(crossed.headers()["content-encoding"], "gzip");
     }
 }
 
@@ -117,6 +137,23 @@ async fn unknown_paths_are_index_html_but_api_stays_json() {
             .unwrap()
             .contains("<script type=\"module\"")
     );
+    // A hashed asset of an earlier build (a page loaded before a redeploy)
+    // is a 404, not index.html under a script's name.
+    for gone in [
+        "/panel-0123456789abcdef.js",
+        "/panel-0123456789abcdef_bg.wasm",
+        "/style-0123456789abcdef.css",
+        "/favicon.ico",
+    ] {
+        let res = http.get(server.url(gone)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{gone}");
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+    }
     let res = http
         .get(server.url("/api/nothing/here"))
         .send()

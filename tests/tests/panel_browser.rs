@@ -174,6 +174,7 @@ async fn panel_lifecycle_in_a_real_browser() {
         "the new server's data"
     );
     drop(server);
+    b.close().await;
 }
 
 /// The query form posts through the router and shows the decision and the
@@ -232,4 +233,80 @@ async fn query_form_shows_the_routing_result_and_the_error() {
         .await
         .is_some()
     );
+    b.close().await;
+}
+
+/// Status requests the server has logged so far (its access log).
+fn status_requests(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("path=/api/orchestrator/status") && l.contains("answered"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Counted on the server side: the panel stops polling while its tab is
+/// hidden, polls again at once when shown, and an unchanged status is
+/// fetched as a 304 with no body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_pauses_while_hidden_and_revalidates_with_304() {
+    let log = std::env::temp_dir().join(format!("orch-hidden-{}.log", std::process::id()));
+    let server = Server::start_with(&[], &[("RUST_LOG", "warn,access=info")], Some(&log));
+    let b = Browser::start().await;
+    b.goto(&server.base).await;
+    b.wait_for(Duration::from_secs(10), || async {
+        source_text(&b).await == "Live"
+    })
+    .await
+    .expect("live");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let visible = status_requests(&log);
+    assert!(visible.len() >= 3, "polls about every second: {visible:?}");
+    // Unchanged data: revalidated with If-None-Match, answered 304 with no body.
+    assert!(
+        visible.iter().skip(1).any(|l| l.contains("status=304")),
+        "{visible:?}"
+    );
+    let empty_304s = b
+        .eval(
+            "return performance.getEntriesByType('resource')                .filter(e => e.name.includes('/api/orchestrator/status') && e.responseStatus === 304)                .map(e => e.encodedBodySize);",
+            json!([]),
+        )
+        .await;
+    let sizes = empty_304s.as_array().expect("an array").clone();
+    assert!(!sizes.is_empty(), "the browser saw 304s");
+    assert!(
+        sizes.iter().all(|s| s == &json!(0)),
+        "304 bodies: {sizes:?}"
+    );
+
+    // Hide the tab as the browser would (the page reads document.hidden).
+    let set_hidden = "const hidden = arguments[0];          Object.defineProperty(document, 'hidden', {configurable: true, get: () => hidden});          Object.defineProperty(document, 'visibilityState', {configurable: true,            get: () => hidden ? 'hidden' : 'visible'});          document.dispatchEvent(new Event('visibilitychange'));";
+    b.eval(set_hidden, json!([true])).await;
+    // A poll already under way, or its pause, may still end in one request.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = status_requests(&log).len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = status_requests(&log).len();
+    assert_eq!(during, before, "no polls while hidden");
+
+    b.eval(set_hidden, json!([false])).await;
+    let resumed = Instant::now();
+    let mut polled = false;
+    while resumed.elapsed() < Duration::from_millis(500) {
+        if status_requests(&log).len() > during {
+            polled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(polled, "a poll at once when shown (within 500 ms)");
+    eprintln!(
+        "shown to next poll logged: {} ms",
+        resumed.elapsed().as_millis()
+    );
+    b.close().await;
+    drop(server);
+    let _ = std::fs::remove_file(&log);
 }

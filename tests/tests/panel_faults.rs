@@ -180,4 +180,5 @@ async fn panel_survives_a_misbehaving_api() {
         1,
         "never more than one status request in flight"
     );
+    b.close().await;
 }

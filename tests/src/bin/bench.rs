@@ -113,9 +113,12 @@ fn wrk(url: &str, secs: u64) -> tests::bench::WrkReport {
 }
 
 /// (a) the real status endpoint, 100 decisions buffered, a writer at about
-/// 1,000 decisions/s; (b) a bare axum handler returning the same bytes.
+/// 1,000 decisions/s, the access log on (a line per request, written to a
+/// file); (b) a bare axum handler returning the same bytes.
 async fn floor(secs: u64) {
-    let server = Server::start(&[]);
+    let access_log =
+        std::env::temp_dir().join(format!("orch-bench-access-{}.log", std::process::id()));
+    let server = Server::start_with(&[], &[("RUST_LOG", "info")], Some(&access_log));
     let c = Client::new(&server.base);
     fill(&c, 100).await;
     let body = c
@@ -158,6 +161,8 @@ async fn floor(secs: u64) {
         w.await.unwrap();
     }
     std::fs::remove_file(&body_file).ok();
+    let logged = std::fs::metadata(&access_log).map_or(0, |m| m.len());
+    std::fs::remove_file(&access_log).ok();
 
     let med = |runs: &[tests::bench::WrkReport], f: fn(&tests::bench::WrkReport) -> f64| {
         percentile(&runs.iter().map(f).collect::<Vec<_>>(), 50.0)
@@ -192,6 +197,10 @@ async fn floor(secs: u64) {
         "a/b throughput ratio: {:.3} (rounds: {})",
         a_rps / b_rps,
         per_round.join(", ")
+    );
+    println!(
+        "access log on: {:.0} MiB written by (a)",
+        logged as f64 / (1 << 20) as f64
     );
 }
 
