@@ -3,16 +3,30 @@
 //! `RUST_LOG=info,access=off`). Never the query string, headers or bodies:
 //! they may carry users' text or tokens.
 //!
-//! The router's requests are logged by tower-http's trace layer; the status
-//! fast path, which skips the router, logs the same line through the same two
-//! functions.
+//! The router's requests are logged by tower-http's trace layer (method and
+//! path in its span, status and duration in its event), written by the
+//! [`AccessLog`] layer; the status fast path, which skips the router, writes
+//! the same line with the same formatter straight to the same sink when the
+//! `access` target is enabled. The formatter is compact and the path short
+//! because the general ones cost more than the fast path's whole answer.
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{Method, Request, Response};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
-use tracing::Span;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Span, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::logwriter::BatchedWriter;
 
 /// The tracing target of access lines.
 pub const TARGET: &str = "access";
@@ -32,6 +46,159 @@ pub fn span(method: &Method, path: &str) -> Span {
 /// Logs the answer's status and how long it took (in the request's span).
 pub fn answered(status: u16, latency: Duration) {
     tracing::info!(target: TARGET, status, micros = latency.as_micros() as u64, "answered");
+}
+
+/// Where access lines go; set when the [`AccessLog`] layer is made.
+static SINK: OnceLock<BatchedWriter> = OnceLock::new();
+
+/// Logs the status fast path's request, the same line the layer writes for
+/// the router's, when the `access` target is enabled.
+pub fn answered_fast(method: &str, path: &str, status: u16, latency: Duration) {
+    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        return;
+    }
+    if let Some(sink) = SINK.get() {
+        LINE.with(|line| {
+            let line = &mut *line.borrow_mut();
+            line.start(&tracing::Level::INFO);
+            line.field("method", method);
+            line.field("path", path);
+            line.number("status", u64::from(status));
+            line.number("micros", latency.as_micros() as u64);
+            line.end(sink);
+        });
+    }
+}
+
+/// Writes access events as lines of
+/// `2026-11-29T09:30:00.123Z  INFO access: answered method=GET path=/x status=200 micros=12`
+/// taking method and path from the event or its `access` span.
+pub struct AccessLog {
+    writer: BatchedWriter,
+}
+
+impl AccessLog {
+    /// A layer writing to `writer` (the fast path writes there too); give
+    /// it only the `access` target.
+    pub fn new(writer: BatchedWriter) -> Self {
+        let _ = SINK.set(writer.clone());
+        AccessLog { writer }
+    }
+}
+
+/// The fields an access span carried, already formatted.
+struct SpanFields(String);
+
+/// One line being built, and the formatted second it starts with.
+struct Line {
+    buf: String,
+    second: u64,
+    second_text: String,
+}
+
+impl Line {
+    fn start(&mut self, level: &tracing::Level) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        if now.as_secs() != self.second {
+            self.second = now.as_secs();
+            self.second_text.clear();
+            let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
+                + chrono::TimeDelta::seconds(now.as_secs() as i64);
+            let _ = write!(self.second_text, "{}", at.format("%Y-%m-%dT%H:%M:%S"));
+        }
+        let millis = now.subsec_millis();
+        self.buf.clear();
+        self.buf.push_str(&self.second_text);
+        self.buf.push('.');
+        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+            self.buf.push(char::from(b'0' + digit as u8));
+        }
+        self.buf.push_str("Z ");
+        let level = level.as_str();
+        for _ in level.len()..5 {
+            self.buf.push(' ');
+        }
+        self.buf.push_str(level);
+        self.buf.push(' ');
+        self.buf.push_str(TARGET);
+        self.buf.push_str(": answered");
+    }
+
+    fn field(&mut self, name: &str, value: &str) {
+        self.buf.push(' ');
+        self.buf.push_str(name);
+        self.buf.push('=');
+        self.buf.push_str(value);
+    }
+
+    fn number(&mut self, name: &str, value: u64) {
+        self.field(name, itoa::Buffer::new().format(value));
+    }
+
+    fn end(&mut self, sink: &BatchedWriter) {
+        self.buf.push('\n');
+        let _ = sink.make_writer().write_all(self.buf.as_bytes());
+    }
+}
+
+/// Appends ` name=value` for each field but the message.
+struct Fields<'a>(&'a mut Line);
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() != "message" {
+            self.0.field(field.name(), value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.number(field.name(), value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() != "message" {
+            let _ = write!(self.0.buf, " {}={value:?}", field.name());
+        }
+    }
+}
+
+thread_local! {
+    static LINE: RefCell<Line> = const {
+        RefCell::new(Line { buf: String::new(), second: u64::MAX, second_text: String::new() })
+    };
+}
+
+impl<S> Layer<S> for AccessLog
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut line = Line {
+            buf: String::new(),
+            second: 0,
+            second_text: String::new(),
+        };
+        attrs.record(&mut Fields(&mut line));
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(line.buf));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        LINE.with(|line| {
+            let line = &mut *line.borrow_mut();
+            line.start(event.metadata().level());
+            if let Some(span) = ctx.event_span(event)
+                && let Some(fields) = span.extensions().get::<SpanFields>()
+            {
+                line.buf.push_str(&fields.0);
+            }
+            event.record(&mut Fields(line));
+            line.end(&self.writer);
+        });
+    }
 }
 
 /// The trace layer that logs every request the router handles.
@@ -63,5 +230,70 @@ pub struct AccessLine;
 impl<B> OnResponse<B> for AccessLine {
     fn on_response(self, response: &Response<B>, latency: Duration, _span: &Span) {
         answered(response.status().as_u16(), latency);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_router_and_the_fast_path_write_the_same_line() {
+        let sink = Sink::default();
+        let (writer, flush) = BatchedWriter::new(sink.clone());
+        let subscriber = tracing_subscriber::registry()
+            .with(AccessLog::new(writer).with_filter(filter_fn(|m| m.target() == TARGET)));
+        tracing::subscriber::with_default(subscriber, || {
+            let long = format!("/{}", "p".repeat(500));
+            for (method, path) in [(Method::POST, "/api/query"), (Method::GET, long.as_str())] {
+                let request = span(&method, path);
+                let _in = request.enter();
+                answered(503, Duration::from_micros(42));
+            }
+            answered_fast(
+                "GET",
+                "/api/orchestrator/status",
+                200,
+                Duration::from_micros(7),
+            );
+        });
+        drop(flush);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let rest: Vec<&str> = lines
+            .iter()
+            .map(|l| {
+                let (at, rest) = l.split_once(' ').unwrap();
+                assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
+                assert_eq!(at.len(), "2026-11-29T09:30:00.123Z".len(), "{at}");
+                rest
+            })
+            .collect();
+        assert_eq!(
+            rest[0],
+            " INFO access: answered method=POST path=/api/query status=503 micros=42"
+        );
+        assert!(rest[1].contains(&format!("path=/{} status=503", "p".repeat(199))));
+        assert_eq!(
+            rest[2],
+            " INFO access: answered method=GET path=/api/orchestrator/status status=200 micros=7"
+        );
     }
 }

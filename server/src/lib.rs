@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod logwriter;
 pub mod panel;
 pub mod routing;
 pub mod serve;

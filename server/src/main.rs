@@ -4,11 +4,16 @@ use std::io::Write;
 
 use clap::Parser;
 use server::config::Config;
+use server::logwriter::BatchedWriter;
 use server::serve::ConnectionLimits;
 use server::service::StatusService;
 use server::upstream::Upstreams;
 use server::{AppState, Options};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[tokio::main]
 async fn main() {
@@ -17,15 +22,20 @@ async fn main() {
         eprintln!("error: {msg}");
         std::process::exit(2);
     }
-    // Lines are written by a thread of their own: a slow or blocked stderr
-    // never stalls a request (past 128k queued lines, new ones are dropped).
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    // Lines are gathered in memory and written by a thread of their own
+    // (server::logwriter): logging costs a request a copy, never a write.
+    let (writer, _flush_on_exit) = BatchedWriter::new(std::io::stderr());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let is_access = |m: &tracing::Metadata<'_>| m.target() == server::access::TARGET;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer.clone())
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter_fn(move |m| !is_access(m))),
         )
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(server::access::AccessLog::new(writer).with_filter(filter_fn(is_access)))
         .init();
 
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {

@@ -397,10 +397,13 @@ where
                 && req.uri().query().is_none()
             {
                 let started = Instant::now();
-                let span = access::span(&Method::GET, STATUS_PATH);
-                let _logged_in = span.enter();
                 let response = api::status_response(state, None, req.headers());
-                access::answered(response.status().as_u16(), started.elapsed());
+                access::answered_fast(
+                    "GET",
+                    STATUS_PATH,
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
                 return Either::Left(std::future::ready(Ok(response)));
             }
         }
