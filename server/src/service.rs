@@ -122,8 +122,9 @@ impl StatusService {
         score: f64,
         decision_time_ms: f64,
     ) -> Result<RoutingDecision, DecisionError> {
-        // Everything that allocates or can fail happens before the lock.
-        shared::validate_query(query)?;
+        // Everything that allocates or can fail happens before the lock;
+        // validating first keeps ids free of gaps.
+        let query = shared::stored_query(query)?;
         let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{seq}", self.boot);
         let placeholder;

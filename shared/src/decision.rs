@@ -243,17 +243,33 @@ pub fn validate_decision_time(ms: f64) -> Result<(), DecisionError> {
 
 /// The longest prefix of `query` that ends at a grapheme boundary and holds
 /// at most 100 characters: an emoji sequence or a letter with its accents is
-/// kept whole or not at all.
+/// kept whole or not at all. Only the boundary at the cut is examined, not
+/// every grapheme of the text.
 pub fn truncate_query(query: &str) -> &str {
-    use unicode_segmentation::UnicodeSegmentation as _;
-    let mut chars = 0;
-    for (at, grapheme) in query.grapheme_indices(true) {
-        chars += grapheme.chars().count();
-        if chars > MAX_QUERY_CHARS {
-            return &query[..at];
+    use unicode_segmentation::GraphemeCursor;
+    let Some((cut, _)) = query.char_indices().nth(MAX_QUERY_CHARS) else {
+        return query;
+    };
+    // The whole text is the chunk, so the cursor never asks for more context.
+    let mut cursor = GraphemeCursor::new(cut, query.len(), true);
+    match cursor.is_boundary(query, 0) {
+        Ok(true) => &query[..cut],
+        Ok(false) => match cursor.prev_boundary(query, 0) {
+            Ok(Some(at)) => &query[..at],
+            _ => "",
+        },
+        Err(_) => {
+            use unicode_segmentation::UnicodeSegmentation as _;
+            let mut end = 0;
+            for (at, grapheme) in query.grapheme_indices(true) {
+                if at + grapheme.len() > cut {
+                    break;
+                }
+                end = at + grapheme.len();
+            }
+            &query[..end]
         }
     }
-    query
 }
 
 /// RFC 3339 UTC with millisecond precision and a `Z`, the same on every path.
@@ -365,6 +381,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.query.chars().count(), 100);
+    }
+
+    proptest::proptest! {
+        /// The cursor's cut equals the one found by walking every grapheme.
+        #[test]
+        fn the_cut_equals_a_full_grapheme_walk(q in "(\\PC|\\p{M}|\\u{200D}|\\r\\n|🇫|🇷){0,140}") {
+            use unicode_segmentation::UnicodeSegmentation as _;
+            let mut walked = 0;
+            let mut chars = 0;
+            for g in q.graphemes(true) {
+                chars += g.chars().count();
+                if chars > MAX_QUERY_CHARS {
+                    break;
+                }
+                walked += g.len();
+            }
+            proptest::prop_assert_eq!(truncate_query(&q), &q[..walked]);
+        }
     }
 
     #[test]

@@ -104,6 +104,22 @@ async fn panel_lifecycle_in_a_real_browser() {
         .await;
     assert!(newest.as_str().unwrap().contains("hi there"), "{newest}");
 
+    // The hardening issue's reproduction: two decision times of 1e308 once
+    // made the average null and every panel fall back to mock data. They
+    // are refused, and the panel stays live on real numbers.
+    for _ in 0..2 {
+        let (code, r) = c
+            .post_raw(
+                "/api/orchestrator/decisions",
+                r#"{"query": "x", "tier": "Q2", "score": 1, "decisionTimeMs": 1e308}"#,
+            )
+            .await;
+        assert_eq!(code, 422, "{r}");
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(source_text(&b).await, "Live");
+    assert_eq!(b.text_of("total-decisions").await.as_deref(), Some("4"));
+
     // A query holding HTML is shown as literal text, never parsed.
     let hostile = "<img src=x onerror=\"window.__pwned=1\"><b>bold</b>";
     ingest(&c, hostile, "fast", 1.0).await;
