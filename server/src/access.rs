@@ -51,13 +51,17 @@ pub fn answered(status: u16, latency: Duration) {
 /// Where access lines go; set when the [`AccessLog`] layer is made.
 static SINK: OnceLock<BatchedWriter> = OnceLock::new();
 
+/// Whether the `access` target is enabled, asked once: filters are fixed at
+/// start, and asking the subscriber costs more than writing the line.
+static FAST_PATH_LOGS: OnceLock<bool> = OnceLock::new();
+
 /// Logs the status fast path's request, the same line the layer writes for
 /// the router's, when the `access` target is enabled.
 pub fn answered_fast(method: &str, path: &str, status: u16, latency: Duration) {
-    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+    let Some(sink) = SINK.get() else {
         return;
-    }
-    if let Some(sink) = SINK.get() {
+    };
+    if *FAST_PATH_LOGS.get_or_init(|| tracing::enabled!(target: TARGET, tracing::Level::INFO)) {
         LINE.with(|line| {
             let line = &mut *line.borrow_mut();
             line.start(&tracing::Level::INFO);

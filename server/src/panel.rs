@@ -143,13 +143,16 @@ fn names_a_file(path: &str) -> bool {
         .is_some_and(|(stem, ext)| !stem.is_empty() && !ext.is_empty())
 }
 
-/// Trunk names built files `name-<16 hex>.ext`; those never change content.
+/// Trunk names built files `name-<hash>.ext`, the hash a 64-bit number in
+/// hex without leading zeros (so usually 16 digits, sometimes fewer); those
+/// never change content.
 fn is_hashed(path: &str) -> bool {
     let stem = path.rsplit('/').next().unwrap_or(path);
     let stem = stem.split('.').next().unwrap_or(stem);
     let stem = stem.strip_suffix("_bg").unwrap_or(stem);
-    stem.rsplit_once('-')
-        .is_some_and(|(_, h)| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    stem.rsplit_once('-').is_some_and(|(_, h)| {
+        (12..=16).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -205,6 +208,10 @@ mod tests {
         assert!(is_hashed("/panel-3508bdff72988661.js"));
         assert!(is_hashed("/panel-3508bdff72988661_bg.wasm"));
         assert!(is_hashed("/style-d7b1a7878170134a.css"));
+        // Leading zeros of the hash are not written.
+        assert!(is_hashed("/panel-27612b0b21d767a.js"));
+        assert!(is_hashed("/style-ad943ae3c500794.css"));
+        assert!(!is_hashed("/panel-facade.js"));
         assert!(!is_hashed("/index.html"));
         assert!(!is_hashed("/favicon.ico"));
         assert!(!is_hashed("/panel-xyz.js"));

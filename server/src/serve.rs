@@ -124,7 +124,7 @@ async fn connection(
     mut stopping: watch::Receiver<()>,
     _place: OwnedSemaphorePermit,
 ) {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::default());
     let io = TokioIo::new(SniffDeadline::new(stream, timeout));
     let service = TowerToHyperService::new(Tracked {
         inner: service,
@@ -152,39 +152,39 @@ async fn connection(
     }
 }
 
-/// When a connection last finished a request, and how many it has in flight.
-#[derive(Debug)]
+/// How many requests a connection has in flight, and how many it has
+/// finished: two counters per request, no clock; the idle watcher samples
+/// them.
+#[derive(Debug, Default)]
 pub struct Activity {
-    opened: Instant,
     in_flight: AtomicUsize,
-    /// Microseconds after `opened` that the last request ended.
-    last_end_us: AtomicU64,
+    finished: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
-        Activity {
-            opened: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_end_us: AtomicU64::new(0),
-        }
-    }
-
     fn begin(self: &Arc<Self>) -> ActivityGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         ActivityGuard(Arc::clone(self))
     }
 
-    /// Resolves once no request has been in flight for `idle`.
+    /// Resolves once no request has been in flight for `idle` (sampled every
+    /// quarter of it, so within `idle * 1.25`).
     async fn idle_for(&self, idle: Duration) {
+        let step = idle / 4;
+        let mut quiet = Duration::ZERO;
+        let mut seen = self.finished.load(Ordering::Acquire);
         loop {
-            let quiet = self.opened.elapsed().saturating_sub(Duration::from_micros(
-                self.last_end_us.load(Ordering::Acquire),
-            ));
-            if self.in_flight.load(Ordering::Acquire) == 0 && quiet >= idle {
-                return;
+            tokio::time::sleep(step).await;
+            let finished = self.finished.load(Ordering::Acquire);
+            if finished != seen || self.in_flight.load(Ordering::Acquire) > 0 {
+                seen = finished;
+                quiet = Duration::ZERO;
+            } else {
+                quiet += step;
+                if quiet >= idle {
+                    return;
+                }
             }
-            tokio::time::sleep(idle.saturating_sub(quiet).max(Duration::from_millis(100))).await;
         }
     }
 }
@@ -194,8 +194,7 @@ struct ActivityGuard(Arc<Activity>);
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        let now = self.0.opened.elapsed().as_micros() as u64;
-        self.0.last_end_us.store(now, Ordering::Release);
+        self.0.finished.fetch_add(1, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
