@@ -38,6 +38,20 @@ async fn main() {
         .with(server::access::AccessLog::new(writer).with_filter(filter_fn(is_access)))
         .init();
 
+    // Each connection is a file descriptor: raise the soft limit (often
+    // 1024) toward the hard one so --max-connections can be reached, with
+    // room for the listener, upstream sockets and the log.
+    let wanted = config.max_connections as u64 + 256;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => tracing::warn!(
+            max_connections = config.max_connections,
+            open_files_limit = got,
+            "the open-files limit is below what --max-connections needs; past it, accepting waits"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "could not raise the open-files limit"),
+    }
+
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(l) => l,
         Err(err) => {

@@ -301,6 +301,18 @@ impl Client {
         split(res).await
     }
 
+    /// GET `path`: the body as text, whatever the status.
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// POST `body` (raw bytes) to `path`.
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let res = self

@@ -93,15 +93,7 @@ async fn huge_decision_times_never_break_the_status() {
         )
         .await;
     assert_eq!(code, 201, "{r}");
-    let raw = c
-        .http()
-        .get(format!("{}/api/orchestrator/status?limit=100", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let raw = c.text("/api/orchestrator/status?limit=100").await;
     assert!(!raw.contains("-0"), "negative zero on the wire: {raw}");
 }
 

@@ -22,6 +22,18 @@ async fn source_text(b: &Browser) -> String {
     b.text_of("data-source").await.unwrap_or_default()
 }
 
+/// A browser showing the panel of `server`, live.
+async fn open_live(server: &Server) -> Browser {
+    let b = Browser::start().await;
+    b.goto(&server.base).await;
+    b.wait_for(Duration::from_secs(10), || async {
+        source_text(&b).await == "Live"
+    })
+    .await
+    .expect("the panel goes live");
+    b
+}
+
 async fn meter(b: &Browser, tier: &str) -> f64 {
     b.eval(
         "const e = document.querySelector(`[data-testid=\"tier-${arguments[0]}\"] [role=meter]`); \
@@ -198,13 +210,7 @@ async fn panel_lifecycle_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_form_shows_the_routing_result_and_the_error() {
     let server = Server::start(&[]);
-    let b = Browser::start().await;
-    b.goto(&server.base).await;
-    b.wait_for(Duration::from_secs(10), || async {
-        source_text(&b).await == "Live"
-    })
-    .await
-    .expect("live");
+    let b = open_live(&server).await;
     // Type a query and submit it through the form, as a user would.
     b.eval(
         "const t = document.querySelector('#query-text'); \
@@ -269,13 +275,7 @@ fn status_requests(log: &std::path::Path) -> Vec<String> {
 async fn polling_pauses_while_hidden_and_revalidates_with_304() {
     let log = std::env::temp_dir().join(format!("orch-hidden-{}.log", std::process::id()));
     let server = Server::start_with(&[], &[("RUST_LOG", "warn,access=info")], Some(&log));
-    let b = Browser::start().await;
-    b.goto(&server.base).await;
-    b.wait_for(Duration::from_secs(10), || async {
-        source_text(&b).await == "Live"
-    })
-    .await
-    .expect("live");
+    let b = open_live(&server).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let visible = status_requests(&log);
     assert!(visible.len() >= 3, "polls about every second: {visible:?}");

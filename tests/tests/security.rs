@@ -223,14 +223,7 @@ async fn cors_only_for_the_named_origin() {
 async fn security_headers_on_every_response() {
     let server = Server::start(&[]);
     let http = reqwest::Client::new();
-    let index = http
-        .get(server.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = Client::new(&server.base).text("/").await;
     let asset = index
         .split('"')
         .find(|s| s.starts_with("/panel-") && s.ends_with(".js"))
