@@ -81,6 +81,11 @@ async fn schemathesis_with_all_checks_finds_nothing() {
         counts.len() == 2 && counts[0] == counts[1] && counts[0] >= 200,
         "cases generated and passed: {counts:?}\n{stdout}"
     );
+    eprintln!(
+        "schemathesis: {} operations, {} cases generated, all passed (seed {seed})",
+        tested.unwrap_or_default(),
+        counts[0]
+    );
     // Simple mode reaches Q2, two-stage Q3 (random text seldom scores 7).
     assert!(
         ups[0].hits() > 0 && ups[1].hits() > 0,
