@@ -72,8 +72,10 @@ impl BatchedWriter {
         )
     }
 
-    /// Lines dropped so far because too much was waiting.
-    pub fn dropped(&self) -> u64 {
+    /// Lines dropped since the last write-out because too much was waiting
+    /// (the writing thread reports and resets it).
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 }
