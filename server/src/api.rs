@@ -82,17 +82,33 @@ pub struct Health {
     pub buffer_size: usize,
     /// Utilization window.
     pub window: usize,
-    /// Which tiers have an upstream (Q2, Q3, Q4).
+    /// Which tiers have an upstream (Q2, Q3, Q4), and their calls under way.
     pub upstreams: [TierUpstream; 3],
+    /// Open connections against `--max-connections`.
+    pub connections: ConnectionUse,
 }
 
-/// Whether a tier has an upstream.
+/// Whether a tier has an upstream, and how many calls it has under way.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TierUpstream {
     /// The tier.
     pub tier: Tier,
     /// True when an upstream is configured.
     pub configured: bool,
+    /// `/api/query` upstream calls under way now.
+    pub in_flight: usize,
+    /// `--max-inflight` of the tier: past it, queries get a 429.
+    pub max_in_flight: usize,
+}
+
+/// Connections open now and the cap.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionUse {
+    /// Open now (0 when the app runs without the server's accept loop).
+    pub open: usize,
+    /// `--max-connections`: past it, new connections wait.
+    pub max: usize,
 }
 
 /// The query parameters of the status endpoint.
@@ -337,10 +353,19 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         buffer_size: state.service.capacity(),
         window: state.service.window(),
-        upstreams: Tier::ALL.map(|tier| TierUpstream {
-            tier,
-            configured: state.upstreams.target(tier).is_some(),
+        upstreams: Tier::ALL.map(|tier| {
+            let (in_flight, max_in_flight) = state.upstreams.in_flight(tier);
+            TierUpstream {
+                tier,
+                configured: state.upstreams.target(tier).is_some(),
+                in_flight,
+                max_in_flight,
+            }
         }),
+        connections: ConnectionUse {
+            open: state.connections.open(),
+            max: state.connections.max,
+        },
     })
 }
 
@@ -429,7 +454,8 @@ fn invalid(err: DecisionError) -> ApiError {
         IngestRequest,
         TierName,
         Health,
-        TierUpstream
+        TierUpstream,
+        ConnectionUse
     ))
 )]
 pub struct ApiDoc;

@@ -68,7 +68,7 @@ pub struct Config {
 
     /// Most connections open at once; beyond it new ones wait in the
     /// listen backlog until one closes.
-    #[arg(long, env = "ORCH_MAX_CONNECTIONS", default_value_t = 10_000,
+    #[arg(long, env = "ORCH_MAX_CONNECTIONS", default_value_t = crate::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
     pub max_connections: usize,
 

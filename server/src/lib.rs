@@ -48,10 +48,12 @@ pub struct AppState {
     pub options: Arc<Options>,
     /// When the server started.
     pub started: Instant,
+    /// The places for open connections.
+    pub connections: Arc<Connections>,
 }
 
-/// Access and privacy settings of the API.
-#[derive(Debug, Clone, Default)]
+/// Access, privacy and capacity settings of the API.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// When set, ingestion requires `Authorization: Bearer <token>`.
     pub ingest_token: Option<String>,
@@ -59,6 +61,39 @@ pub struct Options {
     pub cors_origin: Option<HeaderValue>,
     /// Log each decision's query (already a placeholder when redacting).
     pub log_queries: bool,
+    /// Most connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ingest_token: None,
+            cors_origin: None,
+            log_queries: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Connections open at once unless `--max-connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// One place per connection that may be open; the accept loop takes one
+/// before accepting, and a connection gives it back when it ends.
+#[derive(Debug)]
+pub struct Connections {
+    /// The cap.
+    pub max: usize,
+    /// Its free places.
+    pub places: Arc<tokio::sync::Semaphore>,
+}
+
+impl Connections {
+    /// Connections open right now.
+    pub fn open(&self) -> usize {
+        self.max - self.places.available_permits()
+    }
 }
 
 impl AppState {
@@ -70,11 +105,16 @@ impl AppState {
 
     /// State with explicit access and privacy options.
     pub fn with_options(service: StatusService, upstreams: Upstreams, options: Options) -> Self {
+        let max = options.max_connections;
         AppState {
             service: Arc::new(service),
             upstreams: Arc::new(upstreams),
             options: Arc::new(options),
             started: Instant::now(),
+            connections: Arc::new(Connections {
+                max,
+                places: Arc::new(tokio::sync::Semaphore::new(max)),
+            }),
         }
     }
 }

@@ -5,7 +5,6 @@ use std::io::Write;
 use clap::Parser;
 use server::config::Config;
 use server::logwriter::BatchedWriter;
-use server::serve::ConnectionLimits;
 use server::service::StatusService;
 use server::upstream::Upstreams;
 use server::{AppState, Options};
@@ -73,6 +72,7 @@ async fn main() {
                 .as_deref()
                 .and_then(|o| axum::http::HeaderValue::from_str(o).ok()),
             log_queries: config.log_queries,
+            max_connections: config.max_connections,
         },
     );
     for tier in shared::Tier::ALL {
@@ -107,10 +107,7 @@ async fn main() {
     server::serve::serve(
         listener,
         state,
-        ConnectionLimits {
-            header_read_timeout: config.header_read_timeout,
-            max_connections: config.max_connections,
-        },
+        config.header_read_timeout,
         shutdown_signal(),
     )
     .await;

@@ -35,7 +35,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Sleep;
 
 use crate::{AppState, access, api, app};
@@ -43,24 +43,18 @@ use crate::{AppState, access, api, app};
 /// How long open connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// What bounds the connections.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// Time to send a request head, to show the protocol, and to sit idle.
-    pub header_read_timeout: Duration,
-    /// Most connections open at once.
-    pub max_connections: usize,
-}
-
 /// Serves the app on `listener` until `shutdown` resolves, then lets open
-/// connections finish (up to 10 s).
+/// connections finish (up to 10 s). At most `state.connections.max` are open
+/// at once; `timeout` bounds sending a request head, showing the protocol,
+/// and sitting idle.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    limits: ConnectionLimits,
+    timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let timeout = limits.header_read_timeout;
+    let places = Arc::clone(&state.connections.places);
+    let max_connections = state.connections.max;
     let service = FastPath::new(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -73,7 +67,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(timeout))
         .keep_alive_timeout(timeout);
-    let places = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(());
     let mut shutdown = pin!(shutdown);
     loop {
@@ -107,7 +100,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop.send(());
     // Every connection holds its place until it ends.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     tokio::select! {
         _ = places.acquire_many(all) => {}
         () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {DRAIN:?}; closing"),

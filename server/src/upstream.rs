@@ -102,6 +102,13 @@ impl Upstreams {
         self
     }
 
+    /// Calls on `tier` under way now, and its limit.
+    pub fn in_flight(&self, tier: Tier) -> (usize, usize) {
+        let limit = self.limits[tier.index()];
+        let free = self.inflight[tier.index()].available_permits();
+        (limit - free, limit)
+    }
+
     /// A place for one call on `tier`, held until the permit is dropped; or
     /// the tier's limit when all places are taken.
     pub fn try_begin(&self, tier: Tier) -> Result<OwnedSemaphorePermit, usize> {

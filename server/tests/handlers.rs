@@ -418,6 +418,12 @@ async fn health_and_openapi() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(h["status"], "ok");
     assert_eq!(h["bufferSize"], 100);
+    assert_eq!(h["connections"], json!({"open": 0, "max": 10_000}));
+    for (i, tier) in ["Q2", "Q3", "Q4"].into_iter().enumerate() {
+        let u = &h["upstreams"][i];
+        assert_eq!(u["tier"], tier);
+        assert_eq!((&u["inFlight"], &u["maxInFlight"]), (&json!(0), &json!(64)));
+    }
     let (code, doc) = send(&app, get("/api/openapi.json")).await;
     assert_eq!(code, StatusCode::OK);
     for path in [

@@ -309,8 +309,13 @@ async fn idle_http2_connections_are_closed() {
     assert!(ended.is_ok(), "the idle HTTP/2 connection is still open");
 }
 
-/// Plain HTTP/1.1 over one kept-alive socket.
+/// Plain HTTP/1.1 over one kept-alive socket: the status.
 fn get_on(s: &mut TcpStream, path: &str) -> Option<u16> {
+    fetch_on(s, path).map(|(code, _)| code)
+}
+
+/// Plain HTTP/1.1 over one kept-alive socket: status and body.
+fn fetch_on(s: &mut TcpStream, path: &str) -> Option<(u16, Vec<u8>)> {
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -331,7 +336,7 @@ fn get_on(s: &mut TcpStream, path: &str) -> Option<u16> {
         .unwrap_or(0);
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).ok()?;
-    head.split(' ').nth(1)?.parse().ok()
+    Some((head.split(' ').nth(1)?.parse().ok()?, body))
 }
 
 /// Past `--max-connections`, new connections wait; the ones already open
@@ -353,6 +358,14 @@ async fn a_connection_flood_waits_and_open_clients_keep_answering() {
             "the open client keeps answering"
         );
     }
+    let (code, health) = fetch_on(&mut open, "/api/health").unwrap();
+    assert_eq!(code, 200);
+    let health: Value = serde_json::from_slice(&health).unwrap();
+    assert_eq!(
+        health["connections"],
+        json!({"open": 8, "max": 8}),
+        "health shows the cap reached"
+    );
     let mut late = TcpStream::connect(server.addr).unwrap();
     late.set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
@@ -434,6 +447,15 @@ async fn queries_beyond_the_inflight_limit_get_429() {
             })
         })
         .collect();
+    // While the two admitted calls work (1.5 s), health shows the tier full.
+    let full = tests::eventually(Duration::from_millis(1_200), || async {
+        c.get("/api/health").await.1["upstreams"][0]["inFlight"] == 2
+    })
+    .await;
+    assert!(full, "health shows 2 of 2 calls under way");
+    let (_, health) = c.get("/api/health").await;
+    assert_eq!(health["upstreams"][0]["maxInFlight"], 2);
+    assert_eq!(health["upstreams"][1]["maxInFlight"], 64);
     let mut codes = Vec::new();
     for call in calls {
         let (code, retry, body) = call.await.unwrap();
@@ -450,6 +472,7 @@ async fn queries_beyond_the_inflight_limit_get_429() {
     let s = c.status().await;
     assert_eq!(s["totalDecisions"], 6, "every decision is recorded");
     assert_eq!(per_tier(&s, "activeRequests"), [0.0, 0.0, 0.0]);
+    assert_eq!(c.get("/api/health").await.1["upstreams"][0]["inFlight"], 0);
 }
 
 /// A token from a file often ends in a newline: it is trimmed, as the
