@@ -354,17 +354,17 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         buffer_size: state.service.capacity(),
         window: state.service.window(),
         upstreams: Tier::ALL.map(|tier| {
-            let (in_flight, max_in_flight) = state.upstreams.in_flight(tier);
+            let calls = state.upstreams.in_flight(tier);
             TierUpstream {
                 tier,
                 configured: state.upstreams.target(tier).is_some(),
-                in_flight,
-                max_in_flight,
+                in_flight: calls.in_use(),
+                max_in_flight: calls.max(),
             }
         }),
         connections: ConnectionUse {
-            open: state.connections.open(),
-            max: state.connections.max,
+            open: state.connections.in_use(),
+            max: state.connections.max(),
         },
     })
 }

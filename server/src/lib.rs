@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod logwriter;
 pub mod panel;
+pub mod places;
 pub mod routing;
 pub mod serve;
 pub mod service;
@@ -31,6 +32,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
+use crate::places::Places;
 use crate::service::StatusService;
 use crate::upstream::Upstreams;
 
@@ -48,8 +50,9 @@ pub struct AppState {
     pub options: Arc<Options>,
     /// When the server started.
     pub started: Instant,
-    /// The places for open connections.
-    pub connections: Arc<Connections>,
+    /// One place per connection that may be open; the accept loop takes one
+    /// before accepting, and a connection gives it back when it ends.
+    pub connections: Arc<Places>,
 }
 
 /// Access, privacy and capacity settings of the API.
@@ -79,23 +82,6 @@ impl Default for Options {
 /// Connections open at once unless `--max-connections` says otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// One place per connection that may be open; the accept loop takes one
-/// before accepting, and a connection gives it back when it ends.
-#[derive(Debug)]
-pub struct Connections {
-    /// The cap.
-    pub max: usize,
-    /// Its free places.
-    pub places: Arc<tokio::sync::Semaphore>,
-}
-
-impl Connections {
-    /// Connections open right now.
-    pub fn open(&self) -> usize {
-        self.max - self.places.available_permits()
-    }
-}
-
 impl AppState {
     /// State from a service and upstreams with default options, starting the
     /// uptime clock now.
@@ -105,16 +91,13 @@ impl AppState {
 
     /// State with explicit access and privacy options.
     pub fn with_options(service: StatusService, upstreams: Upstreams, options: Options) -> Self {
-        let max = options.max_connections;
+        let connections = Arc::new(Places::new(options.max_connections));
         AppState {
             service: Arc::new(service),
             upstreams: Arc::new(upstreams),
             options: Arc::new(options),
             started: Instant::now(),
-            connections: Arc::new(Connections {
-                max,
-                places: Arc::new(tokio::sync::Semaphore::new(max)),
-            }),
+            connections,
         }
     }
 }

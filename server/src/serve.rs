@@ -44,7 +44,7 @@ use crate::{AppState, access, api, app};
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves the app on `listener` until `shutdown` resolves, then lets open
-/// connections finish (up to 10 s). At most `state.connections.max` are open
+/// connections finish (up to 10 s). At most `state.connections.max()` are open
 /// at once; `timeout` bounds sending a request head, showing the protocol,
 /// and sitting idle.
 pub async fn serve(
@@ -53,8 +53,7 @@ pub async fn serve(
     timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let places = Arc::clone(&state.connections.places);
-    let max_connections = state.connections.max;
+    let places = Arc::clone(&state.connections);
     let service = FastPath::new(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -73,7 +72,7 @@ pub async fn serve(
         // A free place first: beyond the cap, new connections wait in the
         // backlog rather than being accepted and starved.
         let place = tokio::select! {
-            place = Arc::clone(&places).acquire_owned() => place.expect("the semaphore is never closed"),
+            place = places.take() => place,
             () = &mut shutdown => break,
         };
         let (stream, _peer) = tokio::select! {
@@ -100,9 +99,8 @@ pub async fn serve(
     drop(listener);
     let _ = stop.send(());
     // Every connection holds its place until it ends.
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        _ = places.acquire_many(all) => {}
+        () = places.all_free() => {}
         () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {DRAIN:?}; closing"),
     }
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::places::Places;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -30,9 +32,8 @@ pub struct Upstreams {
     targets: [Option<UpstreamTarget>; 3],
     timeout: Duration,
     max_body: usize,
-    /// One permit per call a tier may have in flight.
-    inflight: [Arc<Semaphore>; 3],
-    limits: [usize; 3],
+    /// One place per call a tier may have in flight.
+    inflight: [Arc<Places>; 3],
 }
 
 /// Why generation failed.
@@ -82,14 +83,12 @@ impl Upstreams {
             .timeout(timeout)
             .build()
             .expect("a plain HTTP client always builds");
-        let limits = [crate::config::DEFAULT_MAX_INFLIGHT; 3];
         Upstreams {
             client,
             targets,
             timeout,
             max_body: DEFAULT_MAX_BODY,
-            inflight: limits.map(|n| Arc::new(Semaphore::new(n))),
-            limits,
+            inflight: [(); 3].map(|()| Arc::new(Places::new(crate::config::DEFAULT_MAX_INFLIGHT))),
         }
     }
 
@@ -97,24 +96,20 @@ impl Upstreams {
     /// most `max_inflight[tier]` calls in flight.
     pub fn with_limits(mut self, max_body: usize, max_inflight: [usize; 3]) -> Self {
         self.max_body = max_body;
-        self.limits = max_inflight;
-        self.inflight = max_inflight.map(|n| Arc::new(Semaphore::new(n)));
+        self.inflight = max_inflight.map(|n| Arc::new(Places::new(n)));
         self
     }
 
-    /// Calls on `tier` under way now, and its limit.
-    pub fn in_flight(&self, tier: Tier) -> (usize, usize) {
-        let limit = self.limits[tier.index()];
-        let free = self.inflight[tier.index()].available_permits();
-        (limit - free, limit)
+    /// The places for `tier`'s calls: how many are under way, and its limit.
+    pub fn in_flight(&self, tier: Tier) -> &Places {
+        &self.inflight[tier.index()]
     }
 
     /// A place for one call on `tier`, held until the permit is dropped; or
     /// the tier's limit when all places are taken.
     pub fn try_begin(&self, tier: Tier) -> Result<OwnedSemaphorePermit, usize> {
-        Arc::clone(&self.inflight[tier.index()])
-            .try_acquire_owned()
-            .map_err(|_| self.limits[tier.index()])
+        let places = self.in_flight(tier);
+        places.try_take().ok_or(places.max())
     }
 
     /// The upstream of `tier`, if any.
