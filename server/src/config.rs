@@ -98,11 +98,18 @@ impl Config {
             ));
         }
         for (list, flag) in [(&self.upstreams, "--upstream"), (&self.models, "--model")] {
-            for tier in Tier::ALL {
-                if list.iter().filter(|(t, _)| *t == tier).count() > 1 {
-                    return Err(format!("{flag} names tier {tier} more than once"));
-                }
+            if let Some(tier) = repeated(list.iter().map(|(t, _)| *t)) {
+                return Err(format!("{flag} names tier {tier} more than once"));
             }
+        }
+        match repeated(self.max_inflight.iter().map(|(t, _)| *t)) {
+            Some(Some(tier)) => {
+                return Err(format!("--max-inflight names tier {tier} more than once"));
+            }
+            Some(None) => {
+                return Err("--max-inflight gives the value for every tier more than once".into());
+            }
+            None => {}
         }
         if self
             .ingest_token
@@ -110,26 +117,6 @@ impl Config {
             .is_some_and(|t| t.trim().is_empty())
         {
             return Err("--ingest-token must not be empty".into());
-        }
-        for tier in Tier::ALL {
-            if self
-                .max_inflight
-                .iter()
-                .filter(|(t, _)| *t == Some(tier))
-                .count()
-                > 1
-            {
-                return Err(format!("--max-inflight names tier {tier} more than once"));
-            }
-        }
-        if self
-            .max_inflight
-            .iter()
-            .filter(|(t, _)| t.is_none())
-            .count()
-            > 1
-        {
-            return Err("--max-inflight gives the value for every tier more than once".into());
         }
         if let Some(origin) = &self.cors_origin {
             let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -185,6 +172,18 @@ impl Config {
             Some(UpstreamTarget { base_url, model })
         })
     }
+}
+
+/// The first key that comes a second time, if any.
+fn repeated<K: PartialEq>(keys: impl Iterator<Item = K>) -> Option<K> {
+    let mut seen = Vec::new();
+    for key in keys {
+        if seen.contains(&key) {
+            return Some(key);
+        }
+        seen.push(key);
+    }
+    None
 }
 
 fn parse_tier_value(raw: &str) -> Result<(Tier, String), String> {
