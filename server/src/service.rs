@@ -57,7 +57,9 @@ pub struct Snapshot {
     pub body: Bytes,
     /// A weak ETag naming the version; equal ETags mean equal data.
     pub etag: HeaderValue,
-    /// The same ETag, parsed, for matching `If-None-Match`.
+    /// The same ETag, parsed, for matching `If-None-Match`. Kept beside
+    /// `etag` because inserting the parsed one as a typed header costs the
+    /// status poll about 60 instructions more than the ready value.
     pub tag: headers::ETag,
 }
 
