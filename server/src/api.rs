@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
-use crate::routing::{self, QueryDecision, QueryRequest, QueryResponse};
+use crate::routing::{self, QueryRequest, QueryResponse};
 
 /// `POST /api/orchestrator/decisions` body: a decision made by a router that
 /// lives elsewhere.
@@ -34,6 +34,11 @@ pub struct IngestRequest {
     /// Time the router spent deciding, in ms; finite, 0..=3600000.
     #[schema(example = 12.5, minimum = 0.0, maximum = 3_600_000.0)]
     pub decision_time_ms: f64,
+    /// The router's mode, when it has one of ours (`simple`, `two-stage`);
+    /// absent or null leaves the decision without a mode.
+    #[serde(default)]
+    #[schema(nullable)]
+    pub mode: Option<routing::Mode>,
 }
 
 /// A tier as a router names it: internally (`fast`, `balanced`, `powerful`)
@@ -86,6 +91,17 @@ pub struct Health {
     pub upstreams: [TierUpstream; 3],
     /// Open connections against `--max-connections`.
     pub connections: ConnectionUse,
+    /// Open event streams against `--max-streams`.
+    pub streams: StreamUse,
+}
+
+/// Event streams open now and the cap.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StreamUse {
+    /// Open now.
+    pub open: usize,
+    /// `--max-streams`: past it, new streams get a 503.
+    pub max: usize,
 }
 
 /// Whether a tier has an upstream, and how many calls it has under way.
@@ -120,6 +136,23 @@ struct StatusParams {
     /// document served states this server's buffer size as the maximum.
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// Also list, in `decisionsSince` (newest first), every buffered
+    /// decision whose `seq` is greater than this; `resync` says whether some
+    /// were already dropped. For clients that poll instead of streaming.
+    #[param(minimum = 0, maximum = 9_007_199_254_740_992_u64)]
+    since: Option<u64>,
+}
+
+/// The query parameters of the stream endpoint.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameter; parsing is by hand for precise errors
+struct StreamParams {
+    /// For a fresh connection: replay the buffered decisions whose `seq` is
+    /// greater than this, or send `resync` when some are gone.
+    /// `Last-Event-ID` wins over it.
+    #[param(minimum = 0, maximum = 9_007_199_254_740_992_u64)]
+    since: Option<u64>,
 }
 
 /// Live status of the router.
@@ -157,14 +190,70 @@ pub async fn status(State(state): State<AppState>, req: Request) -> Response {
     status_response(&state, req.uri().query(), req.headers())
 }
 
+/// The status, pushed: Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/orchestrator/stream",
+    tag = "status",
+    params(
+        StreamParams,
+        ("Last-Event-ID" = Option<String>, Header,
+         description = "The `id` of the last event received (a `seq`, 0..=9007199254740992): replay the buffered decisions after it, or send `resync`. Browsers send it when they reconnect."),
+    ),
+    responses(
+        (status = 200, description = "An endless event stream. First `retry`, then a `status` event carrying the same JSON as `GET /api/orchestrator/status` (its `id` is the newest `seq` it covers); with `Last-Event-ID` or `since`, the buffered decisions after it as `decision` events (`id` = the decision's `seq`, data = the decision) or one `resync` event (data `{after, oldest, newest}`) when some are gone. Then, on every change and at most once per 50 ms, the new `decision` events followed by the new `status`. A comment line every 15 s when nothing else was sent. It ends when the server stops.",
+         content_type = "text/event-stream", body = StreamEvent,
+         headers(("Cache-Control" = String, description = "no-cache"),
+                 ("X-Accel-Buffering" = String, description = "no: proxies must not buffer it"))),
+        (status = 400, description = "Bad `since` or `Last-Event-ID`", body = ErrorBody,
+         example = json!({"error": "since: must be an integer in 0..=9007199254740992, got \"x\""})),
+        (status = 503, description = "`--max-streams` streams are open: poll `GET /api/orchestrator/status` instead", body = ErrorBody,
+         headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn stream(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let params = StatusQuery::parse(req.uri().query(), state.service.capacity())?;
+    // What a browser sends on reconnecting wins over what the page asked
+    // for when it first connected.
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .map(|v| {
+            let text = v.to_str().map_err(|_| {
+                ApiError::BadParameter(
+                    "Last-Event-ID: must be an integer, got non-ASCII bytes".into(),
+                )
+            })?;
+            parse_seq("Last-Event-ID", text.trim())
+        })
+        .transpose()?;
+    state.streams.subscribe(last_event_id.or(params.since))
+}
+
+/// One event of the stream, as an SSE parser reads it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StreamEvent {
+    /// `status`, `decision` or `resync`.
+    #[schema(pattern = "^(status|decision|resync)$")]
+    pub event: String,
+    /// JSON: an `OrchestratorStatus` (status), a `RoutingDecision`
+    /// (decision), or `{"after", "oldest", "newest"}` (resync).
+    pub data: String,
+    /// The newest decision `seq` the event covers (status, decision).
+    #[schema(pattern = "^[0-9]+$")]
+    pub id: Option<String>,
+    /// Milliseconds a client should wait before reconnecting.
+    pub retry: Option<u64>,
+}
+
 /// The status endpoint's whole answer (shared by the handler and the
 /// server's fast path, so both answer byte for byte the same).
 pub fn status_response(state: &AppState, query: Option<&str>, headers: &HeaderMap) -> Response {
-    let limit = match parse_limit(query, state.service.capacity()) {
-        Ok(limit) => limit,
+    let params = match StatusQuery::parse(query, state.service.capacity()) {
+        Ok(params) => params,
         Err(err) => return err.into_response(),
     };
-    let snapshot = state.service.snapshot(limit);
+    let snapshot = state.service.snapshot_since(params.limit, params.since);
     let etag = snapshot.etag.clone();
     let mut response = if if_none_match(headers, &snapshot.tag) {
         StatusCode::NOT_MODIFIED.into_response()
@@ -183,28 +272,73 @@ pub fn status_response(state: &AppState, query: Option<&str>, headers: &HeaderMa
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
-/// `limit` from the raw query string: absent means the default; anything but
-/// an integer in 1..=capacity is a 400.
-pub fn parse_limit(raw: Option<&str>, capacity: usize) -> Result<usize, ApiError> {
-    let Some(raw) = raw else {
-        return Ok(DEFAULT_RECENT);
-    };
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
-        .map_err(|e| ApiError::BadParameter(format!("query string: {e}")))?;
-    let mut limits = pairs.iter().filter(|(k, _)| k == "limit");
-    let Some((_, value)) = limits.next() else {
-        return Ok(DEFAULT_RECENT);
-    };
-    if limits.next().is_some() {
-        return Err(ApiError::BadParameter("limit: given more than once".into()));
+/// The query parameters of the status and stream endpoints, read from the
+/// raw query string; other parameters are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// How many recent decisions to list (default 10).
+    pub limit: usize,
+    /// List the decisions after this `seq` too.
+    pub since: Option<u64>,
+}
+
+impl StatusQuery {
+    /// Absent parameters take their defaults; a `limit` outside
+    /// 1..=capacity, a `since` that is not a whole number, or either given
+    /// twice, is a 400.
+    pub fn parse(raw: Option<&str>, capacity: usize) -> Result<Self, ApiError> {
+        let mut params = StatusQuery {
+            limit: DEFAULT_RECENT,
+            since: None,
+        };
+        let Some(raw) = raw else {
+            return Ok(params);
+        };
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+            .map_err(|e| ApiError::BadParameter(format!("query string: {e}")))?;
+        let (mut limit, mut since) = (None, None);
+        for (key, value) in &pairs {
+            let slot = match key.as_str() {
+                "limit" => &mut limit,
+                "since" => &mut since,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return Err(ApiError::BadParameter(format!(
+                    "{key}: given more than once"
+                )));
+            }
+        }
+        if let Some(value) = limit {
+            params.limit = match value.parse::<usize>() {
+                Ok(n) if (1..=capacity).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::BadParameter(format!(
+                        "limit: must be an integer in 1..={capacity}, got {value:?}"
+                    )));
+                }
+            };
+        }
+        if let Some(value) = since {
+            params.since = Some(parse_seq("since", value)?);
+        }
+        Ok(params)
     }
-    match value.parse::<usize>() {
-        Ok(n) if (1..=capacity).contains(&n) => Ok(n),
+}
+
+/// A decision `seq`: a whole number 0..=2^53 (what a JSON client can hold).
+fn parse_seq(name: &str, value: &str) -> Result<u64, ApiError> {
+    match value.parse::<u64>() {
+        Ok(n) if n <= MAX_SEQ => Ok(n),
         _ => Err(ApiError::BadParameter(format!(
-            "limit: must be an integer in 1..={capacity}, got {value:?}"
+            "{name}: must be an integer in 0..={MAX_SEQ}, got {value:?}"
         ))),
     }
 }
+
+/// The largest `seq` accepted as a resume point: 2^53, the largest integer
+/// every JSON client reads exactly.
+pub const MAX_SEQ: u64 = 1 << 53;
 
 /// True when `If-None-Match` names `etag` (weak comparison) or is `*`; a
 /// malformed header counts as absent.
@@ -256,16 +390,16 @@ pub async fn query(
     let route = routing::route(&req.query, req.mode);
     let decision = state
         .service
-        .record(&req.query, route.tier, route.score, route.decision_time_ms)
+        .record_routed(
+            &req.query,
+            route.tier,
+            route.score,
+            route.decision_time_ms,
+            Some(req.mode),
+        )
         .map_err(invalid)?;
     let tier = route.tier;
     log_decision(&state, &decision, "routed");
-    let decision = QueryDecision {
-        decision,
-        tier_name: tier.internal_name().to_owned(),
-        mode: req.mode,
-        decision_time_ms: route.decision_time_ms,
-    };
     let Some(target) = state.upstreams.target(tier) else {
         return Err(ApiError::NoUpstream {
             tier,
@@ -293,7 +427,7 @@ pub async fn query(
         .await
     {
         Ok(answer) => {
-            tracing::info!(%tier, id = %decision.decision.id, ms = started.elapsed().as_millis() as u64, "answered");
+            tracing::info!(%tier, id = %decision.id, ms = started.elapsed().as_millis() as u64, "answered");
             Ok(Json(QueryResponse {
                 answer,
                 model,
@@ -301,7 +435,7 @@ pub async fn query(
             }))
         }
         Err(err) => {
-            tracing::warn!(%tier, id = %decision.decision.id, error = %err, "upstream failed");
+            tracing::warn!(%tier, id = %decision.id, error = %err, "upstream failed");
             Err(ApiError::Upstream {
                 tier,
                 message: err.to_string(),
@@ -333,7 +467,13 @@ pub async fn ingest(
 ) -> Result<(StatusCode, Json<RoutingDecision>), ApiError> {
     let decision = state
         .service
-        .record(&req.query, req.tier.into(), req.score, req.decision_time_ms)
+        .record_routed(
+            &req.query,
+            req.tier.into(),
+            req.score,
+            req.decision_time_ms,
+            req.mode,
+        )
         .map_err(invalid)?;
     log_decision(&state, &decision, "ingested");
     Ok((StatusCode::CREATED, Json(decision)))
@@ -365,6 +505,10 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         connections: ConnectionUse {
             open: state.connections.in_use(),
             max: state.connections.max(),
+        },
+        streams: StreamUse {
+            open: state.streams.places().in_use(),
+            max: state.streams.places().max(),
         },
     })
 }
@@ -443,19 +587,20 @@ fn invalid(err: DecisionError) -> ApiError {
         title = "Orchestrator Status",
         description = "Live telemetry of a multi-tier LLM query router: how queries are routed to the fast (Q2), balanced (Q3) and powerful (Q4) tiers."
     ),
-    paths(status, query, ingest, health, openapi),
+    paths(status, stream, query, ingest, health, openapi),
     components(schemas(
         OrchestratorStatus,
         RoutingDecision,
         ErrorBody,
         QueryRequest,
         QueryResponse,
-        QueryDecision,
         IngestRequest,
         TierName,
         Health,
         TierUpstream,
-        ConnectionUse
+        ConnectionUse,
+        StreamUse,
+        StreamEvent
     ))
 )]
 pub struct ApiDoc;
@@ -463,6 +608,31 @@ pub struct ApiDoc;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_limit(raw: Option<&str>, capacity: usize) -> Result<usize, ApiError> {
+        StatusQuery::parse(raw, capacity).map(|q| q.limit)
+    }
+
+    #[test]
+    fn since_parsing() {
+        let since = |raw| StatusQuery::parse(Some(raw), 100).map(|q| q.since);
+        assert_eq!(since("").unwrap(), None);
+        assert_eq!(since("since=0").unwrap(), Some(0));
+        assert_eq!(since("since=42&limit=5").unwrap(), Some(42));
+        assert_eq!(since("since=9007199254740992").unwrap(), Some(MAX_SEQ));
+        for bad in [
+            "since=-1",
+            "since=",
+            "since=1.5",
+            "since=x",
+            "since=1&since=2",
+            "since=9007199254740993",
+        ] {
+            let err = since(bad).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(err.to_string().starts_with("since: "), "{err}");
+        }
+    }
 
     #[test]
     fn limit_parsing() {

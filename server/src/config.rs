@@ -72,6 +72,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
     pub max_connections: usize,
 
+    /// Most `GET /api/orchestrator/stream` event streams open at once;
+    /// beyond it a 503 (the panel then polls; 0 turns streaming off). Each
+    /// also holds a connection, so keep --max-connections above it.
+    #[arg(long, env = "ORCH_MAX_STREAMS", default_value_t = crate::stream::DEFAULT_MAX_STREAMS,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000).map(|n| n as usize))]
+    pub max_streams: usize,
+
     /// Most bytes of an upstream's reply that are read (e.g. 8388608, 512KiB,
     /// 8MiB); a longer reply is a 502.
     #[arg(long, env = "ORCH_MAX_UPSTREAM_BODY", default_value = "8MiB", value_parser = parse_bytes)]
@@ -270,6 +277,7 @@ mod tests {
         assert!(!c.redact_queries && !c.log_queries);
         assert!(c.ingest_token.is_none() && c.cors_origin.is_none());
         assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_streams, 10_000);
         assert_eq!(c.max_upstream_body, 8 << 20);
         assert_eq!(c.max_inflight(), [64; 3]);
     }

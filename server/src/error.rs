@@ -4,9 +4,9 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shared::RoutingDecision;
 use shared::Tier;
 pub use shared::api::ErrorBody;
-use shared::api::QueryDecision;
 
 /// Seconds a client told 429 should wait before trying again.
 pub const RETRY_AFTER_SECS: &str = "1";
@@ -53,7 +53,7 @@ pub enum ApiError {
         /// Its in-flight limit.
         limit: usize,
         /// The decision that was recorded.
-        decision: Box<QueryDecision>,
+        decision: Box<RoutingDecision>,
     },
     /// The chosen tier has no upstream; the decision is recorded all the same.
     #[error("no upstream configured for tier {} ({})", .tier, .tier.internal_name())]
@@ -61,7 +61,7 @@ pub enum ApiError {
         /// The tier the query was routed to.
         tier: Tier,
         /// The decision that was recorded.
-        decision: Box<QueryDecision>,
+        decision: Box<RoutingDecision>,
     },
     /// The upstream failed, timed out or answered something unusable.
     #[error("upstream for tier {tier} failed: {message}")]
@@ -71,8 +71,13 @@ pub enum ApiError {
         /// What went wrong, safe to show.
         message: String,
         /// The decision that was recorded.
-        decision: Box<QueryDecision>,
+        decision: Box<RoutingDecision>,
     },
+    /// `--max-streams` event streams are open already.
+    #[error(
+        "{0} event streams are open, the most this server keeps (--max-streams); poll GET /api/orchestrator/status instead"
+    )]
+    TooManyStreams(usize),
     /// A bug; the details go to the log only.
     #[error("internal server error")]
     Internal(String),
@@ -91,7 +96,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NoUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoUpstream { .. } | ApiError::TooManyStreams(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,6 +109,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let error = self.to_string();
+        let retry = matches!(self, ApiError::Busy { .. } | ApiError::TooManyStreams(_));
         let decision = match self {
             ApiError::NoUpstream { decision, .. }
             | ApiError::Upstream { decision, .. }
@@ -118,21 +126,19 @@ impl IntoResponse for ApiError {
             | ApiError::MethodNotAllowed(_)
             | ApiError::Unauthorized
             | ApiError::UnsupportedMediaType(_)
-            | ApiError::CrossSite(_) => None,
+            | ApiError::CrossSite(_)
+            | ApiError::TooManyStreams(_) => None,
         };
         let mut response = (status, Json(ErrorBody { error, decision })).into_response();
         let headers = response.headers_mut();
-        match status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::TOO_MANY_REQUESTS => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECS),
-                );
-            }
-            _ => {}
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if retry {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response
     }

@@ -15,6 +15,7 @@ pub mod places;
 pub mod routing;
 pub mod serve;
 pub mod service;
+pub mod stream;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::error::ApiError;
 use crate::places::Places;
 use crate::service::StatusService;
+use crate::stream::Hub;
 use crate::upstream::Upstreams;
 
 /// `X-Content-Type-Options: nosniff`, on every response.
@@ -53,6 +55,8 @@ pub struct AppState {
     /// One place per connection that may be open; the accept loop takes one
     /// before accepting, and a connection gives it back when it ends.
     pub connections: Arc<Places>,
+    /// The open event streams and what they are sent.
+    pub streams: Arc<Hub>,
 }
 
 /// Access, privacy and capacity settings of the API.
@@ -66,6 +70,8 @@ pub struct Options {
     pub log_queries: bool,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most event streams open at once.
+    pub max_streams: usize,
 }
 
 impl Default for Options {
@@ -75,6 +81,7 @@ impl Default for Options {
             cors_origin: None,
             log_queries: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams: stream::DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -92,12 +99,15 @@ impl AppState {
     /// State with explicit access and privacy options.
     pub fn with_options(service: StatusService, upstreams: Upstreams, options: Options) -> Self {
         let connections = Arc::new(Places::new(options.max_connections));
+        let service = Arc::new(service);
+        let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         AppState {
-            service: Arc::new(service),
+            service,
             upstreams: Arc::new(upstreams),
             options: Arc::new(options),
             started: Instant::now(),
             connections,
+            streams,
         }
     }
 }
@@ -120,6 +130,7 @@ pub fn app(state: AppState) -> Router {
         ));
     let api = Router::new()
         .route("/api/orchestrator/status", get(api::status))
+        .route("/api/orchestrator/stream", get(api::stream))
         .merge(writes)
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(api::openapi))

@@ -73,6 +73,7 @@ async fn main() {
                 .and_then(|o| axum::http::HeaderValue::from_str(o).ok()),
             log_queries: config.log_queries,
             max_connections: config.max_connections,
+            max_streams: config.max_streams,
         },
     );
     for tier in shared::Tier::ALL {
@@ -99,6 +100,7 @@ async fn main() {
         ingest_token = config.ingest_token.is_some(),
         cors = ?config.cors_origin,
         max_connections = config.max_connections,
+        max_streams = config.max_streams,
         max_inflight = ?config.max_inflight(),
         max_upstream_body = config.max_upstream_body,
         "serving"

@@ -23,7 +23,7 @@
 //! scores well above 7 (COMPLEX).
 
 use shared::Tier;
-pub use shared::api::{Mode, QueryDecision, QueryRequest, QueryResponse};
+pub use shared::api::{Mode, QueryRequest, QueryResponse};
 use std::time::Instant;
 
 /// A chosen tier before it is recorded.
@@ -48,13 +48,8 @@ pub fn route(query: &str, mode: Mode) -> Route {
         Mode::TwoStage => {
             let started = Instant::now();
             let score = assess_complexity(query);
-            let tier = if score < shared::Complexity::COMPLEX_FROM {
-                Tier::Q3
-            } else {
-                Tier::Q4
-            };
             Route {
-                tier,
+                tier: mode.tier_for(score),
                 score,
                 decision_time_ms: started.elapsed().as_secs_f64() * 1_000.0,
             }

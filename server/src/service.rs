@@ -4,6 +4,12 @@
 //! Writers hold one mutex for a push and two additions; readers of the
 //! default status mostly touch nothing but an atomic version and an
 //! `ArcSwap` of ready bytes, so a wall of dashboards does not slow the router.
+//!
+//! Every decision gets the next sequence number of this instance under the
+//! same lock that buffers it, so the buffer is always in `seq` order with no
+//! gaps: "the decisions after N" is an index, and a reader can tell exactly
+//! when some of them were already dropped. Every change also wakes
+//! [`StatusService::changed`], which the stream's publisher waits on.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +19,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::http::HeaderValue;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use shared::api::Mode;
 use shared::{
-    DEFAULT_RECENT, DecisionError, OrchestratorStatus, RecordedDecision, RoutingDecision,
+    DEFAULT_RECENT, DecisionError, Instance, OrchestratorStatus, RecordedDecision, RoutingDecision,
     StatusCounters, Tier, build_status,
 };
+use tokio::sync::Notify;
 
 /// A cached status older than this is rebuilt even if nothing changed, so its
 /// `timestamp` stays close to the time it is served.
@@ -29,9 +37,11 @@ pub struct StatusService {
     active: [AtomicU64; 3],
     /// Bumped after every change anyone could see in a status.
     version: AtomicU64,
-    next_id: AtomicU64,
+    /// Woken after every bump of `version`.
+    changed: Notify,
     /// Distinguishes ids and ETags of this process from an earlier one's.
     boot: String,
+    started_at: DateTime<Utc>,
     capacity: usize,
     window: usize,
     /// Store `[redacted #N]` instead of query text.
@@ -41,9 +51,39 @@ pub struct StatusService {
 }
 
 struct Inner {
+    /// Oldest first, in `seq` order with no gaps.
     buffer: VecDeque<RecordedDecision>,
     total: u64,
     per_tier: [u64; 3],
+    /// The last `seq` handed out (0 before the first decision).
+    seq: u64,
+}
+
+impl Inner {
+    /// The buffered decisions with `seq` in `after+1..=upto`, newest first,
+    /// and whether that is fewer than asked for (some were already dropped,
+    /// or `after` is beyond the newest `seq`).
+    fn between(&self, after: u64, upto: u64) -> (Vec<RoutingDecision>, bool) {
+        if after > self.seq {
+            return (Vec::new(), true);
+        }
+        let upto = upto.min(self.seq);
+        if after >= upto {
+            return (Vec::new(), false);
+        }
+        let oldest = self.buffer.front().map_or(self.seq + 1, |d| d.decision.seq);
+        let gap = after + 1 < oldest;
+        let from = after.max(oldest - 1);
+        // seqs are contiguous: the decision with seq n sits at n - oldest.
+        let range = (from + 1 - oldest) as usize..(upto + 1).saturating_sub(oldest) as usize;
+        let decisions = self
+            .buffer
+            .range(range)
+            .rev()
+            .map(|d| d.decision.clone())
+            .collect();
+        (decisions, gap)
+    }
 }
 
 /// A serialised status, shared by every reader until something changes.
@@ -61,6 +101,8 @@ pub struct Snapshot {
     /// `etag` because inserting the parsed one as a typed header costs the
     /// status poll about 60 instructions more than the ready value.
     pub tag: headers::ETag,
+    /// The newest decision's `seq` in it (0 when none was ever made).
+    pub seq: u64,
 }
 
 impl StatusService {
@@ -71,17 +113,26 @@ impl StatusService {
             capacity >= 1 && window >= 1,
             "capacity and window must be >= 1"
         );
-        let boot = format!("{:x}", Utc::now().timestamp_millis());
+        let started_at = Utc::now();
+        // Start time and process id: two instances started in the same
+        // millisecond (a cluster booting) still differ.
+        let boot = format!(
+            "{:x}-{:x}",
+            started_at.timestamp_millis(),
+            std::process::id()
+        );
         let service = StatusService {
             inner: Mutex::new(Inner {
                 buffer: VecDeque::with_capacity(capacity),
                 total: 0,
                 per_tier: [0; 3],
+                seq: 0,
             }),
             active: Default::default(),
             version: AtomicU64::new(0),
-            next_id: AtomicU64::new(1),
+            changed: Notify::new(),
             boot,
+            started_at,
             capacity,
             window,
             redact: false,
@@ -91,10 +142,11 @@ impl StatusService {
                 body: Bytes::new(),
                 etag: HeaderValue::from_static("W/\"\""),
                 tag: "W/\"\"".parse().expect("a valid ETag"),
+                seq: 0,
             }),
             rebuild: Mutex::new(()),
         };
-        let first = service.build_snapshot(DEFAULT_RECENT);
+        let first = service.build_snapshot(DEFAULT_RECENT, None);
         service.snapshot.store(Arc::new(first));
         service
     }
@@ -116,7 +168,17 @@ impl StatusService {
         self.window
     }
 
-    /// Validates and records a decision; on error nothing is recorded.
+    /// This process: its id, start time and version.
+    pub fn instance(&self) -> Instance {
+        Instance {
+            id: self.boot.clone(),
+            started_at: self.started_at,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    /// Validates and records a decision reported without a mode; on error
+    /// nothing is recorded.
     pub fn record(
         &self,
         query: &str,
@@ -124,23 +186,39 @@ impl StatusService {
         score: f64,
         decision_time_ms: f64,
     ) -> Result<RoutingDecision, DecisionError> {
-        // Everything that allocates or can fail happens before the lock;
-        // validating first keeps ids free of gaps.
+        self.record_routed(query, tier, score, decision_time_ms, None)
+    }
+
+    /// Validates and records a decision made in `mode` (if known); on error
+    /// nothing is recorded. It gets the next `seq`, its id and its time
+    /// under the lock that buffers it, so all three follow buffer order.
+    pub fn record_routed(
+        &self,
+        query: &str,
+        tier: Tier,
+        score: f64,
+        decision_time_ms: f64,
+        mode: Option<Mode>,
+    ) -> Result<RoutingDecision, DecisionError> {
+        // Everything that can fail happens before the lock; validating first
+        // keeps seqs free of gaps.
         let query = shared::stored_query(query)?;
-        let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{seq}", self.boot);
-        let placeholder;
-        let shown = if self.redact {
-            placeholder = format!("[redacted #{seq}]");
-            &placeholder
-        } else {
-            query
-        };
-        let decision = RoutingDecision::new(id, shown, tier, score, Utc::now())?;
-        let recorded = RecordedDecision::new(decision, decision_time_ms)?;
-        let public = recorded.decision.clone();
-        let evicted = {
+        let shown = if self.redact { "[redacted]" } else { query };
+        let decision = RoutingDecision::new(String::new(), shown, tier, score, Utc::now())?;
+        let mut recorded = RecordedDecision::new(decision, decision_time_ms)?;
+        let (public, evicted) = {
             let mut inner = self.lock();
+            inner.seq += 1;
+            let seq = inner.seq;
+            let d = &mut recorded.decision;
+            d.seq = seq;
+            d.mode = mode;
+            d.id = format!("{}-{seq}", self.boot);
+            d.timestamp = Utc::now();
+            if self.redact {
+                d.query = format!("[redacted #{seq}]");
+            }
+            let public = recorded.decision.clone();
             let evicted = if inner.buffer.len() == self.capacity {
                 inner.buffer.pop_front()
             } else {
@@ -149,18 +227,37 @@ impl StatusService {
             inner.buffer.push_back(recorded);
             inner.total += 1;
             inner.per_tier[tier.index()] += 1;
-            evicted
+            (public, evicted)
         };
         // Freed outside the lock.
         drop(evicted);
-        self.version.fetch_add(1, Ordering::Release);
+        self.bump();
         Ok(public)
+    }
+
+    /// Resolves after the next change anyone could see in a status (at
+    /// once if one happened since the last call returned): the wake-up of
+    /// a single waiter, the stream's publisher.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// The buffered decisions with `seq` in `after+1..=upto`, newest first,
+    /// and whether some in that range are gone (dropped from the buffer, or
+    /// `after` is beyond this instance's newest `seq`).
+    pub fn decisions_between(&self, after: u64, upto: u64) -> (Vec<RoutingDecision>, bool) {
+        self.lock().between(after, upto)
     }
 
     /// Marks one request of `tier` as in flight until the guard is dropped.
     pub fn begin(self: &Arc<Self>, tier: Tier) -> ActiveGuard {
         self.active[tier.index()].fetch_add(1, Ordering::AcqRel);
-        self.version.fetch_add(1, Ordering::Release);
+        self.bump();
         ActiveGuard {
             service: Arc::clone(self),
             tier,
@@ -174,6 +271,13 @@ impl StatusService {
 
     /// The status with the newest `recent` decisions listed.
     pub fn status(&self, recent: usize) -> OrchestratorStatus {
+        self.status_since(recent, None).0
+    }
+
+    /// The status with the newest `recent` decisions listed and, with
+    /// `since`, the buffered decisions after it (`decisionsSince`, `resync`);
+    /// and the newest `seq` it covers.
+    pub fn status_since(&self, recent: usize, since: Option<u64>) -> (OrchestratorStatus, u64) {
         let active = Tier::ALL.map(|t| self.active(t));
         let inner = self.lock();
         let counters = StatusCounters {
@@ -181,21 +285,40 @@ impl StatusService {
             total_processed: inner.per_tier,
             active_requests: active,
         };
-        build_status(
+        let mut status = build_status(
             inner.buffer.iter().rev(),
             self.window,
             recent,
             &counters,
             Utc::now(),
-        )
+        );
+        if let Some(since) = since {
+            let (decisions, gap) = inner.between(since, inner.seq);
+            status.decisions_since = Some(decisions);
+            status.resync = Some(gap);
+        }
+        let seq = inner.seq;
+        drop(inner);
+        status.instance = Some(self.instance());
+        status.buffer_capacity = Some(self.capacity);
+        (status, seq)
     }
 
-    /// The serialised status with `recent` decisions. The default listing is
-    /// served from a snapshot shared by all readers and rebuilt only when the
-    /// data changed or the snapshot's timestamp grew stale.
+    /// The serialised status with `recent` decisions (and, with `since`, the
+    /// decisions after it). The default listing is served from a snapshot
+    /// shared by all readers and rebuilt only when the data changed or the
+    /// snapshot's timestamp grew stale.
+    pub fn snapshot_since(&self, recent: usize, since: Option<u64>) -> Arc<Snapshot> {
+        match since {
+            None => self.snapshot(recent),
+            Some(_) => Arc::new(self.build_snapshot(recent, since)),
+        }
+    }
+
+    /// The serialised status with `recent` decisions; see [`Self::snapshot_since`].
     pub fn snapshot(&self, recent: usize) -> Arc<Snapshot> {
         if recent != DEFAULT_RECENT {
-            return Arc::new(self.build_snapshot(recent));
+            return Arc::new(self.build_snapshot(recent, None));
         }
         let current = self.snapshot.load();
         if self.is_fresh(&current) {
@@ -209,7 +332,7 @@ impl StatusService {
         if self.is_fresh(&current) {
             return current;
         }
-        let fresh = Arc::new(self.build_snapshot(DEFAULT_RECENT));
+        let fresh = Arc::new(self.build_snapshot(DEFAULT_RECENT, None));
         self.snapshot.store(Arc::clone(&fresh));
         fresh
     }
@@ -219,12 +342,12 @@ impl StatusService {
             && snapshot.built_at.elapsed() < SNAPSHOT_MAX_AGE
     }
 
-    fn build_snapshot(&self, recent: usize) -> Snapshot {
+    fn build_snapshot(&self, recent: usize, since: Option<u64>) -> Snapshot {
         // Read the version first: the status built next reflects at least it.
         let version = self.version.load(Ordering::Acquire);
-        let status = self.status(recent);
+        let (status, seq) = self.status_since(recent, since);
         let body = serde_json::to_vec(&status).expect("a status always serialises");
-        let etag = self.etag_for(version, recent);
+        let etag = self.etag_for(version, recent, since);
         Snapshot {
             version,
             built_at: Instant::now(),
@@ -232,14 +355,16 @@ impl StatusService {
             tag: etag.parse().expect("an ETag of hex and digits is valid"),
             etag: HeaderValue::from_str(&etag)
                 .expect("an ETag of hex and digits is a valid header"),
+            seq,
         }
     }
 
-    fn etag_for(&self, version: u64, recent: usize) -> String {
-        if recent == DEFAULT_RECENT {
-            format!("W/\"{}-{version}\"", self.boot)
-        } else {
-            format!("W/\"{}-{version}-{recent}\"", self.boot)
+    /// Names the data version and every parameter that shapes the body.
+    fn etag_for(&self, version: u64, recent: usize, since: Option<u64>) -> String {
+        match (recent, since) {
+            (DEFAULT_RECENT, None) => format!("W/\"{}-{version}\"", self.boot),
+            (_, None) => format!("W/\"{}-{version}-{recent}\"", self.boot),
+            (_, Some(since)) => format!("W/\"{}-{version}-{recent}-s{since}\"", self.boot),
         }
     }
 
@@ -261,7 +386,7 @@ pub struct ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.service.active[self.tier.index()].fetch_sub(1, Ordering::AcqRel);
-        self.service.version.fetch_add(1, Ordering::Release);
+        self.service.bump();
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::RoutingDecision;
+use crate::{RoutingDecision, Tier};
 
 /// The largest `max_tokens` a query may ask for.
 pub const MAX_TOKENS: u64 = 1 << 20;
@@ -21,6 +21,17 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The tier this mode sends a query of `score` to: `simple` always the
+    /// fast tier (Q2); `two-stage` the balanced tier (Q3) below 7 points, the
+    /// powerful one (Q4) from 7, and never Q2.
+    pub fn tier_for(self, score: f64) -> Tier {
+        match self {
+            Mode::Simple => Tier::Q2,
+            Mode::TwoStage if score < crate::Complexity::COMPLEX_FROM => Tier::Q3,
+            Mode::TwoStage => Tier::Q4,
+        }
+    }
+
     /// The wire name: `simple` or `two-stage`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -67,26 +78,9 @@ pub struct QueryResponse {
     /// The model the upstream was asked for, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// How the query was routed.
-    pub decision: QueryDecision,
-}
-
-/// A routing decision as `/api/query` reports it: the status's decision plus
-/// the internal tier name, the mode and how long deciding took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct QueryDecision {
-    /// The recorded decision (id, query, tier, complexity, timestamp, score).
-    #[serde(flatten)]
+    /// How the query was routed: the recorded decision, as the status and
+    /// the stream show it.
     pub decision: RoutingDecision,
-    /// `fast`, `balanced` or `powerful`.
-    #[cfg_attr(feature = "openapi", schema(example = "balanced"))]
-    pub tier_name: String,
-    /// The router's mode.
-    pub mode: Mode,
-    /// Time spent deciding, in milliseconds.
-    pub decision_time_ms: f64,
 }
 
 /// The JSON body of every API error.
@@ -101,7 +95,7 @@ pub struct ErrorBody {
     pub error: String,
     /// For `/api/query` failures after routing: the decision that was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<QueryDecision>,
+    pub decision: Option<RoutingDecision>,
 }
 
 /// A non-negative whole number, written as JSON Schema counts integers:

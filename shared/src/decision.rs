@@ -4,6 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
+use crate::api::Mode;
 use crate::{Complexity, Tier};
 
 /// How many characters (Unicode scalar values) of a query a decision keeps.
@@ -110,6 +111,31 @@ pub struct RoutingDecision {
         schema(minimum = 0.0, maximum = 15.0, example = 4.5)
     )]
     pub score: f64,
+    /// Beyond the seed: this instance's sequence number of the decision, 1,
+    /// 2, 3... in the order decisions were recorded (the `id:` of its `decision`
+    /// event on the stream). 0 from a server that predates it.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, example = 42))]
+    pub seq: u64,
+    /// Beyond the seed: the router's mode; absent when a router that lives
+    /// elsewhere reported the decision without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Beyond the seed: time spent deciding, in ms (finite, 0..=3600000).
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0.0, maximum = 3_600_000.0, example = 0.012)
+    )]
+    pub decision_time_ms: Option<f64>,
+    /// Beyond the seed: the tier's internal name, `fast`, `balanced` or
+    /// `powerful`.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "balanced", pattern = "^(fast|balanced|powerful)$")
+    )]
+    pub tier_name: String,
 }
 
 impl RoutingDecision {
@@ -134,8 +160,39 @@ impl RoutingDecision {
             complexity: Complexity::from_score(score),
             timestamp,
             score,
+            seq: 0,
+            mode: None,
+            decision_time_ms: None,
+            tier_name: tier.internal_name().to_owned(),
         })
     }
+
+    /// The same decision with its sequence number and the router's mode.
+    pub fn with_seq(mut self, seq: u64, mode: Option<Mode>) -> Self {
+        self.seq = seq;
+        self.mode = mode;
+        self
+    }
+}
+
+/// Puts `decision` into `newest_first` (a list ordered by `seq`, newest
+/// first) where its `seq` belongs, unless a decision with its id is there
+/// already, and keeps at most `keep`. For a client that merges decisions
+/// arriving one by one (a stream, a delta poll) into the ones it holds.
+pub fn merge_decision(
+    newest_first: &mut Vec<RoutingDecision>,
+    decision: RoutingDecision,
+    keep: usize,
+) {
+    if newest_first.iter().any(|d| d.id == decision.id) {
+        return;
+    }
+    let at = newest_first
+        .iter()
+        .position(|d| d.seq < decision.seq)
+        .unwrap_or(newest_first.len());
+    newest_first.insert(at, decision);
+    newest_first.truncate(keep);
 }
 
 /// A decision as the service keeps it: the wire decision plus how long it took.
@@ -151,9 +208,13 @@ impl RecordedDecision {
     /// Pairs a decision with its validated decision time (`-0` stored as `0`).
     pub fn new(decision: RoutingDecision, decision_time_ms: f64) -> Result<Self, DecisionError> {
         validate_decision_time(decision_time_ms)?;
+        let decision_time_ms = decision_time_ms + 0.0;
         Ok(RecordedDecision {
-            decision,
-            decision_time_ms: decision_time_ms + 0.0,
+            decision: RoutingDecision {
+                decision_time_ms: Some(decision_time_ms),
+                ..decision
+            },
+            decision_time_ms,
         })
     }
 }

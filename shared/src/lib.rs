@@ -14,13 +14,13 @@ mod tier;
 
 pub use decision::{
     DecisionError, INVISIBLE, MAX_DECISION_TIME_MS, MAX_QUERY_CHARS, MAX_SCORE, RecordedDecision,
-    RoutingDecision, is_invisible, stored_query, truncate_query, validate_decision_time,
-    validate_query, validate_score, visible_query_pattern,
+    RoutingDecision, is_invisible, merge_decision, stored_query, truncate_query,
+    validate_decision_time, validate_query, validate_score, visible_query_pattern,
 };
 pub use mock::mock_status;
 pub use status::{
-    ComplexityDistribution, DEFAULT_CAPACITY, DEFAULT_RECENT, DEFAULT_WINDOW, OrchestratorStatus,
-    StatusCounters, TierUtilization, build_status, complexity_distribution, mean_decision_time,
-    tier_utilization,
+    ComplexityDistribution, DEFAULT_CAPACITY, DEFAULT_RECENT, DEFAULT_WINDOW, Instance,
+    OrchestratorStatus, StatusCounters, TierUtilization, Windows, build_status,
+    complexity_distribution, mean_decision_time, tier_utilization,
 };
 pub use tier::{Complexity, Tier};

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::api::Mode;
 use crate::{
     DEFAULT_RECENT, DEFAULT_WINDOW, OrchestratorStatus, RecordedDecision, RoutingDecision,
-    StatusCounters, Tier, build_status,
+    StatusCounters, build_status,
 };
 
 const SAMPLE_QUERIES: [&str; 8] = [
@@ -22,35 +23,45 @@ const SAMPLE_QUERIES: [&str; 8] = [
 const MOCK_DECISIONS: usize = 40;
 
 /// A plausible status computed by the same math as the live one, from a seed:
-/// the same seed and time always give the same status; a new seed (say, the
-/// poll count) moves the numbers so the fallback visibly lives.
+/// the same seed and time always give the same status. The decisions follow
+/// the router's rules: `simple` ones go to Q2 with score 0 and no decision
+/// time, `two-stage` ones to Q3 or Q4 by score (never Q2). The panel makes
+/// one per page and keeps it, so fake numbers never tick as if alive.
 pub fn mock_status(seed: u64, now: DateTime<Utc>) -> OrchestratorStatus {
     let mut rng = SplitMix64(seed);
     let mut counters = StatusCounters::default();
     let decisions: Vec<RecordedDecision> = (0..MOCK_DECISIONS)
         .map(|i| {
-            // tenths of a point, 0.0..=15.0
-            let score = (rng.next() % 151) as f64 / 10.0;
-            let tier = if score < 3.0 {
-                Tier::Q2
-            } else if score < 7.0 {
-                Tier::Q3
+            let mode = if rng.next() % 3 == 0 {
+                Mode::Simple
             } else {
-                Tier::Q4
+                Mode::TwoStage
             };
+            let (score, ms) = match mode {
+                Mode::Simple => (0.0, 0.0),
+                // tenths of a point, 0.0..=15.0; hundredths of a ms
+                Mode::TwoStage => (
+                    (rng.next() % 151) as f64 / 10.0,
+                    (rng.next() % 40 + 1) as f64 / 100.0,
+                ),
+            };
+            let tier = mode.tier_for(score);
             let query = SAMPLE_QUERIES[(rng.next() % SAMPLE_QUERIES.len() as u64) as usize];
             let at = now - Duration::milliseconds(i as i64 * 1_500 + (rng.next() % 900) as i64);
-            let id = format!("mock-{seed}-{i}");
+            let seq = (MOCK_DECISIONS - i) as u64;
+            let id = format!("mock-{seed}-{seq}");
             let decision = RoutingDecision::new(id, query, tier, score, at)
-                .expect("mock scores and queries are valid by construction");
-            let ms = (rng.next() % 4_000) as f64 / 100.0;
+                .expect("mock scores and queries are valid by construction")
+                .with_seq(seq, Some(mode));
             counters.total_processed[tier.index()] += 1;
             RecordedDecision::new(decision, ms).expect("mock times are valid by construction")
         })
         .collect();
     for (i, total) in counters.total_processed.iter_mut().enumerate() {
-        *total += 100 + seed % 50 + i as u64 * 7;
         counters.active_requests[i] = rng.next() % 4;
+        // Two-stage never reaches Q2, so Q2's all-time count comes from
+        // simple-mode decisions only, as the buffered ones do.
+        *total += 100 + seed % 50 + i as u64 * 7;
     }
     counters.total_decisions = counters.total_processed.iter().sum();
     build_status(&decisions, DEFAULT_WINDOW, DEFAULT_RECENT, &counters, now)
@@ -72,6 +83,7 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Tier;
 
     #[test]
     fn mock_is_deterministic_and_obeys_the_rules() {
@@ -94,8 +106,31 @@ mod tests {
         assert!(
             a.recent_decisions
                 .windows(2)
-                .all(|w| w[0].timestamp >= w[1].timestamp),
+                .all(|w| w[0].timestamp >= w[1].timestamp && w[0].seq > w[1].seq),
             "newest first"
         );
+    }
+
+    #[test]
+    fn mock_decisions_follow_the_routing_rules() {
+        for seed in 0..200 {
+            let s = mock_status(seed, DateTime::UNIX_EPOCH);
+            for d in &s.recent_decisions {
+                match d.mode {
+                    Some(Mode::TwoStage) => {
+                        assert_ne!(d.tier, Tier::Q2, "two-stage never routes to Q2: {d:?}");
+                        assert_eq!(d.tier, Mode::TwoStage.tier_for(d.score));
+                    }
+                    Some(Mode::Simple) => {
+                        assert_eq!(
+                            (d.tier, d.score, d.decision_time_ms),
+                            (Tier::Q2, 0.0, Some(0.0))
+                        );
+                    }
+                    None => panic!("every mock decision has a mode"),
+                }
+                assert_eq!(d.tier_name, d.tier.internal_name());
+            }
+        }
     }
 }

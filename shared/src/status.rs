@@ -63,6 +63,62 @@ pub struct OrchestratorStatus {
     #[serde(with = "crate::decision::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: DateTime<Utc>,
+    /// Beyond the seed: which server process this is, so a restart shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
+    /// Beyond the seed: how many decisions each figure covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Windows>,
+    /// Beyond the seed: how many decisions the server keeps (the most
+    /// `recentDecisions`, `decisionsSince` and a stream's replay can hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, example = 100))]
+    pub buffer_capacity: Option<usize>,
+    /// Beyond the seed, only with `?since=SEQ`: the buffered decisions whose
+    /// `seq` is greater than SEQ, newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions_since: Option<Vec<RoutingDecision>>,
+    /// Beyond the seed, only with `?since=SEQ`: true when `decisionsSince`
+    /// cannot be complete (decisions after SEQ were already dropped from the
+    /// buffer, or SEQ is beyond this instance's newest): start over from this
+    /// status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync: Option<bool>,
+}
+
+/// The server process a status comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// Unique to this process: a new one after every restart.
+    #[cfg_attr(feature = "openapi", schema(example = "19a6b2c3d4e-1f2a"))]
+    pub id: String,
+    /// When this process started (RFC 3339, UTC): the start of every
+    /// since-start figure (`totalDecisions`, `totalProcessed`).
+    #[serde(with = "crate::decision::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub started_at: DateTime<Utc>,
+    /// The server's version.
+    #[cfg_attr(feature = "openapi", schema(example = "0.1.0"))]
+    pub version: String,
+}
+
+/// How many of the newest decisions each figure of a status is computed
+/// over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Windows {
+    /// `utilizationPercent` covers the last this many decisions (the
+    /// configured window; all of them while fewer exist).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, example = 20))]
+    pub utilization: usize,
+    /// `complexityDistribution` covers the last this many (all buffered).
+    #[cfg_attr(feature = "openapi", schema(example = 100))]
+    pub distribution: usize,
+    /// `avgDecisionTimeMs` covers the last this many (all buffered).
+    #[cfg_attr(feature = "openapi", schema(example = 100))]
+    pub average: usize,
 }
 
 /// The all-time and right-now numbers a status needs besides the buffer.
@@ -145,6 +201,7 @@ where
     I::IntoIter: Clone,
 {
     let buffer = newest_first.into_iter();
+    let buffered = buffer.clone().count();
     let utilization = tier_utilization(buffer.clone().take(window).map(|d| d.decision.tier));
     OrchestratorStatus {
         tier_utilization: Tier::ALL
@@ -167,6 +224,15 @@ where
         total_decisions: counters.total_decisions,
         avg_decision_time_ms: mean_decision_time(buffer.map(|d| d.decision_time_ms)),
         timestamp: now,
+        instance: None,
+        windows: Some(Windows {
+            utilization: window,
+            distribution: buffered,
+            average: buffered,
+        }),
+        buffer_capacity: None,
+        decisions_since: None,
+        resync: None,
     }
 }
 

@@ -1,0 +1,319 @@
+//! Live push: `GET /api/orchestrator/stream`, Server-Sent Events.
+//!
+//! One publisher per process turns changes of the [`StatusService`] into a
+//! [`Published`] value, at most one per [`COALESCE`]: the serialised status
+//! (the very snapshot `GET /api/orchestrator/status` serves, framed once as
+//! an SSE event) and the frames of the buffered decisions, each serialised
+//! once. It hands that value to every stream through a `watch` channel, so a
+//! stream that falls behind skips straight to the newest value and nothing
+//! queues up for it: its backlog is the shared buffer, read by `seq`.
+//!
+//! A stream sends, in order: `retry:` (how soon a browser reconnects), the
+//! `status` event, then (with `Last-Event-ID` or `?since=`) the buffered
+//! decisions after that `seq` as `decision` events, or a `resync` event when
+//! some are gone. After that, on every change (at most once per 50 ms): the
+//! new `decision` events, then the new `status`. A comment line every 15 s
+//! when nothing else was sent keeps proxies and the browser from deciding the
+//! stream is dead. Every `decision` event and every `status` event carries
+//! `id:` = the newest `seq` it covers, so a browser's automatic reconnect
+//! resumes exactly where it left off.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use shared::{DEFAULT_RECENT, RoutingDecision};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use crate::places::Places;
+use crate::service::StatusService;
+
+/// Streams open at once unless `--max-streams` says otherwise.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// The least time between two sends to one stream (and between two
+/// publications): changes within it are coalesced into the newest.
+pub const COALESCE: Duration = Duration::from_millis(50);
+/// A stream silent this long gets a comment line.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// How soon a browser's `EventSource` reconnects after the stream drops.
+const RETRY: &[u8] = b"retry: 1000\n\n";
+const HEARTBEAT_FRAME: &[u8] = b": heartbeat\n\n";
+
+/// What every stream is sent from: one value, shared.
+#[derive(Debug)]
+pub struct Published {
+    /// The service version it reflects.
+    version: u64,
+    /// The newest decision `seq` it covers.
+    seq: u64,
+    /// `id: <seq>`, `event: status`, `data: <the status JSON>`.
+    status: Bytes,
+    /// `decision` frames of the buffered decisions, oldest first, with
+    /// contiguous `seq`s ending at `seq`.
+    decisions: Vec<(u64, Bytes)>,
+    /// The server is stopping: streams end after sending this.
+    closed: bool,
+}
+
+impl Published {
+    /// The frames of the decisions after `cursor`, or `None` when some of
+    /// them are no longer buffered (or `cursor` is beyond `seq`).
+    fn frames_after(&self, cursor: u64) -> Option<&[(u64, Bytes)]> {
+        if cursor > self.seq {
+            return None;
+        }
+        if cursor == self.seq {
+            return Some(&[]);
+        }
+        let first = self.decisions.first()?.0;
+        if cursor + 1 < first {
+            return None;
+        }
+        Some(&self.decisions[(cursor + 1 - first) as usize..])
+    }
+
+    /// A `resync` event: the decisions after `cursor` cannot all be sent.
+    fn resync(&self, cursor: u64) -> Bytes {
+        let oldest = self.decisions.first().map_or(self.seq, |d| d.0);
+        Bytes::from(format!(
+            "event: resync\ndata: {{\"after\":{cursor},\"oldest\":{oldest},\"newest\":{}}}\n\n",
+            self.seq
+        ))
+    }
+}
+
+/// The publisher's own state: what it last published and the decision
+/// frames it keeps.
+struct Ring {
+    seq: u64,
+    frames: VecDeque<(u64, Bytes)>,
+}
+
+/// The fan-out of status changes to every open stream.
+pub struct Hub {
+    service: Arc<StatusService>,
+    places: Places,
+    tx: watch::Sender<Arc<Published>>,
+    ring: Mutex<Ring>,
+    publisher_started: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Hub {
+    /// A hub over `service` allowing `max_streams` open streams. Its
+    /// publisher starts with the first stream.
+    pub fn new(service: Arc<StatusService>, max_streams: usize) -> Self {
+        let (tx, _) = watch::channel(Arc::new(Published {
+            version: u64::MAX,
+            seq: 0,
+            status: Bytes::new(),
+            decisions: Vec::new(),
+            closed: false,
+        }));
+        Hub {
+            service,
+            places: Places::new(max_streams),
+            tx,
+            ring: Mutex::new(Ring {
+                seq: 0,
+                frames: VecDeque::new(),
+            }),
+            publisher_started: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Streams open now and the cap.
+    pub fn places(&self) -> &Places {
+        &self.places
+    }
+
+    /// Opens a stream resuming after `resume` (a `seq`), if given; a 503
+    /// when `--max-streams` are open.
+    pub fn subscribe(self: &Arc<Self>, resume: Option<u64>) -> Result<Response, ApiError> {
+        let place = self
+            .places
+            .try_take()
+            .ok_or(ApiError::TooManyStreams(self.places.max()))?;
+        if !self.publisher_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(publish_loop(Arc::clone(self)));
+        }
+        // New streams start from the current state, not the last publication.
+        self.publish();
+        let mut rx = self.tx.subscribe();
+        let now = rx.borrow_and_update().clone();
+        let mut stream = Stream {
+            rx,
+            cursor: now.seq,
+            last_sent: Instant::now(),
+            pending: VecDeque::from([Bytes::from_static(RETRY), now.status.clone()]),
+            done: now.closed,
+            _place: place,
+        };
+        if let Some(after) = resume {
+            match now.frames_after(after) {
+                Some(frames) => stream.pending.extend(frames.iter().map(|f| f.1.clone())),
+                None => stream.pending.push_back(now.resync(after)),
+            }
+        }
+        let body = Body::from_stream(futures_util::StreamExt::fuse(futures_util::stream::unfold(
+            stream,
+            Stream::next,
+        )));
+        let mut response = Response::new(body);
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, EVENT_STREAM);
+        h.insert(header::CACHE_CONTROL, NO_CACHE);
+        h.insert("x-accel-buffering", NO);
+        Ok(response)
+    }
+
+    /// Publishes the service's current state if it changed since the last
+    /// publication.
+    fn publish(&self) {
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let snapshot = self.service.snapshot(DEFAULT_RECENT);
+        if snapshot.version == self.tx.borrow().version {
+            return;
+        }
+        let capacity = self.service.capacity();
+        let (new, gap) = self.service.decisions_between(ring.seq, snapshot.seq);
+        if gap {
+            // Kept frames must stay contiguous with the new ones.
+            ring.frames.clear();
+        }
+        for decision in new.into_iter().rev() {
+            let frame = decision_frame(&decision);
+            ring.frames.push_back((decision.seq, frame));
+            if ring.frames.len() > capacity {
+                ring.frames.pop_front();
+            }
+        }
+        ring.seq = snapshot.seq;
+        let mut status = BytesMut::with_capacity(snapshot.body.len() + 48);
+        status.put_slice(format!("id: {}\nevent: status\ndata: ", snapshot.seq).as_bytes());
+        status.put_slice(&snapshot.body);
+        status.put_slice(b"\n\n");
+        self.tx.send_replace(Arc::new(Published {
+            version: snapshot.version,
+            seq: snapshot.seq,
+            status: status.freeze(),
+            decisions: ring.frames.iter().cloned().collect(),
+            closed: false,
+        }));
+    }
+
+    /// Ends every open stream (after what it was sent so far) and every
+    /// stream opened from now on: the server is stopping.
+    pub fn close(&self) {
+        let _ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        self.closed.store(true, Ordering::Release);
+        self.tx.send_modify(|p| {
+            *p = Arc::new(Published {
+                version: p.version,
+                seq: p.seq,
+                status: p.status.clone(),
+                decisions: p.decisions.clone(),
+                closed: true,
+            })
+        });
+    }
+}
+
+/// Publishes each change, at most one per [`COALESCE`]: the first change
+/// after a quiet spell at once, the ones crowding after it together.
+async fn publish_loop(hub: Arc<Hub>) {
+    let mut last = Instant::now() - COALESCE;
+    loop {
+        hub.service.changed().await;
+        tokio::time::sleep_until(last + COALESCE).await;
+        if hub.closed.load(Ordering::Acquire) {
+            return;
+        }
+        hub.publish();
+        last = Instant::now();
+    }
+}
+
+fn decision_frame(d: &RoutingDecision) -> Bytes {
+    let json = serde_json::to_vec(d).expect("a decision always serialises");
+    let mut frame = BytesMut::with_capacity(json.len() + 48);
+    frame.put_slice(format!("id: {}\nevent: decision\ndata: ", d.seq).as_bytes());
+    frame.put_slice(&json);
+    frame.put_slice(b"\n\n");
+    frame.freeze()
+}
+
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const NO: HeaderValue = HeaderValue::from_static("no");
+
+/// One open stream: where it is, and what it still has to send.
+struct Stream {
+    rx: watch::Receiver<Arc<Published>>,
+    /// The newest `seq` this stream has covered.
+    cursor: u64,
+    last_sent: Instant,
+    /// Frames to send before waiting again: at most one wake-up's worth.
+    pending: VecDeque<Bytes>,
+    done: bool,
+    /// Holds one of the `--max-streams` places until the stream ends.
+    _place: OwnedSemaphorePermit,
+}
+
+impl Stream {
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                self.last_sent = Instant::now();
+                return Some((Ok(frame), self));
+            }
+            if self.done {
+                return None;
+            }
+            tokio::select! {
+                changed = self.rx.changed() => {
+                    if changed.is_err() {
+                        self.done = true;
+                        continue;
+                    }
+                    tokio::time::sleep_until(self.last_sent + COALESCE).await;
+                    let now = self.rx.borrow_and_update().clone();
+                    self.catch_up(&now);
+                }
+                () = tokio::time::sleep_until(self.last_sent + HEARTBEAT) => {
+                    self.pending.push_back(Bytes::from_static(HEARTBEAT_FRAME));
+                }
+            }
+        }
+    }
+
+    /// Queues the decisions after the cursor (or a `resync`), then the
+    /// status; ends after them if the server is stopping.
+    fn catch_up(&mut self, now: &Published) {
+        if now.closed {
+            self.done = true;
+        }
+        if now.seq == self.cursor && now.closed {
+            return;
+        }
+        match now.frames_after(self.cursor) {
+            Some(frames) => self.pending.extend(frames.iter().map(|f| f.1.clone())),
+            None => self.pending.push_back(now.resync(self.cursor)),
+        }
+        self.cursor = now.seq;
+        self.pending.push_back(now.status.clone());
+    }
+}
