@@ -5,12 +5,14 @@ use std::fmt;
 use futures::future::{Either, select};
 use gloo_net::http::{Request, Response};
 use gloo_timers::future::TimeoutFuture;
-use shared::OrchestratorStatus;
-use shared::api::{ErrorBody, QueryDecision, QueryRequest, QueryResponse};
+use shared::api::{ErrorBody, QueryRequest, QueryResponse};
+use shared::{OrchestratorStatus, RoutingDecision};
 use web_sys::AbortController;
 
 /// The status endpoint, relative to the API base.
 pub const STATUS_PATH: &str = "/api/orchestrator/status";
+/// The event stream, relative to the API base.
+pub const STREAM_PATH: &str = "/api/orchestrator/stream";
 /// The router endpoint, relative to the API base.
 pub const QUERY_PATH: &str = "/api/query";
 
@@ -28,10 +30,31 @@ pub enum ApiError {
         /// The server's `error` text, when it sent a JSON error.
         message: Option<String>,
         /// For `/api/query`: the decision recorded before the failure.
-        decision: Option<Box<QueryDecision>>,
+        decision: Option<Box<RoutingDecision>>,
     },
     /// A 2xx answer whose body is not what the API promises.
     Malformed(String),
+}
+
+impl ApiError {
+    /// The failure in an operator's words, for the badge: what kind
+    /// (backend unreachable, timeout, HTTP status, bad JSON), then the
+    /// detail in parentheses.
+    pub fn reason(&self) -> String {
+        match self {
+            ApiError::Network(why) => format!("backend unreachable ({why})"),
+            ApiError::Timeout(ms) => {
+                format!("timeout (no answer within {} s)", *ms as f64 / 1000.0)
+            }
+            ApiError::Status {
+                code,
+                message: Some(m),
+                ..
+            } => format!("HTTP {code} ({m})"),
+            ApiError::Status { code, .. } => format!("HTTP {code}"),
+            ApiError::Malformed(why) => format!("bad JSON ({why})"),
+        }
+    }
 }
 
 impl fmt::Display for ApiError {

@@ -1,5 +1,6 @@
-//! Wall-clock helpers over the browser's `Date` (chrono's clock is not wired
-//! to JS in this build, and `Date` keeps the WASM small).
+//! Wall-clock and duration formatting over the browser's `Date` and `Intl`
+//! (chrono's clock is not wired to JS in this build, and `Date` keeps the
+//! WASM small). Times follow the browser's locale and time zone.
 
 use chrono::{DateTime, Utc};
 use wasm_bindgen::JsValue;
@@ -14,14 +15,73 @@ pub fn now_utc() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(now_ms() as i64).unwrap_or_default()
 }
 
-/// `HH:MM:SS` in the user's local time.
+/// The browser's language (e.g. `en-US`), for every date shown.
+fn locale() -> String {
+    web_sys::window()
+        .and_then(|w| w.navigator().language())
+        .unwrap_or_else(|| "en-GB".into())
+}
+
+fn options(pairs: &[(&str, &str)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), &JsValue::from_str(v));
+    }
+    o.into()
+}
+
+/// The time of day, to the second, in the browser's locale and zone.
 pub fn clock(ms: f64) -> String {
     js_sys::Date::new(&JsValue::from_f64(ms))
-        .to_locale_time_string("en-GB")
+        .to_locale_time_string_with_options(
+            &locale(),
+            &options(&[
+                ("hour", "2-digit"),
+                ("minute", "2-digit"),
+                ("second", "2-digit"),
+            ]),
+        )
         .into()
 }
 
-/// `HH:MM:SS` local time of a UTC timestamp.
-pub fn clock_of(t: &DateTime<Utc>) -> String {
-    clock(t.timestamp_millis() as f64)
+/// Hours and minutes, in the browser's locale and zone.
+pub fn hours_minutes(ms: f64) -> String {
+    js_sys::Date::new(&JsValue::from_f64(ms))
+        .to_locale_time_string_with_options(
+            &locale(),
+            &options(&[("hour", "2-digit"), ("minute", "2-digit")]),
+        )
+        .into()
+}
+
+/// The date alone, in the browser's locale.
+pub fn date(ms: f64) -> String {
+    js_sys::Date::new(&JsValue::from_f64(ms))
+        .to_locale_date_string(&locale(), &options(&[("dateStyle", "medium")]))
+        .into()
+}
+
+/// Date, time to the second and UTC offset (for a hover title).
+pub fn full(ms: f64) -> String {
+    js_sys::Date::new(&JsValue::from_f64(ms))
+        .to_locale_string(
+            &locale(),
+            &options(&[("dateStyle", "full"), ("timeStyle", "long")]),
+        )
+        .into()
+}
+
+/// Milliseconds of a UTC timestamp.
+pub fn ms_of(t: &DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64
+}
+
+/// A decision time as an operator reads it: microseconds below 1 ms
+/// (`12 µs`), else milliseconds with two decimals (`3.25 ms`).
+pub fn duration(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1_000.0)
+    } else {
+        format!("{ms:.2} ms")
+    }
 }

@@ -6,7 +6,7 @@ use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use panel::components::orchestrator_status_panel::OrchestratorStatusPanel;
 use panel::components::status_view::StatusView;
-use panel::hooks::DataSource;
+use panel::hooks::{DataSource, Transport};
 use shared::{
     OrchestratorStatus, RecordedDecision, RoutingDecision, StatusCounters, Tier, build_status,
 };
@@ -66,12 +66,36 @@ async fn settle() {
 async fn renders_a_given_status() {
     let root = container();
     let (status, set_status) = signal(Some(status_of(12, panel::time::now_utc())));
+    let decisions = Signal::derive(move || {
+        status.with(|s| {
+            s.as_ref()
+                .map(|s| s.recent_decisions.clone())
+                .unwrap_or_default()
+        })
+    });
     let _handle = leptos::mount::mount_to(root.clone(), move || {
-        view! { <StatusView status=status source=Signal::stored(Some(DataSource::Live)) last_live_ms=Signal::stored(Some(0.0))/> }
+        view! {
+            <StatusView
+                status=status
+                decisions=decisions
+                source=Signal::stored(Some(DataSource::Live(Transport::Stream)))
+                last_live_ms=Signal::stored(Some(0.0))
+            />
+        }
     });
     settle().await;
     assert_eq!(text(&root, "[data-testid=data-source]"), "Live");
+    assert_eq!(text(&root, "[data-testid=transport]"), "stream");
     assert_eq!(text(&root, "[data-testid=total-decisions]"), "12");
+    assert_eq!(
+        text(&root, "[data-testid=utilization-covers]"),
+        "last 20 decisions"
+    );
+    assert_eq!(
+        text(&root, "[data-testid=distribution-covers]"),
+        "last 12 decisions"
+    );
+    assert_eq!(text(&root, "[data-testid=decision-time]"), "2.00 ms");
     assert_eq!(text(&root, "[data-testid=avg-decision-time]"), "2.00 ms");
     assert_eq!(count(&root, "[data-testid=decision]"), 10);
     let q2 = text(&root, "[data-testid=tier-Q2]");
@@ -131,4 +155,49 @@ async fn mock_badge_on_a_failed_fetch() {
     // mock numbers still render, from shared's generator
     assert_eq!(count(&root, "[data-testid=decision]"), 10);
     assert_eq!(count(&root, "[data-testid^=tier-]"), 3);
+}
+
+/// Before the first answer nothing looks like a real number; a stale panel
+/// keeps its numbers, says since when and why; decision times under 1 ms
+/// read in microseconds.
+#[wasm_bindgen_test]
+async fn connecting_stale_and_microseconds() {
+    let root = container();
+    let (status, set_status) = signal(None::<OrchestratorStatus>);
+    let (source, set_source) = signal(None::<DataSource>);
+    let decisions = Signal::derive(move || {
+        status.with(|s| {
+            s.as_ref()
+                .map(|s| s.recent_decisions.clone())
+                .unwrap_or_default()
+        })
+    });
+    let _handle = leptos::mount::mount_to(root.clone(), move || {
+        view! { <StatusView status=status decisions=decisions source=source last_live_ms=Signal::stored(None)/> }
+    });
+    settle().await;
+    assert_eq!(text(&root, "[data-testid=data-source]"), "Connecting…");
+    assert_eq!(text(&root, "[data-testid=total-decisions]"), "—");
+    assert_eq!(text(&root, "[data-testid=avg-decision-time]"), "—");
+    let mut s = status_of(3, panel::time::now_utc());
+    s.avg_decision_time_ms = 0.013;
+    set_status.set(Some(s));
+    set_source.set(Some(DataSource::Stale {
+        since_ms: 0.0,
+        reason: "stream dropped".into(),
+    }));
+    settle().await;
+    assert_eq!(text(&root, "[data-testid=avg-decision-time]"), "13 µs");
+    let badge = text(&root, "[data-testid=data-source]");
+    assert!(
+        badge.starts_with("Stale since ") && badge.ends_with(" (stream dropped)"),
+        "{badge}"
+    );
+    assert_eq!(
+        text(&root, "[data-testid=total-decisions]"),
+        "3",
+        "the last live numbers stay"
+    );
+    let panel = root.query_selector("[data-testid=panel]").unwrap().unwrap();
+    assert_eq!(panel.get_attribute("data-state").as_deref(), Some("stale"));
 }

@@ -14,6 +14,9 @@ pub fn ComplexityDistributionView(
     /// The status's `complexityDistribution`.
     #[prop(into)]
     distribution: Signal<ComplexityDistribution>,
+    /// Which decisions the shares cover ("last 100 decisions").
+    #[prop(into)]
+    covers: Signal<String>,
 ) -> impl IntoView {
     let classes: [(&'static str, Pick); 3] = [
         ("SIMPLE", |d| d.simple),
@@ -36,6 +39,7 @@ pub fn ComplexityDistributionView(
     view! {
         <section class="card" aria-labelledby="dist-h">
             <h2 id="dist-h">"Complexity mix"</h2>
+            <p class="covers muted" data-testid="distribution-covers">{covers}</p>
             <div class="mono" data-testid="distribution">{rows}</div>
         </section>
     }

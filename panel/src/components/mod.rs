@@ -1,5 +1,6 @@
 //! The panel's components, one per file.
 
+pub mod announcer;
 pub mod ascii_bar;
 pub mod complexity_distribution;
 pub mod orchestrator_status_panel;

@@ -5,8 +5,8 @@ use leptos::prelude::*;
 use crate::components::status_view::StatusView;
 use crate::hooks::{PollConfig, use_orchestrator_status};
 
-/// Polls the status endpoint and renders it, falling back to labelled mock
-/// data when the API is unreachable.
+/// Follows the server's event stream (polling while it is down) and renders
+/// it, labelled live, stale or mock.
 #[component]
 pub fn OrchestratorStatusPanel(
     /// Prefix of the API's paths; empty for the page's own origin.
@@ -24,6 +24,14 @@ pub fn OrchestratorStatusPanel(
         api_base,
         interval_ms: interval_ms.unwrap_or(defaults.interval_ms),
         timeout_ms: timeout_ms.unwrap_or(defaults.timeout_ms),
+        ..defaults
     });
-    view! { <StatusView status=feed.status source=feed.source last_live_ms=feed.last_live_ms/> }
+    view! {
+        <StatusView
+            status=feed.status
+            decisions=feed.decisions
+            source=feed.source
+            last_live_ms=feed.last_live_ms
+        />
+    }
 }

@@ -1,10 +1,12 @@
 //! Send a query through the router and see how it was routed.
 
 use leptos::prelude::*;
-use shared::api::{Mode, QueryDecision, QueryRequest, QueryResponse};
+use shared::RoutingDecision;
+use shared::api::{Mode, QueryRequest, QueryResponse};
 use web_sys::AbortController;
 
 use crate::api::{self, ApiError};
+use crate::time;
 
 /// Generation can take long; past this the form gives up on the answer.
 const QUERY_TIMEOUT_MS: u32 = 120_000;
@@ -103,14 +105,14 @@ fn render_result(result: Result<QueryResponse, ApiError>) -> AnyView {
     }
 }
 
-fn decision_line(d: &QueryDecision) -> impl IntoView {
+fn decision_line(d: &RoutingDecision) -> impl IntoView {
     view! {
         <p class="decision-line mono">
-            "Routed to "<strong>{format!("{} ({})", d.decision.tier, d.tier_name)}</strong>
-            " · "{d.decision.complexity.label()}
-            " · score "{format!("{:.2}", d.decision.score)}
-            " · decided in "{format!("{:.3} ms", d.decision_time_ms)}
-            " · "{d.mode.name()}
+            "Routed to "<strong>{format!("{} ({})", d.tier, d.tier.internal_name())}</strong>
+            " · "{d.complexity.label()}
+            " · score "{format!("{:.2}", d.score)}
+            " · decided in "{d.decision_time_ms.map_or_else(|| "—".into(), time::duration)}
+            " · "{d.mode.map_or("—", Mode::name)}
         </p>
     }
 }

@@ -1,20 +1,36 @@
-//! Renders a status as given; knows nothing of polling, so tests can feed it.
+//! Renders a status as given; knows nothing of transports, so tests can feed
+//! it.
 
 use leptos::prelude::*;
-use shared::OrchestratorStatus;
+use shared::{OrchestratorStatus, RoutingDecision};
 
+use crate::components::announcer::Announcer;
 use crate::components::complexity_distribution::ComplexityDistributionView;
 use crate::components::recent_decisions::RecentDecisions;
 use crate::components::source_badge::SourceBadge;
 use crate::components::tier_utilization::TierUtilizationView;
 use crate::hooks::DataSource;
+use crate::time;
 
-/// The whole panel body for a status, its source, and its freshness.
+/// "last N decisions", or what an older server (no `windows`) lets us say.
+fn covers(n: Option<usize>) -> String {
+    match n {
+        Some(1) => "last decision".into(),
+        Some(n) => format!("last {n} decisions"),
+        None => "recent decisions".into(),
+    }
+}
+
+/// The whole panel body for a status, its decisions, its source, and its
+/// freshness.
 #[component]
 pub fn StatusView(
-    /// The status to show; `None` renders an empty, waiting panel.
+    /// The status to show; `None` renders a waiting panel with no numbers.
     #[prop(into)]
     status: Signal<Option<OrchestratorStatus>>,
+    /// The newest decisions, newest first.
+    #[prop(into)]
+    decisions: Signal<Vec<RoutingDecision>>,
     /// Where it came from.
     #[prop(into)]
     source: Signal<Option<DataSource>>,
@@ -29,13 +45,6 @@ pub fn StatusView(
                 .unwrap_or_default()
         })
     });
-    let decisions = Signal::derive(move || {
-        status.with(|s| {
-            s.as_ref()
-                .map(|s| s.recent_decisions.clone())
-                .unwrap_or_default()
-        })
-    });
     let distribution = Signal::derive(move || {
         status.with(|s| {
             s.as_ref()
@@ -43,37 +52,107 @@ pub fn StatusView(
                 .unwrap_or_default()
         })
     });
-    let total = move || status.with(|s| s.as_ref().map_or(0, |s| s.total_decisions));
+    let windows = Memo::new(move |_| status.with(|s| s.as_ref().and_then(|s| s.windows)));
+    let has_status = move || status.with(Option::is_some);
+    // Before the first answer: a dash, never a zero that looks real.
+    let total = move || {
+        status.with(|s| {
+            s.as_ref()
+                .map_or_else(|| "—".to_owned(), |s| s.total_decisions.to_string())
+        })
+    };
     let avg = move || {
         status.with(|s| {
-            format!(
-                "{:.2} ms",
-                s.as_ref().map_or(0.0, |s| s.avg_decision_time_ms)
+            s.as_ref().map_or_else(
+                || "—".to_owned(),
+                |s| time::duration(s.avg_decision_time_ms),
             )
         })
     };
+    let started = Memo::new(move |_| {
+        status.with(|s| {
+            s.as_ref()
+                .and_then(|s| s.instance.as_ref())
+                .map(|i| time::ms_of(&i.started_at))
+        })
+    });
+    let since_start = move || match started.get() {
+        Some(ms) => format!(
+            "since start {}, {}",
+            time::hours_minutes(ms),
+            time::date(ms)
+        ),
+        None => "since start".to_owned(),
+    };
+    let since_start_title = move || started.get().map(time::full);
+    let avg_covers = move || format!("mean of the {}", covers(windows.get().map(|w| w.average)));
+    let state = move || match source.get() {
+        None => "connecting",
+        Some(DataSource::Live(_)) => "live",
+        Some(DataSource::Stale { .. }) => "stale",
+        Some(DataSource::Mock { .. }) => "mock",
+    };
     let is_mock = move || matches!(source.get(), Some(DataSource::Mock { .. }));
+    let is_stale = move || matches!(source.get(), Some(DataSource::Stale { .. }));
+    let instance = move || {
+        status.with(|s| {
+            s.as_ref().and_then(|s| s.instance.clone()).map(|i| {
+                let ms = time::ms_of(&i.started_at);
+                view! {
+                    <span data-testid="instance">
+                        "Instance "<code>{i.id}</code>" · started "
+                        <time datetime=i.started_at.to_rfc3339() title=time::full(ms)>
+                            {format!("{}, {}", time::clock(ms), time::date(ms))}
+                        </time>
+                        " · v"{i.version}
+                    </span>
+                }
+            })
+        })
+    };
     view! {
-        <section class="panel" class:is-mock=is_mock data-testid="panel" aria-label="Orchestrator status">
+        <section
+            class="panel"
+            class:is-mock=is_mock
+            class:is-stale=is_stale
+            data-testid="panel"
+            data-state=state
+            aria-labelledby="panel-h"
+            aria-busy=move || (!has_status()).to_string()
+        >
             <header class="panel-head">
-                <h1>"Orchestrator status"</h1>
+                <h1 id="panel-h">"Orchestrator status"</h1>
                 <SourceBadge source=source last_live_ms=last_live_ms/>
             </header>
-            <div class="totals">
-                <div class="stat">
-                    <span class="stat-label">"Total decisions"</span>
-                    <span class="stat-value mono" data-testid="total-decisions">{total}</span>
+            <div class="data">
+                <div class="totals">
+                    <div class="stat">
+                        <span class="stat-label">"Total decisions"</span>
+                        <span class="stat-value mono" data-testid="total-decisions">{total}</span>
+                        <span class="stat-covers" data-testid="total-covers" title=since_start_title>
+                            {since_start}
+                        </span>
+                    </div>
+                    <div class="stat">
+                        <span class="stat-label">"Average decision time"</span>
+                        <span class="stat-value mono" data-testid="avg-decision-time">{avg}</span>
+                        <span class="stat-covers" data-testid="avg-covers">{avg_covers}</span>
+                    </div>
                 </div>
-                <div class="stat">
-                    <span class="stat-label">"Average decision time"</span>
-                    <span class="stat-value mono" data-testid="avg-decision-time">{avg}</span>
+                <div class="grid">
+                    <TierUtilizationView
+                        tiers=tiers
+                        covers=Signal::derive(move || covers(windows.get().map(|w| w.utilization)))
+                    />
+                    <ComplexityDistributionView
+                        distribution=distribution
+                        covers=Signal::derive(move || covers(windows.get().map(|w| w.distribution)))
+                    />
+                    <RecentDecisions decisions=decisions/>
                 </div>
             </div>
-            <div class="grid">
-                <TierUtilizationView tiers=tiers/>
-                <ComplexityDistributionView distribution=distribution/>
-                <RecentDecisions decisions=decisions/>
-            </div>
+            <Announcer decisions=decisions source=source/>
+            <footer class="panel-foot muted">{instance}</footer>
         </section>
     }
 }

@@ -11,6 +11,9 @@ pub fn TierUtilizationView(
     /// The status's `tierUtilization` (Q2, Q3, Q4).
     #[prop(into)]
     tiers: Signal<Vec<TierUtilization>>,
+    /// Which decisions the shares cover ("last 20 decisions").
+    #[prop(into)]
+    covers: Signal<String>,
 ) -> impl IntoView {
     let rows = Tier::ALL
         .into_iter()
@@ -37,6 +40,7 @@ pub fn TierUtilizationView(
     view! {
         <section class="card" aria-labelledby="tiers-h">
             <h2 id="tiers-h">"Tier utilization"</h2>
+            <p class="covers muted" data-testid="utilization-covers">{covers}</p>
             <div class="mono">{rows}</div>
         </section>
     }

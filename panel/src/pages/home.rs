@@ -15,8 +15,9 @@ pub fn HomePage() -> impl IntoView {
             <span class="muted">"how queries are routed to Q2 · Q3 · Q4, live"</span>
         </header>
         <main>
-            <QueryForm/>
+            // The panel holds the page's h1; the form's h2 follows it.
             <OrchestratorStatusPanel/>
+            <QueryForm/>
         </main>
     }
 }
