@@ -198,7 +198,7 @@ pub async fn status(State(state): State<AppState>, req: Request) -> Response {
     params(
         StreamParams,
         ("Last-Event-ID" = Option<String>, Header,
-         description = "The `id` of the last event received (a `seq`, 0..=9007199254740992): replay the buffered decisions after it, or send `resync`. Browsers send it when they reconnect."),
+         description = "The `id` of the last event received (digits: a `seq`): replay the buffered decisions after it, or send `resync` when some are gone or it is beyond the newest. Empty means none. Browsers send it when they reconnect."),
     ),
     responses(
         (status = 200, description = "An endless event stream. First `retry`, then a `status` event carrying the same JSON as `GET /api/orchestrator/status` (its `id` is the newest `seq` it covers); with `Last-Event-ID` or `since`, the buffered decisions after it as `decision` events (`id` = the decision's `seq`, data = the decision) or one `resync` event (data `{after, oldest, newest}`) when some are gone. Then, on every change and at most once per 50 ms, the new `decision` events followed by the new `status`. A comment line every 15 s when nothing else was sent. It ends when the server stops.",
@@ -218,15 +218,9 @@ pub async fn stream(State(state): State<AppState>, req: Request) -> Result<Respo
     let last_event_id = req
         .headers()
         .get("last-event-id")
-        .map(|v| {
-            let text = v.to_str().map_err(|_| {
-                ApiError::BadParameter(
-                    "Last-Event-ID: must be an integer, got non-ASCII bytes".into(),
-                )
-            })?;
-            parse_seq("Last-Event-ID", text.trim())
-        })
-        .transpose()?;
+        .map(|v| parse_event_id(v.as_bytes()))
+        .transpose()?
+        .flatten();
     state.streams.subscribe(last_event_id.or(params.since))
 }
 
@@ -334,6 +328,28 @@ fn parse_seq(name: &str, value: &str) -> Result<u64, ApiError> {
             "{name}: must be an integer in 0..={MAX_SEQ}, got {value:?}"
         ))),
     }
+}
+
+/// `Last-Event-ID`: digits, or empty (which, as in the SSE standard, means
+/// none). Ids beyond any `seq` this instance made are read as "beyond the
+/// newest", which the stream answers with `resync`.
+fn parse_event_id(raw: &[u8]) -> Result<Option<u64>, ApiError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if !raw.iter().all(u8::is_ascii_digit) {
+        return Err(ApiError::BadParameter(format!(
+            "Last-Event-ID: must be the id of an event of this stream (digits), got {:?}",
+            String::from_utf8_lossy(raw)
+        )));
+    }
+    // All digits: only overflow can fail, and that is beyond every seq.
+    Ok(Some(
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX),
+    ))
 }
 
 /// The largest `seq` accepted as a resume point: 2^53, the largest integer
@@ -545,6 +561,10 @@ pub fn document(capacity: usize, ingest_token: bool) -> serde_json::Value {
     set(
         "/paths/~1api~1orchestrator~1status/get/parameters/0/schema/maximum",
         capacity.into(),
+    );
+    set(
+        "/paths/~1api~1orchestrator~1stream/get/parameters/1/schema",
+        serde_json::json!({"type": "string", "pattern": "^[0-9]*$"}),
     );
     let pattern = serde_json::Value::from(shared::visible_query_pattern());
     for schema in ["IngestRequest", "QueryRequest"] {

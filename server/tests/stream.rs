@@ -265,14 +265,18 @@ async fn last_event_id_and_since_replay_what_is_buffered() {
 async fn resync_when_the_decisions_are_gone_or_never_were() {
     let state = state(5, 10);
     record(&state, 12); // 1..=7 dropped
-    for (resume, label) in [("3", "evicted"), ("99", "beyond the newest")] {
+    for (resume, label) in [
+        ("3", "evicted"),
+        ("99", "beyond the newest"),
+        ("99999999999999999999999", "beyond any seq"),
+    ] {
         let mut r = Reader::open(&state, "/api/orchestrator/stream", Some(resume)).await;
         assert_eq!(r.next().await.unwrap().event, "status");
         let e = r.next().await.unwrap();
         assert_eq!(e.event, "resync", "{label}");
         assert_eq!(e.id, None);
         let data = e.json();
-        assert_eq!(data["after"], resume.parse::<u64>().unwrap());
+        assert_eq!(data["after"], resume.parse::<u64>().unwrap_or(u64::MAX));
         assert_eq!(
             (data["oldest"].as_u64(), data["newest"].as_u64()),
             (Some(8), Some(12))
@@ -358,7 +362,8 @@ async fn bad_resume_points_are_json_400s() {
         ("/api/orchestrator/stream?since=abc", None),
         ("/api/orchestrator/stream?since=1&since=2", None),
         ("/api/orchestrator/stream", Some("x1")),
-        ("/api/orchestrator/stream", Some("99999999999999999999")),
+        ("/api/orchestrator/stream", Some("-1")),
+        ("/api/orchestrator/stream", Some("1.5")),
     ] {
         let mut req = Request::get(uri);
         if let Some(id) = id {

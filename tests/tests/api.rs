@@ -393,6 +393,53 @@ async fn status_json_is_the_seed_interface() {
     )
     .await;
     let s = c.status().await;
+    // The seed's keys, in the seed's order, first; only the documented
+    // additions after them. (`Value` here keeps no order: read the text.)
+    let text = c.text("/api/orchestrator/status").await;
+    let order = |text: &str, keys: &[&str]| {
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                text.find(&format!("\"{k}\":"))
+                    .unwrap_or_else(|| panic!("{k} in {text}"))
+            })
+            .collect();
+        assert!(
+            at.windows(2).all(|w| w[0] < w[1]),
+            "{keys:?} in order: {text}"
+        );
+    };
+    let decision_at = text.find("\"recentDecisions\":[{").unwrap() + 20;
+    let decision = &text[decision_at..decision_at + text[decision_at..].find('}').unwrap()];
+    order(
+        decision,
+        &[
+            "id",
+            "query",
+            "tier",
+            "complexity",
+            "timestamp",
+            "score",
+            "seq",
+            "decisionTimeMs",
+            "tierName",
+        ],
+    );
+    let top = text.replacen(decision, "", 1);
+    order(
+        &top,
+        &[
+            "tierUtilization",
+            "recentDecisions",
+            "complexityDistribution",
+            "totalDecisions",
+            "avgDecisionTimeMs",
+            "timestamp",
+            "instance",
+            "windows",
+            "bufferCapacity",
+        ],
+    );
     let keys = |v: &Value| -> Vec<String> {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         k.sort();
@@ -402,16 +449,30 @@ async fn status_json_is_the_seed_interface() {
         keys(&s),
         [
             "avgDecisionTimeMs",
+            "bufferCapacity",
             "complexityDistribution",
+            "instance",
             "recentDecisions",
             "tierUtilization",
             "timestamp",
-            "totalDecisions"
+            "totalDecisions",
+            "windows"
         ]
     );
     assert_eq!(
         keys(&s["recentDecisions"][0]),
-        ["complexity", "id", "query", "score", "tier", "timestamp"]
+        [
+            "complexity",
+            "decisionTimeMs",
+            "id",
+            "query",
+            "score",
+            "seq",
+            "tier",
+            "tierName",
+            "timestamp"
+        ],
+        "no mode: the ingested decision did not say"
     );
     assert_eq!(
         keys(&s["tierUtilization"][0]),
