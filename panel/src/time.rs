@@ -76,10 +76,11 @@ pub fn ms_of(t: &DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64
 }
 
-/// A decision time as an operator reads it: microseconds below 1 ms
-/// (`12 µs`), else milliseconds with two decimals (`3.25 ms`).
+/// A decision time as an operator reads it: microseconds between 0 and
+/// 1 ms (`12 µs`), else milliseconds with two decimals (`3.25 ms`, and
+/// `0.00 ms` for none at all).
 pub fn duration(ms: f64) -> String {
-    if ms < 1.0 {
+    if ms > 0.0 && ms < 1.0 {
         format!("{:.0} µs", ms * 1_000.0)
     } else {
         format!("{ms:.2} ms")

@@ -1,7 +1,8 @@
 //! The panel in headless Chromium while its API misbehaves: slower than the
-//! poll timeout, malformed JSON, HTTP 500, flapping up and down. A
-//! fault-injecting proxy stands between the browser and the real server and
-//! counts the status requests in flight.
+//! poll timeout, malformed JSON, HTTP 500, flapping up and down, gone from
+//! page load. A fault-injecting proxy stands between the browser and the
+//! real server, refuses the event stream (as a server past `--max-streams`
+//! does, so the panel polls) and counts the status requests in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -20,6 +21,8 @@ const OK: u8 = 0;
 const SLOW: u8 = 1;
 const MALFORMED: u8 = 2;
 const FAIL: u8 = 3;
+/// Every API answer breaks off mid-body: to the browser, a network error.
+const GONE: u8 = 4;
 
 #[derive(Clone)]
 struct Proxy {
@@ -61,13 +64,28 @@ async fn handle(State(p): State<Proxy>, req: Request) -> Response {
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_default();
+    let mode = p.mode.load(Ordering::SeqCst);
+    if mode == GONE && path.starts_with("/api/") {
+        let broken = futures_util::stream::once(async {
+            Err::<bytes::Bytes, _>(std::io::Error::other("connection lost"))
+        });
+        return Response::new(Body::from_stream(broken));
+    }
+    if path.starts_with("/api/orchestrator/stream") {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"error\": \"streams refused by the proxy\"}",
+        )
+            .into_response();
+    }
     if !path.starts_with("/api/orchestrator/status") {
         return forward(&p, &path, req.headers()).await;
     }
     let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     p.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _guard = InFlight(p.in_flight.clone());
-    match p.mode.load(Ordering::SeqCst) {
+    match mode {
         SLOW => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             forward(&p, &path, req.headers()).await
@@ -114,16 +132,52 @@ async fn panel_survives_a_misbehaving_api() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let set = |m: u8| proxy.mode.store(m, Ordering::SeqCst);
     let is_live = |t: &str| t == "Live";
-    let is_mock = |t: &str| t.starts_with("Mock data: backend unreachable (");
+    let is_stale = |t: &str| t.starts_with("Stale since ");
+    let is_mock = |t: &str| t.starts_with("Mock data: ");
 
+    // Gone from page load: mock data at once, saying why, never ticking.
+    set(GONE);
     let b = Browser::start().await;
     b.goto(&format!("http://{addr}/")).await;
-    wait_badge(&b, Duration::from_secs(10), is_live).await;
+    let text = wait_badge(&b, Duration::from_secs(5), is_mock).await;
+    assert!(
+        text.starts_with("Mock data: backend unreachable ("),
+        "{text}"
+    );
+    let snapshot = "return [...document.querySelectorAll('[data-testid=panel] .data')].map(e => e.textContent).join();";
+    let first = b.eval(snapshot, json!([])).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        b.eval(snapshot, json!([])).await,
+        first,
+        "mock numbers do not tick"
+    );
+    // Mock decisions follow the router: two-stage never reaches Q2.
+    let rows = b
+        .eval(
+            "return [...document.querySelectorAll('[data-testid=decision]')].map(r =>              [r.children[1].textContent, r.querySelector('[data-testid=decision-mode]').textContent]);",
+            json!([]),
+        )
+        .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 10);
+    for row in rows {
+        assert!(row[1] != "two-stage" || row[0] != "Q2", "{row}");
+    }
 
-    // Slower than the 2 s poll timeout: aborted, labelled, no pile-up.
+    set(OK);
+    let text = wait_badge(&b, Duration::from_secs(5), is_live).await;
+    assert_eq!(text, "Live");
+    assert_eq!(
+        b.text_of("transport").await.as_deref(),
+        Some("polling"),
+        "the stream is refused"
+    );
+
+    // Slower than the 2 s poll timeout: aborted, labelled stale, no pile-up.
     set(SLOW);
-    let text = wait_badge(&b, Duration::from_secs(4), is_mock).await;
-    assert!(text.contains("no answer within 2 s"), "{text}");
+    let text = wait_badge(&b, Duration::from_secs(4), is_stale).await;
+    assert!(text.ends_with("(timeout (no answer within 2 s))"), "{text}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     // still responsive while the API hangs
     let started = Instant::now();
@@ -137,34 +191,34 @@ async fn panel_survives_a_misbehaving_api() {
 
     // Malformed JSON.
     set(MALFORMED);
-    let text = wait_badge(&b, Duration::from_secs(3), is_mock).await;
-    assert!(text.contains("malformed"), "{text}");
+    let text = wait_badge(&b, Duration::from_secs(3), is_stale).await;
+    assert!(text.contains("(bad JSON ("), "{text}");
     set(OK);
     wait_badge(&b, Duration::from_secs(3), is_live).await;
 
     // HTTP 500.
     set(FAIL);
-    let text = wait_badge(&b, Duration::from_secs(3), is_mock).await;
-    assert!(text.contains("HTTP 500"), "{text}");
+    let text = wait_badge(&b, Duration::from_secs(3), is_stale).await;
+    assert!(text.contains("(HTTP 500 (injected failure))"), "{text}");
     set(OK);
     wait_badge(&b, Duration::from_secs(3), is_live).await;
 
-    // Flapping: every observation is either live or labelled mock data.
+    // Flapping: every observation is either live or labelled stale.
     let started = Instant::now();
-    let (mut saw_live, mut saw_mock) = (false, false);
+    let (mut saw_live, mut saw_stale) = (false, false);
     while started.elapsed() < Duration::from_secs(6) {
         let phase = (started.elapsed().as_millis() / 700) % 2;
         set(if phase == 0 { FAIL } else { OK });
         let text = badge(&b).await;
         assert!(
-            is_live(&text) || is_mock(&text),
+            is_live(&text) || is_stale(&text),
             "unlabelled state {text:?}"
         );
         saw_live |= is_live(&text);
-        saw_mock |= is_mock(&text);
+        saw_stale |= is_stale(&text);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(saw_live && saw_mock, "the flapping showed both states");
+    assert!(saw_live && saw_stale, "the flapping showed both states");
     set(OK);
     wait_badge(&b, Duration::from_secs(3), is_live).await;
     let rows = b
@@ -174,6 +228,20 @@ async fn panel_survives_a_misbehaving_api() {
         )
         .await;
     assert_eq!(rows, 3);
+
+    // 30 s without live data: stale gives way to mock data.
+    set(FAIL);
+    let went_stale = Instant::now();
+    wait_badge(&b, Duration::from_secs(3), is_stale).await;
+    let text = wait_badge(&b, Duration::from_secs(40), is_mock).await;
+    let after = went_stale.elapsed();
+    assert!(
+        after >= Duration::from_secs(29),
+        "not before 30 s: {after:?}"
+    );
+    assert!(text.starts_with("Mock data: HTTP 500"), "{text}");
+    set(OK);
+    wait_badge(&b, Duration::from_secs(3), is_live).await;
 
     assert_eq!(
         proxy.max_in_flight.load(Ordering::SeqCst),
