@@ -6,6 +6,10 @@
 //! bench idle           bytes per minute of one idle panel, without and with If-None-Match
 //! bench memory [N]     resident memory of the server before and after N decisions
 //! bench panel [SECS]   panel poll cost in Chromium (response to painted DOM), first live data
+//! bench pixel [SECS]   decision to pixel over the stream in Chromium, 10 decisions/s
+//! bench streams [N]    N idle stream clients (default 10,000): server RSS, CPU at 1 change/s,
+//!                      status throughput with them connected vs the bare handler
+//! bench stream-idle    bytes per minute of one idle panel on the stream vs 304 polling
 //! bench all            all of the above
 //! ```
 
@@ -16,9 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tests::bench::{exchange_bytes, parse_wrk, percentile, poll_request, rss_kib};
+use tests::bench::{cpu_seconds, exchange_bytes, parse_wrk, percentile, poll_request, rss_kib};
 use tests::browser::Browser;
 use tests::{Client, Server};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const STATUS: &str = "/api/orchestrator/status";
 const TIERS: [&str; 3] = ["fast", "balanced", "powerful"];
@@ -34,14 +39,22 @@ async fn main() {
         "idle" => idle().await,
         "memory" => memory(num(1, 1_000_000)).await,
         "panel" => panel(num(1, 20)).await,
+        "pixel" => pixel(num(1, 15)).await,
+        "streams" => streams(num(1, 10_000) as usize).await,
+        "stream-idle" => stream_idle().await,
         "all" => {
             floor(10).await;
             idle().await;
             memory(1_000_000).await;
             panel(20).await;
+            pixel(15).await;
+            streams(10_000).await;
+            stream_idle().await;
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: floor, idle, memory, panel or all");
+            eprintln!(
+                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, streams, stream-idle or all"
+            );
             std::process::exit(2);
         }
     }
@@ -382,5 +395,310 @@ async fn panel(secs: u64) {
         "WASM + JS: {:.1} KiB raw, {:.1} KiB gzipped (-9)",
         raw as f64 / 1024.0,
         gz as f64 / 1024.0
+    );
+}
+
+/// Decision to pixel: the panel on the stream in headless Chromium while 10
+/// decisions a second arrive; for each, the time from the decision's own
+/// timestamp (taken by the server as it records it) to the panel's
+/// `decision-painted:<seq>` Performance mark (set on the animation frame
+/// after the row is in the DOM). Same machine, same clock.
+async fn pixel(secs: u64) {
+    let server = Server::start(&["--buffer-size", "1000"]);
+    let c = Client::new(&server.base);
+    let b = Browser::start().await;
+    b.goto(&server.base).await;
+    b.wait_for(Duration::from_secs(10), || async {
+        b.text_of("transport").await.as_deref() == Some("stream")
+    })
+    .await
+    .expect("the panel goes live on the stream");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(server.base.clone(), 10, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = w.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let marks = b
+        .eval(
+            "return performance.getEntriesByType('mark') \
+               .filter(m => m.name.startsWith('decision-painted:')) \
+               .map(m => [Number(m.name.split(':')[1]), performance.timeOrigin + m.startTime]);",
+            json!([]),
+        )
+        .await;
+    let (_, status) = c.get("/api/orchestrator/status?limit=1000").await;
+    let decided: std::collections::HashMap<u64, f64> = status["recentDecisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let at = chrono::DateTime::parse_from_rfc3339(d["timestamp"].as_str().unwrap())
+                .unwrap()
+                .timestamp_micros() as f64
+                / 1_000.0;
+            (d["seq"].as_u64().unwrap(), at)
+        })
+        .collect();
+    let latencies: Vec<f64> = marks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| Some(m[1].as_f64()? - decided.get(&m[0].as_u64()?)?))
+        .collect();
+    println!(
+        "\n## pixel: decision to painted frame over the stream, {secs} s in headless Chromium, 10 decisions/s"
+    );
+    println!(
+        "decisions written {written}, painted and matched {}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 95.0),
+        percentile(&latencies, 100.0)
+    );
+    b.close().await;
+}
+
+/// One idle stream client: opens the stream, reads its opening frames,
+/// then reads and counts until the server ends it.
+async fn stream_client(
+    addr: std::net::SocketAddr,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    opened: tokio::sync::mpsc::Sender<()>,
+) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return;
+    };
+    let req = format!(
+        "GET /api/orchestrator/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut seen = Vec::new();
+    let mut announced = false;
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                received.fetch_add(n as u64, Ordering::Relaxed);
+                if !announced {
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(13).any(|w| w == b"event: status") {
+                        announced = true;
+                        seen = Vec::new();
+                        let _ = opened.send(()).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// N idle stream clients (our own load program, this process; the server
+/// is another): the server's memory with them open, its CPU while the
+/// status changes once a second (each change pushed to every client), and
+/// the status endpoint's throughput with them connected against the bare
+/// handler's (wrk, a third process).
+async fn streams(n: usize) {
+    let wanted = n as u64 + 1_024;
+    let got = rlimit::increase_nofile_limit(wanted).unwrap_or(0);
+    assert!(got >= wanted, "open-files limit {got} < {wanted}");
+    let max = n.to_string();
+    let conns = (n + 512).to_string();
+    let server = Server::start(&["--max-streams", &max, "--max-connections", &conns]);
+    let c = Client::new(&server.base);
+    fill(&c, 100).await;
+    let rss_before = rss_kib(server.pid()).unwrap();
+
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let started = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        // At most 256 connecting at once: the listen backlog stays short.
+        let permit = Arc::clone(&limit).acquire_owned().await.unwrap();
+        let (received, tx) = (Arc::clone(&received), tx.clone());
+        let (ptx, mut prx) = tokio::sync::mpsc::channel::<()>(1);
+        clients.push(tokio::spawn(stream_client(server.addr, received, ptx)));
+        tokio::spawn(async move {
+            if prx.recv().await.is_some() {
+                let _ = tx.send(()).await;
+            }
+            drop(permit);
+            // Keep the receiver alive: the client may announce once only.
+            std::future::pending::<()>().await;
+        });
+    }
+    drop(tx);
+    for i in 0..n {
+        if tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            panic!("only {i} of {n} streams opened");
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    let (_, health) = c.get("/api/health").await;
+    assert_eq!(
+        health["streams"]["open"].as_u64(),
+        Some(n as u64),
+        "{health}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_open = rss_kib(server.pid()).unwrap();
+
+    // Idle: no change at all for 10 s.
+    let cpu0 = cpu_seconds(server.pid()).unwrap();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cpu = (cpu_seconds(server.pid()).unwrap() - cpu0) / t0.elapsed().as_secs_f64();
+
+    // One status change a second (a decision each), 30 s.
+    let bytes0 = received.load(Ordering::Relaxed);
+    let cpu0 = cpu_seconds(server.pid()).unwrap();
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(server.base.clone(), 1, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    let changes = w.await.unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    let busy_cpu = (cpu_seconds(server.pid()).unwrap() - cpu0) / wall;
+    let pushed = received.load(Ordering::Relaxed) - bytes0;
+    let rss_busy = rss_kib(server.pid()).unwrap();
+
+    // Throughput of the status endpoint with every stream connected, against
+    // the bare handler of the same bytes, three alternating rounds.
+    let body = c
+        .http()
+        .get(server.url(STATUS))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let body_file =
+        std::env::temp_dir().join(format!("orch-bench-sbody-{}.json", std::process::id()));
+    std::fs::write(&body_file, &body).unwrap();
+    let bare_bin = std::env::current_exe().unwrap().with_file_name("bare");
+    let bare = Server::spawn(&bare_bin, &[body_file.to_str().unwrap()]);
+    wrk(&bare.url(STATUS), 2);
+    wrk(&server.url(STATUS), 2);
+    let mut ratios = Vec::new();
+    let (mut a_rps, mut b_rps) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let b = wrk(&bare.url(STATUS), 5);
+        let a = wrk(&server.url(STATUS), 5);
+        ratios.push(a.rps / b.rps);
+        a_rps.push(a.rps);
+        b_rps.push(b.rps);
+    }
+    std::fs::remove_file(&body_file).ok();
+    let (_, health) = c.get("/api/health").await;
+    let still_open = health["streams"]["open"].as_u64().unwrap_or(0);
+
+    println!("\n## streams: {n} idle stream clients (this process), server another, wrk a third");
+    println!("opened in {connect_secs:.1} s; still open after everything: {still_open}");
+    println!(
+        "server RSS: {:.1} MiB before, {:.1} MiB with {n} streams open, {:.1} MiB after 30 s of pushes ({:.1} KiB per stream)",
+        rss_before as f64 / 1024.0,
+        rss_open as f64 / 1024.0,
+        rss_busy as f64 / 1024.0,
+        (rss_open as f64 - rss_before as f64) / n as f64
+    );
+    println!(
+        "server CPU: {:.1} % of one core idle; {:.1} % at 1 status change per second ({changes} changes in {wall:.1} s, {:.1} MiB pushed, {:.0} B per stream per change)",
+        idle_cpu * 100.0,
+        busy_cpu * 100.0,
+        pushed as f64 / (1 << 20) as f64,
+        pushed as f64 / n as f64 / changes.max(1) as f64
+    );
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+    println!(
+        "status throughput with {n} streams open / bare handler: {:.3} (median of rounds {}; {:.0} vs {:.0} requests/s)",
+        percentile(&ratios, 50.0),
+        shown.join(", "),
+        percentile(&a_rps, 50.0),
+        percentile(&b_rps, 50.0)
+    );
+    for client in clients {
+        client.abort();
+    }
+}
+
+/// One idle panel for a minute: on the stream (heartbeats only) against
+/// polling with If-None-Match (a 304 a second). Bytes over the wire as the
+/// server writes them (the stream's request is sent once, before the minute).
+async fn stream_idle() {
+    let server = Server::start(&[]);
+    let c = Client::new(&server.base);
+    fill(&c, 10).await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "GET /api/orchestrator/stream HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        server.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut opening = Vec::new();
+    while !(opening.ends_with(b"\n\n") && opening.windows(13).any(|w| w == b"event: status")) {
+        let n = s.read(&mut buf).await.unwrap();
+        opening.extend_from_slice(&buf[..n]);
+    }
+    let started = Instant::now();
+    let mut minute = 0usize;
+    while let Ok(Ok(n)) = tokio::time::timeout(
+        Duration::from_secs(60).saturating_sub(started.elapsed()),
+        s.read(&mut buf),
+    )
+    .await
+    {
+        if n == 0 {
+            break;
+        }
+        minute += n;
+    }
+    let host = server.addr.to_string();
+    let etag = c
+        .http()
+        .get(server.url(STATUS))
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (mut up, mut down) = (0usize, 0usize);
+    for _ in 0..60 {
+        let (code, sent, got) =
+            exchange_bytes(server.addr, &poll_request(&host, Some(&etag))).unwrap();
+        assert_eq!(code, 304);
+        up += sent;
+        down += got;
+    }
+    println!("\n## stream-idle: one idle panel for a minute, 10 decisions listed");
+    println!("| transport | server to browser | browser to server | total |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| stream (heartbeats only; {} B request and {} B opening once) | {minute} B/min | 0 B/min | {minute} B/min |",
+        req.len(),
+        opening.len()
+    );
+    println!(
+        "| polling, 304 a second | {down} B/min | {up} B/min | {} B/min |",
+        up + down
+    );
+    println!(
+        "stream / polling: {:.4} of the bytes ({:.0}x fewer)",
+        minute as f64 / (up + down) as f64,
+        (up + down) as f64 / minute.max(1) as f64
     );
 }
