@@ -171,13 +171,17 @@ struct StreamParams {
                 {"tier": "Q4", "utilizationPercent": 15.0, "activeRequests": 0, "totalProcessed": 31}
             ],
             "recentDecisions": [
-                {"id": "19a6b2c3d4e-281", "query": "What is Python?", "tier": "Q3",
-                 "complexity": "SIMPLE", "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.2}
+                {"id": "19a6b2c3d4e-1f2a-281", "query": "What is Python?", "tier": "Q3",
+                 "complexity": "SIMPLE", "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.2,
+                 "seq": 281, "mode": "two-stage", "decisionTimeMs": 0.012, "tierName": "balanced"}
             ],
             "complexityDistribution": {"simple": 55, "moderate": 30, "complex": 15},
             "totalDecisions": 281,
             "avgDecisionTimeMs": 0.04,
-            "timestamp": "2025-11-08T12:00:02.000Z"
+            "timestamp": "2025-11-08T12:00:02.000Z",
+            "instance": {"id": "19a6b2c3d4e-1f2a", "startedAt": "2025-11-08T11:00:00.000Z", "version": "0.1.0"},
+            "windows": {"utilization": 20, "distribution": 100, "average": 100},
+            "bufferCapacity": 100
          })),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
         (status = 400, description = "Bad `limit`", body = ErrorBody,
@@ -375,8 +379,8 @@ pub(crate) fn if_none_match(headers: &HeaderMap, etag: &ETag) -> bool {
         (status = 200, description = "Routed and answered", body = QueryResponse,
          example = json!({"answer": "Python is a programming language.", "model": "qwen-7b", "decision": {
             "id": "19a6b2c3d4e-7", "query": "What is Python?", "tier": "Q3", "complexity": "SIMPLE",
-            "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.2, "tierName": "balanced",
-            "mode": "two-stage", "decisionTimeMs": 0.012}})),
+            "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.2, "seq": 7, "mode": "two-stage",
+            "decisionTimeMs": 0.012, "tierName": "balanced"}})),
         (status = 400, description = "Body is not JSON", body = ErrorBody),
         (status = 403, description = "A cross-site browser request; nothing recorded", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
@@ -389,8 +393,8 @@ pub(crate) fn if_none_match(headers: &HeaderMap, etag: &ETag) -> bool {
         (status = 503, description = "The tier has no upstream; the decision stays recorded", body = ErrorBody,
          example = json!({"error": "no upstream configured for tier Q2 (fast)", "decision": {
             "id": "19a6b2c3d4e-8", "query": "hi", "tier": "Q2", "complexity": "SIMPLE",
-            "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.0, "tierName": "fast",
-            "mode": "simple", "decisionTimeMs": 0.0}})),
+            "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.0, "seq": 8, "mode": "simple",
+            "decisionTimeMs": 0.0, "tierName": "fast"}})),
     )
 )]
 pub async fn query(
