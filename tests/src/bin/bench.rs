@@ -513,11 +513,17 @@ async fn streams(n: usize) {
     let rss_before = rss_kib(server.pid()).unwrap();
 
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
     let limit = Arc::new(tokio::sync::Semaphore::new(256));
     let mut clients = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
+        if i % 1000 == 0 {
+            eprintln!(
+                "opening stream {i} of {n} ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
         // At most 256 connecting at once: the listen backlog stays short.
         let permit = Arc::clone(&limit).acquire_owned().await.unwrap();
         let (received, tx) = (Arc::clone(&received), tx.clone());
@@ -525,7 +531,7 @@ async fn streams(n: usize) {
         clients.push(tokio::spawn(stream_client(server.addr, received, ptx)));
         tokio::spawn(async move {
             if prx.recv().await.is_some() {
-                let _ = tx.send(()).await;
+                let _ = tx.send(());
             }
             drop(permit);
             // Keep the receiver alive: the client may announce once only.
@@ -648,7 +654,8 @@ async fn stream_idle() {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut opening = Vec::new();
-    while !(opening.ends_with(b"\n\n") && opening.windows(13).any(|w| w == b"event: status")) {
+    // Chunked: each event ends "\n\n" and its chunk "\r\n".
+    while !(opening.ends_with(b"\n\n\r\n") && opening.windows(13).any(|w| w == b"event: status")) {
         let n = s.read(&mut buf).await.unwrap();
         opening.extend_from_slice(&buf[..n]);
     }
