@@ -108,6 +108,11 @@ const MAX_BACKOFF_MS: u32 = 30_000;
 /// Marks kept before the Performance timeline is cleared.
 const MARKS_KEPT: u32 = 600;
 
+/// A listener on the event stream, kept alive while the stream is open.
+type Listener = Closure<dyn FnMut(MessageEvent)>;
+/// What a listener does with an event of its kind.
+type Handler = Box<dyn Fn(&Rc<Feed>, MessageEvent)>;
+
 /// What the transports, their callbacks and the cleanup share.
 struct Feed {
     config: PollConfig,
@@ -130,7 +135,7 @@ struct Feed {
     wake: RefCell<Option<mpsc::UnboundedSender<()>>>,
     on_visibility: RefCell<Option<Closure<dyn FnMut()>>>,
     events: RefCell<Option<EventSource>>,
-    listeners: RefCell<Vec<Closure<dyn FnMut(MessageEvent)>>>,
+    listeners: RefCell<Vec<Listener>>,
 }
 
 impl Feed {
@@ -284,9 +289,9 @@ fn open_stream(feed: &Rc<Feed>) {
         return;
     };
     let mut listeners = Vec::new();
-    let mut on = |name: &str, handler: Box<dyn Fn(&Rc<Feed>, MessageEvent)>| {
+    let mut on = |name: &str, handler: Handler| {
         let feed = Rc::clone(feed);
-        let closure = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+        let closure = Listener::new(move |e: MessageEvent| {
             if !feed.stopped.get() {
                 handler(&feed, e);
             }

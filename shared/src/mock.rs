@@ -32,7 +32,7 @@ pub fn mock_status(seed: u64, now: DateTime<Utc>) -> OrchestratorStatus {
     let mut counters = StatusCounters::default();
     let decisions: Vec<RecordedDecision> = (0..MOCK_DECISIONS)
         .map(|i| {
-            let mode = if rng.next() % 3 == 0 {
+            let mode = if rng.next().is_multiple_of(3) {
                 Mode::Simple
             } else {
                 Mode::TwoStage

@@ -105,9 +105,8 @@ fn populated_status_matches_the_seed() {
     );
     assert_eq!(seed_view(&got), want);
     // The additions, pinned too.
-    let added = concat!(
-        r#""score":9.5,"seq":1,"mode":"two-stage","decisionTimeMs":2.5,"tierName":"powerful"}"#,
-    );
+    let added =
+        r#""score":9.5,"seq":1,"mode":"two-stage","decisionTimeMs":2.5,"tierName":"powerful"}"#;
     assert!(got.contains(added), "{got}");
     assert!(
         got.ends_with(concat!(
