@@ -58,6 +58,18 @@ fn status_of(n: usize, at: DateTime<Utc>) -> OrchestratorStatus {
     build_status(&decisions, 20, 10, &counters, at)
 }
 
+/// The status's own decisions, as the feed gives them before any stream
+/// event.
+fn decisions_of(status: ReadSignal<Option<OrchestratorStatus>>) -> Signal<Vec<RoutingDecision>> {
+    Signal::derive(move || {
+        status.with(|s| {
+            s.as_ref()
+                .map(|s| s.recent_decisions.clone())
+                .unwrap_or_default()
+        })
+    })
+}
+
 async fn settle() {
     TimeoutFuture::new(30).await;
 }
@@ -66,13 +78,7 @@ async fn settle() {
 async fn renders_a_given_status() {
     let root = container();
     let (status, set_status) = signal(Some(status_of(12, panel::time::now_utc())));
-    let decisions = Signal::derive(move || {
-        status.with(|s| {
-            s.as_ref()
-                .map(|s| s.recent_decisions.clone())
-                .unwrap_or_default()
-        })
-    });
+    let decisions = decisions_of(status);
     let _handle = leptos::mount::mount_to(root.clone(), move || {
         view! {
             <StatusView
@@ -165,13 +171,7 @@ async fn connecting_stale_and_microseconds() {
     let root = container();
     let (status, set_status) = signal(None::<OrchestratorStatus>);
     let (source, set_source) = signal(None::<DataSource>);
-    let decisions = Signal::derive(move || {
-        status.with(|s| {
-            s.as_ref()
-                .map(|s| s.recent_decisions.clone())
-                .unwrap_or_default()
-        })
-    });
+    let decisions = decisions_of(status);
     let _handle = leptos::mount::mount_to(root.clone(), move || {
         view! { <StatusView status=status decisions=decisions source=source last_live_ms=Signal::stored(None)/> }
     });
@@ -179,6 +179,16 @@ async fn connecting_stale_and_microseconds() {
     assert_eq!(text(&root, "[data-testid=data-source]"), "Connecting…");
     assert_eq!(text(&root, "[data-testid=total-decisions]"), "—");
     assert_eq!(text(&root, "[data-testid=avg-decision-time]"), "—");
+    let q2 = text(&root, "[data-testid=tier-Q2]");
+    assert!(
+        !q2.contains('0') && q2.contains('—'),
+        "no zero before data: {q2}"
+    );
+    let mix = text(&root, "[data-testid=distribution]");
+    assert!(
+        !mix.contains('0') && mix.contains('—'),
+        "no zero before data: {mix}"
+    );
     let mut s = status_of(3, panel::time::now_utc());
     s.avg_decision_time_ms = 0.013;
     set_status.set(Some(s));

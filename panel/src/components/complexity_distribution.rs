@@ -12,8 +12,9 @@ type Pick = fn(&ComplexityDistribution) -> u32;
 #[component]
 pub fn ComplexityDistributionView(
     /// The status's `complexityDistribution`.
+    /// `None` before the first status: dashes, not zeros.
     #[prop(into)]
-    distribution: Signal<ComplexityDistribution>,
+    distribution: Signal<Option<ComplexityDistribution>>,
     /// Which decisions the shares cover ("last 100 decisions").
     #[prop(into)]
     covers: Signal<String>,
@@ -26,12 +27,20 @@ pub fn ComplexityDistributionView(
     let rows = classes
         .into_iter()
         .map(|(name, pick)| {
-            let share = Signal::derive(move || f64::from(distribution.with(pick)));
+            let share = Signal::derive(move || {
+                distribution.with(|d| d.as_ref().map_or(0.0, |d| f64::from(pick(d))))
+            });
+            let text = move || {
+                distribution.with(|d| {
+                    d.as_ref()
+                        .map_or_else(|| "  —".to_owned(), |d| format!("{:3}%", pick(d)))
+                })
+            };
             view! {
                 <div class="row">
                     <span class="class-label">{name}</span>
                     <AsciiBar percent=share label=format!("{name} share")/>
-                    <span class="num pct">{move || format!("{:3}%", share.get())}</span>
+                    <span class="num pct">{text}</span>
                 </div>
             }
         })

@@ -45,13 +45,8 @@ pub fn StatusView(
                 .unwrap_or_default()
         })
     });
-    let distribution = Signal::derive(move || {
-        status.with(|s| {
-            s.as_ref()
-                .map(|s| s.complexity_distribution)
-                .unwrap_or_default()
-        })
-    });
+    let distribution =
+        Signal::derive(move || status.with(|s| s.as_ref().map(|s| s.complexity_distribution)));
     let windows = Memo::new(move |_| status.with(|s| s.as_ref().and_then(|s| s.windows)));
     let has_status = move || status.with(Option::is_some);
     // Before the first answer: a dash, never a zero that looks real.

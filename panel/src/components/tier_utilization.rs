@@ -23,14 +23,19 @@ pub fn TierUtilizationView(
             let percent = Signal::derive(move || {
                 row.with(|r| r.as_ref().map_or(0.0, |r| r.utilization_percent))
             });
-            let active = move || row.with(|r| r.as_ref().map_or(0, |r| r.active_requests));
-            let processed = move || row.with(|r| r.as_ref().map_or(0, |r| r.total_processed));
+            // No status yet: dashes, never zeros that look real.
+            let shown = move |f: fn(&TierUtilization) -> String| {
+                row.with(|r| r.as_ref().map_or_else(|| "—".to_owned(), f))
+            };
+            let active = move || shown(|r| r.active_requests.to_string());
+            let processed = move || shown(|r| r.total_processed.to_string());
+            let pct = move || shown(|r| format!("{:5.1}%", r.utilization_percent));
             view! {
                 <div class="row tier" data-testid=format!("tier-{tier}")>
                     <span class="tier-label">{tier.label()}</span>
                     <span class="tier-name">{tier.internal_name()}</span>
                     <AsciiBar percent=percent label=format!("{tier} utilization")/>
-                    <span class="num pct">{move || format!("{:5.1}%", percent.get())}</span>
+                    <span class="num pct">{pct}</span>
                     <span class="num">"active "{active}</span>
                     <span class="num">"processed "{processed}</span>
                 </div>

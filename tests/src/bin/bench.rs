@@ -136,24 +136,7 @@ async fn floor(secs: u64) {
     let server = Server::start_with(&[], &[("RUST_LOG", &filter)], Some(&access_log));
     let c = Client::new(&server.base);
     fill(&c, 100).await;
-    let body = c
-        .http()
-        .get(server.url(STATUS))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let body_file =
-        std::env::temp_dir().join(format!("orch-bench-body-{}.json", std::process::id()));
-    std::fs::write(&body_file, &body).unwrap();
-    let bare_bin = std::env::current_exe().unwrap().with_file_name("bare");
-    let bare = Server::spawn(&bare_bin, &[body_file.to_str().unwrap()]);
-
-    // warm both up
-    wrk(&bare.url(STATUS), 2);
-    wrk(&server.url(STATUS), 2);
+    let (bare, body_file, body) = bare_twin(&c, &server).await;
 
     // Alternate the two, several rounds, so drift on a shared machine hits
     // both alike; the writer runs only while (a) is measured.
@@ -221,6 +204,31 @@ async fn floor(secs: u64) {
         "(a) logged with RUST_LOG={filter}: {:.0} MiB written",
         logged as f64 / (1 << 20) as f64
     );
+}
+
+/// The bare axum handler (`src/bin/bare.rs`) serving the bytes `server`'s
+/// status endpoint serves now, from a temp file; both warmed up with wrk.
+async fn bare_twin(c: &Client, server: &Server) -> (Server, PathBuf, bytes::Bytes) {
+    let body = c
+        .http()
+        .get(server.url(STATUS))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let body_file = std::env::temp_dir().join(format!(
+        "orch-bench-body-{}-{}.json",
+        std::process::id(),
+        server.addr.port()
+    ));
+    std::fs::write(&body_file, &body).unwrap();
+    let bare_bin = std::env::current_exe().unwrap().with_file_name("bare");
+    let bare = Server::spawn(&bare_bin, &[body_file.to_str().unwrap()]);
+    wrk(&bare.url(STATUS), 2);
+    wrk(&server.url(STATUS), 2);
+    (bare, body_file, body)
 }
 
 async fn total(c: &Client) -> u64 {
@@ -581,22 +589,7 @@ async fn streams(n: usize) {
 
     // Throughput of the status endpoint with every stream connected, against
     // the bare handler of the same bytes, three alternating rounds.
-    let body = c
-        .http()
-        .get(server.url(STATUS))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let body_file =
-        std::env::temp_dir().join(format!("orch-bench-sbody-{}.json", std::process::id()));
-    std::fs::write(&body_file, &body).unwrap();
-    let bare_bin = std::env::current_exe().unwrap().with_file_name("bare");
-    let bare = Server::spawn(&bare_bin, &[body_file.to_str().unwrap()]);
-    wrk(&bare.url(STATUS), 2);
-    wrk(&server.url(STATUS), 2);
+    let (bare, body_file, _) = bare_twin(&c, &server).await;
     let mut ratios = Vec::new();
     let (mut a_rps, mut b_rps) = (Vec::new(), Vec::new());
     for _ in 0..3 {
