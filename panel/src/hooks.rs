@@ -105,8 +105,9 @@ pub struct StatusFeed {
 
 /// The longest wait before reopening a refused or failed stream.
 const MAX_BACKOFF_MS: u32 = 30_000;
-/// Marks kept before the Performance timeline is cleared.
-const MARKS_KEPT: u32 = 600;
+/// Marks made before the Performance timeline is cleared (ten minutes at
+/// one status and one decision a second).
+const MARKS_KEPT: u32 = 1_800;
 
 /// A listener on the event stream, kept alive while the stream is open.
 type Listener = Closure<dyn FnMut(MessageEvent)>;
@@ -232,15 +233,24 @@ impl Feed {
         }
     }
 
-    fn mark(&self, name: &str) {
+    /// Counts a mark about to be made. The browser keeps every mark: a
+    /// dashboard left open for days must not grow its timeline without
+    /// bound, so the timeline is cleared every `MARKS_KEPT` marks.
+    fn count_mark(&self) {
         let n = self.marks.get() + 1;
-        self.marks.set(n);
+        if n < MARKS_KEPT {
+            self.marks.set(n);
+            return;
+        }
+        self.marks.set(0);
         if let Some(perf) = window().performance() {
-            // The browser keeps every mark: a dashboard left open for days
-            // must not grow its timeline without bound.
-            if n.is_multiple_of(MARKS_KEPT) {
-                perf.clear_marks();
-            }
+            perf.clear_marks();
+        }
+    }
+
+    fn mark(&self, name: &str) {
+        self.count_mark();
+        if let Some(perf) = window().performance() {
             let _ = perf.mark(name);
         }
     }
@@ -248,8 +258,7 @@ impl Feed {
     /// Marks `name` on the next animation frame: effects have flushed by
     /// then, so the DOM holds what was just set.
     fn mark_painted(&self, name: String) {
-        let n = self.marks.get() + 1;
-        self.marks.set(n);
+        self.count_mark();
         request_animation_frame(move || {
             if let Some(perf) = window().performance() {
                 let _ = perf.mark(&name);
