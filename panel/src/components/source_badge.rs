@@ -59,6 +59,7 @@ pub fn SourceBadge(
             <span class=class role="status" aria-live="polite">
                 <span aria-hidden="true">{icon}" "</span>
                 <span data-testid="data-source">{text}</span>
+                " "
                 <span class="transport" data-testid="transport" title=transport_title>{transport}</span>
             </span>
             <span class="updated" data-testid="last-updated" title=updated_title>{updated}</span>
