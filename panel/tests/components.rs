@@ -95,7 +95,7 @@ async fn renders_a_given_status() {
     assert_eq!(text(&root, "[data-testid=total-decisions]"), "12");
     assert_eq!(
         text(&root, "[data-testid=utilization-covers]"),
-        "last 20 decisions"
+        "last 12 decisions (window 20)"
     );
     assert_eq!(
         text(&root, "[data-testid=distribution-covers]"),

@@ -80,6 +80,17 @@ pub fn StatusView(
         None => "since start".to_owned(),
     };
     let since_start_title = move || started.get().map(time::full);
+    // While fewer decisions exist than the window holds, say both.
+    let utilization_covers = move || match windows.get() {
+        Some(w) if w.distribution < w.utilization => {
+            format!(
+                "{} (window {})",
+                covers(Some(w.distribution)),
+                w.utilization
+            )
+        }
+        w => covers(w.map(|w| w.utilization)),
+    };
     let avg_covers = move || format!("mean of the {}", covers(windows.get().map(|w| w.average)));
     let state = move || match source.get() {
         None => "connecting",
@@ -135,10 +146,7 @@ pub fn StatusView(
                     </div>
                 </div>
                 <div class="grid">
-                    <TierUtilizationView
-                        tiers=tiers
-                        covers=Signal::derive(move || covers(windows.get().map(|w| w.utilization)))
-                    />
+                    <TierUtilizationView tiers=tiers covers=Signal::derive(utilization_covers)/>
                     <ComplexityDistributionView
                         distribution=distribution
                         covers=Signal::derive(move || covers(windows.get().map(|w| w.distribution)))
