@@ -231,6 +231,19 @@ async fn bare_twin(c: &Client, server: &Server) -> (Server, PathBuf, bytes::Byte
     (bare, body_file, body)
 }
 
+/// The ETag of `server`'s status now.
+async fn status_etag(c: &Client, server: &Server) -> String {
+    c.http()
+        .get(server.url(STATUS))
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn total(c: &Client) -> u64 {
     c.status().await["totalDecisions"].as_u64().unwrap()
 }
@@ -252,16 +265,7 @@ async fn idle() {
         let c = Client::new(&server.base);
         fill(&c, n).await;
         let host = server.addr.to_string();
-        let etag = c
-            .http()
-            .get(server.url(STATUS))
-            .send()
-            .await
-            .unwrap()
-            .headers()["etag"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let etag = status_etag(&c, &server).await;
         // (up, down) per minute
         let (mut plain, mut conditional) = ((0usize, 0usize), (0usize, 0usize));
         for _ in 0..60 {
@@ -666,16 +670,7 @@ async fn stream_idle() {
         minute += n;
     }
     let host = server.addr.to_string();
-    let etag = c
-        .http()
-        .get(server.url(STATUS))
-        .send()
-        .await
-        .unwrap()
-        .headers()["etag"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let etag = status_etag(&c, &server).await;
     let (mut up, mut down) = (0usize, 0usize);
     for _ in 0..60 {
         let (code, sent, got) =
