@@ -8,7 +8,8 @@ use shared::RoutingDecision;
 use shared::Tier;
 pub use shared::api::ErrorBody;
 
-/// Seconds a client told 429 should wait before trying again.
+/// Seconds a client told 429 (a busy tier) or 503 (no stream place) should
+/// wait before trying again.
 pub const RETRY_AFTER_SECS: &str = "1";
 
 /// Everything a handler can fail with.

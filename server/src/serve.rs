@@ -54,7 +54,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let places = Arc::clone(&state.connections);
-    let state_streams = Arc::clone(&state.streams);
+    let streams = Arc::clone(&state.streams);
     let service = FastPath::new(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -100,7 +100,7 @@ pub async fn serve(
     drop(listener);
     // Event streams never end on their own: end them first, so the graceful
     // shutdown below can finish the connections that carry them.
-    state_streams.close();
+    streams.close();
     let _ = stop.send(());
     // Every connection holds its place until it ends.
     tokio::select! {
