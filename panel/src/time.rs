@@ -32,25 +32,25 @@ fn options(pairs: &[(&str, &str)]) -> JsValue {
 
 /// The time of day, to the second, in the browser's locale and zone.
 pub fn clock(ms: f64) -> String {
-    js_sys::Date::new(&JsValue::from_f64(ms))
-        .to_locale_time_string_with_options(
-            &locale(),
-            &options(&[
-                ("hour", "2-digit"),
-                ("minute", "2-digit"),
-                ("second", "2-digit"),
-            ]),
-        )
-        .into()
+    time_of_day(
+        ms,
+        &[
+            ("hour", "2-digit"),
+            ("minute", "2-digit"),
+            ("second", "2-digit"),
+        ],
+    )
 }
 
 /// Hours and minutes, in the browser's locale and zone.
 pub fn hours_minutes(ms: f64) -> String {
+    time_of_day(ms, &[("hour", "2-digit"), ("minute", "2-digit")])
+}
+
+/// The time of day with the given `Intl` fields, in the browser's locale.
+fn time_of_day(ms: f64, fields: &[(&str, &str)]) -> String {
     js_sys::Date::new(&JsValue::from_f64(ms))
-        .to_locale_time_string_with_options(
-            &locale(),
-            &options(&[("hour", "2-digit"), ("minute", "2-digit")]),
-        )
+        .to_locale_time_string_with_options(&locale(), &options(fields))
         .into()
 }
 

@@ -119,6 +119,11 @@ impl Reader {
     }
 }
 
+/// A response's body as JSON.
+async fn json_body(res: axum::response::Response) -> Value {
+    serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
+
 async fn status_body(state: &AppState) -> String {
     let res = app(state.clone())
         .oneshot(
@@ -342,8 +347,7 @@ async fn beyond_max_streams_a_503_until_one_closes() {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()[header::RETRY_AFTER], "1");
     assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
-    let body: Value =
-        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body: Value = json_body(res).await;
     assert!(
         body["error"].as_str().unwrap().contains("--max-streams"),
         "{body}"
@@ -374,8 +378,7 @@ async fn bad_resume_points_are_json_400s() {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{uri} {id:?}");
-        let body: Value =
-            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let body: Value = json_body(res).await;
         assert!(body["error"].is_string());
     }
     assert_eq!(state.streams.places().in_use(), 0, "no place taken");
@@ -410,8 +413,7 @@ async fn delta_polling_lists_only_newer_decisions_and_keeps_etags() {
     };
     let res = get("/api/orchestrator/status?since=2", None).await.unwrap();
     let etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
-    let body: Value =
-        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body: Value = json_body(res).await;
     let seqs: Vec<u64> = body["decisionsSince"]
         .as_array()
         .unwrap()
@@ -439,8 +441,7 @@ async fn delta_polling_lists_only_newer_decisions_and_keeps_etags() {
     // Dropped from the buffer (capacity 5 holds 1..=5 still; add 3 more).
     record(&state, 3);
     let res = get("/api/orchestrator/status?since=1", None).await.unwrap();
-    let body: Value =
-        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body: Value = json_body(res).await;
     assert_eq!(body["resync"], true);
     assert_eq!(body["decisionsSince"].as_array().unwrap().len(), 5);
     // Without `since`, neither field.
