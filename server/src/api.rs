@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use headers::{ETag, HeaderMapExt as _, IfNoneMatch};
 use serde::{Deserialize, Serialize};
 use shared::api::MAX_TOKENS;
+use shared::metrics::CircuitState;
 use shared::{DEFAULT_RECENT, DecisionError, OrchestratorStatus, RoutingDecision, Tier};
 use utoipa::OpenApi;
 
@@ -16,6 +17,7 @@ use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::routing::{self, QueryRequest, QueryResponse};
+use crate::upstream::UpstreamError;
 
 /// `POST /api/orchestrator/decisions` body: a decision made by a router that
 /// lives elsewhere.
@@ -116,6 +118,12 @@ pub struct TierUpstream {
     pub in_flight: usize,
     /// `--max-inflight` of the tier: past it, queries get a 429.
     pub max_in_flight: usize,
+    /// True when some upstream of the tier takes calls (its circuit is not
+    /// open); false when none is configured.
+    pub healthy: bool,
+    /// Each upstream: its circuit, calls, outcomes and last error (never
+    /// its URL's credentials or its key).
+    pub upstreams: Vec<shared::metrics::UpstreamMetrics>,
 }
 
 /// Connections open now and the cap.
@@ -420,13 +428,12 @@ pub async fn query(
         .map_err(invalid)?;
     let tier = route.tier;
     log_decision(&state, &decision, "routed");
-    let Some(target) = state.upstreams.target(tier) else {
+    if !state.upstreams.configured(tier) {
         return Err(ApiError::NoUpstream {
             tier,
             decision: Box::new(decision),
         });
-    };
-    let model = target.model.clone();
+    }
     let _place = match state.upstreams.try_begin(tier) {
         Ok(permit) => permit,
         Err(limit) => {
@@ -447,19 +454,36 @@ pub async fn query(
         .await
     {
         Ok(answer) => {
-            tracing::info!(%tier, id = %decision.id, ms = started.elapsed().as_millis() as u64, "answered");
+            tracing::info!(%tier, id = %decision.id, upstream = %answer.upstream, attempts = answer.attempts, ms = started.elapsed().as_millis() as u64, "answered");
             Ok(Json(QueryResponse {
-                answer,
-                model,
+                answer: answer.content,
+                model: answer.model,
                 decision,
+                finish_reason: answer.finish_reason,
+                tool_calls: answer.tool_calls,
+                upstream: Some(answer.upstream),
+                usage: answer.usage,
+                attempts: Some(answer.attempts),
             }))
         }
         Err(err) => {
-            tracing::warn!(%tier, id = %decision.id, error = %err, "upstream failed");
-            Err(ApiError::Upstream {
-                tier,
-                message: err.to_string(),
-                decision: Box::new(decision),
+            let message = err.to_string();
+            tracing::warn!(%tier, id = %decision.id, error = %message, "upstream failed");
+            let decision = Box::new(decision);
+            Err(match err {
+                UpstreamError::NotConfigured(tier) => ApiError::NoUpstream { tier, decision },
+                UpstreamError::CircuitOpen {
+                    retry_after_secs, ..
+                } => ApiError::CircuitOpen {
+                    message,
+                    retry_after_secs,
+                    decision,
+                },
+                UpstreamError::Failed(failure) => ApiError::Upstream {
+                    tier,
+                    failure: Box::new(failure),
+                    decision,
+                },
             })
         }
     }
@@ -513,15 +537,21 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         buffer_size: state.service.capacity(),
         window: state.service.window(),
-        upstreams: Tier::ALL.map(|tier| {
-            let calls = state.upstreams.in_flight(tier);
-            TierUpstream {
-                tier,
-                configured: state.upstreams.target(tier).is_some(),
-                in_flight: calls.in_use(),
-                max_in_flight: calls.max(),
-            }
-        }),
+        upstreams: {
+            let mut metrics = state.upstreams.telemetry().tier_metrics().into_iter();
+            Tier::ALL.map(|tier| {
+                let calls = state.upstreams.in_flight(tier);
+                let upstreams = metrics.next().map(|m| m.upstreams).unwrap_or_default();
+                TierUpstream {
+                    tier,
+                    configured: state.upstreams.configured(tier),
+                    in_flight: calls.in_use(),
+                    max_in_flight: calls.max(),
+                    healthy: upstreams.iter().any(|u| u.circuit != CircuitState::Open),
+                    upstreams,
+                }
+            })
+        },
         connections: ConnectionUse {
             open: state.connections.in_use(),
             max: state.connections.max(),
@@ -531,6 +561,29 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             max: state.streams.places().max(),
         },
     })
+}
+
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Every series in the Prometheus text format 0.0.4: decisions (`orch_decisions_total` by tier, complexity, mode), decision time, upstream calls by outcome, upstream latency (classic histogram), tokens, retries, in-flight calls, circuit states, build info and `process_*`. Labels are bounded: tier, upstream (from the configuration), outcome, mode, complexity, direction, to.",
+         content_type = "text/plain"),
+        (status = 401, description = "`--metrics-token` is set and the bearer token is missing or wrong", body = ErrorBody),
+    )
+)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.upstreams.telemetry().encode();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::telemetry::METRICS_CONTENT_TYPE),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// This document.
@@ -611,7 +664,7 @@ fn invalid(err: DecisionError) -> ApiError {
         title = "Orchestrator Status",
         description = "Live telemetry of a multi-tier LLM query router: how queries are routed to the fast (Q2), balanced (Q3) and powerful (Q4) tiers."
     ),
-    paths(status, stream, query, ingest, health, openapi),
+    paths(status, stream, query, ingest, health, metrics, openapi),
     components(schemas(
         OrchestratorStatus,
         RoutingDecision,
@@ -624,7 +677,9 @@ fn invalid(err: DecisionError) -> ApiError {
         TierUpstream,
         ConnectionUse,
         StreamUse,
-        StreamEvent
+        StreamEvent,
+        shared::api::UpstreamFailure,
+        shared::api::Usage
     ))
 )]
 pub struct ApiDoc;

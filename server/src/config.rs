@@ -6,7 +6,7 @@ use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use shared::{DEFAULT_CAPACITY, DEFAULT_WINDOW, Tier};
 
-use crate::upstream::UpstreamTarget;
+use crate::upstream::UpstreamSpec;
 
 /// Orchestrator Status: the live telemetry panel and API of a multi-tier LLM
 /// query router.
@@ -17,16 +17,50 @@ pub struct Config {
     #[arg(long, env = "ORCH_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: String,
 
-    /// An OpenAI-compatible upstream for a tier, as TIER=URL with the API's
-    /// base URL (e.g. fast=http://127.0.0.1:8081/v1). Repeatable; the
+    /// An OpenAI-compatible upstream for a tier, as TIER=URL or
+    /// TIER:NAME=URL with the API's base URL (e.g.
+    /// fast:gpu1=http://10.0.0.5:8081/v1). Repeat it to give a tier several
+    /// upstreams: queries go to the one with the fewest calls in flight and
+    /// fail over to the next. Unnamed ones are called by host:port. The
     /// environment variable takes a comma-separated list.
-    #[arg(long = "upstream", env = "ORCH_UPSTREAMS", value_delimiter = ',', value_parser = parse_tier_value)]
-    pub upstreams: Vec<(Tier, String)>,
+    #[arg(long = "upstream", env = "ORCH_UPSTREAMS", value_delimiter = ',', value_parser = parse_target_value)]
+    pub upstreams: Vec<(Target, String)>,
 
-    /// The model name to request from a tier's upstream, as TIER=NAME.
-    /// Repeatable; the environment variable takes a comma-separated list.
-    #[arg(long = "model", env = "ORCH_MODELS", value_delimiter = ',', value_parser = parse_tier_value)]
-    pub models: Vec<(Tier, String)>,
+    /// The model name to request, as TIER=NAME (every upstream of the tier)
+    /// or TIER:UPSTREAM=NAME (one). Repeatable; the environment variable
+    /// takes a comma-separated list.
+    #[arg(long = "model", env = "ORCH_MODELS", value_delimiter = ',', value_parser = parse_target_value)]
+    pub models: Vec<(Target, String)>,
+
+    /// An API key sent as `Authorization: Bearer KEY`, as TIER=KEY (every
+    /// upstream of the tier) or TIER:UPSTREAM=KEY (one). Repeatable; the
+    /// environment variable takes a comma-separated list. Never logged or
+    /// shown.
+    #[arg(long = "upstream-key", env = "ORCH_UPSTREAM_KEYS", hide_env_values = true,
+          value_delimiter = ',', value_parser = parse_key)]
+    pub upstream_keys: Vec<(Target, Key)>,
+
+    /// Calls after the first for a query whose upstream call failed before
+    /// answering (connect error, 429, 502, 503), each after a jittered
+    /// backoff and on another upstream of the tier when there is one.
+    #[arg(long, env = "ORCH_RETRIES", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
+
+    /// Failures in a row (timeouts, connect errors, 5xx, bad replies) that
+    /// open an upstream's circuit; 0 never opens it.
+    #[arg(long, env = "ORCH_CIRCUIT_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    pub circuit_failures: u32,
+
+    /// Seconds an open circuit refuses calls before one probe call is let
+    /// through (success closes it, failure opens it again).
+    #[arg(long, env = "ORCH_CIRCUIT_COOLDOWN", default_value = "30", value_parser = parse_seconds)]
+    pub circuit_cooldown: Duration,
+
+    /// Require `Authorization: Bearer <token>` on `GET /metrics`.
+    #[arg(long, env = "ORCH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 
     /// How many decisions to keep (ring buffer capacity).
     #[arg(long, env = "ORCH_BUFFER_SIZE", default_value_t = DEFAULT_CAPACITY,
@@ -104,10 +138,38 @@ impl Config {
                 self.window, self.buffer_size
             ));
         }
-        for (list, flag) in [(&self.upstreams, "--upstream"), (&self.models, "--model")] {
-            if let Some(tier) = repeated(list.iter().map(|(t, _)| *t)) {
-                return Err(format!("{flag} names tier {tier} more than once"));
+        let specs = self.specs();
+        for (tier, name) in specs.iter().map(|s| (s.tier, &s.name)) {
+            if specs.iter().filter(|s| s.tier == tier && &s.name == name).count() > 1 {
+                return Err(format!(
+                    "--upstream names {}:{name} more than once",
+                    tier.internal_name()
+                ));
             }
+        }
+        let models = self.models.iter().map(|(t, _)| t);
+        let keys = self.upstream_keys.iter().map(|(t, _)| t);
+        for (targets, flag) in [
+            (models.collect::<Vec<_>>(), "--model"),
+            (keys.collect(), "--upstream-key"),
+        ] {
+            if let Some(target) = repeated(targets.iter().copied()) {
+                return Err(format!("{flag} names {target} more than once"));
+            }
+            for target in targets {
+                if let Some(name) = &target.name
+                    && !specs.iter().any(|s| s.tier == target.tier && &s.name == name)
+                {
+                    return Err(format!("{flag} {target}: no such --upstream"));
+                }
+            }
+        }
+        if self
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err("--metrics-token must not be empty".into());
         }
         match repeated(self.max_inflight.iter().map(|(t, _)| *t)) {
             Some(Some(tier)) => {
@@ -135,10 +197,10 @@ impl Config {
                 ));
             }
         }
-        for (tier, url) in &self.upstreams {
+        for (target, url) in &self.upstreams {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!(
-                    "--upstream {tier}: {url:?} is not an http:// or https:// URL"
+                    "--upstream {target}: {url:?} is not an http:// or https:// URL"
                 ));
             }
         }
@@ -167,17 +229,88 @@ impl Config {
         })
     }
 
-    /// The per-tier upstream targets.
-    pub fn targets(&self) -> [Option<UpstreamTarget>; 3] {
-        Tier::ALL.map(|tier| {
-            let base_url = self.upstreams.iter().find(|(t, _)| *t == tier)?.1.clone();
-            let model = self
-                .models
+    /// The metrics token as presented tokens are read (trimmed).
+    pub fn metrics_token(&self) -> Option<String> {
+        self.metrics_token.as_deref().map(|t| t.trim().to_owned())
+    }
+
+    /// Every upstream, in the order given, with its name, model and key: a
+    /// setting for the named upstream wins over one for its whole tier.
+    pub fn specs(&self) -> Vec<UpstreamSpec> {
+        let mut specs: Vec<UpstreamSpec> = Vec::new();
+        for (target, url) in &self.upstreams {
+            let tier = target.tier;
+            let name = match &target.name {
+                Some(name) => name.clone(),
+                None => {
+                    // host:port, with -2, -3... when a tier has it twice.
+                    let base = authority(url);
+                    let taken = |n: &str| specs.iter().any(|s| s.tier == tier && s.name == n);
+                    let mut name = base.clone();
+                    let mut k = 1;
+                    while taken(&name) {
+                        k += 1;
+                        name = format!("{base}-{k}");
+                    }
+                    name
+                }
+            };
+            let pick = |list: &[(Target, String)]| {
+                let named = list
+                    .iter()
+                    .find(|(t, _)| t.tier == tier && t.name.as_deref() == Some(name.as_str()));
+                let whole = list.iter().find(|(t, _)| t.tier == tier && t.name.is_none());
+                named.or(whole).map(|(_, v)| v.clone())
+            };
+            let keys: Vec<(Target, String)> = self
+                .upstream_keys
                 .iter()
-                .find(|(t, _)| *t == tier)
-                .map(|(_, m)| m.clone());
-            Some(UpstreamTarget { base_url, model })
-        })
+                .map(|(t, k)| (t.clone(), k.0.clone()))
+                .collect();
+            specs.push(UpstreamSpec {
+                tier,
+                model: pick(&self.models),
+                key: pick(&keys),
+                base_url: url.clone(),
+                name,
+            });
+        }
+        specs
+    }
+}
+
+/// host:port of a URL (without any user info), for naming an upstream.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    host.rsplit_once('@').map_or(host, |(_, h)| h).to_owned()
+}
+
+/// A tier, or one named upstream of it: `fast`, `Q2`, `fast:gpu1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The tier.
+    pub tier: Tier,
+    /// One upstream of it, by name.
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{}:{name}", self.tier.internal_name()),
+            None => f.write_str(self.tier.internal_name()),
+        }
+    }
+}
+
+/// An API key; shown as `***` in every debug print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(pub String);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 
@@ -193,16 +326,50 @@ fn repeated<K: PartialEq>(keys: impl Iterator<Item = K>) -> Option<K> {
     None
 }
 
-fn parse_tier_value(raw: &str) -> Result<(Tier, String), String> {
-    let (tier, value) = raw
+fn parse_target_value(raw: &str) -> Result<(Target, String), String> {
+    let (target, value) = raw
         .split_once('=')
-        .ok_or_else(|| format!("{raw:?} is not TIER=VALUE"))?;
+        .ok_or_else(|| format!("{raw:?} is not TIER=VALUE or TIER:NAME=VALUE"))?;
+    let (tier, name) = match target.split_once(':') {
+        Some((tier, name)) => (tier, Some(name.trim())),
+        None => (target, None),
+    };
     let tier: Tier = tier.trim().parse()?;
+    if let Some(name) = name {
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok {
+            return Err(format!(
+                "{name:?}: an upstream name is 1 to 64 of A-Z a-z 0-9 . _ -"
+            ));
+        }
+    }
     let value = value.trim();
     if value.is_empty() {
-        return Err(format!("{raw:?} has an empty value"));
+        return Err(format!("{target:?} has an empty value"));
     }
-    Ok((tier, value.to_owned()))
+    Ok((
+        Target {
+            tier,
+            name: name.map(str::to_owned),
+        },
+        value.to_owned(),
+    ))
+}
+
+/// Like a target value, but the key is never echoed in an error.
+fn parse_key(raw: &str) -> Result<(Target, Key), String> {
+    let (target, key) = parse_target_value(raw).map_err(|_| {
+        "an --upstream-key is TIER=KEY or TIER:NAME=KEY with a non-empty key".to_owned()
+    })?;
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "--upstream-key {target}: the key must be printable ASCII without spaces"
+        ));
+    }
+    Ok((target, Key(key)))
 }
 
 fn parse_inflight(raw: &str) -> Result<(Option<Tier>, usize), String> {
@@ -272,7 +439,10 @@ mod tests {
         assert_eq!(c.buffer_size, 100);
         assert_eq!(c.window, 20);
         assert_eq!(c.upstream_timeout, Duration::from_secs(60));
-        assert_eq!(c.targets(), [None, None, None]);
+        assert!(c.specs().is_empty());
+        assert_eq!((c.retries, c.circuit_failures), (1, 5));
+        assert_eq!(c.circuit_cooldown, Duration::from_secs(30));
+        assert!(c.metrics_token.is_none());
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
         assert!(!c.redact_queries && !c.log_queries);
         assert!(c.ingest_token.is_none() && c.cors_origin.is_none());
@@ -327,10 +497,44 @@ mod tests {
             "powerful=qwen-32b",
         ])
         .unwrap();
-        let t = c.targets();
-        assert_eq!(t[0].as_ref().unwrap().base_url, "http://127.0.0.1:8081/v1");
-        assert!(t[1].is_none());
-        assert_eq!(t[2].as_ref().unwrap().model.as_deref(), Some("qwen-32b"));
+        let t = c.specs();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].tier, t[0].base_url.as_str()), (Tier::Q2, "http://127.0.0.1:8081/v1"));
+        assert_eq!(t[0].name, "127.0.0.1:8081");
+        assert_eq!(t[1].model.as_deref(), Some("qwen-32b"));
+        assert!(t.iter().all(|s| s.key.is_none()));
+    }
+
+    #[test]
+    fn several_named_upstreams_with_their_own_models_and_keys() {
+        let c = parse(&[
+            "--upstream",
+            "fast:gpu1=http://10.0.0.5:8081/v1",
+            "--upstream",
+            "fast:gpu2=http://10.0.0.6:8081/v1",
+            "--upstream",
+            "fast=http://user:pw@10.0.0.7:8081/v1",
+            "--upstream",
+            "fast=http://10.0.0.7:8081/v2",
+            "--model",
+            "fast=small",
+            "--model",
+            "fast:gpu2=other",
+            "--upstream-key",
+            "fast=sk-tier",
+            "--upstream-key",
+            "fast:gpu1=sk-one",
+        ])
+        .unwrap();
+        let t = c.specs();
+        let names: Vec<&str> = t.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["gpu1", "gpu2", "10.0.0.7:8081", "10.0.0.7:8081-2"]);
+        let models: Vec<_> = t.iter().map(|s| s.model.as_deref().unwrap()).collect();
+        assert_eq!(models, ["small", "other", "small", "small"]);
+        let keys: Vec<_> = t.iter().map(|s| s.key.as_deref().unwrap()).collect();
+        assert_eq!(keys, ["sk-one", "sk-tier", "sk-tier", "sk-tier"]);
+        // Keys never show in a debug print.
+        assert!(!format!("{c:?} {t:?}").contains("sk-"));
     }
 
     #[test]
@@ -340,7 +544,16 @@ mod tests {
             &["--upstream", "fast"],
             &["--upstream", "fast="],
             &["--upstream", "fast=ftp://x"],
-            &["--upstream", "fast=http://a", "--upstream", "Q2=http://b"],
+            &["--upstream", "fast:a=http://a", "--upstream", "Q2:a=http://b"],
+            &["--upstream", "fast:bad name=http://a"],
+            &["--upstream", "fast:=http://a"],
+            &["--upstream", "fast=http://a", "--model", "fast:nope=m"],
+            &["--upstream", "fast=http://a", "--model", "fast=m", "--model", "Q2=n"],
+            &["--upstream-key", "fast=has space"],
+            &["--upstream-key", "fast="],
+            &["--metrics-token", " "],
+            &["--retries", "11"],
+            &["--circuit-cooldown", "0"],
             &["--buffer-size", "0"],
             &["--window", "0"],
             &["--buffer-size", "10", "--window", "11"],

@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 use shared::RoutingDecision;
 use shared::Tier;
 pub use shared::api::ErrorBody;
+use shared::api::UpstreamFailure;
+
+use crate::upstream::{Failure, retry_after_secs};
 
 /// Seconds a client told 429 (a busy tier) or 503 (no stream place) should
 /// wait before trying again.
@@ -64,13 +67,24 @@ pub enum ApiError {
         /// The decision that was recorded.
         decision: Box<RoutingDecision>,
     },
-    /// The upstream failed, timed out or answered something unusable.
-    #[error("upstream for tier {tier} failed: {message}")]
+    /// The upstream failed, timed out, refused or answered something
+    /// unusable (after any retries).
+    #[error("upstream {} of tier {} ({}) {}", .failure.upstream, .tier, .tier.internal_name(), .failure.message)]
     Upstream {
         /// The tier whose upstream failed.
         tier: Tier,
-        /// What went wrong, safe to show.
+        /// The last call's failure.
+        failure: Box<Failure>,
+        /// The decision that was recorded.
+        decision: Box<RoutingDecision>,
+    },
+    /// Every upstream of the tier has its circuit open.
+    #[error("{message}")]
+    CircuitOpen {
+        /// What to tell the client.
         message: String,
+        /// Seconds until a probe may go through.
+        retry_after_secs: u64,
         /// The decision that was recorded.
         decision: Box<RoutingDecision>,
     },
@@ -97,10 +111,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NoUpstream { .. } | ApiError::TooManyStreams(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::NoUpstream { .. }
+            | ApiError::TooManyStreams(_)
+            | ApiError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream { failure, .. } => upstream_status(failure),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,10 +124,39 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let error = self.to_string();
-        let retry = matches!(self, ApiError::Busy { .. } | ApiError::TooManyStreams(_));
+        let retry = match &self {
+            ApiError::Busy { .. } | ApiError::TooManyStreams(_) => {
+                Some(HeaderValue::from_static(RETRY_AFTER_SECS))
+            }
+            ApiError::CircuitOpen {
+                retry_after_secs, ..
+            } => Some(HeaderValue::from(*retry_after_secs)),
+            // An upstream's 429 keeps its Retry-After (as whole seconds).
+            ApiError::Upstream { failure, .. } if status == StatusCode::TOO_MANY_REQUESTS => Some(
+                failure
+                    .retry_after
+                    .as_ref()
+                    .and_then(retry_after_secs)
+                    .map_or(HeaderValue::from_static(RETRY_AFTER_SECS), |s| {
+                        HeaderValue::from(s.max(1))
+                    }),
+            ),
+            _ => None,
+        };
+        let upstream = match &self {
+            ApiError::Upstream { failure, .. } => Some(UpstreamFailure {
+                name: failure.upstream.clone(),
+                kind: failure.outcome,
+                status: failure.status,
+                message: failure.message.clone(),
+                attempts: failure.attempts,
+            }),
+            _ => None,
+        };
         let decision = match self {
             ApiError::NoUpstream { decision, .. }
             | ApiError::Upstream { decision, .. }
+            | ApiError::CircuitOpen { decision, .. }
             | ApiError::Busy { decision, .. } => Some(*decision),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -130,17 +173,34 @@ impl IntoResponse for ApiError {
             | ApiError::CrossSite(_)
             | ApiError::TooManyStreams(_) => None,
         };
-        let mut response = (status, Json(ErrorBody { error, decision })).into_response();
+        let body = ErrorBody {
+            error,
+            decision,
+            upstream,
+        };
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if retry {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        if let Some(after) = retry {
+            headers.insert(header::RETRY_AFTER, after);
         }
         response
+    }
+}
+
+/// The status a client gets for an upstream's failure: its 429 stays a 429,
+/// its other 4xx the same 4xx (the request was refused as such: a wrong
+/// model, a prompt over the context window), except a refused key (401,
+/// 403, 407), which is this server's configuration, so 502; everything else
+/// 502.
+fn upstream_status(failure: &Failure) -> StatusCode {
+    match failure.status {
+        Some(401 | 403 | 407) => StatusCode::BAD_GATEWAY,
+        Some(code @ 400..=499) => {
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
+        _ => StatusCode::BAD_GATEWAY,
     }
 }

@@ -16,6 +16,7 @@ pub mod routing;
 pub mod serve;
 pub mod service;
 pub mod stream;
+pub mod telemetry;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Most event streams open at once.
     pub max_streams: usize,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             log_queries: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams: stream::DEFAULT_MAX_STREAMS,
+            metrics_token: None,
         }
     }
 }
@@ -99,7 +103,7 @@ impl AppState {
     /// State with explicit access and privacy options.
     pub fn with_options(service: StatusService, upstreams: Upstreams, options: Options) -> Self {
         let connections = Arc::new(Places::new(options.max_connections));
-        let service = Arc::new(service);
+        let service = Arc::new(service.with_telemetry(Arc::clone(upstreams.telemetry())));
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         AppState {
             service,
@@ -134,6 +138,14 @@ pub fn app(state: AppState) -> Router {
         .merge(writes)
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(api::openapi))
+        .merge(
+            Router::new()
+                .route("/metrics", get(api::metrics))
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    require_metrics_token,
+                )),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
     let router = api
@@ -170,20 +182,34 @@ async fn require_ingest_token(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &state.options.ingest_token {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
-        let matches = presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
-        if !matches {
-            return ApiError::Unauthorized.into_response();
-        }
+    match &state.options.ingest_token {
+        Some(token) if !bearer_matches(req.headers(), token) => ApiError::Unauthorized.into_response(),
+        _ => next.run(req).await,
     }
-    next.run(req).await
+}
+
+/// With a metrics token configured, `GET /metrics` needs it as a bearer
+/// token (compared in constant time).
+async fn require_metrics_token(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match &state.options.metrics_token {
+        Some(token) if !bearer_matches(req.headers(), token) => ApiError::Unauthorized.into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// True when `Authorization: Bearer <token>` carries exactly `token`.
+fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
 }
 
 /// A browser marks a request another site's page makes with

@@ -6,7 +6,8 @@ use clap::Parser;
 use server::config::Config;
 use server::logwriter::BatchedWriter;
 use server::service::StatusService;
-use server::upstream::Upstreams;
+use server::upstream::breaker::BreakerSettings;
+use server::upstream::{Settings, Upstreams};
 use server::{AppState, Options};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -63,8 +64,19 @@ async fn main() {
         .expect("a bound socket has an address");
     let state = AppState::with_options(
         StatusService::new(config.buffer_size, config.window).with_redaction(config.redact_queries),
-        Upstreams::new(config.targets(), config.upstream_timeout)
-            .with_limits(config.max_upstream_body, config.max_inflight()),
+        Upstreams::new(
+            config.specs(),
+            Settings {
+                max_body: config.max_upstream_body,
+                max_inflight: config.max_inflight(),
+                retries: config.retries,
+                breaker: BreakerSettings {
+                    failures: config.circuit_failures,
+                    open_for: config.circuit_cooldown,
+                },
+                ..Settings::with_timeout(config.upstream_timeout)
+            },
+        ),
         Options {
             ingest_token: config.ingest_token(),
             cors_origin: config
@@ -74,16 +86,23 @@ async fn main() {
             log_queries: config.log_queries,
             max_connections: config.max_connections,
             max_streams: config.max_streams,
+            metrics_token: config.metrics_token(),
         },
     );
     for tier in shared::Tier::ALL {
-        match state.upstreams.target(tier) {
-            Some(t) => {
-                tracing::info!(%tier, upstream = %t.base_url, model = ?t.model, "tier upstream")
-            }
-            None => tracing::info!(%tier, "tier has no upstream: its queries get 503"),
+        if !state.upstreams.configured(tier) {
+            tracing::info!(%tier, "tier has no upstream: its queries get 503");
+        }
+        for spec in state.upstreams.specs(tier) {
+            // Never the key; the URL as given (user info in it is the
+            // operator's own choice to log).
+            tracing::info!(%tier, upstream = %spec.name, url = %spec.base_url, model = ?spec.model, key = spec.key.is_some(), "tier upstream");
         }
     }
+    // Which model answers is the upstream's choice when --model is not
+    // given and it serves several: say so once, without delaying start.
+    let upstreams = std::sync::Arc::clone(&state.upstreams);
+    tokio::spawn(async move { upstreams.check_models().await });
     // Scripts and tests read this line to learn the port when given port 0.
     println!("listening on http://{addr}");
     if server::panel::is_built() {
@@ -103,6 +122,10 @@ async fn main() {
         max_streams = config.max_streams,
         max_inflight = ?config.max_inflight(),
         max_upstream_body = config.max_upstream_body,
+        retries = config.retries,
+        circuit_failures = config.circuit_failures,
+        circuit_cooldown = ?config.circuit_cooldown,
+        metrics_token = config.metrics_token.is_some(),
         "serving"
     );
 

@@ -27,6 +27,8 @@ use shared::{
 };
 use tokio::sync::Notify;
 
+use crate::telemetry::Telemetry;
+
 /// A cached status older than this is rebuilt even if nothing changed, so its
 /// `timestamp` stays close to the time it is served.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
@@ -48,6 +50,9 @@ pub struct StatusService {
     redact: bool,
     snapshot: ArcSwap<Snapshot>,
     rebuild: Mutex<()>,
+    /// The upstream calls' figures, counted into every status and the
+    /// decision metrics, when attached.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 struct Inner {
@@ -145,6 +150,7 @@ impl StatusService {
                 seq: 0,
             }),
             rebuild: Mutex::new(()),
+            telemetry: None,
         };
         let first = service.build_snapshot(DEFAULT_RECENT, None);
         service.snapshot.store(Arc::new(first));
@@ -155,6 +161,13 @@ impl StatusService {
     /// each query's text, so no response ever carries it.
     pub fn with_redaction(mut self, redact: bool) -> Self {
         self.redact = redact;
+        self
+    }
+
+    /// Counts every decision into `telemetry`'s metrics and adds its
+    /// upstream figures (`tierMetrics`, `modelUtilization`) to every status.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
         self
     }
 
@@ -231,6 +244,9 @@ impl StatusService {
         };
         // Freed outside the lock.
         drop(evicted);
+        if let Some(t) = &self.telemetry {
+            t.record_decision(tier, public.complexity, mode, decision_time_ms);
+        }
         self.bump();
         Ok(public)
     }
@@ -239,7 +255,21 @@ impl StatusService {
     /// once if one happened since the last call returned): the wake-up of
     /// a single waiter, the stream's publisher.
     pub async fn changed(&self) {
-        self.changed.notified().await;
+        match &self.telemetry {
+            Some(t) => {
+                tokio::select! {
+                    () = self.changed.notified() => {}
+                    () = t.changed() => {}
+                }
+            }
+            None => self.changed.notified().await,
+        }
+    }
+
+    /// The data version: it grows with every change a status could show,
+    /// upstream figures included.
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire) + self.telemetry.as_ref().map_or(0, |t| t.version())
     }
 
     fn bump(&self) {
@@ -301,6 +331,10 @@ impl StatusService {
         drop(inner);
         status.instance = Some(self.instance());
         status.buffer_capacity = Some(self.capacity);
+        if let Some(t) = &self.telemetry {
+            status.tier_metrics = Some(t.tier_metrics());
+            status.model_utilization = Some(t.model_utilization());
+        }
         (status, seq)
     }
 
@@ -338,13 +372,13 @@ impl StatusService {
     }
 
     fn is_fresh(&self, snapshot: &Snapshot) -> bool {
-        snapshot.version == self.version.load(Ordering::Acquire)
+        snapshot.version == self.version()
             && snapshot.built_at.elapsed() < SNAPSHOT_MAX_AGE
     }
 
     fn build_snapshot(&self, recent: usize, since: Option<u64>) -> Snapshot {
         // Read the version first: the status built next reflects at least it.
-        let version = self.version.load(Ordering::Acquire);
+        let version = self.version();
         let (status, seq) = self.status_since(recent, since);
         let body = serde_json::to_vec(&status).expect("a status always serialises");
         let etag = self.etag_for(version, recent, since);

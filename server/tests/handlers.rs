@@ -15,7 +15,7 @@ use tower::ServiceExt;
 fn test_app(capacity: usize, window: usize) -> Router {
     app(AppState::new(
         StatusService::new(capacity, window),
-        Upstreams::new([None, None, None], Duration::from_secs(1)),
+        Upstreams::none(),
     ))
 }
 
@@ -467,7 +467,7 @@ async fn fast_path_answers_exactly_like_the_router() {
     use server::serve::FastPath;
     let state = AppState::new(
         StatusService::new(100, 20),
-        Upstreams::new([None, None, None], Duration::from_secs(1)),
+        Upstreams::none(),
     );
     let router = app(state.clone());
     let teapot = axum::Router::new().fallback(|| async { StatusCode::IM_A_TEAPOT });

@@ -19,7 +19,7 @@ use tower::ServiceExt as _;
 fn state(capacity: usize, max_streams: usize) -> AppState {
     AppState::with_options(
         StatusService::new(capacity, 20),
-        Upstreams::new([None, None, None], Duration::from_secs(1)),
+        Upstreams::none(),
         Options {
             max_streams,
             ..Options::default()

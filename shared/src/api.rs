@@ -73,14 +73,68 @@ pub struct QueryRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueryResponse {
-    /// The model's answer; null when the upstream answered without content.
+    /// The model's answer; null only when it answered with tool calls
+    /// instead (see `toolCalls`).
     pub answer: Option<String>,
-    /// The model the upstream was asked for, when one is configured.
+    /// The model that answered, as the upstream's answer names it (else the
+    /// configured `--model`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// How the query was routed: the recorded decision, as the status and
     /// the stream show it.
     pub decision: RoutingDecision,
+    /// Beyond the first version: why the model stopped (`stop`, `length`,
+    /// `tool_calls`, `content_filter`...), as the upstream said.
+    #[serde(
+        default,
+        rename = "finishReason",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finish_reason: Option<String>,
+    /// Beyond the first version: the tool calls of the answer, as the
+    /// upstream sent them (OpenAI's `message.tool_calls`).
+    #[serde(default, rename = "toolCalls", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// Beyond the first version: the upstream that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Beyond the first version: the token counts the upstream reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Beyond the first version: upstream calls it took (1 without retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+}
+
+/// Tokens of one answer, as the upstream reported them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
+/// What an upstream said when a query failed there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamFailure {
+    /// The upstream's name.
+    pub name: String,
+    /// How the call ended.
+    pub kind: crate::metrics::Outcome,
+    /// The HTTP status it answered, when it answered one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Its error message (control characters removed, at most 500
+    /// characters, any configured key masked).
+    pub message: String,
+    /// Upstream calls made for the query (retries included).
+    pub attempts: u32,
 }
 
 /// The JSON body of every API error.
@@ -96,6 +150,9 @@ pub struct ErrorBody {
     /// For `/api/query` failures after routing: the decision that was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<RoutingDecision>,
+    /// For `/api/query` failures at an upstream: which one, and what it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamFailure>,
 }
 
 /// A non-negative whole number, written as JSON Schema counts integers:

@@ -8,6 +8,7 @@
 
 pub mod api;
 mod decision;
+pub mod metrics;
 mod mock;
 mod status;
 mod tier;
@@ -23,4 +24,5 @@ pub use status::{
     OrchestratorStatus, StatusCounters, TierUtilization, Windows, build_status,
     complexity_distribution, mean_decision_time, tier_utilization,
 };
+pub use metrics::{ModelUtilization, TierMetrics};
 pub use tier::{Complexity, Tier};

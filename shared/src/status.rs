@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Complexity, RecordedDecision, RoutingDecision, Tier};
+use crate::{Complexity, ModelUtilization, RecordedDecision, RoutingDecision, Tier, TierMetrics};
 
 /// How many decisions the service keeps unless configured otherwise.
 pub const DEFAULT_CAPACITY: usize = 100;
@@ -84,6 +84,15 @@ pub struct OrchestratorStatus {
     /// status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resync: Option<bool>,
+    /// Beyond the seed: each tier's upstream calls (latency percentiles,
+    /// tokens, outcomes, retries, and each upstream's circuit and health).
+    /// Absent from a server without an upstream layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_metrics: Option<Vec<TierMetrics>>,
+    /// Beyond the seed: each answering model's share of all answers since
+    /// start (the model named in the upstream's answer), most first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_utilization: Option<Vec<ModelUtilization>>,
 }
 
 /// The server process a status comes from.
@@ -233,6 +242,8 @@ where
         buffer_capacity: None,
         decisions_since: None,
         resync: None,
+        tier_metrics: None,
+        model_utilization: None,
     }
 }
 

@@ -1,0 +1,780 @@
+//! Generation through OpenAI-compatible upstreams (llama.cpp server, Ollama,
+//! vLLM, a LiteLLM proxy, OpenAI...). A tier may have several: each query
+//! goes to the available one with the fewest calls in flight, and a call
+//! that fails before any byte of the answer (connect error, 429, 502, 503)
+//! is retried, with jittered backoff, on another one when there is one.
+//! Each upstream has a circuit breaker ([`breaker`]); every call is bounded
+//! by a timeout and by the size of the reply read, and each tier by the
+//! number of calls it may have in flight.
+//!
+//! What an upstream says when it fails (status, error message) is passed
+//! on, sanitised; an API key is sent as a bearer token and never shown.
+
+pub mod breaker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderValue;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::Tier;
+use shared::api::Usage;
+use shared::metrics::Outcome;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::places::Places;
+use crate::telemetry::{Ended, Telemetry, UpstreamLabel, UpstreamState};
+use breaker::BreakerSettings;
+
+/// One upstream as configured.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// Its tier.
+    pub tier: Tier,
+    /// Its name, unique within the tier.
+    pub name: String,
+    /// Base URL of the API, e.g. `http://127.0.0.1:8081/v1`.
+    pub base_url: String,
+    /// The model to ask for, when the upstream needs one.
+    pub model: Option<String>,
+    /// Sent as `Authorization: Bearer` when set.
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSpec")
+            .field("tier", &self.tier)
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The most bytes of a reply read unless configured otherwise.
+pub const DEFAULT_MAX_BODY: usize = 8 << 20;
+/// The most bytes of an error reply read for its message.
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// The longest upstream error message passed on, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 500;
+/// The longest wait a 429's `Retry-After` may ask for and still be retried
+/// on the same upstream; longer, and the 429 goes back to the client.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
+
+/// How the pool calls its upstreams.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most time one call may take.
+    pub timeout: Duration,
+    /// Most bytes of a reply read.
+    pub max_body: usize,
+    /// Most calls in flight per tier (Q2, Q3, Q4).
+    pub max_inflight: [usize; 3],
+    /// Calls after the first for a query whose call failed retryably.
+    pub retries: u32,
+    /// The first retry's backoff (doubling after, up to 16x); each wait is
+    /// jittered down to half of it.
+    pub backoff: Duration,
+    /// When circuits open.
+    pub breaker: BreakerSettings,
+}
+
+impl Settings {
+    /// Defaults with this call timeout.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Settings {
+            timeout,
+            max_body: DEFAULT_MAX_BODY,
+            max_inflight: [crate::config::DEFAULT_MAX_INFLIGHT; 3],
+            retries: 1,
+            backoff: Duration::from_millis(50),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+struct Member {
+    spec: UpstreamSpec,
+    url: String,
+    auth: Option<HeaderValue>,
+    state: Arc<UpstreamState>,
+}
+
+/// The upstreams of all tiers and the client that talks to them.
+pub struct Upstreams {
+    client: reqwest::Client,
+    settings: Settings,
+    pools: [Vec<Member>; 3],
+    inflight: [Arc<Places>; 3],
+    telemetry: Arc<Telemetry>,
+    /// Breaks ties between equally loaded upstreams in turn.
+    turn: AtomicUsize,
+}
+
+/// A full answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The text; `None` only with tool calls.
+    pub content: Option<String>,
+    /// The model the answer names.
+    pub model: Option<String>,
+    /// Why it stopped.
+    pub finish_reason: Option<String>,
+    /// Tool calls, as sent.
+    pub tool_calls: Option<Vec<Value>>,
+    /// Tokens reported.
+    pub usage: Option<Usage>,
+    /// The upstream that answered.
+    pub upstream: String,
+    /// Calls it took.
+    pub attempts: u32,
+}
+
+/// A failed call, as the client is told of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The upstream's name.
+    pub upstream: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The HTTP status it answered, if it did.
+    pub status: Option<u16>,
+    /// What happened, safe to show.
+    pub message: String,
+    /// A 429's `Retry-After`, as sent (seconds or an HTTP date).
+    pub retry_after: Option<HeaderValue>,
+    /// Calls made for the query.
+    pub attempts: u32,
+}
+
+/// Why generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The tier has no upstream.
+    #[error("no upstream configured for tier {0}")]
+    NotConfigured(Tier),
+    /// Every upstream of the tier has its circuit open.
+    #[error("every upstream of tier {} ({}) has its circuit open after repeated failures ({}); retry in {} s", .tier, .tier.internal_name(), .names.join(", "), .retry_after_secs)]
+    CircuitOpen {
+        /// The tier.
+        tier: Tier,
+        /// Its upstreams.
+        names: Vec<String>,
+        /// Seconds until the first of them lets a probe through.
+        retry_after_secs: u64,
+    },
+    /// The last call failed (after any retries).
+    #[error("upstream {} {}", .0.upstream, .0.message)]
+    Failed(Failure),
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    #[serde(default)]
+    model: Option<String>,
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Message,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+impl Upstreams {
+    /// Upstreams for the given specs (in order; each tier's in its own pool)
+    /// and settings, with their telemetry.
+    pub fn new(specs: Vec<UpstreamSpec>, settings: Settings) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .timeout(settings.timeout)
+            .build()
+            .expect("a plain HTTP client always builds");
+        let layout: Vec<UpstreamLabel> = specs
+            .iter()
+            .map(|s| UpstreamLabel {
+                tier: s.tier,
+                name: s.name.clone(),
+                model: s.model.clone(),
+            })
+            .collect();
+        let telemetry = Telemetry::new(&layout, settings.breaker);
+        let mut pools: [Vec<Member>; 3] = Default::default();
+        for (spec, state) in specs.into_iter().zip(telemetry.upstreams()) {
+            let url = format!("{}/chat/completions", spec.base_url.trim_end_matches('/'));
+            let auth = spec.key.as_deref().map(|k| {
+                let mut v = HeaderValue::from_str(&format!("Bearer {k}"))
+                    .expect("keys are checked to be header-safe when parsed");
+                v.set_sensitive(true);
+                v
+            });
+            pools[spec.tier.index()].push(Member {
+                spec,
+                url,
+                auth,
+                state: Arc::clone(state),
+            });
+        }
+        Upstreams {
+            client,
+            inflight: settings.max_inflight.map(|n| Arc::new(Places::new(n))),
+            settings,
+            pools,
+            telemetry,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// No upstream at all, with default settings (for tests and tools).
+    pub fn none() -> Self {
+        Self::new(Vec::new(), Settings::with_timeout(Duration::from_secs(60)))
+    }
+
+    /// The calls' telemetry.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The places for `tier`'s calls: how many are under way, and its limit.
+    pub fn in_flight(&self, tier: Tier) -> &Places {
+        &self.inflight[tier.index()]
+    }
+
+    /// A place for one query on `tier`, held until the permit is dropped; or
+    /// the tier's limit when all places are taken.
+    pub fn try_begin(&self, tier: Tier) -> Result<OwnedSemaphorePermit, usize> {
+        let places = self.in_flight(tier);
+        places.try_take().ok_or(places.max())
+    }
+
+    /// The specs of `tier`'s upstreams.
+    pub fn specs(&self, tier: Tier) -> impl Iterator<Item = &UpstreamSpec> {
+        self.pools[tier.index()].iter().map(|m| &m.spec)
+    }
+
+    /// Whether `tier` has an upstream.
+    pub fn configured(&self, tier: Tier) -> bool {
+        !self.pools[tier.index()].is_empty()
+    }
+
+    /// The model a tier's answer names when the upstream does not say: the
+    /// configured one, when all its upstreams agree.
+    fn configured_model(&self, tier: Tier) -> Option<String> {
+        let mut models = self.specs(tier).map(|s| s.model.clone());
+        let first = models.next()??;
+        models.all(|m| m.as_deref() == Some(&first)).then_some(first)
+    }
+
+    /// Has one of `tier`'s upstreams answer `query`, retrying and failing
+    /// over as configured. Dropping the future cancels the call under way
+    /// (the connection is closed, and the call counts as `cancelled`).
+    pub async fn generate(
+        &self,
+        tier: Tier,
+        query: &str,
+        max_tokens: Option<u64>,
+    ) -> Result<Answer, UpstreamError> {
+        let pool = &self.pools[tier.index()];
+        if pool.is_empty() {
+            return Err(UpstreamError::NotConfigured(tier));
+        }
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<Failure> = None;
+        for attempt in 0..=self.settings.retries {
+            if let Some(failed) = &last {
+                let wait = self.backoff(attempt);
+                // A 429 on the only upstream left: wait as it asked, if briefly.
+                let wait = match (&failed.retry_after, self.only_left(pool, &tried)) {
+                    (Some(after), true) => match retry_after_secs(after) {
+                        Some(s) if Duration::from_secs(s) <= MAX_RETRY_WAIT => {
+                            wait.max(Duration::from_secs(s))
+                        }
+                        Some(_) => break,
+                        None => wait,
+                    },
+                    _ => wait,
+                };
+                tokio::time::sleep(wait).await;
+            }
+            let Some((index, admission)) = self.pick(pool, &tried) else {
+                if last.is_some() {
+                    break;
+                }
+                self.telemetry.short_circuited(tier);
+                return Err(self.circuit_open(tier, pool));
+            };
+            let member = &pool[index];
+            if let Some(failed) = &last {
+                tracing::warn!(%tier, from = %failed.upstream, to = %member.spec.name, attempt = attempt + 1, reason = failed.outcome.label(), "retrying upstream call");
+            }
+            let call = self
+                .telemetry
+                .begin(&member.state, admission, attempt > 0);
+            let attempts = attempt + 1;
+            match self.call(member, query, max_tokens).await {
+                Ok(answer) => {
+                    let ended = Ended {
+                        model: answer.model.clone(),
+                        usage: answer.usage,
+                        error: None,
+                    };
+                    call.finish(Outcome::Ok, ended);
+                    return Ok(Answer {
+                        model: answer.model.or_else(|| self.configured_model(tier)),
+                        attempts,
+                        ..answer
+                    });
+                }
+                Err(failure) => {
+                    let ended = Ended {
+                        error: Some(failure.message.clone()),
+                        ..Ended::default()
+                    };
+                    call.finish(failure.outcome, ended);
+                    let retryable = failure.retryable();
+                    tried.push(index);
+                    last = Some(Failure {
+                        attempts,
+                        ..failure
+                    });
+                    if !retryable {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(UpstreamError::Failed(last.expect("at least one call was made")))
+    }
+
+    /// The jittered wait before call `attempt` (1 = the first retry).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let full = self.settings.backoff * 2u32.pow(attempt.saturating_sub(1).min(4));
+        full.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    /// True when the next pick can only be an upstream already tried.
+    fn only_left(&self, pool: &[Member], tried: &[usize]) -> bool {
+        let now = Instant::now();
+        !(0..pool.len()).any(|i| !tried.contains(&i) && pool[i].state.available(now))
+    }
+
+    /// The available upstream with the fewest calls in flight, preferring
+    /// ones not tried yet for this query; ties go round in turn.
+    fn pick(&self, pool: &[Member], tried: &[usize]) -> Option<(usize, breaker::Admission)> {
+        let now = Instant::now();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let mut order: Vec<usize> = (0..pool.len())
+            .map(|k| (start + k) % pool.len())
+            .collect();
+        // Stable: among equals the rotation's order stays.
+        order.sort_by_key(|&i| (tried.contains(&i), pool[i].state.in_flight()));
+        order.into_iter().find_map(|i| {
+            pool[i]
+                .state
+                .admit(&self.telemetry, now)
+                .map(|admission| (i, admission))
+        })
+    }
+
+    fn circuit_open(&self, tier: Tier, pool: &[Member]) -> UpstreamError {
+        let now = Instant::now();
+        let soonest = pool
+            .iter()
+            .filter_map(|m| m.state.open_until())
+            .min()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        UpstreamError::CircuitOpen {
+            tier,
+            names: pool.iter().map(|m| m.spec.name.clone()).collect(),
+            retry_after_secs: soonest.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+
+    /// One call to one upstream, bounded by the timeout.
+    async fn call(
+        &self,
+        member: &Member,
+        query: &str,
+        max_tokens: Option<u64>,
+    ) -> Result<Answer, Failure> {
+        let mut body = json!({
+            "messages": [{"role": "user", "content": query}],
+            "stream": false,
+        });
+        if let Some(model) = &member.spec.model {
+            body["model"] = json!(model);
+        }
+        if let Some(n) = max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        let fail = |outcome, status: Option<u16>, message: String| Failure {
+            upstream: member.spec.name.clone(),
+            outcome,
+            status,
+            message: self.mask(member, &message),
+            retry_after: None,
+            attempts: 1,
+        };
+        // The client's own timeout covers connect + send + body; the outer
+        // one also bounds anything the client does not.
+        let call = async {
+            let mut request = self.client.post(&member.url).json(&body);
+            if let Some(auth) = &member.auth {
+                request = request.header(axum::http::header::AUTHORIZATION, auth.clone());
+            }
+            let response = request.send().await.map_err(|e| {
+                if e.is_timeout() {
+                    fail(Outcome::Timeout, None, self.timed_out())
+                } else {
+                    // Without the URL: it may carry credentials.
+                    fail(
+                        Outcome::ConnectError,
+                        None,
+                        format!("unreachable: {}", e.without_url()),
+                    )
+                }
+            })?;
+            let status = response.status();
+            if !status.is_success() {
+                let code = status.as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(axum::http::header::RETRY_AFTER)
+                    .cloned();
+                let outcome = match code {
+                    429 => Outcome::Http429,
+                    400..=499 => Outcome::Http4xx,
+                    500..=599 => Outcome::Http5xx,
+                    _ => Outcome::BadReply,
+                };
+                let text = read_capped(response, MAX_ERROR_BODY).await.unwrap_or_default();
+                let said = error_message(&text);
+                let message = if said.is_empty() {
+                    format!("answered HTTP {code}")
+                } else {
+                    format!("answered HTTP {code}: {said}")
+                };
+                return Err(Failure {
+                    retry_after: retry_after.filter(|_| code == 429),
+                    ..fail(outcome, Some(code), message)
+                });
+            }
+            let bytes = read_body(response, self.settings.max_body)
+                .await
+                .map_err(|e| match e {
+                    BodyError::TooLarge => fail(
+                        Outcome::TooLarge,
+                        None,
+                        format!(
+                            "answered more than {} bytes (--max-upstream-body)",
+                            self.settings.max_body
+                        ),
+                    ),
+                    BodyError::Timeout => fail(Outcome::Timeout, None, self.timed_out()),
+                    BodyError::Broken(why) => fail(
+                        Outcome::BadReply,
+                        None,
+                        format!("connection broke mid-answer: {why}"),
+                    ),
+                })?;
+            parse_completion(&bytes)
+                .map(|answer| Answer {
+                    upstream: member.spec.name.clone(),
+                    ..answer
+                })
+                .map_err(|why| fail(Outcome::BadReply, None, why))
+        };
+        match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(fail(Outcome::Timeout, None, self.timed_out())),
+        }
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "gave no full answer within {:?} (--upstream-timeout)",
+            self.settings.timeout
+        )
+    }
+
+    /// The message with the upstream's key masked, should it echo it.
+    fn mask(&self, member: &Member, message: &str) -> String {
+        match &member.spec.key {
+            Some(key) if key.len() >= 4 => message.replace(key.as_str(), "***"),
+            _ => message.to_owned(),
+        }
+    }
+
+    /// Warns about each upstream without a `--model` whose `/models` lists
+    /// several: which one answers is then the upstream's choice.
+    pub async fn check_models(&self) {
+        for member in self.pools.iter().flatten() {
+            if member.spec.model.is_some() {
+                continue;
+            }
+            let url = format!("{}/models", member.spec.base_url.trim_end_matches('/'));
+            let mut request = self.client.get(&url).timeout(Duration::from_secs(5));
+            if let Some(auth) = &member.auth {
+                request = request.header(axum::http::header::AUTHORIZATION, auth.clone());
+            }
+            let Ok(response) = request.send().await else {
+                continue;
+            };
+            let Ok(text) = read_capped(response, MAX_ERROR_BODY).await else {
+                continue;
+            };
+            let ids: Vec<String> = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("data").and_then(Value::as_array).cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| m.get("id").and_then(Value::as_str).map(clean))
+                .collect();
+            if ids.len() > 1 {
+                tracing::warn!(
+                    tier = %member.spec.tier,
+                    upstream = %member.spec.name,
+                    models = %ids.join(", "),
+                    "no --model for this upstream and it serves several: it picks the model; set --model {}:{}=MODEL",
+                    member.spec.tier.internal_name(),
+                    member.spec.name
+                );
+            }
+        }
+    }
+}
+
+impl Failure {
+    /// Failed before any byte of an answer in a way another try may fix: a
+    /// connect error, 429, 502 or 503.
+    pub fn retryable(&self) -> bool {
+        matches!(self.outcome, Outcome::ConnectError | Outcome::Http429)
+            || matches!(self.status, Some(502 | 503))
+    }
+}
+
+/// Whole seconds of a `Retry-After` (delta-seconds or an HTTP date).
+pub fn retry_after_secs(value: &HeaderValue) -> Option<u64> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(secs);
+    }
+    let at = httpdate_secs(text)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(at.saturating_sub(now))
+}
+
+fn httpdate_secs(text: &str) -> Option<u64> {
+    let t = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    u64::try_from(t.timestamp()).ok()
+}
+
+fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
+    let completion: Completion = serde_json::from_slice(bytes)
+        .map_err(|e| format!("answered something that is not a chat completion: {e}"))?;
+    let usage = completion.usage.map(|u| Usage {
+        prompt_tokens: u.prompt_tokens.unwrap_or(0),
+        completion_tokens: u.completion_tokens.unwrap_or(0),
+    });
+    let choice = completion
+        .choices
+        .into_iter()
+        .next()
+        .ok_or("answered a chat completion without choices")?;
+    let tool_calls = choice.message.tool_calls.filter(|calls| !calls.is_empty());
+    let content = choice.message.content.filter(|c| !c.is_empty());
+    if content.is_none() && tool_calls.is_none() {
+        return Err(format!(
+            "answered with no content and no tool calls (finish_reason: {})",
+            choice.finish_reason.as_deref().unwrap_or("none")
+        ));
+    }
+    Ok(Answer {
+        content,
+        model: completion.model.map(|m| clean(&m)).filter(|m| !m.is_empty()),
+        finish_reason: choice.finish_reason.map(|r| clean(&r)),
+        tool_calls,
+        usage,
+        upstream: String::new(),
+        attempts: 1,
+    })
+}
+
+/// The message an upstream's error body carries: OpenAI's
+/// `{"error": {"message"}}`, `{"error": "..."}`, `{"detail"}` or
+/// `{"message"}`, else the text itself; cleaned and capped.
+pub fn error_message(body: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(body).ok().and_then(|v| {
+        let text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        };
+        v.pointer("/error/message")
+            .and_then(text)
+            .or_else(|| v.get("error").filter(|e| e.is_string()).and_then(text))
+            .or_else(|| v.get("detail").and_then(text))
+            .or_else(|| v.get("message").and_then(text))
+    });
+    clean(from_json.as_deref().unwrap_or(body))
+}
+
+/// Control characters become spaces, runs of whitespace one space, and the
+/// text is cut to [`MAX_MESSAGE_CHARS`] characters (with an ellipsis).
+pub fn clean(text: &str) -> String {
+    let joined = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match joined.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Broken(String),
+}
+
+/// The reply's body, refused as soon as it is known to exceed `limit` (by
+/// its Content-Length, or while it streams in).
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) if e.is_timeout() => return Err(BodyError::Timeout),
+            Err(e) => return Err(BodyError::Broken(e.without_url().to_string())),
+        }
+    }
+}
+
+/// At most `limit` bytes of a reply as text (the rest unread).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<String, ()> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| ())? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == limit {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_come_from_the_usual_shapes() {
+        assert_eq!(
+            error_message(r#"{"error": {"message": "The model `x` does not exist", "type": "invalid_request_error"}}"#),
+            "The model `x` does not exist"
+        );
+        assert_eq!(error_message(r#"{"error": "bad key"}"#), "bad key");
+        assert_eq!(error_message(r#"{"detail": "Not Found"}"#), "Not Found");
+        assert_eq!(error_message(r#"{"message": "overloaded"}"#), "overloaded");
+        assert_eq!(error_message("model crashed\n\tbadly"), "model crashed badly");
+        assert_eq!(error_message(""), "");
+        let long = error_message(&"é".repeat(2_000));
+        assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(clean("a\u{0}b\u{1b}[31mc"), "a b [31mc");
+    }
+
+    #[test]
+    fn completions_keep_model_finish_reason_usage_and_tool_calls() {
+        let a = parse_completion(br#"{"model": "qwen-7b-instruct", "choices": [{"message": {"content": "hi"}, "finish_reason": "length"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}"#).unwrap();
+        assert_eq!(a.content.as_deref(), Some("hi"));
+        assert_eq!(a.model.as_deref(), Some("qwen-7b-instruct"));
+        assert_eq!(a.finish_reason.as_deref(), Some("length"));
+        assert_eq!(
+            a.usage,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 1
+            })
+        );
+        let tools = parse_completion(br#"{"choices": [{"message": {"content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}"#).unwrap();
+        assert!(tools.content.is_none());
+        assert_eq!(tools.tool_calls.unwrap().len(), 1);
+        let empty = parse_completion(
+            br#"{"choices": [{"message": {"content": null}, "finish_reason": "length"}]}"#,
+        )
+        .unwrap_err();
+        assert!(empty.contains("no content") && empty.contains("length"), "{empty}");
+        assert!(parse_completion(br#"{"choices": []}"#).is_err());
+        assert!(parse_completion(b"<html>").is_err());
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(retry_after_secs(&HeaderValue::from_static("7")), Some(7));
+        assert_eq!(retry_after_secs(&HeaderValue::from_static("soon")), None);
+        assert_eq!(
+            retry_after_secs(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(0),
+            "a date in the past means now"
+        );
+    }
+
+    #[test]
+    fn only_connect_errors_429_502_and_503_are_retried() {
+        let f = |outcome, status| Failure {
+            upstream: "a".into(),
+            outcome,
+            status,
+            message: String::new(),
+            retry_after: None,
+            attempts: 1,
+        };
+        assert!(f(Outcome::ConnectError, None).retryable());
+        assert!(f(Outcome::Http429, Some(429)).retryable());
+        assert!(f(Outcome::Http5xx, Some(502)).retryable());
+        assert!(f(Outcome::Http5xx, Some(503)).retryable());
+        assert!(!f(Outcome::Http5xx, Some(500)).retryable());
+        assert!(!f(Outcome::Http5xx, Some(504)).retryable());
+        assert!(!f(Outcome::Timeout, None).retryable());
+        assert!(!f(Outcome::Http4xx, Some(400)).retryable());
+        assert!(!f(Outcome::BadReply, None).retryable());
+    }
+}
