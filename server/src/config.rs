@@ -140,7 +140,12 @@ impl Config {
         }
         let specs = self.specs();
         for (tier, name) in specs.iter().map(|s| (s.tier, &s.name)) {
-            if specs.iter().filter(|s| s.tier == tier && &s.name == name).count() > 1 {
+            if specs
+                .iter()
+                .filter(|s| s.tier == tier && &s.name == name)
+                .count()
+                > 1
+            {
                 return Err(format!(
                     "--upstream names {}:{name} more than once",
                     tier.internal_name()
@@ -158,7 +163,9 @@ impl Config {
             }
             for target in targets {
                 if let Some(name) = &target.name
-                    && !specs.iter().any(|s| s.tier == target.tier && &s.name == name)
+                    && !specs
+                        .iter()
+                        .any(|s| s.tier == target.tier && &s.name == name)
                 {
                     return Err(format!("{flag} {target}: no such --upstream"));
                 }
@@ -259,7 +266,9 @@ impl Config {
                 let named = list
                     .iter()
                     .find(|(t, _)| t.tier == tier && t.name.as_deref() == Some(name.as_str()));
-                let whole = list.iter().find(|(t, _)| t.tier == tier && t.name.is_none());
+                let whole = list
+                    .iter()
+                    .find(|(t, _)| t.tier == tier && t.name.is_none());
                 named.or(whole).map(|(_, v)| v.clone())
             };
             let keys: Vec<(Target, String)> = self
@@ -499,7 +508,10 @@ mod tests {
         .unwrap();
         let t = c.specs();
         assert_eq!(t.len(), 2);
-        assert_eq!((t[0].tier, t[0].base_url.as_str()), (Tier::Q2, "http://127.0.0.1:8081/v1"));
+        assert_eq!(
+            (t[0].tier, t[0].base_url.as_str()),
+            (Tier::Q2, "http://127.0.0.1:8081/v1")
+        );
         assert_eq!(t[0].name, "127.0.0.1:8081");
         assert_eq!(t[1].model.as_deref(), Some("qwen-32b"));
         assert!(t.iter().all(|s| s.key.is_none()));
@@ -544,11 +556,23 @@ mod tests {
             &["--upstream", "fast"],
             &["--upstream", "fast="],
             &["--upstream", "fast=ftp://x"],
-            &["--upstream", "fast:a=http://a", "--upstream", "Q2:a=http://b"],
+            &[
+                "--upstream",
+                "fast:a=http://a",
+                "--upstream",
+                "Q2:a=http://b",
+            ],
             &["--upstream", "fast:bad name=http://a"],
             &["--upstream", "fast:=http://a"],
             &["--upstream", "fast=http://a", "--model", "fast:nope=m"],
-            &["--upstream", "fast=http://a", "--model", "fast=m", "--model", "Q2=n"],
+            &[
+                "--upstream",
+                "fast=http://a",
+                "--model",
+                "fast=m",
+                "--model",
+                "Q2=n",
+            ],
             &["--upstream-key", "fast=has space"],
             &["--upstream-key", "fast="],
             &["--metrics-token", " "],

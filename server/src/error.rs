@@ -198,9 +198,7 @@ impl IntoResponse for ApiError {
 fn upstream_status(failure: &Failure) -> StatusCode {
     match failure.status {
         Some(401 | 403 | 407) => StatusCode::BAD_GATEWAY,
-        Some(code @ 400..=499) => {
-            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
-        }
+        Some(code @ 400..=499) => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
         _ => StatusCode::BAD_GATEWAY,
     }
 }

@@ -183,7 +183,9 @@ async fn require_ingest_token(
     next: Next,
 ) -> Response {
     match &state.options.ingest_token {
-        Some(token) if !bearer_matches(req.headers(), token) => ApiError::Unauthorized.into_response(),
+        Some(token) if !bearer_matches(req.headers(), token) => {
+            ApiError::Unauthorized.into_response()
+        }
         _ => next.run(req).await,
     }
 }
@@ -196,7 +198,9 @@ async fn require_metrics_token(
     next: Next,
 ) -> Response {
     match &state.options.metrics_token {
-        Some(token) if !bearer_matches(req.headers(), token) => ApiError::Unauthorized.into_response(),
+        Some(token) if !bearer_matches(req.headers(), token) => {
+            ApiError::Unauthorized.into_response()
+        }
         _ => next.run(req).await,
     }
 }

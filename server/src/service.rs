@@ -372,8 +372,7 @@ impl StatusService {
     }
 
     fn is_fresh(&self, snapshot: &Snapshot) -> bool {
-        snapshot.version == self.version()
-            && snapshot.built_at.elapsed() < SNAPSHOT_MAX_AGE
+        snapshot.version == self.version() && snapshot.built_at.elapsed() < SNAPSHOT_MAX_AGE
     }
 
     fn build_snapshot(&self, recent: usize, since: Option<u64>) -> Snapshot {

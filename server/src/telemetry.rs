@@ -27,8 +27,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use shared::api::{Mode, Usage};
 use shared::metrics::{
-    CircuitState, LastError, LatencyWindow, ModelUtilization, Outcome, OutcomeCounts,
-    TierMetrics, UpstreamMetrics, error_rate, model_shares,
+    CircuitState, LastError, LatencyWindow, ModelUtilization, Outcome, OutcomeCounts, TierMetrics,
+    UpstreamMetrics, error_rate, model_shares,
 };
 use shared::{Complexity, Tier};
 use tokio::sync::Notify;
@@ -140,7 +140,11 @@ impl Telemetry {
         );
         let mut decisions = Vec::with_capacity(27);
         for tier in Tier::ALL {
-            for complexity in [Complexity::Simple, Complexity::Moderate, Complexity::Complex] {
+            for complexity in [
+                Complexity::Simple,
+                Complexity::Moderate,
+                Complexity::Complex,
+            ] {
                 for mode in MODE_LABELS {
                     decisions.push(
                         decisions_family
@@ -167,8 +171,9 @@ impl Telemetry {
             "Upstream calls by how they ended (ok, timeout, connect_error, http_5xx, http_4xx, http_429, bad_reply, too_large, cancelled)",
             requests.clone(),
         );
-        let latency =
-            Family::<Labels, Histogram, _>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let latency = Family::<Labels, Histogram, _>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
         registry.register(
             "orch_upstream_latency_seconds",
             "Latency of successful upstream calls, request sent to answer read",
@@ -222,15 +227,21 @@ impl Telemetry {
                     tokens: ["in", "out"]
                         .map(|d| tokens.get_or_create(&with("direction", d)).clone()),
                     retries: retries.get_or_create(&base).clone(),
-                    transitions: [CircuitState::Closed, CircuitState::HalfOpen, CircuitState::Open]
-                        .map(|s| transitions.get_or_create(&with("to", s.name())).clone()),
+                    transitions: [
+                        CircuitState::Closed,
+                        CircuitState::HalfOpen,
+                        CircuitState::Open,
+                    ]
+                    .map(|s| transitions.get_or_create(&with("to", s.name())).clone()),
                 })
             })
             .collect();
         let tiers = Tier::ALL.map(|tier| TierState {
             latency: Mutex::new(LatencyWindow::default()),
             short_circuited: AtomicU64::new(0),
-            short_circuited_total: short.get_or_create(&vec![("tier", tier.to_string())]).clone(),
+            short_circuited_total: short
+                .get_or_create(&vec![("tier", tier.to_string())])
+                .clone(),
         });
         let telemetry = Arc::new_cyclic(|weak: &std::sync::Weak<Telemetry>| {
             registry.register_collector(Box::new(Gauges {
@@ -461,9 +472,15 @@ impl UpstreamState {
         self.transitions[index].inc();
         let l = &self.label;
         match change.to {
-            CircuitState::Open => tracing::warn!(tier = %l.tier, upstream = %l.name, from = change.from.name(), "circuit opened: calls refused until the cool-down ends"),
-            CircuitState::HalfOpen => tracing::info!(tier = %l.tier, upstream = %l.name, "circuit half-open: one probe call goes through"),
-            CircuitState::Closed => tracing::info!(tier = %l.tier, upstream = %l.name, from = change.from.name(), "circuit closed: the upstream answers again"),
+            CircuitState::Open => {
+                tracing::warn!(tier = %l.tier, upstream = %l.name, from = change.from.name(), "circuit opened: calls refused until the cool-down ends")
+            }
+            CircuitState::HalfOpen => {
+                tracing::info!(tier = %l.tier, upstream = %l.name, "circuit half-open: one probe call goes through")
+            }
+            CircuitState::Closed => {
+                tracing::info!(tier = %l.tier, upstream = %l.name, from = change.from.name(), "circuit closed: the upstream answers again")
+            }
         }
         telemetry.bump();
     }
@@ -692,7 +709,8 @@ impl Collector for Gauges {
                 .filter(|u| u.label.tier == tier)
                 .map(|u| u.in_flight())
                 .sum();
-            ConstGauge::new(n as i64).encode(family.encode_family(&[("tier", tier.to_string())])?)?;
+            ConstGauge::new(n as i64)
+                .encode(family.encode_family(&[("tier", tier.to_string())])?)?;
         }
         Ok(())
     }
@@ -746,12 +764,7 @@ impl Collector for ProcessCollector {
             p.virtual_bytes,
         )?;
         if let Some(n) = p.open_fds {
-            gauge(
-                &mut encoder,
-                "process_open_fds",
-                "Open file descriptors",
-                n,
-            )?;
+            gauge(&mut encoder, "process_open_fds", "Open file descriptors", n)?;
         }
         if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
             gauge(
@@ -781,7 +794,8 @@ impl ProcStat {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // utime and stime are fields 14 and 15 of the whole line; `rest`
         // starts at field 3.
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
         let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
         let mut pages = statm.split_whitespace().map(|f| f.parse::<f64>().ok());
         let virtual_pages = pages.next()??;
@@ -847,11 +861,17 @@ mod tests {
         assert_eq!(fast.tokens_in, 30, "tokens of answers only");
         assert_eq!(fast.latency_ms.unwrap().samples, 3);
         assert!((fast.error_rate - 0.25).abs() < 1e-12);
-        assert_eq!(fast.upstreams[1].last_error.as_ref().unwrap().message, "boom");
+        assert_eq!(
+            fast.upstreams[1].last_error.as_ref().unwrap().message,
+            "boom"
+        );
         assert_eq!(fast.upstreams[0].model.as_deref(), Some("m-7b"));
         assert_eq!(fast.upstreams[1].model.as_deref(), Some("configured"));
         let big = &tiers[2];
-        assert_eq!((big.outcomes.cancelled, big.retries, big.in_flight), (1, 1, 0));
+        assert_eq!(
+            (big.outcomes.cancelled, big.retries, big.in_flight),
+            (1, 1, 0)
+        );
         assert_eq!(big.error_rate, 0.0);
         let models = t.model_utilization();
         assert_eq!(models[0].model, "m-7b");
@@ -874,12 +894,25 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes "));
         // Only the fixed label names appear.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            if let Some(labels) = line.split_once('{').map(|(_, r)| r.split_once('}').unwrap().0) {
+            if let Some(labels) = line
+                .split_once('{')
+                .map(|(_, r)| r.split_once('}').unwrap().0)
+            {
                 for pair in labels.split("\",") {
                     let key = pair.split_once('=').unwrap().0;
                     assert!(
-                        ["tier", "upstream", "outcome", "mode", "complexity", "direction", "to", "le", "version"]
-                            .contains(&key),
+                        [
+                            "tier",
+                            "upstream",
+                            "outcome",
+                            "mode",
+                            "complexity",
+                            "direction",
+                            "to",
+                            "le",
+                            "version"
+                        ]
+                        .contains(&key),
                         "{key} in {line}"
                     );
                 }

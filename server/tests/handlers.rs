@@ -465,10 +465,7 @@ async fn non_api_paths_serve_html() {
 #[tokio::test]
 async fn fast_path_answers_exactly_like_the_router() {
     use server::serve::FastPath;
-    let state = AppState::new(
-        StatusService::new(100, 20),
-        Upstreams::none(),
-    );
+    let state = AppState::new(StatusService::new(100, 20), Upstreams::none());
     let router = app(state.clone());
     let teapot = axum::Router::new().fallback(|| async { StatusCode::IM_A_TEAPOT });
     let fast = FastPath::with_router(state.clone(), teapot);

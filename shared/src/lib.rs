@@ -18,11 +18,11 @@ pub use decision::{
     RoutingDecision, is_invisible, merge_decision, stored_query, truncate_query,
     validate_decision_time, validate_query, validate_score, visible_query_pattern,
 };
+pub use metrics::{ModelUtilization, TierMetrics};
 pub use mock::mock_status;
 pub use status::{
     ComplexityDistribution, DEFAULT_CAPACITY, DEFAULT_RECENT, DEFAULT_WINDOW, Instance,
     OrchestratorStatus, StatusCounters, TierUtilization, Windows, build_status,
     complexity_distribution, mean_decision_time, tier_utilization,
 };
-pub use metrics::{ModelUtilization, TierMetrics};
 pub use tier::{Complexity, Tier};

@@ -326,7 +326,8 @@ pub struct UpstreamMetrics {
     pub outcomes: OutcomeCounts,
     /// Errors over calls (0..=1).
     pub error_rate: f64,
-    /// Latency of its newest successful calls; null before the first.
+    /// Latency of its newest successful calls; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Latency>,
     /// Its circuit breaker.
     pub circuit: CircuitState,
@@ -344,7 +345,9 @@ pub struct UpstreamMetrics {
 pub struct TierMetrics {
     /// Which tier.
     pub tier: Tier,
-    /// Latency of the tier's newest successful calls; null before the first.
+    /// Latency of the tier's newest successful calls; absent before the
+    /// first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Latency>,
     /// Prompt tokens the upstreams reported (`usage.prompt_tokens`).
     pub tokens_in: u64,
@@ -383,7 +386,8 @@ pub struct ModelUtilization {
     pub tokens_in: u64,
     /// Completion tokens of its answers.
     pub tokens_out: u64,
-    /// Latency of its newest answers; null before the first.
+    /// Latency of its newest answers; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<Latency>,
 }
 

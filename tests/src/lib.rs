@@ -173,65 +173,94 @@ pub enum Behavior {
     Garbage,
     /// Answers a valid chat completion whose content is this many bytes.
     Huge(usize),
+    /// Answers this HTTP status with an OpenAI-style error body (and
+    /// `Retry-After` when given).
+    Status(u16, Option<&'static str>),
+    /// Answers `content: null` with tool calls.
+    ToolCalls,
+    /// Answers `content: null`, no tool calls, `finish_reason: length`.
+    Empty,
 }
 
 /// An OpenAI-compatible `/v1/chat/completions` test double.
 pub struct FakeUpstream {
     /// The base URL to pass as `--upstream TIER=URL` (ends in `/v1`).
     pub base_url: String,
-    hits: Arc<AtomicU64>,
-    finished: Arc<AtomicU64>,
-    last_body: Arc<std::sync::Mutex<Value>>,
+    state: FakeState,
     task: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Clone)]
 struct FakeState {
-    behavior: Behavior,
+    behavior: Arc<std::sync::Mutex<Behavior>>,
+    model: Option<String>,
     hits: Arc<AtomicU64>,
     finished: Arc<AtomicU64>,
     last_body: Arc<std::sync::Mutex<Value>>,
+    last_auth: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl FakeUpstream {
-    /// Starts one on a free port in the current tokio runtime.
+    /// Starts one on a free port in the current tokio runtime; its answers
+    /// name no model.
     pub async fn start(behavior: Behavior) -> FakeUpstream {
+        Self::start_with(behavior, None).await
+    }
+
+    /// Starts one whose answers name `model` (as real servers do) and report
+    /// token usage.
+    pub async fn start_model(behavior: Behavior, model: &str) -> FakeUpstream {
+        Self::start_with(behavior, Some(model.to_owned())).await
+    }
+
+    async fn start_with(behavior: Behavior, model: Option<String>) -> FakeUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = FakeState {
-            behavior,
+            behavior: Arc::new(std::sync::Mutex::new(behavior)),
+            model,
             hits: Arc::default(),
             finished: Arc::default(),
             last_body: Arc::new(std::sync::Mutex::new(Value::Null)),
+            last_auth: Arc::default(),
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(completion))
+            .route("/v1/models", axum::routing::get(models))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         FakeUpstream {
             base_url: format!("http://{addr}/v1"),
-            hits: state.hits,
-            finished: state.finished,
-            last_body: state.last_body,
+            state,
             task,
         }
     }
 
+    /// Changes what it does from the next request on.
+    pub fn set(&self, behavior: Behavior) {
+        *self.state.behavior.lock().unwrap() = behavior;
+    }
+
+    /// The `Authorization` header of the last request, if any.
+    pub fn last_auth(&self) -> Option<String> {
+        self.state.last_auth.lock().unwrap().clone()
+    }
+
     /// Requests received so far.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::SeqCst)
+        self.state.hits.load(Ordering::SeqCst)
     }
 
     /// Requests whose handler ran to its end (a cancelled one does not).
     pub fn finished(&self) -> u64 {
-        self.finished.load(Ordering::SeqCst)
+        self.state.finished.load(Ordering::SeqCst)
     }
 
     /// The last request body received.
     pub fn last_body(&self) -> Value {
-        self.last_body.lock().unwrap().clone()
+        self.state.last_body.lock().unwrap().clone()
     }
 }
 
@@ -241,34 +270,80 @@ impl Drop for FakeUpstream {
     }
 }
 
-async fn completion(State(s): State<FakeState>, Json(body): Json<Value>) -> Response {
+async fn completion(
+    State(s): State<FakeState>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     s.hits.fetch_add(1, Ordering::SeqCst);
     *s.last_body.lock().unwrap() = body.clone();
+    *s.last_auth.lock().unwrap() = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
     let query = body["messages"][0]["content"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let response = match s.behavior {
-        Behavior::Ok => answer(&query),
+    let behavior = s.behavior.lock().unwrap().clone();
+    let model = s.model.as_deref();
+    let response = match behavior {
+        Behavior::Ok => answer(&query, model),
         Behavior::Slow(d) => {
             tokio::time::sleep(d).await;
-            answer(&query)
+            answer(&query, model)
         }
         Behavior::Fail => (StatusCode::INTERNAL_SERVER_ERROR, "model crashed").into_response(),
         Behavior::Garbage => (StatusCode::OK, "<html>definitely not JSON</html>").into_response(),
-        Behavior::Huge(n) => answer(&"x".repeat(n)),
+        Behavior::Huge(n) => answer(&"x".repeat(n), model),
+        Behavior::Status(code, retry_after) => {
+            let status = StatusCode::from_u16(code).unwrap();
+            let mut r = (
+                status,
+                Json(json!({"error": {"message": format!("fake upstream says {code}"), "type": "test_error", "code": code}})),
+            )
+                .into_response();
+            if let Some(after) = retry_after {
+                r.headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static(after));
+            }
+            r
+        }
+        Behavior::ToolCalls => Json(json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": 1}"}}
+            ]}, "finish_reason": "tool_calls"}]
+        }))
+        .into_response(),
+        Behavior::Empty => Json(json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null}, "finish_reason": "length"}]
+        }))
+        .into_response(),
     };
     s.finished.fetch_add(1, Ordering::SeqCst);
     response
 }
 
-fn answer(query: &str) -> Response {
-    Json(json!({
+async fn models(State(s): State<FakeState>) -> Json<Value> {
+    Json(
+        json!({"object": "list", "data": [{"id": s.model.as_deref().unwrap_or("fake"), "object": "model"}]}),
+    )
+}
+
+fn answer(query: &str, model: Option<&str>) -> Response {
+    let mut body = json!({
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {query}")}, "finish_reason": "stop"}]
-    }))
-    .into_response()
+    });
+    if let Some(model) = model {
+        // As real servers do: name the model and count tokens (one per word).
+        body["model"] = json!(model);
+        let words = query.split_whitespace().count() as u64;
+        body["usage"] = json!({"prompt_tokens": words, "completion_tokens": words + 1, "total_tokens": 2 * words + 1});
+    }
+    Json(body).into_response()
 }
 
 /// A JSON HTTP client for the server under test.
@@ -391,4 +466,42 @@ pub fn per_tier(status: &Value, key: &str) -> Vec<f64> {
         .iter()
         .map(|t| t[key].as_f64().expect("a number"))
         .collect()
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition
+/// (labels given as `key="value"` pairs, in any order; all of the sample's
+/// labels must be given); `None` when absent.
+pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        if line.starts_with('#') {
+            return None;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (sample, rest) = match series.split_once('{') {
+            Some((n, r)) => (n, r.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        if sample != name {
+            return None;
+        }
+        let mut got: Vec<(String, String)> = Vec::new();
+        for pair in rest.split("\",").filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once("=\"")?;
+            got.push((k.to_owned(), v.trim_end_matches('"').to_owned()));
+        }
+        let wanted = labels.len() == got.len()
+            && labels
+                .iter()
+                .all(|(k, v)| got.iter().any(|(gk, gv)| gk == k && gv == v));
+        wanted.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// The port of a listener that was just closed: connecting to it is refused.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

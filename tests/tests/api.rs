@@ -438,6 +438,8 @@ async fn status_json_is_the_seed_interface() {
             "instance",
             "windows",
             "bufferCapacity",
+            "tierMetrics",
+            "modelUtilization",
         ],
     );
     let keys = |v: &Value| -> Vec<String> {
@@ -452,7 +454,9 @@ async fn status_json_is_the_seed_interface() {
             "bufferCapacity",
             "complexityDistribution",
             "instance",
+            "modelUtilization",
             "recentDecisions",
+            "tierMetrics",
             "tierUtilization",
             "timestamp",
             "totalDecisions",

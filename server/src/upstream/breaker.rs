@@ -50,10 +50,16 @@ pub struct Transition {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// `probing`: the one probe call is under way.
-    HalfOpen { probing: bool },
+    HalfOpen {
+        probing: bool,
+    },
 }
 
 /// The breaker of one upstream.
@@ -139,7 +145,12 @@ impl Breaker {
     }
 
     /// Records how an admitted call ended; returns the state change, if any.
-    pub fn record(&mut self, admission: Admission, verdict: Verdict, now: Instant) -> Option<Transition> {
+    pub fn record(
+        &mut self,
+        admission: Admission,
+        verdict: Verdict,
+        now: Instant,
+    ) -> Option<Transition> {
         let before = self.state(now);
         self.state = match (self.state, verdict) {
             // A call admitted before the circuit opened says nothing new.
@@ -196,9 +207,16 @@ mod tests {
         assert_eq!(call(&mut b, Verdict::Failure, t0), None);
         assert_eq!(b.consecutive_failures(), 2);
         let opened = call(&mut b, Verdict::Failure, t0).unwrap();
-        assert_eq!((opened.from, opened.to), (CircuitState::Closed, CircuitState::Open));
+        assert_eq!(
+            (opened.from, opened.to),
+            (CircuitState::Closed, CircuitState::Open)
+        );
         assert_eq!(b.state(t0), CircuitState::Open);
-        assert_eq!(b.admit(t0 + Duration::from_secs(9)).0, None, "refused while open");
+        assert_eq!(
+            b.admit(t0 + Duration::from_secs(9)).0,
+            None,
+            "refused while open"
+        );
         // Cool-down over: one probe, and nobody else meanwhile.
         let later = t0 + Duration::from_secs(10);
         assert_eq!(b.state(later), CircuitState::HalfOpen);
@@ -214,7 +232,10 @@ mod tests {
         let again = later + Duration::from_secs(10);
         let (probe, _) = b.admit(again);
         let closed = b.record(probe.unwrap(), Verdict::Success, again).unwrap();
-        assert_eq!((closed.from, closed.to), (CircuitState::HalfOpen, CircuitState::Closed));
+        assert_eq!(
+            (closed.from, closed.to),
+            (CircuitState::HalfOpen, CircuitState::Closed)
+        );
         assert_eq!(b.consecutive_failures(), 0);
     }
 

@@ -285,7 +285,9 @@ impl Upstreams {
     fn configured_model(&self, tier: Tier) -> Option<String> {
         let mut models = self.specs(tier).map(|s| s.model.clone());
         let first = models.next()??;
-        models.all(|m| m.as_deref() == Some(&first)).then_some(first)
+        models
+            .all(|m| m.as_deref() == Some(&first))
+            .then_some(first)
     }
 
     /// Has one of `tier`'s upstreams answer `query`, retrying and failing
@@ -330,9 +332,7 @@ impl Upstreams {
             if let Some(failed) = &last {
                 tracing::warn!(%tier, from = %failed.upstream, to = %member.spec.name, attempt = attempt + 1, reason = failed.outcome.label(), "retrying upstream call");
             }
-            let call = self
-                .telemetry
-                .begin(&member.state, admission, attempt > 0);
+            let call = self.telemetry.begin(&member.state, admission, attempt > 0);
             let attempts = attempt + 1;
             match self.call(member, query, max_tokens).await {
                 Ok(answer) => {
@@ -366,7 +366,9 @@ impl Upstreams {
                 }
             }
         }
-        Err(UpstreamError::Failed(last.expect("at least one call was made")))
+        Err(UpstreamError::Failed(
+            last.expect("at least one call was made"),
+        ))
     }
 
     /// The jittered wait before call `attempt` (1 = the first retry).
@@ -386,9 +388,7 @@ impl Upstreams {
     fn pick(&self, pool: &[Member], tried: &[usize]) -> Option<(usize, breaker::Admission)> {
         let now = Instant::now();
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        let mut order: Vec<usize> = (0..pool.len())
-            .map(|k| (start + k) % pool.len())
-            .collect();
+        let mut order: Vec<usize> = (0..pool.len()).map(|k| (start + k) % pool.len()).collect();
         // Stable: among equals the rotation's order stays.
         order.sort_by_key(|&i| (tried.contains(&i), pool[i].state.in_flight()));
         order.into_iter().find_map(|i| {
@@ -470,7 +470,9 @@ impl Upstreams {
                     500..=599 => Outcome::Http5xx,
                     _ => Outcome::BadReply,
                 };
-                let text = read_capped(response, MAX_ERROR_BODY).await.unwrap_or_default();
+                let text = read_capped(response, MAX_ERROR_BODY)
+                    .await
+                    .unwrap_or_default();
                 let said = error_message(&text);
                 let message = if said.is_empty() {
                     format!("answered HTTP {code}")
@@ -489,7 +491,7 @@ impl Upstreams {
                         Outcome::TooLarge,
                         None,
                         format!(
-                            "answered more than {} bytes (--max-upstream-body)",
+                            "sent a reply larger than {} bytes (--max-upstream-body)",
                             self.settings.max_body
                         ),
                     ),
@@ -617,7 +619,10 @@ fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
     }
     Ok(Answer {
         content,
-        model: completion.model.map(|m| clean(&m)).filter(|m| !m.is_empty()),
+        model: completion
+            .model
+            .map(|m| clean(&m))
+            .filter(|m| !m.is_empty()),
         finish_reason: choice.finish_reason.map(|r| clean(&r)),
         tool_calls,
         usage,
@@ -707,13 +712,18 @@ mod tests {
     #[test]
     fn error_messages_come_from_the_usual_shapes() {
         assert_eq!(
-            error_message(r#"{"error": {"message": "The model `x` does not exist", "type": "invalid_request_error"}}"#),
+            error_message(
+                r#"{"error": {"message": "The model `x` does not exist", "type": "invalid_request_error"}}"#
+            ),
             "The model `x` does not exist"
         );
         assert_eq!(error_message(r#"{"error": "bad key"}"#), "bad key");
         assert_eq!(error_message(r#"{"detail": "Not Found"}"#), "Not Found");
         assert_eq!(error_message(r#"{"message": "overloaded"}"#), "overloaded");
-        assert_eq!(error_message("model crashed\n\tbadly"), "model crashed badly");
+        assert_eq!(
+            error_message("model crashed\n\tbadly"),
+            "model crashed badly"
+        );
         assert_eq!(error_message(""), "");
         let long = error_message(&"é".repeat(2_000));
         assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS + 1);
@@ -741,7 +751,10 @@ mod tests {
             br#"{"choices": [{"message": {"content": null}, "finish_reason": "length"}]}"#,
         )
         .unwrap_err();
-        assert!(empty.contains("no content") && empty.contains("length"), "{empty}");
+        assert!(
+            empty.contains("no content") && empty.contains("length"),
+            "{empty}"
+        );
         assert!(parse_completion(br#"{"choices": []}"#).is_err());
         assert!(parse_completion(b"<html>").is_err());
     }
