@@ -2,8 +2,9 @@
 # Installs what building and running Orchestrator Status needs and is missing;
 # skips what is there, so a second run takes seconds.
 #   scripts/install.sh          the WASM toolchain (target, trunk, wasm-bindgen, wasm-opt)
-#   scripts/install.sh --test   also Chromium, chromedriver and wrk for the tests, and
-#                               the Python tools (schemathesis) in .tools/venv
+#   scripts/install.sh --test   also Chromium, chromedriver, wrk and Prometheus (with
+#                               promtool) for the tests, and the Python tools
+#                               (schemathesis, LiteLLM's proxy) in .tools/venv
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -45,6 +46,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null || missing+=(chromium)
   [ -x "$CHROMEDRIVER" ] || command -v chromedriver >/dev/null || missing+=(chromium-driver)
   command -v wrk >/dev/null || missing+=(wrk)
+  # Installing it starts nothing; the tests start their own on a free port.
+  { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive
@@ -59,5 +62,11 @@ if [ "${1:-}" = "--test" ]; then
     say "installing schemathesis $schemathesis_version into .tools/venv (PyPI)"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
+  fi
+  # A real OpenAI-compatible upstream for the tests (offline, mock models).
+  litellm_version=1.108.7
+  if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" != "$litellm_version" ]; then
+    say "installing LiteLLM's proxy $litellm_version into .tools/venv (PyPI, about a minute)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$litellm_version"
   fi
 fi

@@ -243,7 +243,7 @@ impl Telemetry {
                 .get_or_create(&vec![("tier", tier.to_string())])
                 .clone(),
         });
-        let telemetry = Arc::new_cyclic(|weak: &std::sync::Weak<Telemetry>| {
+        Arc::new_cyclic(|weak: &std::sync::Weak<Telemetry>| {
             registry.register_collector(Box::new(Gauges {
                 telemetry: weak.clone(),
             }));
@@ -259,8 +259,7 @@ impl Telemetry {
                 version: AtomicU64::new(0),
                 changed: Notify::new(),
             }
-        });
-        telemetry
+        })
     }
 
     /// Counts one decision (a few atomic additions; no lookup).

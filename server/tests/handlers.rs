@@ -1,7 +1,5 @@
 //! Handler tests: the whole app driven in-process with `oneshot`, no socket.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
