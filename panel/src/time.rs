@@ -86,3 +86,26 @@ pub fn duration(ms: f64) -> String {
         format!("{ms:.2} ms")
     }
 }
+
+/// An upstream latency as an operator reads it: `850 µs`, `12.5 ms`,
+/// `340 ms`, `2.35 s`.
+pub fn latency(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1_000.0)
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 1_000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.2} s", ms / 1_000.0)
+    }
+}
+
+/// A count as an operator reads it at a glance: `950`, `12.3k`, `4.56M`.
+pub fn count(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.2}M", n as f64 / 1e6),
+    }
+}

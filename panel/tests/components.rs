@@ -211,3 +211,138 @@ async fn connecting_stale_and_microseconds() {
     let panel = root.query_selector("[data-testid=panel]").unwrap().unwrap();
     assert_eq!(panel.get_attribute("data-state").as_deref(), Some("stale"));
 }
+
+/// The per-tier upstream table: latency with units, tokens, error rate, a
+/// coloured circuit badge per upstream, and the models; absent from an
+/// older server's status, absent from the page.
+#[wasm_bindgen_test]
+async fn upstream_metrics_table() {
+    use shared::metrics::{
+        CircuitState, LastError, Latency, Outcome, OutcomeCounts, UpstreamMetrics,
+    };
+    use shared::{ModelUtilization, TierMetrics};
+    let root = container();
+    let (status, set_status) = signal(Some(status_of(3, panel::time::now_utc())));
+    let decisions = decisions_of(status);
+    let _handle = leptos::mount::mount_to(root.clone(), move || {
+        view! { <StatusView status=status decisions=decisions source=Signal::stored(None) last_live_ms=Signal::stored(None)/> }
+    });
+    settle().await;
+    assert_eq!(
+        count(&root, "[data-testid=upstream-metrics]"),
+        0,
+        "an older server: no table"
+    );
+
+    let upstream = |name: &str, circuit| UpstreamMetrics {
+        name: name.into(),
+        model: Some("qwen-7b".into()),
+        in_flight: 0,
+        processed: 10,
+        outcomes: OutcomeCounts {
+            ok: 9,
+            http_5xx: 1,
+            ..Default::default()
+        },
+        error_rate: 0.1,
+        latency_ms: None,
+        circuit,
+        consecutive_failures: 0,
+        last_error: Some(LastError {
+            kind: Outcome::Http5xx,
+            message: "model crashed".into(),
+            at: panel::time::now_utc(),
+        }),
+    };
+    let tier = |tier, latency_ms, upstreams| TierMetrics {
+        tier,
+        latency_ms,
+        tokens_in: 12_345,
+        tokens_out: 678,
+        requests: 20,
+        outcomes: OutcomeCounts {
+            ok: 18,
+            timeout: 2,
+            ..Default::default()
+        },
+        error_rate: 0.1,
+        retries: 2,
+        short_circuited: 0,
+        in_flight: 0,
+        upstreams,
+    };
+    let mut s = status_of(3, panel::time::now_utc());
+    s.tier_metrics = Some(vec![
+        tier(
+            Tier::Q2,
+            Some(Latency {
+                samples: 18,
+                p50: 12.5,
+                p95: 340.0,
+                p99: 2_350.0,
+            }),
+            vec![
+                upstream("gpu1", CircuitState::Closed),
+                upstream("gpu2", CircuitState::Open),
+            ],
+        ),
+        tier(Tier::Q3, None, vec![]),
+        tier(
+            Tier::Q4,
+            None,
+            vec![upstream("big", CircuitState::HalfOpen)],
+        ),
+    ]);
+    s.model_utilization = Some(vec![ModelUtilization {
+        model: "qwen-7b".into(),
+        tier: Tier::Q2,
+        answered: 18,
+        utilization_percent: 100.0,
+        tokens_in: 12_345,
+        tokens_out: 678,
+        latency_ms: Some(Latency {
+            samples: 18,
+            p50: 0.85,
+            p95: 1.0,
+            p99: 1.0,
+        }),
+    }]);
+    set_status.set(Some(s));
+    settle().await;
+    assert_eq!(text(&root, "[data-testid=tm-Q2-p50]"), "12.5 ms");
+    assert_eq!(text(&root, "[data-testid=tm-Q2-p95]"), "340 ms");
+    assert_eq!(text(&root, "[data-testid=tm-Q2-p99]"), "2.35 s");
+    assert_eq!(text(&root, "[data-testid=tm-Q3-p50]"), "—");
+    assert_eq!(text(&root, "[data-testid=tm-Q2-tokens]"), "12.3k / 678");
+    assert_eq!(text(&root, "[data-testid=tm-Q2-errors]"), "10.0%");
+    assert_eq!(text(&root, "[data-testid=tm-Q2-calls]"), "20 (2 retried)");
+    let badge = |id: &str| {
+        root.query_selector(&format!("[data-testid={id}]"))
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        badge("circuit-Q2-gpu2")
+            .get_attribute("data-state")
+            .as_deref(),
+        Some("open")
+    );
+    assert_eq!(badge("circuit-Q2-gpu2").class_name(), "circuit open");
+    assert_eq!(
+        badge("circuit-Q4-big")
+            .get_attribute("data-state")
+            .as_deref(),
+        Some("half-open")
+    );
+    assert!(
+        badge("circuit-Q2-gpu1")
+            .get_attribute("title")
+            .unwrap()
+            .contains("model crashed")
+    );
+    let model = text(&root, "[data-testid=model-qwen-7b]");
+    assert!(
+        model.contains("100.0%") && model.contains("850 µs"),
+        "{model}"
+    );
+}

@@ -95,7 +95,7 @@ pub struct QueryResponse {
     /// upstream sent them (OpenAI's `message.tool_calls`).
     #[serde(default, rename = "toolCalls", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
-    pub tool_calls: Option<Vec<serde_json::Value>>,
+    pub tool_calls: Option<RawJson>,
     /// Beyond the first version: the upstream that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
@@ -105,6 +105,25 @@ pub struct QueryResponse {
     /// Beyond the first version: upstream calls it took (1 without retries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+}
+
+/// JSON passed through as it came, never decoded into a tree (which would
+/// cost the panel's WASM a JSON value type it does not otherwise need).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 /// Tokens of one answer, as the upstream reported them.

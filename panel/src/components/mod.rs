@@ -8,4 +8,5 @@ pub mod query_form;
 pub mod recent_decisions;
 pub mod source_badge;
 pub mod status_view;
+pub mod tier_metrics;
 pub mod tier_utilization;

@@ -8,6 +8,7 @@ use crate::components::announcer::Announcer;
 use crate::components::complexity_distribution::ComplexityDistributionView;
 use crate::components::recent_decisions::RecentDecisions;
 use crate::components::source_badge::SourceBadge;
+use crate::components::tier_metrics::TierMetricsView;
 use crate::components::tier_utilization::TierUtilizationView;
 use crate::hooks::DataSource;
 use crate::time;
@@ -152,6 +153,10 @@ pub fn StatusView(
                         covers=Signal::derive(move || covers(windows.get().map(|w| w.distribution)))
                     />
                     <RecentDecisions decisions=decisions/>
+                    <TierMetricsView
+                        metrics=Signal::derive(move || status.with(|s| s.as_ref().and_then(|s| s.tier_metrics.clone())))
+                        models=Signal::derive(move || status.with(|s| s.as_ref().and_then(|s| s.model_utilization.clone())))
+                    />
                 </div>
             </div>
             <Announcer decisions=decisions source=source/>

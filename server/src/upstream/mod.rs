@@ -20,7 +20,7 @@ use axum::http::HeaderValue;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::Tier;
-use shared::api::Usage;
+use shared::api::{RawJson, Usage};
 use shared::metrics::Outcome;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -125,7 +125,7 @@ pub struct Answer {
     /// Why it stopped.
     pub finish_reason: Option<String>,
     /// Tool calls, as sent.
-    pub tool_calls: Option<Vec<Value>>,
+    pub tool_calls: Option<RawJson>,
     /// Tokens reported.
     pub usage: Option<Usage>,
     /// The upstream that answered.
@@ -193,7 +193,7 @@ struct Message {
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
-    tool_calls: Option<Vec<Value>>,
+    tool_calls: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -609,7 +609,12 @@ fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
         .into_iter()
         .next()
         .ok_or("answered a chat completion without choices")?;
-    let tool_calls = choice.message.tool_calls.filter(|calls| !calls.is_empty());
+    // Kept as sent; only an empty list or null counts as none.
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .filter(|calls| !matches!(calls.get().trim(), "[]" | "null"))
+        .map(RawJson);
     let content = choice.message.content.filter(|c| !c.is_empty());
     if content.is_none() && tool_calls.is_none() {
         return Err(format!(
@@ -746,7 +751,7 @@ mod tests {
         );
         let tools = parse_completion(br#"{"choices": [{"message": {"content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}"#).unwrap();
         assert!(tools.content.is_none());
-        assert_eq!(tools.tool_calls.unwrap().len(), 1);
+        assert!(tools.tool_calls.unwrap().get().starts_with(r#"[{"id": "c1""#));
         let empty = parse_completion(
             br#"{"choices": [{"message": {"content": null}, "finish_reason": "length"}]}"#,
         )
