@@ -1,6 +1,7 @@
-//! Micro-benchmarks of the status service: recording a decision (alone and
-//! with 8 threads contending), building a status, serialising it, and
-//! serving the shared snapshot.
+//! Micro-benchmarks of the status service: recording a decision with the
+//! metrics on (alone and with 8 threads contending), building a status,
+//! serialising it, serving the shared snapshot, and a `/metrics` scrape of
+//! 3 tiers x 4 upstreams.
 //!
 //! `cargo bench -p server --bench service`
 
@@ -10,13 +11,59 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use server::service::StatusService;
+use server::telemetry::{Ended, Telemetry};
+use server::upstream::{Settings, UpstreamSpec, Upstreams};
+use shared::api::Usage;
+use shared::metrics::Outcome;
 use shared::{DEFAULT_RECENT, Tier};
 
 const QUERY: &str =
     "Compare B-trees and LSM-trees for a write-heavy database and explain the trade-offs";
 
+/// 3 tiers x 4 upstreams, each with calls of every outcome recorded, so
+/// every series of a scrape has data.
+fn upstreams() -> Upstreams {
+    let specs = Tier::ALL
+        .iter()
+        .flat_map(|&tier| {
+            (1..=4).map(move |n| UpstreamSpec {
+                tier,
+                name: format!("{}-{n}", tier.internal_name()),
+                base_url: format!("http://10.0.0.{n}:8080/v1"),
+                model: Some(format!("model-{n}")),
+                key: None,
+            })
+        })
+        .collect();
+    let up = Upstreams::new(specs, Settings::with_timeout(Duration::from_secs(60)));
+    let t = up.telemetry();
+    for (i, u) in t.upstreams().iter().enumerate() {
+        for k in 0..200 {
+            let outcome = Outcome::ALL[(i + k) % Outcome::ALL.len()];
+            let admission = u.admit(t, Instant::now());
+            let Some(admission) = admission else { break };
+            t.begin(u, admission, k % 7 == 0).finish(
+                outcome,
+                Ended {
+                    model: Some(format!("model-{}", k % 3)),
+                    usage: Some(Usage {
+                        prompt_tokens: 40,
+                        completion_tokens: 200,
+                    }),
+                    error: Some("answered HTTP 503".into()),
+                },
+            );
+        }
+    }
+    up
+}
+
+fn telemetry() -> Arc<Telemetry> {
+    Arc::clone(upstreams().telemetry())
+}
+
 fn full_service() -> StatusService {
-    let s = StatusService::new(100, 20);
+    let s = StatusService::new(100, 20).with_telemetry(telemetry());
     for i in 0..100 {
         s.record(QUERY, Tier::ALL[i % 3], (i % 16) as f64 * 0.9, 0.5)
             .unwrap();
@@ -90,11 +137,50 @@ fn snapshot(c: &mut Criterion) {
     g.finish();
 }
 
+fn scrape(c: &mut Criterion) {
+    let mut g = c.benchmark_group("metrics");
+    let up = upstreams();
+    let t = Arc::clone(up.telemetry());
+    let service = StatusService::new(100, 20);
+    let state = server::AppState::new(service, up);
+    for i in 0..300 {
+        state
+            .service
+            .record(QUERY, Tier::ALL[i % 3], (i % 16) as f64 * 0.9, 0.5)
+            .unwrap();
+    }
+    g.bench_function("encode (3 tiers x 4 upstreams)", |b| {
+        b.iter(|| black_box(t.encode()))
+    });
+    // The whole request through the router, as a scraper sees it.
+    let app = server::app(state);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    g.bench_function("GET /metrics (3 tiers x 4 upstreams)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                use http_body_util::BodyExt as _;
+                use tower::ServiceExt as _;
+                let req = axum::http::Request::get("/metrics")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let res = app.clone().oneshot(req).await.unwrap();
+                black_box(res.into_body().collect().await.unwrap().to_bytes())
+            })
+        })
+    });
+    g.bench_function("tierMetrics + modelUtilization", |b| {
+        b.iter(|| black_box((t.tier_metrics(), t.model_utilization())))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = record, snapshot
+    targets = record, snapshot, scrape
 }
 criterion_main!(benches);

@@ -325,6 +325,7 @@ pub struct UpstreamMetrics {
     /// Calls by outcome.
     pub outcomes: OutcomeCounts,
     /// Errors over calls (0..=1).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 1.0))]
     pub error_rate: f64,
     /// Latency of its newest successful calls; absent before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,6 +359,7 @@ pub struct TierMetrics {
     /// Calls by outcome.
     pub outcomes: OutcomeCounts,
     /// Errors over calls (0..=1).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 1.0))]
     pub error_rate: f64,
     /// Calls that were retries of a failed one.
     pub retries: u64,
@@ -381,8 +383,9 @@ pub struct ModelUtilization {
     /// Answers it gave since start.
     pub answered: u64,
     /// Its share (0..=100) of all answers since start.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 100.0))]
     pub utilization_percent: f64,
-    /// Tokens in and out of its answers.
+    /// Prompt tokens of its answers.
     pub tokens_in: u64,
     /// Completion tokens of its answers.
     pub tokens_out: u64,

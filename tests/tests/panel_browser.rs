@@ -421,3 +421,60 @@ fn chrono_ms(t: &str) -> f64 {
         .unwrap()
         .timestamp_millis() as f64
 }
+
+/// The upstream table in a real browser, fed by the live server: an upstream
+/// told to take 120 ms shows a p50 in that range, a failing one an open
+/// circuit badge, and the answering model its share.
+#[tokio::test]
+async fn the_upstream_table_shows_live_latency_errors_and_circuits() {
+    use tests::{Behavior, FakeUpstream};
+    let slow =
+        FakeUpstream::start_model(Behavior::Slow(Duration::from_millis(120)), "qwen-7b").await;
+    let broken = FakeUpstream::start(Behavior::Status(500, None)).await;
+    let server = Server::start(&[
+        "--upstream",
+        &format!("fast:gpu1={}", slow.base_url),
+        "--upstream",
+        &format!("powerful:gpu9={}", broken.base_url),
+        "--circuit-failures",
+        "1",
+    ]);
+    let c = Client::new(&server.base);
+    let b = open_live(&server).await;
+    for _ in 0..3 {
+        let (code, _) = c
+            .post(
+                "/api/query",
+                &json!({"query": "What is Python?", "mode": "simple"}),
+            )
+            .await;
+        assert_eq!(code, 200);
+    }
+    let hard = json!({"query": "Design a distributed rate limiter, prove it is fair under concurrent load, then implement it in Rust with tests"});
+    assert_eq!(c.post("/api/query", &hard).await.0, 502);
+    b.wait_for(Duration::from_secs(5), || async {
+        b.eval(
+            "const e = document.querySelector('[data-testid=\"circuit-Q4-gpu9\"]'); return e ? e.dataset.state : null;",
+            json!([]),
+        )
+        .await
+            == "open"
+    })
+    .await
+    .expect("the open circuit is painted");
+    let p50 = b.text_of("tm-Q2-p50").await.unwrap();
+    let ms: f64 = p50
+        .strip_suffix(" ms")
+        .unwrap_or_else(|| panic!("{p50}"))
+        .parse()
+        .unwrap();
+    assert!((120.0..250.0).contains(&ms), "{p50}");
+    assert_eq!(b.text_of("tm-Q4-errors").await.as_deref(), Some("100.0%"));
+    assert_eq!(b.text_of("tm-Q3-p50").await.as_deref(), Some("—"));
+    let model = b.text_of("model-qwen-7b").await.unwrap();
+    assert!(
+        model.contains("100.0%") && model.contains("3 answers"),
+        "{model}"
+    );
+    b.close().await;
+}

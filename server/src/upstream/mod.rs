@@ -751,7 +751,13 @@ mod tests {
         );
         let tools = parse_completion(br#"{"choices": [{"message": {"content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}"#).unwrap();
         assert!(tools.content.is_none());
-        assert!(tools.tool_calls.unwrap().get().starts_with(r#"[{"id": "c1""#));
+        assert!(
+            tools
+                .tool_calls
+                .unwrap()
+                .get()
+                .starts_with(r#"[{"id": "c1""#)
+        );
         let empty = parse_completion(
             br#"{"choices": [{"message": {"content": null}, "finish_reason": "length"}]}"#,
         )
