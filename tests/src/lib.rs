@@ -401,6 +401,17 @@ impl Client {
         split(res).await
     }
 
+    /// POST a JSON text to `path`: the whole response, headers included.
+    pub async fn post_response(&self, path: &str, json: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(json.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POST a JSON value to `path`.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, body.to_string()).await

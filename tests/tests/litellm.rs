@@ -131,13 +131,8 @@ async fn the_router_talks_to_a_real_litellm_proxy() {
     // LiteLLM's rate-limit fault: a 429 stays a 429, with Retry-After and
     // LiteLLM's own message.
     let res = c
-        .http()
-        .post(format!("{}/api/query", server.base))
-        .header("content-type", "application/json")
-        .body(r#"{"query": "What is Python?"}"#)
-        .send()
-        .await
-        .unwrap();
+        .post_response("/api/query", r#"{"query": "What is Python?"}"#)
+        .await;
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     let r: Value = res.json().await.unwrap();

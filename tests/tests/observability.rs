@@ -163,14 +163,7 @@ async fn an_open_circuit_fails_fast_with_a_503_then_recovers_through_a_probe() {
         assert_eq!(body["upstream"]["status"], 500);
         assert_eq!(body["upstream"]["attempts"], 1, "a 500 is not retried");
     }
-    let res = c
-        .http()
-        .post(format!("{}/api/query", server.base))
-        .header("content-type", "application/json")
-        .body(SIMPLE)
-        .send()
-        .await
-        .unwrap();
+    let res = c.post_response("/api/query", SIMPLE).await;
     assert_eq!(res.status(), 503);
     let after: u64 = res.headers()["retry-after"]
         .to_str()
@@ -382,14 +375,7 @@ async fn upstream_errors_keep_their_status_class_message_and_retry_after() {
     let up = FakeUpstream::start(Behavior::Status(429, Some("7"))).await;
     let server = Server::start(&["--upstream", &format!("fast:lim={}", up.base_url)]);
     let c = Client::new(&server.base);
-    let res = c
-        .http()
-        .post(format!("{}/api/query", server.base))
-        .header("content-type", "application/json")
-        .body(SIMPLE)
-        .send()
-        .await
-        .unwrap();
+    let res = c.post_response("/api/query", SIMPLE).await;
     assert_eq!(res.status(), 429);
     assert_eq!(res.headers()["retry-after"], "7");
     let body: Value = res.json().await.unwrap();

@@ -64,20 +64,24 @@ impl Prometheus {
 
     /// The result vector of an instant query (asserting it ran).
     async fn query(&self, http: &reqwest::Client, expr: &str) -> Vec<Value> {
-        let res: Value = http
-            .get(format!("{}/api/v1/query", self.base))
-            .query(&[("query", expr)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let res = self.api(http, "/api/v1/query", &[("query", expr)]).await;
         assert_eq!(res["status"], "success", "{expr}: {res}");
         res["data"]["result"]
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// GET an API path of Prometheus with query parameters, as JSON.
+    async fn api(&self, http: &reqwest::Client, path: &str, params: &[(&str, &str)]) -> Value {
+        http.get(format!("{}{path}", self.base))
+            .query(params)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
@@ -294,14 +298,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
         }
     }
     // The alerts as Prometheus loaded them from deploy/prometheus/alerts.yml.
-    let rules: Value = http
-        .get(format!("{}/api/v1/rules", prometheus.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = prometheus.api(&http, "/api/v1/rules", &[]).await;
     let loaded = rules["data"]["groups"][0]["rules"]
         .as_array()
         .unwrap()
