@@ -3,6 +3,7 @@
 //! answering model's share. Rendered only when the server reports them (an
 //! older server does not).
 
+use leptos::either::Either;
 use leptos::prelude::*;
 use shared::metrics::{CircuitState, UpstreamMetrics};
 use shared::{ModelUtilization, Tier, TierMetrics};
@@ -19,69 +20,26 @@ pub fn TierMetricsView(
     #[prop(into)]
     models: Signal<Option<Vec<ModelUtilization>>>,
 ) -> impl IntoView {
-    let rows = Tier::ALL
-        .into_iter()
-        .map(|tier| {
-            let row = Memo::new(move |_| {
-                metrics.with(|m| m.as_ref()?.iter().find(|t| t.tier == tier).cloned())
-            });
-            let cell = move |f: fn(&TierMetrics) -> String| {
-                row.with(|r| r.as_ref().map_or_else(|| "—".to_owned(), f))
-            };
-            let pct = move |q: fn(&shared::metrics::Latency) -> f64| {
-                move || {
-                    row.with(|r| {
-                        r.as_ref()
-                            .and_then(|r| r.latency_ms)
-                            .map_or_else(|| "—".to_owned(), |l| time::latency(q(&l)))
-                    })
-                }
-            };
-            let failing = move || row.with(|r| r.as_ref().is_some_and(|r| r.error_rate > 0.05));
-            let circuits = move || {
-                row.with(|r| {
-                    r.as_ref()
-                        .map(|r| r.upstreams.iter().map(|u| circuit_badge(tier, u)).collect_view())
-                })
-            };
-            view! {
-                <tr data-testid=format!("tm-{tier}")>
-                    <th scope="row">{tier.label()}" "<span class="muted">{tier.internal_name()}</span></th>
-                    <td class="num" data-testid=format!("tm-{tier}-p50")>{pct(|l| l.p50)}</td>
-                    <td class="num" data-testid=format!("tm-{tier}-p95")>{pct(|l| l.p95)}</td>
-                    <td class="num" data-testid=format!("tm-{tier}-p99")>{pct(|l| l.p99)}</td>
-                    <td class="num" data-testid=format!("tm-{tier}-tokens")>
-                        {move || cell(|r| format!("{} / {}", time::count(r.tokens_in), time::count(r.tokens_out)))}
-                    </td>
-                    <td class="num" class:bad=failing data-testid=format!("tm-{tier}-errors")>
-                        {move || cell(|r| format!("{:.1}%", r.error_rate * 100.0))}
-                    </td>
-                    <td class="num" data-testid=format!("tm-{tier}-calls")>
-                        {move || cell(|r| format!("{} ({} retried)", time::count(r.requests), r.retries))}
-                    </td>
-                    <td class="circuits">{circuits}</td>
-                </tr>
-            }
-        })
-        .collect_view();
-    let model_rows = move || {
-        models.with(|m| {
-            m.clone().unwrap_or_default().into_iter().map(|m| {
-                let latency = m.latency_ms.map_or_else(|| "—".to_owned(), |l| time::latency(l.p50));
-                view! {
-                    <li data-testid=format!("model-{}", m.model)>
-                        <code>{m.model.clone()}</code>" "
-                        <span class="muted">{m.tier.label()}</span>" "
-                        <span class="num">{format!("{:.1}%", m.utilization_percent)}</span>
-                        <span class="muted num">{format!(" · {} answers · p50 {latency}", time::count(m.answered))}</span>
-                    </li>
-                }
-            }).collect_view()
-        })
-    };
-    let no_models = move || models.with(|m| m.as_ref().is_none_or(Vec::is_empty));
-    view! {
-        <Show when=move || metrics.with(Option::is_some)>
+    // One reactive closure renders the card from plain values; on a change
+    // the same view is rebuilt in place (texts and attributes updated), and
+    // one closure instead of one per cell keeps the WASM small.
+    move || {
+        let all = metrics.get()?;
+        let rows = Tier::ALL
+            .map(|tier| tier_row(tier, all.iter().find(|t| t.tier == tier).cloned()))
+            .into_iter()
+            .collect_view();
+        let models = models.get().unwrap_or_default();
+        let models = if models.is_empty() {
+            Either::Left(view! { <p class="muted" data-testid="no-models">"No answer yet"</p> })
+        } else {
+            Either::Right(view! {
+                <ul class="models" data-testid="model-utilization">
+                    {models.into_iter().map(model_row).collect_view()}
+                </ul>
+            })
+        };
+        Some(view! {
             <section class="card wide" aria-labelledby="tm-h" data-testid="upstream-metrics">
                 <h2 id="tm-h">"Upstream calls per tier"</h2>
                 <p class="covers muted">"Latency of the last 1000 successful calls; tokens, errors and calls since start"</p>
@@ -99,15 +57,72 @@ pub fn TierMetricsView(
                                 <th scope="col">"Upstreams"</th>
                             </tr>
                         </thead>
-                        <tbody>{rows.clone()}</tbody>
+                        <tbody>{rows}</tbody>
                     </table>
                 </div>
                 <h3 class="sub">"Models answering"</h3>
-                <Show when=move || !no_models() fallback=|| view! { <p class="muted" data-testid="no-models">"No answer yet"</p> }>
-                    <ul class="models" data-testid="model-utilization">{model_rows}</ul>
-                </Show>
+                {models}
             </section>
-        </Show>
+        })
+    }
+}
+
+/// One answering model: its share, answers and median latency.
+fn model_row(m: ModelUtilization) -> impl IntoView {
+    let latency = m
+        .latency_ms
+        .map_or_else(|| "—".to_owned(), |l| time::latency(l.p50));
+    let testid = format!("model-{}", m.model);
+    view! {
+        <li data-testid=testid>
+            <code>{m.model}</code>" "
+            <span class="muted">{m.tier.label()}</span>" "
+            <span class="num">{format!("{:.1}%", m.utilization_percent)}</span>
+            <span class="muted num">{format!(" · {} answers · p50 {latency}", time::count(m.answered))}</span>
+        </li>
+    }
+}
+
+/// One tier's row from its figures (dashes without them).
+fn tier_row(tier: Tier, row: Option<TierMetrics>) -> impl IntoView + use<> {
+    let dash = || "—".to_owned();
+    let latency = row.as_ref().and_then(|r| r.latency_ms);
+    let at = |q: fn(&shared::metrics::Latency) -> f64| {
+        latency.map_or_else(dash, |l| time::latency(q(&l)))
+    };
+    let (p50, p95, p99) = (at(|l| l.p50), at(|l| l.p95), at(|l| l.p99));
+    let (tokens, errors, calls) = row.as_ref().map_or_else(
+        || (dash(), dash(), dash()),
+        |r| {
+            (
+                format!(
+                    "{} / {}",
+                    time::count(r.tokens_in),
+                    time::count(r.tokens_out)
+                ),
+                format!("{:.1}%", r.error_rate * 100.0),
+                format!("{} ({} retried)", time::count(r.requests), r.retries),
+            )
+        },
+    );
+    let failing = row.as_ref().is_some_and(|r| r.error_rate > 0.05);
+    let circuits = row.map(|r| {
+        r.upstreams
+            .iter()
+            .map(|u| circuit_badge(tier, u))
+            .collect_view()
+    });
+    view! {
+        <tr data-testid=format!("tm-{tier}")>
+            <th scope="row">{tier.label()}" "<span class="muted">{tier.internal_name()}</span></th>
+            <td class="num" data-testid=format!("tm-{tier}-p50")>{p50}</td>
+            <td class="num" data-testid=format!("tm-{tier}-p95")>{p95}</td>
+            <td class="num" data-testid=format!("tm-{tier}-p99")>{p99}</td>
+            <td class="num" data-testid=format!("tm-{tier}-tokens")>{tokens}</td>
+            <td class="num" class:bad=failing data-testid=format!("tm-{tier}-errors")>{errors}</td>
+            <td class="num" data-testid=format!("tm-{tier}-calls")>{calls}</td>
+            <td class="circuits">{circuits}</td>
+        </tr>
     }
 }
 
