@@ -344,14 +344,15 @@ impl Telemetry {
                     .iter()
                     .filter(|u| u.label.tier == tier)
                     .map(|u| {
-                        let m = u.metrics(now);
-                        let s = u.lock();
-                        for (sum, n) in outcomes.iter_mut().zip(s.outcomes) {
+                        // One read of the upstream, so the tier's sums equal
+                        // the sums of what its upstreams show.
+                        let (m, [tin, tout, tries]) = u.read(now);
+                        for (sum, n) in outcomes.iter_mut().zip(m.outcomes.to_array()) {
                             *sum += n;
                         }
-                        tokens_in += s.tokens_in;
-                        tokens_out += s.tokens_out;
-                        retries += s.retries;
+                        tokens_in += tin;
+                        tokens_out += tout;
+                        retries += tries;
                         in_flight += m.in_flight;
                         m
                     })
@@ -484,15 +485,16 @@ impl UpstreamState {
         telemetry.bump();
     }
 
-    /// Its figures now.
-    pub fn metrics(&self, now: Instant) -> UpstreamMetrics {
+    /// Its figures now, and its tokens in, tokens out and retries, all from
+    /// one read.
+    fn read(&self, now: Instant) -> (UpstreamMetrics, [u64; 3]) {
         let (circuit, consecutive_failures) = {
             let b = self.breaker();
             (b.state(now), b.consecutive_failures())
         };
         let s = self.lock();
         let outcomes = OutcomeCounts::from_array(s.outcomes);
-        UpstreamMetrics {
+        let metrics = UpstreamMetrics {
             name: self.label.name.clone(),
             model: s.last_model.clone().or_else(|| self.label.model.clone()),
             in_flight: self.in_flight(),
@@ -503,7 +505,8 @@ impl UpstreamState {
             circuit,
             consecutive_failures,
             last_error: s.last_error.clone(),
-        }
+        };
+        (metrics, [s.tokens_in, s.tokens_out, s.retries])
     }
 }
 

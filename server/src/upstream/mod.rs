@@ -280,16 +280,6 @@ impl Upstreams {
         !self.pools[tier.index()].is_empty()
     }
 
-    /// The model a tier's answer names when the upstream does not say: the
-    /// configured one, when all its upstreams agree.
-    fn configured_model(&self, tier: Tier) -> Option<String> {
-        let mut models = self.specs(tier).map(|s| s.model.clone());
-        let first = models.next()??;
-        models
-            .all(|m| m.as_deref() == Some(&first))
-            .then_some(first)
-    }
-
     /// Has one of `tier`'s upstreams answer `query`, retrying and failing
     /// over as configured. Dropping the future cancels the call under way
     /// (the connection is closed, and the call counts as `cancelled`).
@@ -343,7 +333,9 @@ impl Upstreams {
                     };
                     call.finish(Outcome::Ok, ended);
                     return Ok(Answer {
-                        model: answer.model.or_else(|| self.configured_model(tier)),
+                        // An upstream that does not name the model answered
+                        // with the one it was asked for.
+                        model: answer.model.or_else(|| member.spec.model.clone()),
                         attempts,
                         ..answer
                     });
