@@ -34,6 +34,7 @@ impl LiteLlm {
              - model_name: fast-model\n  litellm_params:\n    model: openai/fast-model\n    api_key: unused\n    mock_response: \"Hello from LiteLLM\"\n\
              - model_name: rate-limited\n  litellm_params:\n    model: openai/rate-limited\n    api_key: unused\n    mock_response: \"litellm.RateLimitError\"\n\
              - model_name: crashing\n  litellm_params:\n    model: openai/crashing\n    api_key: unused\n    mock_response: \"litellm.InternalServerError\"\n\
+             - model_name: small-context\n  litellm_params:\n    model: openai/small-context\n    api_key: unused\n    mock_response: \"litellm.ContextWindowExceededError\"\n\
              router_settings:\n  num_retries: 0\n\
              litellm_settings:\n  num_retries: 0\n",
         )
@@ -179,12 +180,18 @@ async fn the_router_talks_to_a_real_litellm_proxy() {
             &format!("fast:litellm={url}"),
             "--upstream",
             &format!("balanced:litellm={url}"),
+            "--upstream",
+            &format!("powerful:litellm={url}"),
             "--model",
             "balanced=no-such-model",
+            "--model",
+            "powerful=small-context",
             "--upstream-key",
             &format!("fast={KEY}"),
             "--upstream-key",
             &format!("balanced={KEY}"),
+            "--upstream-key",
+            &format!("powerful={KEY}"),
         ],
         &[],
         Some(log.path()),
