@@ -476,5 +476,18 @@ async fn the_upstream_table_shows_live_latency_errors_and_circuits() {
         model.contains("100.0%") && model.contains("3 answers"),
         "{model}"
     );
+    // The screenshot of the card for the README.
+    b.eval(
+        "document.querySelector('[data-testid=\"upstream-metrics\"]').scrollIntoView({block: 'center'});",
+        json!([]),
+    )
+    .await;
+    let shot =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/upstreams.png");
+    b.screenshot(&shot).await;
+    if std::env::var_os("ORCH_UPDATE_SCREENSHOT").is_some() {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/upstreams.png");
+        std::fs::copy(&shot, docs).unwrap();
+    }
     b.close().await;
 }
