@@ -313,6 +313,7 @@ async fn upstream_metrics_table() {
     assert_eq!(text(&root, "[data-testid=tm-Q2-p95]"), "340 ms");
     assert_eq!(text(&root, "[data-testid=tm-Q2-p99]"), "2.35 s");
     assert_eq!(text(&root, "[data-testid=tm-Q3-p50]"), "—");
+    assert!(text(&root, "[data-testid=tm-Q3]").contains("no upstream"));
     assert_eq!(text(&root, "[data-testid=tm-Q2-tokens]"), "12.3k / 678");
     assert_eq!(text(&root, "[data-testid=tm-Q2-errors]"), "10.0%");
     assert_eq!(text(&root, "[data-testid=tm-Q2-calls]"), "20 (2 retried)");

@@ -106,11 +106,18 @@ fn tier_row(tier: Tier, row: Option<TierMetrics>) -> impl IntoView + use<> {
         },
     );
     let failing = row.as_ref().is_some_and(|r| r.error_rate > 0.05);
+    // A tier without upstreams says so instead of showing an empty cell.
     let circuits = row.map(|r| {
-        r.upstreams
-            .iter()
-            .map(|u| circuit_badge(tier, u))
-            .collect_view()
+        if r.upstreams.is_empty() {
+            Either::Left(view! { <span class="muted">"no upstream"</span> })
+        } else {
+            Either::Right(
+                r.upstreams
+                    .iter()
+                    .map(|u| circuit_badge(tier, u))
+                    .collect_view(),
+            )
+        }
     });
     view! {
         <tr data-testid=format!("tm-{tier}")>
