@@ -63,7 +63,11 @@ fn telemetry() -> Arc<Telemetry> {
 }
 
 fn full_service() -> StatusService {
-    let s = StatusService::new(100, 20).with_telemetry(telemetry());
+    filled(StatusService::new(100, 20).with_telemetry(telemetry()))
+}
+
+/// `s` with its buffer full.
+fn filled(s: StatusService) -> StatusService {
     for i in 0..100 {
         s.record(QUERY, Tier::ALL[i % 3], (i % 16) as f64 * 0.9, 0.5)
             .unwrap();
@@ -83,9 +87,16 @@ fn record(c: &mut Criterion) {
     });
     // Per-operation cost with 8 threads recording at once: wall time for all
     // of them divided by the operations they did together.
-    for threads in [2usize, 8] {
-        let s = Arc::new(full_service());
-        g.bench_function(format!("{threads} threads"), |b| {
+    // The same without metrics, to show what counting costs under
+    // contention.
+    for (threads, metrics) in [(2usize, true), (8, true), (8, false)] {
+        let s = Arc::new(if metrics {
+            full_service()
+        } else {
+            filled(StatusService::new(100, 20))
+        });
+        let name = if metrics { "" } else { ", metrics off" };
+        g.bench_function(format!("{threads} threads{name}"), |b| {
             b.iter_custom(|iters| {
                 let per_thread = iters.div_ceil(threads as u64);
                 let start = Instant::now();
