@@ -113,6 +113,9 @@ pub struct Upstreams {
     telemetry: Arc<Telemetry>,
     /// Breaks ties between equally loaded upstreams in turn.
     turn: AtomicUsize,
+    /// Held while choosing an upstream and counting the call in flight, so
+    /// queries arriving together see each other's choice and spread out.
+    choosing: std::sync::Mutex<()>,
 }
 
 /// A full answer.
@@ -245,6 +248,7 @@ impl Upstreams {
             pools,
             telemetry,
             turn: AtomicUsize::new(0),
+            choosing: std::sync::Mutex::new(()),
         }
     }
 
@@ -311,7 +315,19 @@ impl Upstreams {
                 };
                 tokio::time::sleep(wait).await;
             }
-            let Some((index, admission)) = self.pick(pool, &tried) else {
+            let chosen = {
+                let _one = self
+                    .choosing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.pick(pool, &tried).map(|(index, admission)| {
+                    let call = self
+                        .telemetry
+                        .begin(&pool[index].state, admission, attempt > 0);
+                    (index, call)
+                })
+            };
+            let Some((index, call)) = chosen else {
                 if last.is_some() {
                     break;
                 }
@@ -322,7 +338,6 @@ impl Upstreams {
             if let Some(failed) = &last {
                 tracing::warn!(%tier, from = %failed.upstream, to = %member.spec.name, attempt = attempt + 1, reason = failed.outcome.label(), "retrying upstream call");
             }
-            let call = self.telemetry.begin(&member.state, admission, attempt > 0);
             let attempts = attempt + 1;
             match self.call(member, query, max_tokens).await {
                 Ok(answer) => {
