@@ -121,8 +121,8 @@ pub fn app(state: AppState) -> Router {
     let ingest = Router::new()
         .route("/api/orchestrator/decisions", post(api::ingest))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_ingest_token,
+            state.options.ingest_token.clone(),
+            require_token,
         ));
     // Everything that changes state refuses other sites' browsers first.
     let writes = Router::new()
@@ -142,8 +142,8 @@ pub fn app(state: AppState) -> Router {
             Router::new()
                 .route("/metrics", get(api::metrics))
                 .route_layer(middleware::from_fn_with_state(
-                    state.clone(),
-                    require_metrics_token,
+                    state.options.metrics_token.clone(),
+                    require_token,
                 )),
         )
         .method_not_allowed_fallback(method_not_allowed)
@@ -175,29 +175,15 @@ pub fn app(state: AppState) -> Router {
     router.with_state(state)
 }
 
-/// With an ingest token configured, only `Authorization: Bearer <token>`
+/// With a token configured (`--ingest-token` for ingestion,
+/// `--metrics-token` for `/metrics`), only `Authorization: Bearer <token>`
 /// gets through, compared in constant time; before the body is even read.
-async fn require_ingest_token(
-    State(state): State<AppState>,
+async fn require_token(
+    State(token): State<Option<String>>,
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match &state.options.ingest_token {
-        Some(token) if !bearer_matches(req.headers(), token) => {
-            ApiError::Unauthorized.into_response()
-        }
-        _ => next.run(req).await,
-    }
-}
-
-/// With a metrics token configured, `GET /metrics` needs it as a bearer
-/// token (compared in constant time).
-async fn require_metrics_token(
-    State(state): State<AppState>,
-    req: axum::extract::Request,
-    next: Next,
-) -> Response {
-    match &state.options.metrics_token {
+    match &token {
         Some(token) if !bearer_matches(req.headers(), token) => {
             ApiError::Unauthorized.into_response()
         }

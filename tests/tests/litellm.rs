@@ -85,19 +85,30 @@ impl Drop for LiteLlm {
     }
 }
 
+/// `--upstream TIER:litellm=URL` for every tier, then `rest`.
+fn every_tier_on(url: &str, rest: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
+    for tier in ["fast", "balanced", "powerful"] {
+        args.push("--upstream".to_owned());
+        args.push(format!("{tier}:litellm={url}"));
+    }
+    args.extend(rest.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 #[tokio::test]
 async fn the_router_talks_to_a_real_litellm_proxy() {
     let proxy = LiteLlm::start().await;
     let log = tempfile::NamedTempFile::new().unwrap();
     let url = &proxy.base_url;
-    let server = Server::start_with(
+    let keys = format!("fast={KEY},balanced={KEY},powerful={KEY}");
+    let args = every_tier_on(
+        url,
         &[
-            "--upstream",
-            &format!("fast:litellm={url}"),
-            "--upstream",
-            &format!("balanced:litellm={url}"),
-            "--upstream",
-            &format!("powerful:litellm={url}"),
             "--model",
             "fast=fast-model",
             "--model",
@@ -107,10 +118,10 @@ async fn the_router_talks_to_a_real_litellm_proxy() {
             "--circuit-failures",
             "2",
         ],
-        &[(
-            "ORCH_UPSTREAM_KEYS",
-            &format!("fast={KEY},balanced={KEY},powerful={KEY}"),
-        )],
+    );
+    let server = Server::start_with(
+        &strs(&args),
+        &[("ORCH_UPSTREAM_KEYS", &keys)],
         Some(log.path()),
     );
     let c = Client::new(&server.base);
@@ -174,26 +185,18 @@ async fn the_router_talks_to_a_real_litellm_proxy() {
     // router warned at start, and LiteLLM's refusal reaches the client as
     // the 4xx it is. A wrong model name gets LiteLLM's message too.
     let log = tempfile::NamedTempFile::new().unwrap();
-    let server = Server::start_with(
+    let args = every_tier_on(
+        url,
         &[
-            "--upstream",
-            &format!("fast:litellm={url}"),
-            "--upstream",
-            &format!("balanced:litellm={url}"),
-            "--upstream",
-            &format!("powerful:litellm={url}"),
             "--model",
             "balanced=no-such-model",
             "--model",
             "powerful=small-context",
-            "--upstream-key",
-            &format!("fast={KEY}"),
-            "--upstream-key",
-            &format!("balanced={KEY}"),
-            "--upstream-key",
-            &format!("powerful={KEY}"),
         ],
-        &[],
+    );
+    let server = Server::start_with(
+        &strs(&args),
+        &[("ORCH_UPSTREAM_KEYS", &keys)],
         Some(log.path()),
     );
     let c = Client::new(&server.base);
