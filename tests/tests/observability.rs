@@ -262,8 +262,8 @@ async fn latency_percentiles_match_what_the_upstreams_were_told_to_take() {
         assert!((lo..hi).contains(&x), "{x} not in {lo}..{hi}");
     };
     for key in ["p50", "p95", "p99"] {
-        within(&tiers[0]["latencyMs"][key], 60.0, 160.0);
-        within(&tiers[2]["latencyMs"][key], 300.0, 420.0);
+        within(&tiers[0]["latencyMs"][key], 60.0, 200.0);
+        within(&tiers[2]["latencyMs"][key], 300.0, 450.0);
     }
     assert_eq!(tiers[0]["latencyMs"]["samples"], 10);
     assert!(tiers[1].get("latencyMs").is_none(), "no call, no latency");
