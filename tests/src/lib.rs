@@ -516,3 +516,7 @@ pub fn closed_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A query the two-stage router scores COMPLEX and sends to Q4 (19 words:
+/// the test doubles count one token per word).
+pub const COMPLEX_QUERY: &str = "Design a distributed rate limiter, prove it is fair under concurrent load, then implement it in Rust with tests";

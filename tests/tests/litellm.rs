@@ -125,7 +125,7 @@ async fn the_router_talks_to_a_real_litellm_proxy() {
         Some(log.path()),
     );
     let c = Client::new(&server.base);
-    let hard = json!({"query": "Design a distributed rate limiter, prove it is fair under concurrent load, then implement it in Rust with tests"});
+    let hard = json!({"query": tests::COMPLEX_QUERY});
 
     // Answered, with the key from the environment, as LiteLLM reports it.
     let (code, r) = c

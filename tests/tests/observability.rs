@@ -248,7 +248,7 @@ async fn latency_percentiles_match_what_the_upstreams_were_told_to_take() {
         &format!("powerful:s={}", slow.base_url),
     ]);
     let c = Client::new(&server.base);
-    let hard = json!({"query": "Design a distributed rate limiter, prove it is fair under concurrent load, then implement it in Rust with tests", "mode": "two-stage"});
+    let hard = json!({"query": tests::COMPLEX_QUERY, "mode": "two-stage"});
     for _ in 0..10 {
         assert_eq!(ask(&c).await.0, 200);
     }

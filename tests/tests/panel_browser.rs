@@ -450,7 +450,7 @@ async fn the_upstream_table_shows_live_latency_errors_and_circuits() {
             .await;
         assert_eq!(code, 200);
     }
-    let hard = json!({"query": "Design a distributed rate limiter, prove it is fair under concurrent load, then implement it in Rust with tests"});
+    let hard = json!({"query": tests::COMPLEX_QUERY});
     assert_eq!(c.post("/api/query", &hard).await.0, 502);
     b.wait_for(Duration::from_secs(5), || async {
         b.eval(

@@ -269,7 +269,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
 
     // Traffic across several scrapes, so every rate has two samples.
     let c = Client::new(&server.base);
-    let hard = json!({"query": "Design a distributed rate limiter, prove it is fair under concurrent load, then implement it in Rust with tests", "mode": "two-stage"});
+    let hard = json!({"query": tests::COMPLEX_QUERY, "mode": "two-stage"});
     for _ in 0..8 {
         for body in [
             json!({"query": "What is Python?", "mode": "simple"}),
