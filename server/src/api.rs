@@ -8,9 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use headers::{ETag, HeaderMapExt as _, IfNoneMatch};
 use serde::{Deserialize, Serialize};
-use shared::api::MAX_TOKENS;
+use shared::api::{MAX_TOKENS, Usage};
+use shared::insight::{Calibration, CurvePoint, validate_signals, validate_usage};
 use shared::metrics::CircuitState;
-use shared::{DEFAULT_RECENT, DecisionError, OrchestratorStatus, RoutingDecision, Tier};
+use shared::{DEFAULT_RECENT, DecisionError, OrchestratorStatus, RoutingDecision, Signal, Tier};
 use utoipa::OpenApi;
 
 use crate::AppState;
@@ -41,6 +42,16 @@ pub struct IngestRequest {
     #[serde(default)]
     #[schema(nullable)]
     pub mode: Option<routing::Mode>,
+    /// Why the router gave this score: at most 16 signals, each a name of
+    /// 1 to 32 characters and the points (finite) it contributed.
+    #[serde(default)]
+    #[schema(nullable, max_items = 16)]
+    pub signals: Option<Vec<Signal>>,
+    /// The tokens the answer took, when the router knows them (each count
+    /// 0..=1000000000); priced by `--price` into the status's `cost`.
+    #[serde(default)]
+    #[schema(nullable)]
+    pub usage: Option<Usage>,
 }
 
 /// A tier as a router names it: internally (`fast`, `balanced`, `powerful`)
@@ -384,11 +395,18 @@ pub(crate) fn if_none_match(headers: &HeaderMap, etag: &ETag) -> bool {
     tag = "router",
     request_body(content = QueryRequest, example = json!({"query": "What is Python?", "mode": "two-stage", "max_tokens": 100})),
     responses(
-        (status = 200, description = "Routed and answered", body = QueryResponse,
+        (status = 200, description = "Routed and answered. Every answer to a routed query (this one, and the 429, 4XX, 502 and 503 that carry a recorded decision) names the decision in its `X-Router-*` headers", body = QueryResponse,
+         headers(
+            ("X-Router-Tier" = String, description = "The tier: Q2, Q3 or Q4"),
+            ("X-Router-Score" = String, description = "The complexity score, as in the body (e.g. 7.25)"),
+            ("X-Router-Complexity" = String, description = "SIMPLE, MODERATE or COMPLEX"),
+            ("X-Router-Decision-Id" = String, description = "The decision's id"),
+         ),
          example = json!({"answer": "Python is a programming language.", "model": "qwen-7b", "decision": {
             "id": "19a6b2c3d4e-7", "query": "What is Python?", "tier": "Q3", "complexity": "SIMPLE",
             "timestamp": "2025-11-08T12:00:01.250Z", "score": 0.2, "seq": 7, "mode": "two-stage",
-            "decisionTimeMs": 0.012, "tierName": "balanced"}})),
+            "decisionTimeMs": 0.012, "tierName": "balanced", "signals": [{"name": "length", "weight": 0.2}],
+            "usage": {"promptTokens": 12, "completionTokens": 9}}})),
         (status = 400, description = "Body is not JSON", body = ErrorBody),
         (status = 403, description = "A cross-site browser request; nothing recorded", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
@@ -411,26 +429,60 @@ pub(crate) fn if_none_match(headers: &HeaderMap, etag: &ETag) -> bool {
 pub async fn query(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<QueryRequest>,
-) -> Result<Json<QueryResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     shared::validate_query(&req.query).map_err(invalid)?;
     if let Some(n) = req.max_tokens.filter(|n| !(1..=MAX_TOKENS).contains(n)) {
         return Err(ApiError::Invalid(format!(
             "max_tokens: must be an integer in 1..={MAX_TOKENS}, got {n}"
         )));
     }
-    let route = routing::route(&req.query, req.mode);
+    let route = routing::route(&req.query, req.mode, state.service.routing().q4_threshold);
     let decision = state
         .service
-        .record_routed(
+        .record_explained(
             &req.query,
             route.tier,
             route.score,
             route.decision_time_ms,
             Some(req.mode),
+            route.signals,
+            None,
         )
         .map_err(invalid)?;
-    let tier = route.tier;
     log_decision(&state, &decision, "routed");
+    // Every answer to a routed query says what was decided, failed or not.
+    let headers = router_headers(&decision);
+    let mut response = generate(&state, &req, decision).await.into_response();
+    response.headers_mut().extend(headers);
+    Ok(response)
+}
+
+/// `X-Router-Tier`, `-Score`, `-Complexity` and `-Decision-Id` of a decision.
+pub fn router_headers(d: &RoutingDecision) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(4);
+    let mut put = |name: &'static str, value: &str| {
+        // Ids, labels and numbers are ASCII; nothing here can fail.
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    put("x-router-tier", d.tier.label());
+    put(
+        "x-router-score",
+        &serde_json::to_string(&d.score).unwrap_or_default(),
+    );
+    put("x-router-complexity", d.complexity.label());
+    put("x-router-decision-id", &d.id);
+    headers
+}
+
+/// Stage 3 of a routed query: the tier's upstream writes the answer.
+async fn generate(
+    state: &AppState,
+    req: &QueryRequest,
+    mut decision: RoutingDecision,
+) -> Result<Json<QueryResponse>, ApiError> {
+    let tier = decision.tier;
     if !state.upstreams.configured(tier) {
         return Err(ApiError::NoUpstream {
             tier,
@@ -458,6 +510,12 @@ pub async fn query(
     {
         Ok(answer) => {
             tracing::info!(%tier, id = %decision.id, upstream = %answer.upstream, attempts = answer.attempts, ms = started.elapsed().as_millis() as u64, "answered");
+            // Counts beyond any context window are the upstream's garbage:
+            // they would skew the cost, so they are left out of it.
+            if let Some(usage) = answer.usage.filter(|u| validate_usage(u).is_ok()) {
+                state.service.add_usage(decision.seq, tier, usage);
+                decision.usage = Some(usage);
+            }
             Ok(Json(QueryResponse {
                 answer: answer.content,
                 model: answer.model,
@@ -492,6 +550,107 @@ pub async fn query(
     }
 }
 
+/// `GET /api/orchestrator/calibrate` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrateResponse {
+    /// The Q4 share asked for (`q4_share`), 0..=1; absent when not asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 0.2)]
+    pub asked_q4_share: Option<f64>,
+    /// The threshold whose Q4 share is closest to the one asked for (of
+    /// equally close ones the highest); absent when not asked or when no
+    /// decision is buffered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Where the decisions come from: `buffer` (the buffered decisions).
+    #[schema(example = "buffer")]
+    pub source: &'static str,
+    /// How many decisions were looked at.
+    pub decisions: usize,
+    /// How many of them a threshold could move (two-stage, or reported on
+    /// Q3/Q4 without a mode); simple-mode and Q2 decisions stay where they
+    /// went.
+    pub score_routed: usize,
+    /// The threshold this server routes by (`--q4-threshold`).
+    #[schema(example = 7.0)]
+    pub current_threshold: f64,
+    /// The Q4 share at the current threshold, 0..=1.
+    pub current_q4_share: f64,
+    /// The Q4 share at every threshold 0, 0.5, ... 15 (31 points).
+    pub curve: Vec<CurvePoint>,
+}
+
+/// The parameters of the calibrate endpoint.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the parameter; parsing is by hand for precise errors
+struct CalibrateParams {
+    /// The share of decisions (0..=1) to send to Q4.
+    #[param(minimum = 0.0, maximum = 1.0, example = 0.2)]
+    q4_share: Option<f64>,
+}
+
+/// Which Q4 threshold would have sent a given share of the buffered
+/// decisions to Q4, and the share every threshold would give.
+#[utoipa::path(
+    get,
+    path = "/api/orchestrator/calibrate",
+    tag = "status",
+    params(CalibrateParams),
+    responses(
+        (status = 200, description = "The calibration and the curve", body = CalibrateResponse,
+         example = json!({"askedQ4Share": 0.2, "calibration": {"threshold": 6.25, "q4Share": 0.2, "q4Decisions": 20},
+            "source": "buffer", "decisions": 100, "scoreRouted": 80, "currentThreshold": 7.0, "currentQ4Share": 0.15,
+            "curve": [{"threshold": 0.0, "q4Share": 0.8}, {"threshold": 0.5, "q4Share": 0.78}]})),
+        (status = 400, description = "Bad `q4_share`", body = ErrorBody,
+         example = json!({"error": "q4_share: must be a number in 0..=1, got \"2\""})),
+    )
+)]
+pub async fn calibrate(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let asked = parse_share(req.uri().query())?;
+    let population = state.service.population();
+    let current = state.service.routing().q4_threshold;
+    let body = CalibrateResponse {
+        asked_q4_share: asked,
+        calibration: asked.and_then(|q| population.calibrate(q)),
+        source: "buffer",
+        decisions: population.len(),
+        score_routed: population.score_routed(),
+        current_threshold: current,
+        current_q4_share: population.what_if(current, &[None; 3]).q4_share(),
+        curve: population.curve(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+/// `q4_share`: absent, or a number in 0..=1 given once.
+fn parse_share(raw: Option<&str>) -> Result<Option<f64>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::BadParameter(format!("query string: {e}")))?;
+    let mut values = pairs
+        .iter()
+        .filter(|(k, _)| k == "q4_share")
+        .map(|(_, v)| v);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadParameter(
+            "q4_share: given more than once".into(),
+        ));
+    }
+    match value.trim().parse::<f64>() {
+        Ok(q) if q.is_finite() && (0.0..=1.0).contains(&q) => Ok(Some(q + 0.0)),
+        _ => Err(ApiError::BadParameter(format!(
+            "q4_share: must be a number in 0..=1, got {value:?}"
+        ))),
+    }
+}
+
 /// Records a decision made by a router that lives elsewhere.
 #[utoipa::path(
     post,
@@ -512,14 +671,22 @@ pub async fn ingest(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<IngestRequest>,
 ) -> Result<(StatusCode, Json<RoutingDecision>), ApiError> {
+    if let Some(signals) = &req.signals {
+        validate_signals(signals).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    }
+    if let Some(usage) = &req.usage {
+        validate_usage(usage).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    }
     let decision = state
         .service
-        .record_routed(
+        .record_explained(
             &req.query,
             req.tier.into(),
             req.score,
             req.decision_time_ms,
             req.mode,
+            req.signals,
+            req.usage,
         )
         .map_err(invalid)?;
     log_decision(&state, &decision, "ingested");
@@ -667,7 +834,7 @@ fn invalid(err: DecisionError) -> ApiError {
         title = "Orchestrator Status",
         description = "Live telemetry of a multi-tier LLM query router: how queries are routed to the fast (Q2), balanced (Q3) and powerful (Q4) tiers."
     ),
-    paths(status, stream, query, ingest, health, metrics, openapi),
+    paths(status, stream, query, ingest, calibrate, health, metrics, openapi),
     components(schemas(
         OrchestratorStatus,
         RoutingDecision,
@@ -682,7 +849,15 @@ fn invalid(err: DecisionError) -> ApiError {
         StreamUse,
         StreamEvent,
         shared::api::UpstreamFailure,
-        shared::api::Usage
+        shared::api::Usage,
+        CalibrateResponse,
+        Signal,
+        shared::Routing,
+        shared::CostSummary,
+        shared::insight::TierCost,
+        shared::insight::Price,
+        Calibration,
+        CurvePoint
     ))
 )]
 pub struct ApiDoc;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
+use shared::insight::{Price, Prices};
 use shared::{DEFAULT_CAPACITY, DEFAULT_WINDOW, Tier};
 
 use crate::upstream::UpstreamSpec;
@@ -57,6 +58,17 @@ pub struct Config {
     /// through (success closes it, failure opens it again).
     #[arg(long, env = "ORCH_CIRCUIT_COOLDOWN", default_value = "30", value_parser = parse_seconds)]
     pub circuit_cooldown: Duration,
+
+    /// The score from which two-stage routing sends a query to Q4 (the
+    /// powerful tier); below it, Q3. The complexity classes stay 3 and 7.
+    #[arg(long, env = "ORCH_Q4_THRESHOLD", default_value_t = shared::insight::DEFAULT_Q4_THRESHOLD,
+          value_parser = parse_threshold)]
+    pub q4_threshold: f64,
+
+    /// A tier's price, TIER=IN/OUT in USD per million prompt/completion
+    /// tokens (e.g. `powerful=5/15`). Repeatable, one per tier.
+    #[arg(long = "price", env = "ORCH_PRICES", value_delimiter = ',', value_parser = parse_price)]
+    pub prices: Vec<(Tier, Price)>,
 
     /// Require `Authorization: Bearer <token>` on `GET /metrics`.
     #[arg(long, env = "ORCH_METRICS_TOKEN", hide_env_values = true)]
@@ -178,6 +190,9 @@ impl Config {
         {
             return Err("--metrics-token must not be empty".into());
         }
+        if let Some(tier) = repeated(self.prices.iter().map(|(t, _)| *t)) {
+            return Err(format!("--price names tier {tier} more than once"));
+        }
         match repeated(self.max_inflight.iter().map(|(t, _)| *t)) {
             Some(Some(tier)) => {
                 return Err(format!("--max-inflight names tier {tier} more than once"));
@@ -233,6 +248,16 @@ impl Config {
                 .iter()
                 .find(|(t, _)| *t == Some(tier))
                 .map_or(all, |&(_, n)| n)
+        })
+    }
+
+    /// Each tier's price, where `--price` set one.
+    pub fn prices(&self) -> Prices {
+        Tier::ALL.map(|tier| {
+            self.prices
+                .iter()
+                .find(|(t, _)| *t == tier)
+                .map(|&(_, p)| p)
         })
     }
 
@@ -392,6 +417,33 @@ fn parse_inflight(raw: &str) -> Result<(Option<Tier>, usize), String> {
     }
 }
 
+fn parse_threshold(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(t) if shared::insight::valid_threshold(t) => Ok(t + 0.0),
+        _ => Err(format!("{raw:?} is not a score in 0..=15")),
+    }
+}
+
+/// `TIER=IN/OUT`, USD per million prompt and completion tokens.
+fn parse_price(raw: &str) -> Result<(Tier, Price), String> {
+    let bad = || {
+        format!(
+            "{raw:?} is not TIER=IN/OUT (USD per million prompt/completion tokens, e.g. powerful=5/15)"
+        )
+    };
+    let (tier, prices) = raw.split_once('=').ok_or_else(bad)?;
+    let tier = tier.trim().parse::<Tier>()?;
+    let (input, output) = prices.split_once('/').ok_or_else(bad)?;
+    let number = |s: &str| s.trim().parse::<f64>().map_err(|_| bad());
+    let price = Price::new(number(input)?, number(output)?).ok_or_else(|| {
+        format!(
+            "{raw:?}: prices must be finite and in 0..={}",
+            shared::insight::MAX_PRICE
+        )
+    })?;
+    Ok((tier, price))
+}
+
 /// A byte count with an optional KiB/MiB/GiB suffix (or K/M/G, the same).
 fn parse_bytes(raw: &str) -> Result<usize, String> {
     let s = raw.trim();
@@ -452,6 +504,8 @@ mod tests {
         assert_eq!((c.retries, c.circuit_failures), (1, 5));
         assert_eq!(c.circuit_cooldown, Duration::from_secs(30));
         assert!(c.metrics_token.is_none());
+        assert_eq!(c.q4_threshold, 7.0);
+        assert_eq!(c.prices(), [None; 3]);
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
         assert!(!c.redact_queries && !c.log_queries);
         assert!(c.ingest_token.is_none() && c.cors_origin.is_none());
@@ -550,6 +604,25 @@ mod tests {
     }
 
     #[test]
+    fn thresholds_and_prices() {
+        let c = parse(&[
+            "--q4-threshold",
+            "8.5",
+            "--price",
+            "fast=0.1/0.4",
+            "--price",
+            "Q4=5/15",
+        ])
+        .unwrap();
+        assert_eq!(c.q4_threshold, 8.5);
+        assert_eq!(
+            c.prices(),
+            [Price::new(0.1, 0.4), None, Price::new(5.0, 15.0)]
+        );
+        assert_eq!(parse(&["--q4-threshold", "0"]).unwrap().q4_threshold, 0.0);
+    }
+
+    #[test]
     fn bad_flags_are_refused() {
         for args in [
             &["--upstream", "medium=http://x"][..],
@@ -577,6 +650,15 @@ mod tests {
             &["--upstream-key", "fast="],
             &["--metrics-token", " "],
             &["--retries", "11"],
+            &["--q4-threshold", "15.5"],
+            &["--q4-threshold", "-1"],
+            &["--q4-threshold", "NaN"],
+            &["--price", "fast=1"],
+            &["--price", "fast=1/x"],
+            &["--price", "medium=1/2"],
+            &["--price", "fast=-1/2"],
+            &["--price", "fast=1/inf"],
+            &["--price", "fast=1/2", "--price", "Q2=1/2"],
             &["--circuit-cooldown", "0"],
             &["--buffer-size", "0"],
             &["--window", "0"],

@@ -135,6 +135,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/orchestrator/status", get(api::status))
         .route("/api/orchestrator/stream", get(api::stream))
+        .route("/api/orchestrator/calibrate", get(api::calibrate))
         .merge(writes)
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(api::openapi))

@@ -63,7 +63,9 @@ async fn main() {
         .local_addr()
         .expect("a bound socket has an address");
     let state = AppState::with_options(
-        StatusService::new(config.buffer_size, config.window).with_redaction(config.redact_queries),
+        StatusService::new(config.buffer_size, config.window)
+            .with_redaction(config.redact_queries)
+            .with_routing(shared::Routing::new(config.q4_threshold), config.prices()),
         Upstreams::new(
             config.specs(),
             Settings {

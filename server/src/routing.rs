@@ -22,12 +22,12 @@
 //! a distributed rate limiter, prove it is fair, then implement it in Rust"
 //! scores well above 7 (COMPLEX).
 
-use shared::Tier;
 pub use shared::api::{Mode, QueryRequest, QueryResponse};
+use shared::{Signal, Tier};
 use std::time::Instant;
 
 /// A chosen tier before it is recorded.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Where the query goes.
     pub tier: Tier,
@@ -35,26 +35,41 @@ pub struct Route {
     pub score: f64,
     /// How long choosing took, in milliseconds.
     pub decision_time_ms: f64,
+    /// Why: the signals that sum to the score (none in simple mode).
+    pub signals: Option<Vec<Signal>>,
 }
 
-/// Picks the tier for `query` in `mode`.
-pub fn route(query: &str, mode: Mode) -> Route {
+/// Picks the tier for `query` in `mode`; two-stage sends a score at or
+/// above `q4_threshold` to Q4.
+pub fn route(query: &str, mode: Mode, q4_threshold: f64) -> Route {
     match mode {
         Mode::Simple => Route {
             tier: Tier::Q2,
             score: 0.0,
             decision_time_ms: 0.0,
+            signals: None,
         },
         Mode::TwoStage => {
             let started = Instant::now();
-            let score = assess_complexity(query);
+            let Assessment { score, signals } = assess(query);
             Route {
-                tier: mode.tier_for(score),
+                tier: mode.tier_for(score, q4_threshold),
                 score,
                 decision_time_ms: started.elapsed().as_secs_f64() * 1_000.0,
+                signals: Some(signals),
             }
         }
     }
+}
+
+/// A score and the signals it is the sum of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// 0..=15.
+    pub score: f64,
+    /// Each feature that added points (in hundredths), in the table's
+    /// order; `cap at 15` takes back what lies beyond the scale.
+    pub signals: Vec<Signal>,
 }
 
 const DEMANDING: &[&str] = &[
@@ -111,6 +126,11 @@ const CONSTRAINTS: &[&str] = &["must", "without", "guarantee"];
 
 /// The complexity score (0..=15) of a query; see the module docs.
 pub fn assess_complexity(query: &str) -> f64 {
+    assess(query).score
+}
+
+/// The score of a query and the signals that make it; see the module docs.
+pub fn assess(query: &str) -> Assessment {
     let lower = query.to_lowercase();
     let words: Vec<&str> = lower
         .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '+'))
@@ -149,14 +169,30 @@ pub fn assess_complexity(query: &str) -> f64 {
         + query.matches("O(").count();
     let constraints = constraint_hits as f64 * 0.5;
 
-    let total = length
-        + demanding.min(4.5)
-        + technical.min(3.0)
-        + parts.min(3.0)
-        + code
-        + constraints.min(1.0);
-    // Round to hundredths so the score reads cleanly; capped at the scale's top.
-    ((total * 100.0).round() / 100.0).min(shared::MAX_SCORE)
+    // Each part in hundredths, so the parts read cleanly and their sum is
+    // the score exactly (up to the last bit of a float).
+    let mut signals: Vec<Signal> = [
+        ("length", length),
+        ("demanding verbs", demanding.min(4.5)),
+        ("technical vocabulary", technical.min(3.0)),
+        ("several parts", parts.min(3.0)),
+        ("code", code),
+        ("constraints", constraints.min(1.0)),
+    ]
+    .into_iter()
+    .map(|(name, points)| Signal::new(name, hundredths(points)))
+    .filter(|s| s.weight > 0.0)
+    .collect();
+    let total = hundredths(signals.iter().map(|s| s.weight).sum());
+    let score = total.min(shared::MAX_SCORE);
+    if total > score {
+        signals.push(Signal::new("cap at 15", hundredths(score - total)));
+    }
+    Assessment { score, signals }
+}
+
+fn hundredths(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// How many of `stems` some word starts with (each stem counted once).
@@ -208,12 +244,68 @@ mod tests {
         ];
         for (query, want) in table {
             let score = assess_complexity(query);
+            assert_sums_to_score(&assess(query));
             assert!((0.0..=15.0).contains(&score), "{query}: {score}");
             assert_eq!(
                 Complexity::from_score(score),
                 *want,
                 "{query:?} scored {score}"
             );
+        }
+    }
+
+    /// The signals add up to the score, each is named and positive but
+    /// for the cap, and no signal is listed twice.
+    fn assert_sums_to_score(a: &Assessment) {
+        let sum: f64 = a.signals.iter().map(|s| s.weight).sum();
+        assert!((sum - a.score).abs() < 1e-9, "{a:?}");
+        assert!(shared::insight::validate_signals(&a.signals).is_ok());
+        for s in &a.signals {
+            assert!(s.weight > 0.0 || s.name == "cap at 15", "{a:?}");
+            assert_eq!(s.weight, hundredths(s.weight));
+        }
+        let mut names: Vec<&str> = a.signals.iter().map(|s| s.name.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), a.signals.len());
+    }
+
+    #[test]
+    fn signals_name_what_made_the_score() {
+        let a = assess("What is Python?");
+        assert_eq!(a.signals, vec![Signal::new("length", 0.2)]);
+        let a = assess(
+            "Design a distributed rate limiter for a multi-region API, prove that it is fair \
+             under concurrent load, then implement it in Rust with tests.",
+        );
+        let names: Vec<&str> = a.signals.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "length",
+                "demanding verbs",
+                "technical vocabulary",
+                "several parts",
+                "code"
+            ]
+        );
+        assert_sums_to_score(&a);
+        // Beyond the scale: the cap is a signal of its own.
+        let huge = assess(
+            &"Design, prove, derive, implement, optimise and analyse a distributed, \
+                 concurrent, fault-tolerant consensus algorithm; then also benchmark it, \
+                 finally write code in Rust that must run in O(n) without locks. "
+                .repeat(20),
+        );
+        assert_eq!(huge.score, 15.0);
+        assert_eq!(huge.signals.last().unwrap().name, "cap at 15");
+        assert_sums_to_score(&huge);
+    }
+
+    proptest::proptest! {
+        /// For any text, the signals sum to the score.
+        #[test]
+        fn signals_sum_to_the_score_for_any_text(q in "(\\PC|\\n|[?.)] |design |prove |algorithm |then |code |must |at most |O\\(|```){0,80}") {
+            assert_sums_to_score(&assess(&q));
         }
     }
 
@@ -238,28 +330,39 @@ mod tests {
         let r = route(
             "Design a distributed system and prove it correct",
             Mode::Simple,
+            7.0,
         );
         assert_eq!(
             r,
             Route {
                 tier: Tier::Q2,
                 score: 0.0,
-                decision_time_ms: 0.0
+                decision_time_ms: 0.0,
+                signals: None,
             }
         );
     }
 
     #[test]
     fn two_stage_goes_to_balanced_or_powerful_by_the_threshold() {
-        let easy = route("What is Python?", Mode::TwoStage);
+        let easy = route("What is Python?", Mode::TwoStage, 7.0);
         assert_eq!(easy.tier, Tier::Q3);
         assert!(easy.decision_time_ms >= 0.0);
         let hard = route(
             "Design a distributed rate limiter, prove it is fair under concurrent load, \
              then implement it in Rust with tests",
             Mode::TwoStage,
+            7.0,
         );
         assert_eq!(hard.tier, Tier::Q4);
         assert!(hard.score >= 7.0);
+        // The threshold is the server's to set: the same query to Q3 at 14.
+        let strict = route(
+            "Design a distributed rate limiter, prove it is fair under concurrent load, \
+             then implement it in Rust with tests",
+            Mode::TwoStage,
+            14.0,
+        );
+        assert_eq!((strict.tier, strict.score), (Tier::Q3, hard.score));
     }
 }

@@ -20,10 +20,11 @@ use arc_swap::ArcSwap;
 use axum::http::HeaderValue;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use shared::api::Mode;
+use shared::api::{Mode, Usage};
+use shared::insight::{Population, Prices, Tokens, cost_summary};
 use shared::{
-    DEFAULT_RECENT, DecisionError, Instance, OrchestratorStatus, RecordedDecision, RoutingDecision,
-    StatusCounters, Tier, build_status,
+    DEFAULT_RECENT, DecisionError, Instance, OrchestratorStatus, RecordedDecision, Routing,
+    RoutingDecision, Signal, StatusCounters, Tier, build_status,
 };
 use tokio::sync::Notify;
 
@@ -53,6 +54,10 @@ pub struct StatusService {
     /// The upstream calls' figures, counted into every status and the
     /// decision metrics, when attached.
     telemetry: Option<Arc<Telemetry>>,
+    /// The thresholds decisions are routed by, shown in every status.
+    routing: Routing,
+    /// `--price`, for the status's `cost`.
+    prices: Prices,
 }
 
 struct Inner {
@@ -62,6 +67,8 @@ struct Inner {
     per_tier: [u64; 3],
     /// The last `seq` handed out (0 before the first decision).
     seq: u64,
+    /// Tokens per tier since start, by [`Tier::index`].
+    tokens: [Tokens; 3],
 }
 
 impl Inner {
@@ -132,6 +139,7 @@ impl StatusService {
                 total: 0,
                 per_tier: [0; 3],
                 seq: 0,
+                tokens: Default::default(),
             }),
             active: Default::default(),
             version: AtomicU64::new(0),
@@ -151,6 +159,8 @@ impl StatusService {
             }),
             rebuild: Mutex::new(()),
             telemetry: None,
+            routing: Routing::default(),
+            prices: [None; 3],
         };
         let first = service.build_snapshot(DEFAULT_RECENT, None);
         service.snapshot.store(Arc::new(first));
@@ -169,6 +179,19 @@ impl StatusService {
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
         self.telemetry = Some(telemetry);
         self
+    }
+
+    /// Routes two-stage queries by `routing` and prices tokens by `prices`
+    /// (both shown in every status).
+    pub fn with_routing(mut self, routing: Routing, prices: Prices) -> Self {
+        self.routing = routing;
+        self.prices = prices;
+        self
+    }
+
+    /// The thresholds decisions are routed by.
+    pub fn routing(&self) -> Routing {
+        self.routing
     }
 
     /// How many decisions are kept.
@@ -213,12 +236,31 @@ impl StatusService {
         decision_time_ms: f64,
         mode: Option<Mode>,
     ) -> Result<RoutingDecision, DecisionError> {
+        self.record_explained(query, tier, score, decision_time_ms, mode, None, None)
+    }
+
+    /// [`Self::record_routed`] with the signals that made the score and,
+    /// when already known, the tokens the answer took (both validated by
+    /// the caller: see `shared::insight`).
+    #[allow(clippy::too_many_arguments)] // the fields of one decision
+    pub fn record_explained(
+        &self,
+        query: &str,
+        tier: Tier,
+        score: f64,
+        decision_time_ms: f64,
+        mode: Option<Mode>,
+        signals: Option<Vec<Signal>>,
+        usage: Option<Usage>,
+    ) -> Result<RoutingDecision, DecisionError> {
         // Everything that can fail happens before the lock; validating first
         // keeps seqs free of gaps.
         let query = shared::stored_query(query)?;
         let shown = if self.redact { "[redacted]" } else { query };
         let decision = RoutingDecision::new(String::new(), shown, tier, score, Utc::now())?;
         let mut recorded = RecordedDecision::new(decision, decision_time_ms)?;
+        recorded.decision.signals = signals;
+        recorded.decision.usage = usage;
         let (public, evicted) = {
             let mut inner = self.lock();
             inner.seq += 1;
@@ -240,6 +282,9 @@ impl StatusService {
             inner.buffer.push_back(recorded);
             inner.total += 1;
             inner.per_tier[tier.index()] += 1;
+            if let Some(u) = &usage {
+                inner.tokens[tier.index()].add(u);
+            }
             (public, evicted)
         };
         // Freed outside the lock.
@@ -249,6 +294,28 @@ impl StatusService {
         }
         self.bump();
         Ok(public)
+    }
+
+    /// Adds the tokens the answer to decision `seq` (routed to `tier`) took:
+    /// to the tier's totals, and to the decision while it is buffered.
+    pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage) {
+        {
+            let mut inner = self.lock();
+            inner.tokens[tier.index()].add(&usage);
+            let oldest = inner.buffer.front().map_or(0, |d| d.decision.seq);
+            if let Some(at) = seq.checked_sub(oldest)
+                && let Some(d) = inner.buffer.get_mut(at as usize)
+            {
+                debug_assert_eq!(d.decision.seq, seq);
+                d.decision.usage = Some(usage);
+            }
+        }
+        self.bump();
+    }
+
+    /// The buffered decisions as the what-if math sees them.
+    pub fn population(&self) -> Population {
+        Population::new(self.lock().buffer.iter().map(|d| &d.decision))
     }
 
     /// Resolves after the next change anyone could see in a status (at
@@ -315,6 +382,7 @@ impl StatusService {
             total_processed: inner.per_tier,
             active_requests: active,
         };
+        let tokens = inner.tokens;
         let mut status = build_status(
             inner.buffer.iter().rev(),
             self.window,
@@ -331,6 +399,8 @@ impl StatusService {
         drop(inner);
         status.instance = Some(self.instance());
         status.buffer_capacity = Some(self.capacity);
+        status.routing = Some(self.routing);
+        status.cost = Some(cost_summary(&tokens, &self.prices));
         if let Some(t) = &self.telemetry {
             status.tier_metrics = Some(t.tier_metrics());
             status.model_utilization = Some(t.model_utilization());

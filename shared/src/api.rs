@@ -22,13 +22,12 @@ pub enum Mode {
 
 impl Mode {
     /// The tier this mode sends a query of `score` to: `simple` always the
-    /// fast tier (Q2); `two-stage` the balanced tier (Q3) below 7 points, the
-    /// powerful one (Q4) from 7, and never Q2.
-    pub fn tier_for(self, score: f64) -> Tier {
+    /// fast tier (Q2); `two-stage` the balanced tier (Q3) below
+    /// `q4_threshold` points, the powerful one (Q4) from it, and never Q2.
+    pub fn tier_for(self, score: f64, q4_threshold: f64) -> Tier {
         match self {
             Mode::Simple => Tier::Q2,
-            Mode::TwoStage if score < crate::Complexity::COMPLEX_FROM => Tier::Q3,
-            Mode::TwoStage => Tier::Q4,
+            Mode::TwoStage => crate::insight::two_stage_tier(score, q4_threshold),
         }
     }
 

@@ -136,6 +136,15 @@ pub struct RoutingDecision {
         schema(example = "balanced", pattern = "^(fast|balanced|powerful)$")
     )]
     pub tier_name: String,
+    /// Beyond the seed: the signals that made the score, each with the
+    /// points it contributed; they sum to the score for the router's own
+    /// decisions. Absent when none were given (simple mode assesses nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<Vec<crate::insight::Signal>>,
+    /// Beyond the seed: the tokens the answer took, once known (from the
+    /// upstream's `usage`, or as reported by a router elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::api::Usage>,
 }
 
 impl RoutingDecision {
@@ -151,11 +160,26 @@ impl RoutingDecision {
         timestamp: DateTime<Utc>,
     ) -> Result<Self, DecisionError> {
         let query = stored_query(query)?;
+        Self::from_kept(id, query, tier, score, timestamp)
+    }
+
+    /// [`RoutingDecision::new`] for a query already cut: `kept` must be what
+    /// [`stored_query`] keeps of it (text of at most 100 characters holding a
+    /// visible one). For fixed texts, such as the mock data's, so the panel
+    /// does not carry the grapheme tables it would never use.
+    pub fn from_kept(
+        id: String,
+        kept: &str,
+        tier: Tier,
+        score: f64,
+        timestamp: DateTime<Utc>,
+    ) -> Result<Self, DecisionError> {
+        debug_assert_eq!(stored_query(kept), Ok(kept));
         validate_score(score)?;
         let score = score + 0.0; // -0.0 becomes 0.0
         Ok(RoutingDecision {
             id,
-            query: query.to_owned(),
+            query: kept.to_owned(),
             tier,
             complexity: Complexity::from_score(score),
             timestamp,
@@ -164,6 +188,8 @@ impl RoutingDecision {
             mode: None,
             decision_time_ms: None,
             tier_name: tier.internal_name().to_owned(),
+            signals: None,
+            usage: None,
         })
     }
 

@@ -8,6 +8,7 @@
 
 pub mod api;
 mod decision;
+pub mod insight;
 pub mod metrics;
 mod mock;
 mod status;
@@ -18,6 +19,7 @@ pub use decision::{
     RoutingDecision, is_invisible, merge_decision, stored_query, truncate_query,
     validate_decision_time, validate_query, validate_score, visible_query_pattern,
 };
+pub use insight::{CostSummary, Routing, Signal};
 pub use metrics::{ModelUtilization, TierMetrics};
 pub use mock::mock_status;
 pub use status::{

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::api::Mode;
+use crate::insight::DEFAULT_Q4_THRESHOLD;
 use crate::{
     DEFAULT_RECENT, DEFAULT_WINDOW, OrchestratorStatus, RecordedDecision, RoutingDecision,
     StatusCounters, build_status,
@@ -45,12 +46,12 @@ pub fn mock_status(seed: u64, now: DateTime<Utc>) -> OrchestratorStatus {
                     (rng.next() % 40 + 1) as f64 / 100.0,
                 ),
             };
-            let tier = mode.tier_for(score);
+            let tier = mode.tier_for(score, DEFAULT_Q4_THRESHOLD);
             let query = SAMPLE_QUERIES[(rng.next() % SAMPLE_QUERIES.len() as u64) as usize];
             let at = now - Duration::milliseconds(i as i64 * 1_500 + (rng.next() % 900) as i64);
             let seq = (MOCK_DECISIONS - i) as u64;
             let id = format!("mock-{seed}-{seq}");
-            let decision = RoutingDecision::new(id, query, tier, score, at)
+            let decision = RoutingDecision::from_kept(id, query, tier, score, at)
                 .expect("mock scores and queries are valid by construction")
                 .with_seq(seq, Some(mode));
             counters.total_processed[tier.index()] += 1;
@@ -119,7 +120,10 @@ mod tests {
                 match d.mode {
                     Some(Mode::TwoStage) => {
                         assert_ne!(d.tier, Tier::Q2, "two-stage never routes to Q2: {d:?}");
-                        assert_eq!(d.tier, Mode::TwoStage.tier_for(d.score));
+                        assert_eq!(
+                            d.tier,
+                            Mode::TwoStage.tier_for(d.score, DEFAULT_Q4_THRESHOLD)
+                        );
                     }
                     Some(Mode::Simple) => {
                         assert_eq!(

@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Complexity, ModelUtilization, RecordedDecision, RoutingDecision, Tier, TierMetrics};
+use crate::{
+    Complexity, CostSummary, ModelUtilization, RecordedDecision, Routing, RoutingDecision, Tier,
+    TierMetrics,
+};
 
 /// How many decisions the service keeps unless configured otherwise.
 pub const DEFAULT_CAPACITY: usize = 100;
@@ -93,6 +96,13 @@ pub struct OrchestratorStatus {
     /// start (the model named in the upstream's answer), most first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_utilization: Option<Vec<ModelUtilization>>,
+    /// Beyond the seed: the thresholds decisions are routed and classed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+    /// Beyond the seed: tokens per tier since start and, with `--price`,
+    /// what they cost against the same traffic all on Q4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostSummary>,
 }
 
 /// The server process a status comes from.
@@ -244,6 +254,8 @@ where
         resync: None,
         tier_metrics: None,
         model_utilization: None,
+        routing: None,
+        cost: None,
     }
 }
 

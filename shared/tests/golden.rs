@@ -18,8 +18,19 @@ const ADDED_STATUS: &[&str] = &[
     "bufferCapacity",
     "decisionsSince",
     "resync",
+    "tierMetrics",
+    "modelUtilization",
+    "routing",
+    "cost",
 ];
-const ADDED_DECISION: &[&str] = &["seq", "mode", "decisionTimeMs", "tierName"];
+const ADDED_DECISION: &[&str] = &[
+    "seq",
+    "mode",
+    "decisionTimeMs",
+    "tierName",
+    "signals",
+    "usage",
+];
 
 /// The JSON with every added key removed, keys otherwise in the order they
 /// were written; and a check that the added keys all come after the seed's.
@@ -79,6 +90,17 @@ fn populated_status_matches_the_seed() {
     )
     .unwrap()
     .with_seq(1, Some(Mode::TwoStage));
+    let d = RoutingDecision {
+        signals: Some(vec![
+            shared::Signal::new("demanding verbs", 1.5),
+            shared::Signal::new("technical vocabulary", 8.0),
+        ]),
+        usage: Some(shared::api::Usage {
+            prompt_tokens: 12,
+            completion_tokens: 30,
+        }),
+        ..d
+    };
     let counters = StatusCounters {
         total_decisions: 1,
         total_processed: [0, 0, 1],
@@ -92,6 +114,7 @@ fn populated_status_matches_the_seed() {
         version: "0.1.0".into(),
     });
     status.buffer_capacity = Some(100);
+    status.routing = Some(shared::Routing::default());
     let got = serde_json::to_string(&status).unwrap();
     let want = concat!(
         r#"{"tierUtilization":["#,
@@ -105,14 +128,18 @@ fn populated_status_matches_the_seed() {
     );
     assert_eq!(seed_view(&got), want);
     // The additions, pinned too.
-    let added =
-        r#""score":9.5,"seq":1,"mode":"two-stage","decisionTimeMs":2.5,"tierName":"powerful"}"#;
+    let added = concat!(
+        r#""score":9.5,"seq":1,"mode":"two-stage","decisionTimeMs":2.5,"tierName":"powerful","#,
+        r#""signals":[{"name":"demanding verbs","weight":1.5},{"name":"technical vocabulary","weight":8.0}],"#,
+        r#""usage":{"promptTokens":12,"completionTokens":30}}"#
+    );
     assert!(got.contains(added), "{got}");
     assert!(
         got.ends_with(concat!(
             r#""timestamp":"2025-11-08T12:00:02.000Z","#,
             r#""instance":{"id":"abc","startedAt":"2025-11-08T11:00:00.000Z","version":"0.1.0"},"#,
-            r#""windows":{"utilization":20,"distribution":1,"average":1},"bufferCapacity":100}"#
+            r#""windows":{"utilization":20,"distribution":1,"average":1},"bufferCapacity":100,"#,
+            r#""routing":{"q4Threshold":7.0,"moderateFrom":3.0,"complexFrom":7.0}}"#
         )),
         "{got}"
     );
