@@ -91,15 +91,17 @@ pub enum StatusFetch {
     NotModified,
 }
 
-/// Polls the status once. `etag` makes it conditional; `controller` lets the
-/// caller abort it (on unmount), and it is aborted after `timeout_ms`.
+/// Polls the status once, listing the newest `limit` decisions. `etag`
+/// makes it conditional; `controller` lets the caller abort it (on
+/// unmount), and it is aborted after `timeout_ms`.
 pub async fn fetch_status(
     base: &str,
+    limit: usize,
     etag: Option<&str>,
     controller: &AbortController,
     timeout_ms: u32,
 ) -> Result<StatusFetch, ApiError> {
-    let mut request = Request::get(&format!("{base}{STATUS_PATH}"))
+    let mut request = Request::get(&format!("{base}{STATUS_PATH}?limit={limit}"))
         .header("accept", "application/json")
         .abort_signal(Some(&controller.signal()));
     if let Some(tag) = etag {

@@ -29,7 +29,6 @@ use wasm_bindgen::closure::Closure;
 use web_sys::{AbortController, EventSource, MessageEvent};
 
 use crate::api::{self, STREAM_PATH, StatusFetch};
-use crate::components::recent_decisions::SHOWN;
 use crate::time;
 
 /// Which transport brings live data.
@@ -94,13 +93,27 @@ impl Default for PollConfig {
 pub struct StatusFeed {
     /// The status on screen; `None` until the first answer.
     pub status: ReadSignal<Option<OrchestratorStatus>>,
-    /// The newest decisions, newest first: the status's, with the stream's
-    /// newer ones merged in as they arrive.
+    /// The buffered decisions, newest first (as many as the server keeps, at
+    /// most [`KEEP_MAX`]): fetched whole once per connection, with the
+    /// stream's new ones merged in as they arrive.
     pub decisions: ReadSignal<Vec<RoutingDecision>>,
     /// Where it came from; `None` until the first answer.
     pub source: ReadSignal<Option<DataSource>>,
     /// When live data last arrived (ms since the epoch), if ever.
     pub last_live_ms: ReadSignal<Option<f64>>,
+}
+
+/// The most decisions the panel holds, whatever the server's buffer size.
+pub const KEEP_MAX: usize = 1_000;
+/// Decisions held when the server does not say its buffer size.
+const KEEP_DEFAULT: usize = 100;
+
+/// How many decisions to hold for a server keeping `capacity`.
+fn keep_for(status: &OrchestratorStatus) -> usize {
+    status
+        .buffer_capacity
+        .unwrap_or(KEEP_DEFAULT)
+        .clamp(1, KEEP_MAX)
 }
 
 /// The longest wait before reopening a refused or failed stream.
@@ -133,6 +146,11 @@ struct Feed {
     /// Made once per page, the first time mock data is needed.
     mock: RefCell<Option<OrchestratorStatus>>,
     in_flight: RefCell<Option<AbortController>>,
+    /// The whole buffer is asked for once per stream connection (a status
+    /// event lists only the newest ten); `true` until it arrived.
+    needs_buffer: Cell<bool>,
+    buffer_fetch: RefCell<Option<AbortController>>,
+    keep: Cell<usize>,
     wake: RefCell<Option<mpsc::UnboundedSender<()>>>,
     on_visibility: RefCell<Option<Closure<dyn FnMut()>>>,
     events: RefCell<Option<EventSource>>,
@@ -153,22 +171,27 @@ impl Feed {
         }
     }
 
-    /// Puts a live status on screen, keeping decisions the stream already
-    /// delivered that are newer than the status (same instance only).
+    /// Puts a live status on screen, keeping the decisions held that it
+    /// does not list (same instance only; its own copies win, as they may
+    /// have learnt their token counts since).
     fn show(&self, status: OrchestratorStatus) {
+        let keep = keep_for(&status);
+        self.keep.set(keep);
         let mut list = status.recent_decisions.clone();
+        list.truncate(keep);
         let same_instance = self.status.with_untracked(|old| {
             old.as_ref()
                 .and_then(|o| o.instance.as_ref().map(|i| &i.id))
                 == status.instance.as_ref().map(|i| &i.id)
         });
         if same_instance && !self.is_mock() {
-            let newest = list.first().map_or(0, |d| d.seq);
-            for d in self.decisions.get_untracked() {
-                if d.seq > newest {
-                    merge_decision(&mut list, d, SHOWN);
+            self.decisions.with_untracked(|held| {
+                for d in held {
+                    merge_decision(&mut list, d.clone(), keep);
                 }
-            }
+            });
+        } else {
+            self.needs_buffer.set(true);
         }
         self.set_decisions.set(list);
         self.set_status.set(Some(status));
@@ -221,8 +244,9 @@ impl Feed {
             return;
         }
         let seq = decision.seq;
+        let keep = self.keep.get();
         self.set_decisions
-            .update(|list| merge_decision(list, decision, SHOWN));
+            .update(|list| merge_decision(list, decision, keep));
         self.mark_painted(format!("decision-painted:{seq}"));
     }
 
@@ -274,8 +298,10 @@ impl Feed {
             es.close();
         }
         self.listeners.borrow_mut().clear();
-        if let Some(c) = self.in_flight.borrow_mut().take() {
-            c.abort();
+        for slot in [&self.in_flight, &self.buffer_fetch] {
+            if let Some(c) = slot.borrow_mut().take() {
+                c.abort();
+            }
         }
         self.wake.borrow_mut().take();
         if let Some(listener) = self.on_visibility.borrow_mut().take() {
@@ -312,9 +338,13 @@ fn open_stream(feed: &Rc<Feed>) {
         "status",
         Box::new(|feed, e| match parse::<OrchestratorStatus>(&e) {
             Some(status) => {
-                feed.stream_live.set(true);
+                if !feed.stream_live.replace(true) {
+                    // A new connection: what it missed is in the buffer.
+                    feed.needs_buffer.set(true);
+                }
                 feed.backoff_ms.set(0);
                 feed.live(Transport::Stream, Some(status));
+                fetch_buffer(feed);
             }
             None => feed.failed("bad JSON on the stream".into()),
         }),
@@ -337,6 +367,7 @@ fn open_stream(feed: &Rc<Feed>) {
                     .unwrap_or_default()
             });
             feed.set_decisions.set(list);
+            feed.needs_buffer.set(true);
         }),
     );
     on(
@@ -364,6 +395,36 @@ fn open_stream(feed: &Rc<Feed>) {
     );
     *feed.events.borrow_mut() = Some(es);
     *feed.listeners.borrow_mut() = listeners;
+}
+
+/// Asks once for every buffered decision (a status event lists only the
+/// newest ten); the stream's events keep the list current after that.
+fn fetch_buffer(feed: &Rc<Feed>) {
+    if !feed.needs_buffer.get() || feed.buffer_fetch.borrow().is_some() {
+        return;
+    }
+    let controller = AbortController::new().expect("AbortController exists");
+    *feed.buffer_fetch.borrow_mut() = Some(controller.clone());
+    let feed = Rc::clone(feed);
+    leptos::task::spawn_local(async move {
+        let result = api::fetch_status(
+            &feed.config.api_base,
+            feed.keep.get(),
+            None,
+            &controller,
+            feed.config.timeout_ms,
+        )
+        .await;
+        feed.buffer_fetch.borrow_mut().take();
+        if feed.stopped.get() {
+            return;
+        }
+        // Failures are the transports' to report; the next status retries.
+        if let Ok(StatusFetch::Fresh { status, .. }) = result {
+            feed.needs_buffer.set(false);
+            feed.show(*status);
+        }
+    });
 }
 
 fn reopen_later(feed: &Rc<Feed>) {
@@ -410,6 +471,9 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         marks: Cell::new(0),
         mock: RefCell::new(None),
         in_flight: RefCell::new(None),
+        needs_buffer: Cell::new(true),
+        buffer_fetch: RefCell::new(None),
+        keep: Cell::new(KEEP_DEFAULT),
         wake: RefCell::new(Some(wake_tx)),
         on_visibility: RefCell::new(None),
         events: RefCell::new(None),
@@ -452,8 +516,11 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
             }
             let controller = AbortController::new().expect("AbortController exists");
             *feed.in_flight.borrow_mut() = Some(controller.clone());
+            // Polling asks for the whole buffer every time: nothing merges
+            // in between.
             let result = api::fetch_status(
                 &feed.config.api_base,
+                feed.keep.get(),
                 etag.as_deref(),
                 &controller,
                 feed.config.timeout_ms,

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod components;
+pub mod dom;
 pub mod hooks;
 pub mod pages;
 pub mod time;

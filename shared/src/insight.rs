@@ -383,13 +383,15 @@ pub fn saving_percent(spent: f64, all_on_q4: f64) -> f64 {
 }
 
 /// The buffered decisions as a what-if sees them: those that keep their
-/// tier whatever the threshold, and the score-routed ones sorted by score.
+/// tier whatever the threshold, and the score-routed ones.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Population {
     /// Decisions that keep their tier, with their token counts.
     fixed: Vec<(Tier, Option<Usage>)>,
-    /// Score-routed decisions, ascending by score, with their token counts.
-    routed: Vec<(f64, Option<Usage>)>,
+    /// Score-routed decisions with the tier they went to and their token
+    /// counts. Not sorted: the panel's slider counts a few hundred at most,
+    /// and leaving sorting to calibration keeps it out of the WASM.
+    routed: Vec<(f64, Tier, Option<Usage>)>,
 }
 
 /// What the buffered decisions would have been at one Q4 threshold.
@@ -463,12 +465,11 @@ impl Population {
         let mut p = Population::default();
         for d in decisions {
             if score_routed(d) {
-                p.routed.push((d.score, d.usage));
+                p.routed.push((d.score, d.tier, d.usage));
             } else {
                 p.fixed.push((d.tier, d.usage));
             }
         }
-        p.routed.sort_by(|a, b| a.0.total_cmp(&b.0));
         p
     }
 
@@ -487,13 +488,25 @@ impl Population {
         self.routed.len()
     }
 
-    /// How many score-routed decisions reach Q4 at `threshold`.
-    fn q4_count(&self, threshold: f64) -> usize {
-        self.routed.len() - self.routed.partition_point(|r| r.0 < threshold)
-    }
-
     /// The decisions at `threshold`: tier counts and cost.
     pub fn what_if(&self, threshold: f64, prices: &Prices) -> WhatIf {
+        self.priced(threshold, prices, |score, _| {
+            two_stage_tier(score, threshold)
+        })
+    }
+
+    /// The decisions where they actually went: tier counts and cost
+    /// (`threshold` is only reported back).
+    pub fn actual(&self, threshold: f64, prices: &Prices) -> WhatIf {
+        self.priced(threshold, prices, |_, tier| tier)
+    }
+
+    fn priced(
+        &self,
+        threshold: f64,
+        prices: &Prices,
+        tier_of: impl Fn(f64, Tier) -> Tier,
+    ) -> WhatIf {
         let mut counts = [0; 3];
         let mut cost = Some(0.0);
         let mut add = |tier: Tier, usage: &Option<Usage>| {
@@ -508,14 +521,14 @@ impl Population {
         for (tier, usage) in &self.fixed {
             add(*tier, usage);
         }
-        for (score, usage) in &self.routed {
-            add(two_stage_tier(*score, threshold), usage);
+        for (score, tier, usage) in &self.routed {
+            add(tier_of(*score, *tier), usage);
         }
         let all_on_q4 = prices[Tier::Q4.index()].map(|p| {
             self.fixed
                 .iter()
                 .map(|f| &f.1)
-                .chain(self.routed.iter().map(|r| &r.1))
+                .chain(self.routed.iter().map(|r| &r.2))
                 .flatten()
                 .map(|u| p.cost(u.prompt_tokens, u.completion_tokens))
                 .sum()
@@ -539,12 +552,14 @@ impl Population {
             return None;
         }
         let target = q4_share * self.len() as f64;
+        let scores = self.sorted_scores();
+        let q4_count = |t: f64| scores.len() - scores.partition_point(|&s| s < t);
         // Thresholds worth trying: each distinct score (that score and all
         // above it go to Q4), and 15 when some score lies below it (nothing
         // but 15s on Q4). Ascending, so a later tie is a higher threshold.
         let mut best: Option<(f64, usize)> = None;
         let mut consider = |t: f64| {
-            let n = self.q4_count(t);
+            let n = q4_count(t);
             let better =
                 best.is_none_or(|(_, b)| (n as f64 - target).abs() <= (b as f64 - target).abs());
             if better {
@@ -552,9 +567,9 @@ impl Population {
             }
         };
         consider(0.0);
-        for (i, (score, _)) in self.routed.iter().enumerate() {
-            if i == 0 || self.routed[i - 1].0 < *score {
-                consider(*score);
+        for (i, &score) in scores.iter().enumerate() {
+            if i == 0 || scores[i - 1] < score {
+                consider(score);
             }
         }
         consider(MAX_SCORE);
@@ -567,15 +582,25 @@ impl Population {
 
     /// The Q4 share at every threshold from 0 to 15 in steps of 0.5.
     pub fn curve(&self) -> Vec<CurvePoint> {
+        let scores = self.sorted_scores();
         (0..=(MAX_SCORE / CURVE_STEP) as usize)
             .map(|i| {
                 let threshold = i as f64 * CURVE_STEP;
+                let n = scores.len() - scores.partition_point(|&s| s < threshold);
                 CurvePoint {
                     threshold,
-                    q4_share: share(self.q4_count(threshold), self.len()),
+                    q4_share: share(n, self.len()),
                 }
             })
             .collect()
+    }
+
+    /// The score-routed decisions' scores, ascending: for the server's
+    /// calibration over a buffer of any size.
+    fn sorted_scores(&self) -> Vec<f64> {
+        let mut scores: Vec<f64> = self.routed.iter().map(|r| r.0).collect();
+        scores.sort_by(f64::total_cmp);
+        scores
     }
 }
 
@@ -647,6 +672,8 @@ mod tests {
         assert_eq!(p.what_if(0.0, &none).counts, [2, 0, 5]);
         assert_eq!(p.what_if(15.0, &none).counts, [2, 5, 0]);
         assert_eq!(p.what_if(6.0, &none).counts, [2, 2, 3]);
+        // Where they really went: the Q4 decision at 6.0 stays on Q4.
+        assert_eq!(p.actual(7.0, &none).counts, [2, 2, 3]);
         let w = p.what_if(6.0, &none);
         assert!((w.percent(Tier::Q4) - 300.0 / 7.0).abs() < 1e-9);
     }

@@ -5,8 +5,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::api::Mode;
 use crate::insight::DEFAULT_Q4_THRESHOLD;
 use crate::{
-    DEFAULT_RECENT, DEFAULT_WINDOW, OrchestratorStatus, RecordedDecision, RoutingDecision,
-    StatusCounters, build_status,
+    DEFAULT_WINDOW, OrchestratorStatus, RecordedDecision, RoutingDecision, StatusCounters,
+    build_status,
 };
 
 const SAMPLE_QUERIES: [&str; 8] = [
@@ -65,7 +65,8 @@ pub fn mock_status(seed: u64, now: DateTime<Utc>) -> OrchestratorStatus {
         *total += 100 + seed % 50 + i as u64 * 7;
     }
     counters.total_decisions = counters.total_processed.iter().sum();
-    build_status(&decisions, DEFAULT_WINDOW, DEFAULT_RECENT, &counters, now)
+    // All of them listed: the panel's histogram and what-if cover its buffer.
+    build_status(&decisions, DEFAULT_WINDOW, MOCK_DECISIONS, &counters, now)
 }
 
 /// A tiny, well-mixed PRNG; good enough for believable fake numbers.
@@ -93,7 +94,7 @@ mod tests {
         assert_eq!(a, mock_status(7, now));
         assert_ne!(a, mock_status(8, now));
         assert_eq!(a.tier_utilization.len(), 3);
-        assert_eq!(a.recent_decisions.len(), DEFAULT_RECENT);
+        assert_eq!(a.recent_decisions.len(), MOCK_DECISIONS);
         let d = a.complexity_distribution;
         assert_eq!(d.simple + d.moderate + d.complex, 100);
         let processed: u64 = a.tier_utilization.iter().map(|t| t.total_processed).sum();

@@ -6,6 +6,8 @@ pub mod complexity_distribution;
 pub mod orchestrator_status_panel;
 pub mod query_form;
 pub mod recent_decisions;
+pub mod routing_insight;
+pub mod signal_bars;
 pub mod source_badge;
 pub mod status_view;
 pub mod tier_metrics;

@@ -2,11 +2,13 @@
 //! it.
 
 use leptos::prelude::*;
-use shared::{OrchestratorStatus, RoutingDecision};
+use shared::insight::Prices;
+use shared::{OrchestratorStatus, RoutingDecision, Tier};
 
 use crate::components::announcer::Announcer;
 use crate::components::complexity_distribution::ComplexityDistributionView;
 use crate::components::recent_decisions::RecentDecisions;
+use crate::components::routing_insight::{RoutingInsight, text, usd};
 use crate::components::source_badge::SourceBadge;
 use crate::components::tier_metrics::TierMetricsView;
 use crate::components::tier_utilization::TierUtilizationView;
@@ -81,6 +83,61 @@ pub fn StatusView(
         None => "since start".to_owned(),
     };
     let since_start_title = move || started.get().map(time::full);
+    // An older server says nothing of its thresholds: the seed's.
+    let routing =
+        Memo::new(move |_| status.with(|s| s.as_ref().and_then(|s| s.routing).unwrap_or_default()));
+    let prices = Memo::new(move |_| {
+        status.with(|s| {
+            let mut prices: Prices = [None; 3];
+            if let Some(cost) = s.as_ref().and_then(|s| s.cost.as_ref()) {
+                for t in &cost.tiers {
+                    prices[t.tier.index()] = t.price;
+                }
+            }
+            prices
+        })
+    });
+    let q4_share = move || {
+        status.with(|s| match s {
+            Some(s) if s.total_decisions > 0 => {
+                let q4 = s.tier_utilization.iter().find(|t| t.tier == Tier::Q4);
+                let n = q4.map_or(0, |t| t.total_processed);
+                format!("{:.1}%", n as f64 / s.total_decisions as f64 * 100.0)
+            }
+            Some(_) => "0.0%".to_owned(),
+            None => "—".to_owned(),
+        })
+    };
+    let saved = move || {
+        status.with(|s| {
+            let cost = s.as_ref().and_then(|s| s.cost.as_ref());
+            match cost.and_then(|c| c.saved_usd.zip(c.saving_percent)) {
+                Some((usd_saved, pct)) => format!("{} ({pct:.1}%)", usd(usd_saved)),
+                None => "—".to_owned(),
+            }
+        })
+    };
+    let saved_covers = move || {
+        status.with(|s| match s.as_ref().and_then(|s| s.cost.as_ref()) {
+            Some(c) if c.saved_usd.is_some() => format!(
+                "spent {} vs {} all on Q4, since start",
+                usd(c.spent_usd.unwrap_or(0.0)),
+                usd(c.all_on_q4_usd.unwrap_or(0.0))
+            ),
+            Some(c) => {
+                let tokens: u64 = c
+                    .tiers
+                    .iter()
+                    .map(|t| t.prompt_tokens + t.completion_tokens)
+                    .sum();
+                format!(
+                    "{} tokens since start; prices (--price) make this a sum",
+                    time::count(tokens)
+                )
+            }
+            None => "this server reports no cost".to_owned(),
+        })
+    };
     // While fewer decisions exist than the window holds, say both.
     let utilization_covers = move || match windows.get() {
         Some(w) if w.distribution < w.utilization => {
@@ -135,15 +192,25 @@ pub fn StatusView(
                 <div class="totals">
                     <div class="stat">
                         <span class="stat-label">"Total decisions"</span>
-                        <span class="stat-value mono" data-testid="total-decisions">{total}</span>
+                        <span class="stat-value mono" data-testid="total-decisions">{text(total)}</span>
                         <span class="stat-covers" data-testid="total-covers" title=since_start_title>
-                            {since_start}
+                            {text(since_start)}
                         </span>
+                    </div>
+                    <div class="stat headline">
+                        <span class="stat-label">"Traffic on Q4"</span>
+                        <span class="stat-value mono" data-testid="headline-q4-share">{text(q4_share)}</span>
+                        <span class="stat-covers">"of all decisions since start"</span>
+                    </div>
+                    <div class="stat headline">
+                        <span class="stat-label">"Saved vs all on Q4"</span>
+                        <span class="stat-value mono" data-testid="headline-cost-saved">{text(saved)}</span>
+                        <span class="stat-covers" data-testid="headline-cost-covers">{text(saved_covers)}</span>
                     </div>
                     <div class="stat">
                         <span class="stat-label">"Average decision time"</span>
-                        <span class="stat-value mono" data-testid="avg-decision-time">{avg}</span>
-                        <span class="stat-covers" data-testid="avg-covers">{avg_covers}</span>
+                        <span class="stat-value mono" data-testid="avg-decision-time">{text(avg)}</span>
+                        <span class="stat-covers" data-testid="avg-covers">{text(avg_covers)}</span>
                     </div>
                 </div>
                 <div class="grid">
@@ -152,7 +219,12 @@ pub fn StatusView(
                         distribution=distribution
                         covers=Signal::derive(move || covers(windows.get().map(|w| w.distribution)))
                     />
-                    <RecentDecisions decisions=decisions/>
+                    <RecentDecisions decisions=decisions routing=Signal::from(routing)/>
+                    <RoutingInsight
+                        decisions=decisions
+                        routing=Signal::from(routing)
+                        prices=Signal::from(prices)
+                    />
                     <TierMetricsView
                         metrics=Signal::derive(move || status.with(|s| s.as_ref().and_then(|s| s.tier_metrics.clone())))
                         models=Signal::derive(move || status.with(|s| s.as_ref().and_then(|s| s.model_utilization.clone())))

@@ -1,0 +1,259 @@
+//! Routing insight: the score histogram of the buffered decisions with the
+//! thresholds drawn, and a what-if slider on the Q4 threshold that
+//! recomputes, here in the browser with the shared crate's code, the tier
+//! shares and the cost those decisions would have had.
+//!
+//! The card's shape never changes, so it is built once (from this file's
+//! own markup: no data is ever parsed as HTML) and then patched by key:
+//! each bar, line and cell is rewritten only when its value changed.
+
+use leptos::prelude::*;
+use shared::insight::{BUCKETS, Population, Prices, WhatIf, borderline, histogram};
+use shared::{MAX_SCORE, Routing, RoutingDecision, Tier};
+use wasm_bindgen::JsCast;
+
+use crate::dom::{Put, patch};
+
+/// Width of one histogram bucket in SVG units.
+const BAR_W: f64 = 20.0;
+/// Height of the histogram's plot area in SVG units.
+const PLOT_H: f64 = 100.0;
+
+/// USD, with more decimals for small sums: `$12.35`, `$0.0123`.
+pub fn usd(x: f64) -> String {
+    if x.abs() >= 1.0 || x == 0.0 {
+        format!("${x:.2}")
+    } else {
+        format!("${x:.4}")
+    }
+}
+
+/// A text that follows the signals `f` reads.
+pub fn text(f: impl Fn() -> String + Send + Sync + 'static) -> Signal<String> {
+    Signal::derive(f)
+}
+
+/// The x of a score on the histogram (bucket 15 holds only 15).
+fn hist_x(t: f64) -> f64 {
+    t / MAX_SCORE * (BUCKETS - 1) as f64 * BAR_W
+}
+
+/// What the insight card shows, computed once per change of its inputs.
+#[derive(Debug, Clone, PartialEq)]
+struct Model {
+    counts: [u64; BUCKETS],
+    borderline: usize,
+    routing: Routing,
+    threshold: f64,
+    what_if: WhatIf,
+    actual: WhatIf,
+}
+
+/// The threshold lines: class, what they mark, where.
+const LINES: [(&str, &str); 4] = [
+    ("t-class", "MODERATE from "),
+    ("t-class", "COMPLEX from "),
+    ("t-q4", "Q4 from (the server's) "),
+    ("t-whatif", "What-if Q4 from "),
+];
+
+/// The card's fixed markup; every `data-k` node is filled by [`puts`].
+fn skeleton() -> String {
+    let mut bars = String::new();
+    for i in 0..BUCKETS {
+        bars += &format!(
+            r#"<rect class="hist-bar" data-k="bar{i}" data-testid="hist-bar-{i}" x="{}" width="{}" y="{PLOT_H}" height="0"><title data-k="bar{i}-t"></title></rect>"#,
+            i as f64 * BAR_W + 2.0,
+            BAR_W - 4.0
+        );
+    }
+    for (j, (class, _)) in LINES.iter().enumerate() {
+        bars += &format!(
+            r#"<line class="{class}" data-k="line{j}" y1="0" y2="{PLOT_H}"><title data-k="line{j}-t"></title></line>"#
+        );
+    }
+    for i in (0..=BUCKETS).step_by(3) {
+        bars += &format!(
+            r#"<text class="tick" x="{}" y="112">{i}</text>"#,
+            i as f64 * BAR_W
+        );
+    }
+    let mut rows = String::new();
+    for tier in Tier::ALL {
+        rows += &format!(
+            r#"<tr><th scope="row">{tier}</th><td class="num mono" data-k="share-{tier}" data-testid="whatif-share-{tier}"></td><td class="num mono muted" data-k="count-{tier}"></td><td class="num mono muted" data-k="actual-{tier}" data-testid="actual-share-{tier}"></td></tr>"#
+        );
+    }
+    format!(
+        r#"<h2 id="insight-h">Routing insight</h2>
+<div class="insight-grid">
+<figure class="histogram">
+<svg viewBox="-6 -4 332 122" role="img" aria-labelledby="hist-title" data-testid="score-histogram"><title id="hist-title" data-k="hist-title"></title>{bars}<line class="axis" x1="0" x2="320" y1="100" y2="100"></line></svg>
+<figcaption class="muted">Scores of the buffered decisions. <span data-k="borderline" data-testid="borderline-count"></span> borderline (within 0.5 of a threshold).</figcaption>
+</figure>
+<div class="whatif">
+<label for="whatif-slider">What if Q4 started at <strong class="mono" data-k="threshold" data-testid="whatif-threshold"></strong></label>
+<input id="whatif-slider" data-k="slider" data-testid="whatif-slider" type="range" min="0" max="15" step="0.5" aria-describedby="whatif-note">
+<p id="whatif-note" class="covers">Server's threshold: <span class="mono" data-k="server" data-testid="server-threshold"></span>. Simple-mode and Q2 decisions stay where they went. <button class="link" data-testid="whatif-reset" data-reset="1">Reset</button></p>
+<table class="shares"><thead><tr><th scope="col">Tier</th><th scope="col" class="num">What-if</th><th scope="col" class="num">Decisions</th><th scope="col" class="num">As routed</th></tr></thead><tbody>{rows}</tbody></table>
+<p class="covers" data-k="cost" data-testid="whatif-cost"></p>
+</div>
+</div>"#
+    )
+}
+
+/// Every value of the card for `m`, by key.
+fn puts(m: &Model) -> Vec<(String, Put)> {
+    let mut v = Vec::new();
+    let top = m.counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+    for (i, &n) in m.counts.iter().enumerate() {
+        let h = n as f64 / top * PLOT_H;
+        let range = if i + 1 == BUCKETS {
+            "15".to_owned()
+        } else {
+            format!("{i}–{}", i + 1)
+        };
+        v.push((format!("bar{i}"), Put::Attr("data-count", n.to_string())));
+        v.push((format!("bar{i}"), Put::Attr("y", (PLOT_H - h).to_string())));
+        v.push((format!("bar{i}"), Put::Attr("height", h.to_string())));
+        v.push((
+            format!("bar{i}-t"),
+            Put::Text(format!("score {range}: {n} decisions")),
+        ));
+    }
+    let r = m.routing;
+    let at = [r.moderate_from, r.complex_from, r.q4_threshold, m.threshold];
+    for (j, ((_, what), t)) in LINES.iter().zip(at).enumerate() {
+        let x = hist_x(t).to_string();
+        v.push((format!("line{j}"), Put::Attr("x1", x.clone())));
+        v.push((format!("line{j}"), Put::Attr("x2", x)));
+        v.push((format!("line{j}-t"), Put::Text(format!("{what}{t}"))));
+    }
+    v.push((
+        "hist-title".into(),
+        Put::Text(format!(
+            "Score histogram of {} buffered decisions in 16 one-point buckets, with the class thresholds {} and {} and the Q4 threshold {}",
+            m.counts.iter().sum::<u64>(),
+            r.moderate_from,
+            r.complex_from,
+            r.q4_threshold
+        )),
+    ));
+    v.push(("borderline".into(), Put::Text(m.borderline.to_string())));
+    v.push(("threshold".into(), Put::Text(format!("{:.1}", m.threshold))));
+    v.push(("slider".into(), Put::Value(m.threshold.to_string())));
+    v.push(("server".into(), Put::Text(format!("{:.1}", r.q4_threshold))));
+    for tier in Tier::ALL {
+        let n = m.what_if.counts[tier.index()].to_string();
+        v.push((format!("share-{tier}"), Put::Attr("data-count", n.clone())));
+        v.push((
+            format!("share-{tier}"),
+            Put::Text(format!("{:.1}%", m.what_if.percent(tier))),
+        ));
+        v.push((format!("count-{tier}"), Put::Text(n)));
+        v.push((
+            format!("actual-{tier}"),
+            Put::Text(format!("{:.1}%", m.actual.percent(tier))),
+        ));
+    }
+    let cost = m
+        .what_if
+        .cost_usd
+        .map_or_else(String::new, |c| c.to_string());
+    v.push(("cost".into(), Put::Attr("data-value", cost)));
+    v.push(("cost".into(), Put::Text(cost_text(m))));
+    v
+}
+
+/// The what-if cost against the cost as routed and all on Q4.
+fn cost_text(m: &Model) -> String {
+    match (m.what_if.cost_usd, m.actual.cost_usd) {
+        (Some(c), Some(was)) => {
+            let mut s = format!("Cost {} at this threshold, {} as routed", usd(c), usd(was));
+            if let Some(q4) = m.what_if.all_on_q4_usd {
+                s += &format!(", {} all on Q4", usd(q4));
+            }
+            s
+        }
+        _ => "Cost: needs a --price for every tier these decisions would use".to_owned(),
+    }
+}
+
+/// The histogram, the borderline count and the what-if slider.
+#[component]
+pub fn RoutingInsight(
+    /// The buffered decisions, newest first.
+    #[prop(into)]
+    decisions: Signal<Vec<RoutingDecision>>,
+    /// The thresholds the server routes by.
+    #[prop(into)]
+    routing: Signal<Routing>,
+    /// Each tier's price, where the server has one.
+    #[prop(into)]
+    prices: Signal<Prices>,
+) -> impl IntoView {
+    let population = Memo::new(move |_| decisions.with(|d| Population::new(d)));
+    // `None` follows the server's threshold until the operator moves it.
+    let chosen = RwSignal::new(None::<f64>);
+    let model = Memo::new(move |_| {
+        let routing = routing.get();
+        let prices = prices.get();
+        let threshold = chosen.get().unwrap_or(routing.q4_threshold);
+        let (counts, near) =
+            decisions.with(|d| (histogram(d), borderline(d, &routing.thresholds())));
+        population.with(|p| Model {
+            counts,
+            borderline: near,
+            routing,
+            threshold,
+            what_if: p.what_if(threshold, &prices),
+            actual: p.actual(routing.q4_threshold, &prices),
+        })
+    });
+    let root = NodeRef::<leptos::html::Section>::new();
+    Effect::new(move |_| {
+        let m = model.get();
+        let Some(section) = root.get() else {
+            return;
+        };
+        if section.child_element_count() == 0 {
+            section.set_inner_html(&skeleton());
+        }
+        patch(&section, puts(&m));
+    });
+    // Events bubble up to the card: the slider's moves and the reset.
+    let on_input = move |ev: leptos::ev::Event| {
+        let Some(input) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+        else {
+            return;
+        };
+        let t = input.value_as_number();
+        if shared::insight::valid_threshold(t) {
+            chosen.set(Some(t));
+            if let Some(perf) = window().performance() {
+                let _ = perf.mark("whatif-input");
+            }
+        }
+    };
+    let on_click = move |ev: leptos::ev::MouseEvent| {
+        let reset = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            .is_some_and(|e| e.has_attribute("data-reset"));
+        if reset {
+            chosen.set(None);
+        }
+    };
+    view! {
+        <section
+            class="card wide insight"
+            aria-labelledby="insight-h"
+            data-testid="routing-insight"
+            node_ref=root
+            on:input=on_input
+            on:click=on_click
+        ></section>
+    }
+}
