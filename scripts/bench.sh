@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reruns every number of docs/performance.md.
 #   scripts/bench.sh            everything (about 10 minutes)
-#   scripts/bench.sh floor      one of: floor, idle, memory, panel, pixel, streams,
+#   scripts/bench.sh floor      one of: floor, idle, memory, panel, pixel, slider, streams,
 #                               stream-idle, micro
 set -euo pipefail
 source "$(dirname "$0")/env.sh"

@@ -23,7 +23,9 @@ use futures::future::{Either, select};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
-use shared::{OrchestratorStatus, RoutingDecision, merge_decision, mock_status};
+use shared::{
+    OrchestratorStatus, RoutingDecision, merge_decision, merge_newest_first, mock_status,
+};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{AbortController, EventSource, MessageEvent};
@@ -178,19 +180,17 @@ impl Feed {
         let keep = keep_for(&status);
         self.keep.set(keep);
         let mut list = status.recent_decisions.clone();
-        list.truncate(keep);
         let same_instance = self.status.with_untracked(|old| {
             old.as_ref()
                 .and_then(|o| o.instance.as_ref().map(|i| &i.id))
                 == status.instance.as_ref().map(|i| &i.id)
         });
         if same_instance && !self.is_mock() {
-            self.decisions.with_untracked(|held| {
-                for d in held {
-                    merge_decision(&mut list, d.clone(), keep);
-                }
-            });
+            list = self
+                .decisions
+                .with_untracked(|held| merge_newest_first(list, held, keep));
         } else {
+            list.truncate(keep);
             self.needs_buffer.set(true);
         }
         self.set_decisions.set(list);

@@ -800,6 +800,25 @@ pub fn document(capacity: usize, ingest_token: bool) -> serde_json::Value {
             pattern.clone(),
         );
     }
+    // A signal's name must show something within its 32 characters; an
+    // ingested decision's token counts are bounded (an answer's are not).
+    set(
+        "/components/schemas/Signal/properties/name/pattern",
+        shared::visible_pattern(shared::insight::MAX_SIGNAL_NAME).into(),
+    );
+    let count = serde_json::json!({
+        "type": "integer", "format": "int64", "minimum": 0,
+        "maximum": shared::insight::MAX_DECISION_TOKENS
+    });
+    set(
+        "/components/schemas/IngestRequest/properties/usage",
+        serde_json::json!({
+            "type": ["object", "null"],
+            "description": "The tokens the answer took, when the router knows them; priced by `--price` into the status's `cost`.",
+            "required": ["promptTokens", "completionTokens"],
+            "properties": {"promptTokens": count, "completionTokens": count},
+        }),
+    );
     if ingest_token {
         doc["components"]["securitySchemes"] =
             serde_json::json!({"ingestToken": {"type": "http", "scheme": "bearer"}});

@@ -131,8 +131,10 @@ impl PartialEq for RawJson {
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     /// Prompt tokens.
+    #[serde(deserialize_with = "whole_count")]
     pub prompt_tokens: u64,
     /// Completion tokens.
+    #[serde(deserialize_with = "whole_count")]
     pub completion_tokens: u64,
 }
 
@@ -209,6 +211,11 @@ fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
         }
     }
     d.deserialize_option(Whole)
+}
+
+/// A count as JSON Schema's `integer` has it: `4580.0` is 4580.
+fn whole_count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    whole_number(d)?.ok_or_else(|| serde::de::Error::custom("expected a whole number, got null"))
 }
 
 /// An explicit `null` reads as the field's default, as an absent field does.

@@ -64,6 +64,12 @@ pub fn is_invisible(c: char) -> bool {
 /// matches exactly the queries whose first 100 characters hold a visible
 /// one: the OpenAPI document's `pattern` for query fields.
 pub fn visible_query_pattern() -> String {
+    visible_pattern(MAX_QUERY_CHARS)
+}
+
+/// A regular expression (as [`visible_query_pattern`]) matching the texts
+/// whose first `within` characters hold a visible one.
+pub fn visible_pattern(within: usize) -> String {
     let mut class = String::new();
     for &(lo, hi) in INVISIBLE {
         push_class_char(&mut class, lo);
@@ -72,7 +78,7 @@ pub fn visible_query_pattern() -> String {
             push_class_char(&mut class, hi);
         }
     }
-    format!("^[{class}]{{0,{}}}[^{class}]", MAX_QUERY_CHARS - 1)
+    format!("^[{class}]{{0,{}}}[^{class}]", within.saturating_sub(1))
 }
 
 /// BMP characters as `\uXXXX` (the same in both dialects); the few astral
@@ -219,6 +225,39 @@ pub fn merge_decision(
         .unwrap_or(newest_first.len());
     newest_first.insert(at, decision);
     newest_first.truncate(keep);
+}
+
+/// Merges two lists of one instance's decisions, each newest first by
+/// `seq`, into one newest first, keeping at most `keep`; where both hold a
+/// `seq`, `fresh`'s copy wins (it may have learnt its token counts since).
+/// Linear: for a client holding a whole buffer that a status refreshes.
+pub fn merge_newest_first(
+    fresh: Vec<RoutingDecision>,
+    held: &[RoutingDecision],
+    keep: usize,
+) -> Vec<RoutingDecision> {
+    let mut out = Vec::with_capacity(keep.min(fresh.len() + held.len()));
+    let mut fresh = fresh.into_iter().peekable();
+    let mut held = held.iter().peekable();
+    while out.len() < keep {
+        let next = match (fresh.peek(), held.peek()) {
+            (Some(f), Some(h)) if h.seq > f.seq => held.next().cloned(),
+            (Some(f), Some(h)) => {
+                if h.seq == f.seq {
+                    held.next();
+                }
+                fresh.next()
+            }
+            (Some(_), None) => fresh.next(),
+            (None, Some(_)) => held.next().cloned(),
+            (None, None) => None,
+        };
+        match next {
+            Some(d) => out.push(d),
+            None => break,
+        }
+    }
+    out
 }
 
 /// A decision as the service keeps it: the wire decision plus how long it took.
@@ -468,6 +507,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.query.chars().count(), 100);
+    }
+
+    #[test]
+    fn merging_keeps_seq_order_prefers_fresh_copies_and_keeps_at_most_keep() {
+        let d = |seq: u64, q: &str| {
+            RoutingDecision::new(format!("i-{seq}"), q, Tier::Q3, 1.0, at())
+                .unwrap()
+                .with_seq(seq, None)
+        };
+        let fresh = vec![d(9, "new"), d(8, "new"), d(7, "new")];
+        let held = vec![d(8, "old"), d(7, "old"), d(6, "old"), d(5, "old")];
+        let merged = merge_newest_first(fresh.clone(), &held, 10);
+        let seqs: Vec<u64> = merged.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, [9, 8, 7, 6, 5]);
+        assert!(merged[..3].iter().all(|d| d.query == "new"));
+        // Held ones newer than the status (from the stream) come first.
+        let merged = merge_newest_first(vec![d(6, "new")], &[d(8, "s"), d(7, "s")], 2);
+        assert_eq!(merged.iter().map(|d| d.seq).collect::<Vec<_>>(), [8, 7]);
+        assert!(merge_newest_first(fresh, &held, 0).is_empty());
     }
 
     proptest::proptest! {

@@ -27,6 +27,9 @@ pub const CURVE_STEP: f64 = 0.5;
 /// The most tokens one decision may report on each side (a billion: far
 /// beyond any context window, and small enough that no sum overflows).
 pub const MAX_DECISION_TOKENS: u64 = 1_000_000_000;
+/// The largest weight (either sign) a signal may carry: far beyond the
+/// 0..15 scale, and small enough that 16 of them always sum to a number.
+pub const MAX_SIGNAL_WEIGHT: f64 = 1_000_000.0;
 /// The highest price per million tokens accepted, in USD.
 pub const MAX_PRICE: f64 = 1_000_000.0;
 
@@ -41,8 +44,11 @@ pub struct Signal {
         schema(example = "technical vocabulary", min_length = 1, max_length = 32)
     )]
     pub name: String,
-    /// Points it contributed (finite).
-    #[cfg_attr(feature = "openapi", schema(example = 1.5))]
+    /// Points it contributed (finite, within ±1000000).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = 1.5, minimum = -1_000_000.0, maximum = 1_000_000.0)
+    )]
     pub weight: f64,
 }
 
@@ -63,7 +69,7 @@ pub enum InsightError {
     TooManySignals(usize),
     /// A name empty, blank or over [`MAX_SIGNAL_NAME`] characters.
     SignalName(usize),
-    /// A weight NaN or infinite.
+    /// A weight NaN, infinite or beyond ±[`MAX_SIGNAL_WEIGHT`].
     SignalWeight(usize),
     /// A token count over [`MAX_DECISION_TOKENS`].
     Tokens(u64),
@@ -91,9 +97,10 @@ impl fmt::Display for InsightError {
                 f,
                 "signals[{i}].name: must hold a visible character and at most {MAX_SIGNAL_NAME} characters"
             ),
-            InsightError::SignalWeight(i) => {
-                write!(f, "signals[{i}].weight: must be a finite number")
-            }
+            InsightError::SignalWeight(i) => write!(
+                f,
+                "signals[{i}].weight: must be a finite number in -{MAX_SIGNAL_WEIGHT}..={MAX_SIGNAL_WEIGHT}"
+            ),
             InsightError::Tokens(n) => write!(
                 f,
                 "usage: token counts must be integers in 0..={MAX_DECISION_TOKENS}, got {n}"
@@ -105,7 +112,7 @@ impl fmt::Display for InsightError {
 impl std::error::Error for InsightError {}
 
 /// Accepts at most 16 signals, each with a visible name of at most 32
-/// characters and a finite weight. They need not sum to the score: a
+/// characters and a finite weight within ±[`MAX_SIGNAL_WEIGHT`]. They need not sum to the score: a
 /// router elsewhere may explain only part of it (the panel shows the rest
 /// as unexplained).
 pub fn validate_signals(signals: &[Signal]) -> Result<(), InsightError> {
@@ -117,7 +124,7 @@ pub fn validate_signals(signals: &[Signal]) -> Result<(), InsightError> {
         if !visible || s.name.chars().count() > MAX_SIGNAL_NAME {
             return Err(InsightError::SignalName(i));
         }
-        if !s.weight.is_finite() {
+        if !(s.weight.is_finite() && s.weight.abs() <= MAX_SIGNAL_WEIGHT) {
             return Err(InsightError::SignalWeight(i));
         }
     }
@@ -756,7 +763,13 @@ mod tests {
         ] {
             assert_eq!(validate_signals(&bad), Err(InsightError::SignalName(at)));
         }
-        for w in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        for w in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e6 + 1.0,
+            -1e300,
+        ] {
             let e = validate_signals(&[Signal::new("w", w)]).unwrap_err();
             assert_eq!(e, InsightError::SignalWeight(0));
             assert_eq!(e.field(), "signals");

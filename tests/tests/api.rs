@@ -440,6 +440,8 @@ async fn status_json_is_the_seed_interface() {
             "bufferCapacity",
             "tierMetrics",
             "modelUtilization",
+            "routing",
+            "cost",
         ],
     );
     let keys = |v: &Value| -> Vec<String> {
@@ -453,9 +455,11 @@ async fn status_json_is_the_seed_interface() {
             "avgDecisionTimeMs",
             "bufferCapacity",
             "complexityDistribution",
+            "cost",
             "instance",
             "modelUtilization",
             "recentDecisions",
+            "routing",
             "tierMetrics",
             "tierUtilization",
             "timestamp",

@@ -7,6 +7,8 @@
 //! bench memory [N]     resident memory of the server before and after N decisions
 //! bench panel [SECS]   panel poll cost in Chromium (response to painted DOM), first live data
 //! bench pixel [SECS]   decision to pixel over the stream in Chromium, 10 decisions/s
+//! bench slider [N]     what-if slider moves (default 120) with 100 decisions buffered in
+//!                      Chromium: input to DOM patched, to layout done, to the next frame
 //! bench streams [N]    N idle stream clients (default 10,000): server RSS, CPU at 1 change/s,
 //!                      status throughput with them connected vs the bare handler
 //! bench stream-idle    bytes per minute of one idle panel on the stream vs 304 polling
@@ -40,6 +42,7 @@ async fn main() {
         "memory" => memory(num(1, 1_000_000)).await,
         "panel" => panel(num(1, 20)).await,
         "pixel" => pixel(num(1, 15)).await,
+        "slider" => slider(num(1, 120) as usize).await,
         "streams" => streams(num(1, 10_000) as usize).await,
         "stream-idle" => stream_idle().await,
         "all" => {
@@ -48,12 +51,13 @@ async fn main() {
             memory(1_000_000).await;
             panel(20).await;
             pixel(15).await;
+            slider(120).await;
             streams(10_000).await;
             stream_idle().await;
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, streams, stream-idle or all"
+                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, slider, streams, stream-idle or all"
             );
             std::process::exit(2);
         }
@@ -105,10 +109,16 @@ fn writer(base: String, per_sec: u64, stop: Arc<AtomicBool>) -> tokio::task::Joi
             tick.tick().await;
             let n = written;
             written += 1;
+            // As a router elsewhere reports: with the signals behind the
+            // score and the tokens the answer took.
+            let score = (n % 16) as f64 * 0.9;
             c.post(
                 "/api/orchestrator/decisions",
                 &json!({"query": format!("writer {n}"), "tier": TIERS[(n % 3) as usize],
-                        "score": (n % 16) as f64 * 0.9, "decisionTimeMs": 0.5}),
+                        "score": score, "decisionTimeMs": 0.5,
+                        "signals": [{"name": "length", "weight": score * 0.4},
+                                    {"name": "technical vocabulary", "weight": score * 0.6}],
+                        "usage": {"promptTokens": 200 + n % 100, "completionTokens": 400 + n % 300}}),
             )
             .await;
         }
@@ -467,6 +477,113 @@ async fn pixel(secs: u64) {
         percentile(&latencies, 50.0),
         percentile(&latencies, 95.0),
         percentile(&latencies, 100.0)
+    );
+    b.close().await;
+}
+
+/// The what-if slider in headless Chromium with 100 decisions buffered (with
+/// signals and token counts, every tier priced): `moves` moves, each timed
+/// in the page from the `input` event to the threshold label patched (the
+/// shared crate's what-if over the buffer, the histogram line and table
+/// rewritten), to a forced layout after it, and to the next animation frame.
+async fn slider(moves: usize) {
+    let server = Server::start(&[
+        "--price",
+        "fast=0.1/0.4",
+        "--price",
+        "balanced=1/2",
+        "--price",
+        "powerful=5/15",
+    ]);
+    let c = Client::new(&server.base);
+    for n in 0..100u64 {
+        let score = ((n * 37) % 151) as f64 / 10.0;
+        let tier = if n % 5 == 0 {
+            "fast"
+        } else if score >= 7.0 {
+            "powerful"
+        } else {
+            "balanced"
+        };
+        let mode = if n % 5 == 0 { "simple" } else { "two-stage" };
+        let (code, _) = c
+            .post(
+                "/api/orchestrator/decisions",
+                &json!({"query": format!("decision {n}"), "tier": tier, "score": score,
+                        "decisionTimeMs": 0.5, "mode": mode,
+                        "signals": [{"name": "length", "weight": score / 2.0}, {"name": "technical vocabulary", "weight": score / 2.0}],
+                        "usage": {"promptTokens": 1000 + n * 10, "completionTokens": 500 + n * 5}}),
+            )
+            .await;
+        assert_eq!(code, 201);
+    }
+    let b = Browser::start().await;
+    b.goto(&server.base).await;
+    b.wait_for(Duration::from_secs(10), || async {
+        b.eval(
+            "return [...document.querySelectorAll('.hist-bar')].reduce((n, e) => n + Number(e.dataset.count), 0);",
+            json!([]),
+        )
+        .await
+            == 100
+    })
+    .await
+    .expect("the histogram holds the 100 decisions");
+    // Up and down the scale, every position differing from the last.
+    let positions: Vec<f64> = (0..moves)
+        .map(|i| {
+            let step = i % 60;
+            let k = if step <= 30 { step } else { 60 - step };
+            k as f64 * 0.5
+        })
+        .collect();
+    let timings = b
+        .eval(
+            "const s = document.querySelector('[data-testid=whatif-slider]'); \
+             const label = document.querySelector('[data-testid=whatif-threshold]'); \
+             const once = v => new Promise(resolve => { \
+               const t0 = performance.now(); \
+               const seen = new MutationObserver(() => { \
+                 if (label.textContent !== v.toFixed(1)) return; \
+                 seen.disconnect(); \
+                 const dom = performance.now(); \
+                 document.body.offsetHeight; \
+                 const layout = performance.now(); \
+                 requestAnimationFrame(() => resolve([dom - t0, layout - t0, performance.now() - t0])); \
+               }); \
+               seen.observe(label, {childList: true, characterData: true, subtree: true}); \
+               s.value = String(v); \
+               s.dispatchEvent(new Event('input', {bubbles: true})); \
+             }); \
+             return (async () => { const out = []; let last = Number(s.value); \
+               for (const v of arguments[0]) { if (v === last) continue; last = v; \
+                 out.push(await once(v)); await new Promise(r => setTimeout(r, 30)); } \
+               return out; })();",
+            json!([positions]),
+        )
+        .await;
+    let rows = timings.as_array().expect("timings");
+    let column = |i: usize| -> Vec<f64> { rows.iter().filter_map(|r| r[i].as_f64()).collect() };
+    let (dom, layout, frame) = (column(0), column(1), column(2));
+    println!("\n## slider: what-if moves in headless Chromium, 100 decisions buffered");
+    for (what, v) in [
+        ("input to DOM patched", &dom),
+        ("input to layout done", &layout),
+        ("input to next animation frame", &frame),
+    ] {
+        println!(
+            "{what}: {} moves, median {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+            v.len(),
+            percentile(v, 50.0),
+            percentile(v, 95.0),
+            percentile(v, 100.0)
+        );
+    }
+    let within = frame.iter().filter(|ms| **ms <= 1000.0 / 60.0).count();
+    println!(
+        "moves painted in the frame after the input (<= 16.7 ms): {within} of {} ({:.1}%)",
+        frame.len(),
+        within as f64 / frame.len().max(1) as f64 * 100.0
     );
     b.close().await;
 }
