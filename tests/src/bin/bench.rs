@@ -82,16 +82,24 @@ async fn fill(c: &Client, n: usize) {
         let (code, _) = c
             .post(
                 "/api/orchestrator/decisions",
-                &json!({
-                    "query": format!("Compare B-trees and LSM-trees for workload {i}"),
-                    "tier": TIERS[i % 3],
-                    "score": (i % 16) as f64 * 0.9,
-                    "decisionTimeMs": 0.8
-                }),
+                &reported(
+                    i as u64,
+                    format!("Compare B-trees and LSM-trees for workload {i}"),
+                ),
             )
             .await;
         assert_eq!(code, 201);
     }
+}
+
+/// Decision `n` as a router elsewhere reports it: with the signals behind
+/// its score and the tokens its answer took, as the panel's insight needs.
+fn reported(n: u64, query: String) -> serde_json::Value {
+    let score = (n % 16) as f64 * 0.9;
+    json!({"query": query, "tier": TIERS[(n % 3) as usize], "score": score, "decisionTimeMs": 0.5,
+           "signals": [{"name": "length", "weight": score * 0.4},
+                       {"name": "technical vocabulary", "weight": score * 0.6}],
+           "usage": {"promptTokens": 200 + n % 100, "completionTokens": 400 + n % 300}})
 }
 
 /// Records about `per_sec` decisions per second until `stop`; returns the
@@ -109,16 +117,9 @@ fn writer(base: String, per_sec: u64, stop: Arc<AtomicBool>) -> tokio::task::Joi
             tick.tick().await;
             let n = written;
             written += 1;
-            // As a router elsewhere reports: with the signals behind the
-            // score and the tokens the answer took.
-            let score = (n % 16) as f64 * 0.9;
             c.post(
                 "/api/orchestrator/decisions",
-                &json!({"query": format!("writer {n}"), "tier": TIERS[(n % 3) as usize],
-                        "score": score, "decisionTimeMs": 0.5,
-                        "signals": [{"name": "length", "weight": score * 0.4},
-                                    {"name": "technical vocabulary", "weight": score * 0.6}],
-                        "usage": {"promptTokens": 200 + n % 100, "completionTokens": 400 + n % 300}}),
+                &reported(n, format!("writer {n}")),
             )
             .await;
         }
