@@ -347,3 +347,78 @@ async fn upstream_metrics_table() {
         "{model}"
     );
 }
+
+/// The insight card in a real browser: the histogram counts the decisions
+/// given, the slider recomputes the shares with the shared crate's math, and
+/// a row opens to its signals.
+#[wasm_bindgen_test]
+async fn insight_histogram_slider_and_signals() {
+    let root = container();
+    let at = panel::time::now_utc();
+    // Scores 0.5, 2.5, ... 14.5, all two-stage (re-routable), as routed at 7.
+    let decisions: Vec<RoutingDecision> = (0..8)
+        .map(|i| {
+            let score = f64::from(i) * 2.0 + 0.5;
+            let tier = if score >= 7.0 { Tier::Q4 } else { Tier::Q3 };
+            let mut d = RoutingDecision::new(format!("w{i}"), "q", tier, score, at)
+                .unwrap()
+                .with_seq(8 - i as u64, Some(shared::api::Mode::TwoStage));
+            d.signals = Some(vec![
+                shared::Signal::new("length", 0.5),
+                shared::Signal::new("technical vocabulary", score - 0.5),
+            ]);
+            d
+        })
+        .collect();
+    let status = status_of(0, at);
+    let _mount = leptos::mount::mount_to(root.clone(), move || {
+        view! {
+            <StatusView
+                status=Signal::stored(Some(status.clone()))
+                decisions=Signal::stored(decisions.clone())
+                source=Signal::stored(Some(DataSource::Live(Transport::Stream)))
+                last_live_ms=Signal::stored(None)
+            />
+        }
+    });
+    settle().await;
+    let bar = |i: usize| {
+        root.query_selector(&format!("[data-testid=hist-bar-{i}]"))
+            .unwrap()
+            .unwrap()
+            .get_attribute("data-count")
+            .unwrap()
+    };
+    for i in 0..16 {
+        let want = if i % 2 == 0 && i < 16 { "1" } else { "0" };
+        assert_eq!(bar(i), want, "bucket {i}");
+    }
+    assert_eq!(text(&root, "[data-testid=whatif-share-Q4]"), "50.0%");
+    let slider: web_sys::HtmlInputElement = root
+        .query_selector("[data-testid=whatif-slider]")
+        .unwrap()
+        .unwrap()
+        .unchecked_into();
+    slider.set_value("11");
+    let input = web_sys::Event::new_with_event_init_dict("input", &{
+        let init = web_sys::EventInit::new();
+        init.set_bubbles(true);
+        init
+    })
+    .unwrap();
+    slider.dispatch_event(&input).unwrap();
+    settle().await;
+    // 12.5 and 14.5 reach 11.
+    assert_eq!(text(&root, "[data-testid=whatif-share-Q4]"), "25.0%");
+    assert_eq!(text(&root, "[data-testid=whatif-share-Q3]"), "75.0%");
+    assert_eq!(text(&root, "[data-testid=actual-share-Q4]"), "50.0%");
+    // The newest row opens to its two signals.
+    let button: HtmlElement = root
+        .query_selector("[data-testid=decision-expand]")
+        .unwrap()
+        .unwrap()
+        .unchecked_into();
+    button.click();
+    assert_eq!(count(&root, "[data-testid=signal]"), 2);
+    assert_eq!(text(&root, "[data-testid=signal-sum]"), "0.50");
+}

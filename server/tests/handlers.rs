@@ -683,3 +683,64 @@ async fn hostile_requests_change_nothing() {
     assert_eq!(code, StatusCode::OK, "unknown parameters are ignored");
     assert_eq!(status(&app, "").await["totalDecisions"], 0);
 }
+
+#[tokio::test]
+async fn routing_insight_headers_threshold_and_calibration() {
+    let app = server::app(AppState::new(
+        StatusService::new(100, 20).with_routing(
+            shared::Routing::new(9.0),
+            [None, None, shared::insight::Price::new(5.0, 15.0)],
+        ),
+        Upstreams::none(),
+    ));
+    let query = "Design a distributed cache, prove it consistent, then implement it in Rust";
+    let res = app
+        .clone()
+        .oneshot(post("/api/query", json!({"query": query}).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let h = res.headers().clone();
+    let body: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let d = &body["decision"];
+    assert_eq!(h["x-router-decision-id"], d["id"].as_str().unwrap());
+    assert_eq!(h["x-router-tier"], d["tier"].as_str().unwrap());
+    let score: f64 = h["x-router-score"].to_str().unwrap().parse().unwrap();
+    assert_eq!(score, d["score"].as_f64().unwrap());
+    // Routed by the configured threshold, not the class.
+    let want = if score >= 9.0 { "Q4" } else { "Q3" };
+    assert_eq!(d["tier"], want);
+    let sum: f64 = d["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["weight"].as_f64().unwrap())
+        .sum();
+    assert!((sum - score).abs() < 1e-9, "{d}");
+
+    let s = status(&app, "").await;
+    assert_eq!(s["routing"]["q4Threshold"], 9.0);
+    assert_eq!(
+        s["cost"]["tiers"][2]["price"],
+        json!({"inputPerMillion": 5.0, "outputPerMillion": 15.0})
+    );
+
+    let (code, cal) = send(&app, get("/api/orchestrator/calibrate?q4_share=1")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(cal["calibration"]["q4Decisions"], 1);
+    assert_eq!(cal["calibration"]["threshold"], d["score"]);
+    for bad in [
+        "q4_share=1.5",
+        "q4_share=-1",
+        "q4_share=abc",
+        "q4_share=1&q4_share=0",
+    ] {
+        let (code, err) = send(&app, get(&format!("/api/orchestrator/calibrate?{bad}"))).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            err["error"].as_str().unwrap().starts_with("q4_share"),
+            "{err}"
+        );
+    }
+}

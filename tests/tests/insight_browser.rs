@@ -377,8 +377,9 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
     // The screenshot of the card for the README, the slider back home.
     b.eval(
         "document.querySelector('[data-testid=whatif-reset]').click(); \
+         document.querySelectorAll('[data-testid=decision-expand][aria-expanded=true]').forEach(b => b.click()); \
          document.querySelector('[data-testid=decision] [data-testid=decision-expand]').click(); \
-         document.querySelector('[data-testid=\"routing-insight\"]').scrollIntoView({block: 'center'});",
+         document.getElementById('decisions-h').scrollIntoView({block: 'start'});",
         json!([]),
     )
     .await;
