@@ -390,5 +390,37 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/insight.png");
         std::fs::copy(&shot, docs).unwrap();
     }
+
+    // A signal's name from a router elsewhere is text, never markup.
+    let hostile = "<img src=x onerror=window.__pwned=1>";
+    let (code, d) = c
+        .post(
+            "/api/orchestrator/decisions",
+            &json!({"query": "hostile signal", "tier": "Q3", "score": 2.0, "decisionTimeMs": 1,
+                    "signals": [{"name": hostile, "weight": 2.0}]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    b.wait_for(Duration::from_secs(5), || async {
+        b.eval(
+            "return !!document.querySelector(`[data-testid=decision][data-id=\"${arguments[0]}\"]`);",
+            json!([id]),
+        )
+        .await
+            == true
+    })
+    .await
+    .expect("the hostile decision's row");
+    let shown = b
+        .eval(
+            "const row = document.querySelector(`[data-testid=decision][data-id=\"${arguments[0]}\"]`); \
+             row.querySelector('[data-testid=decision-expand]').click(); \
+             const box = document.getElementById(`signals-${arguments[0]}`); \
+             return [box.querySelector('.signal-name').textContent, box.querySelectorAll('img').length, window.__pwned === undefined];",
+            json!([id]),
+        )
+        .await;
+    assert_eq!(shown, json!([hostile, 0, true]));
     b.close().await;
 }
