@@ -392,7 +392,7 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
     }
 
     // A signal's name from a router elsewhere is text, never markup.
-    let hostile = "<img src=x onerror=window.__pwned=1>";
+    let hostile = "<img src=x onerror=__pwned=1>";
     let (code, d) = c
         .post(
             "/api/orchestrator/decisions",
