@@ -414,15 +414,17 @@ pub(crate) mod rfc3339 {
     }
 }
 
+/// A fixed time for the unit tests of this crate.
+#[cfg(test)]
+pub(crate) fn at() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2025-11-08T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2025-11-08T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
-    }
 
     #[test]
     fn truncation_keeps_100_scalar_values() {

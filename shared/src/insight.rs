@@ -614,14 +614,8 @@ impl Population {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
+    use crate::decision::at;
     use proptest::prelude::*;
-
-    fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2025-11-08T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
-    }
 
     fn decision(tier: Tier, score: f64, mode: Option<Mode>) -> RoutingDecision {
         RoutingDecision::new("x".into(), "q", tier, score, at())

@@ -520,3 +520,14 @@ pub fn closed_port() -> u16 {
 /// A query the two-stage router scores COMPLEX and sends to Q4 (19 words:
 /// the test doubles count one token per word).
 pub const COMPLEX_QUERY: &str = "Design a distributed rate limiter, prove it is fair under concurrent load, then implement it in Rust with tests";
+
+/// `--price` for every tier (USD per million tokens in/out: Q2 0.1/0.4,
+/// Q3 1/2, Q4 5/15), for tests and benchmarks that need a cost.
+pub const PRICE_ARGS: [&str; 6] = [
+    "--price",
+    "fast=0.1/0.4",
+    "--price",
+    "balanced=1/2",
+    "--price",
+    "powerful=5/15",
+];

@@ -50,7 +50,7 @@ const POSTED: &[Posted] = &[
     p(15.0, "Q4", Some("two-stage"), (30_000, 30_000)),
 ];
 
-/// USD per million tokens, in and out, of Q2, Q3, Q4.
+/// USD per million tokens, in and out, of Q2, Q3, Q4: `tests::PRICE_ARGS`.
 const PRICES: [(f64, f64); 3] = [(0.1, 0.4), (1.0, 2.0), (5.0, 15.0)];
 
 fn tier_index(tier: &str) -> usize {
@@ -125,16 +125,9 @@ async fn slide(b: &Browser, to: f64) {
 
 #[tokio::test]
 async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
-    let server = Server::start(&[
-        "--q4-threshold",
-        "7",
-        "--price",
-        "fast=0.1/0.4",
-        "--price",
-        "balanced=1/2",
-        "--price",
-        "powerful=5/15",
-    ]);
+    let mut args = vec!["--q4-threshold", "7"];
+    args.extend(tests::PRICE_ARGS);
+    let server = Server::start(&args);
     let c = Client::new(&server.base);
     // Half before the page opens (fetched whole), half after (streamed).
     let half = POSTED.len() / 2;

@@ -488,14 +488,7 @@ async fn pixel(secs: u64) {
 /// shared crate's what-if over the buffer, the histogram line and table
 /// rewritten), to a forced layout after it, and to the next animation frame.
 async fn slider(moves: usize) {
-    let server = Server::start(&[
-        "--price",
-        "fast=0.1/0.4",
-        "--price",
-        "balanced=1/2",
-        "--price",
-        "powerful=5/15",
-    ]);
+    let server = Server::start(&tests::PRICE_ARGS);
     let c = Client::new(&server.base);
     for n in 0..100u64 {
         let score = ((n * 37) % 151) as f64 / 10.0;
