@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -168,7 +168,14 @@ pub fn app(state: AppState) -> Router {
                     header::AUTHORIZATION,
                     header::IF_NONE_MATCH,
                 ])
-                .expose_headers([header::ETAG])
+                // A page on the granted origin may read what was decided.
+                .expose_headers([
+                    header::ETAG,
+                    HeaderName::from_static("x-router-tier"),
+                    HeaderName::from_static("x-router-score"),
+                    HeaderName::from_static("x-router-complexity"),
+                    HeaderName::from_static("x-router-decision-id"),
+                ])
                 .max_age(std::time::Duration::from_secs(600)),
         ),
         None => router,

@@ -213,6 +213,33 @@ async fn cors_only_for_the_named_origin() {
         preflight.headers()["access-control-allow-origin"],
         "https://ops.example.com"
     );
+    // A page on the granted origin may read what the router decided.
+    let routed = http
+        .post(server.url("/api/query"))
+        .header("origin", "https://ops.example.com")
+        .header("content-type", "application/json")
+        .body(r#"{"query": "What is Python?"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        routed.status(),
+        503,
+        "no upstream; the decision is recorded"
+    );
+    let exposed = routed.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "etag",
+        "x-router-tier",
+        "x-router-score",
+        "x-router-complexity",
+        "x-router-decision-id",
+    ] {
+        assert!(exposed.contains(name), "{name} in {exposed}");
+    }
 }
 
 /// Every header docs/reliability.md promises: nosniff on every response
