@@ -3,10 +3,12 @@
 //!
 //! The feed subscribes to the server's event stream (`EventSource`): a
 //! `status` event replaces the status on screen, each `decision` event is
-//! merged into the recent decisions as it comes. When the stream cannot be
-//! opened, is refused (503 past `--max-streams`) or drops, the feed polls
-//! the status every second with `If-None-Match` until the stream is back;
-//! a refused or failed stream is reopened with backoff, forever.
+//! merged into the decisions held as it comes, and an `update` event (a
+//! decision whose tokens became known) replaces the copy held. When the
+//! stream cannot be opened, is refused (503 past `--max-streams`) or drops,
+//! the feed polls the status every second with `If-None-Match` until the
+//! stream is back; a refused or failed stream is reopened with backoff,
+//! forever.
 //!
 //! What is on screen is always labelled honestly ([`DataSource`]): live
 //! data says which transport brought it; the moment the transport fails the
@@ -250,6 +252,18 @@ impl Feed {
         self.mark_painted(format!("decision-painted:{seq}"));
     }
 
+    /// An `update` event: a held decision changed (its tokens became known).
+    fn update(&self, decision: RoutingDecision) {
+        let held = self
+            .decisions
+            .with_untracked(|list| list.iter().position(|d| d.id == decision.id));
+        if let Some(at) = held
+            && !self.is_mock()
+        {
+            self.set_decisions.update(|list| list[at] = decision);
+        }
+    }
+
     /// Wakes the poll loop (a transport just failed, or the tab is shown).
     fn wake(&self) {
         if let Some(tx) = self.wake.borrow().as_ref() {
@@ -354,6 +368,14 @@ fn open_stream(feed: &Rc<Feed>) {
         Box::new(|feed, e| {
             if let Some(d) = parse::<RoutingDecision>(&e) {
                 feed.decision(d);
+            }
+        }),
+    );
+    on(
+        "update",
+        Box::new(|feed, e| {
+            if let Some(d) = parse::<RoutingDecision>(&e) {
+                feed.update(d);
             }
         }),
     );

@@ -224,7 +224,7 @@ pub async fn status(State(state): State<AppState>, req: Request) -> Response {
          description = "The `id` of the last event received (digits: a `seq`): replay the buffered decisions after it, or send `resync` when some are gone or it is beyond the newest. Empty means none. Browsers send it when they reconnect."),
     ),
     responses(
-        (status = 200, description = "An endless event stream. First `retry`, then a `status` event carrying the same JSON as `GET /api/orchestrator/status` (its `id` is the newest `seq` it covers); with `Last-Event-ID` or `since`, the buffered decisions after it as `decision` events (`id` = the decision's `seq`, data = the decision) or one `resync` event (data `{after, oldest, newest}`) when some are gone. Then, on every change and at most once per 50 ms, the new `decision` events followed by the new `status`. A comment line every 15 s when nothing else was sent. It ends when the server stops.",
+        (status = 200, description = "An endless event stream. First `retry`, then a `status` event carrying the same JSON as `GET /api/orchestrator/status` (its `id` is the newest `seq` it covers); with `Last-Event-ID` or `since`, the buffered decisions after it as `decision` events (`id` = the decision's `seq`, data = the decision) or one `resync` event (data `{after, oldest, newest}`) when some are gone. Then, on every change and at most once per 50 ms, the new `decision` events, an `update` event (no `id`, data = the decision) for each buffered decision that changed since it was sent (its `usage` became known), then the new `status`. A comment line every 15 s when nothing else was sent. It ends when the server stops.",
          content_type = "text/event-stream", body = StreamEvent,
          headers(("Cache-Control" = String, description = "no-cache"),
                  ("X-Accel-Buffering" = String, description = "no: proxies must not buffer it"))),
@@ -250,11 +250,11 @@ pub async fn stream(State(state): State<AppState>, req: Request) -> Result<Respo
 /// One event of the stream, as an SSE parser reads it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StreamEvent {
-    /// `status`, `decision` or `resync`.
-    #[schema(pattern = "^(status|decision|resync)$")]
+    /// `status`, `decision`, `update` or `resync`.
+    #[schema(pattern = "^(status|decision|update|resync)$")]
     pub event: String,
     /// JSON: an `OrchestratorStatus` (status), a `RoutingDecision`
-    /// (decision), or `{"after", "oldest", "newest"}` (resync).
+    /// (decision, update), or `{"after", "oldest", "newest"}` (resync).
     pub data: String,
     /// The newest decision `seq` the event covers (status, decision).
     #[schema(pattern = "^[0-9]+$")]

@@ -69,6 +69,9 @@ struct Inner {
     seq: u64,
     /// Tokens per tier since start, by [`Tier::index`].
     tokens: [Tokens; 3],
+    /// `seq`s of buffered decisions changed since they were recorded (their
+    /// tokens became known), oldest first, until the stream takes them.
+    updated: VecDeque<u64>,
 }
 
 impl Inner {
@@ -140,6 +143,7 @@ impl StatusService {
                 per_tier: [0; 3],
                 seq: 0,
                 tokens: Default::default(),
+                updated: VecDeque::new(),
             }),
             active: Default::default(),
             version: AtomicU64::new(0),
@@ -308,9 +312,27 @@ impl StatusService {
             {
                 debug_assert_eq!(d.decision.seq, seq);
                 d.decision.usage = Some(usage);
+                // Bounded like the buffer: what is older is gone anyway.
+                if inner.updated.len() == self.capacity {
+                    inner.updated.pop_front();
+                }
+                inner.updated.push_back(seq);
             }
         }
         self.bump();
+    }
+
+    /// The buffered decisions changed since they were recorded (and since
+    /// the last call), oldest change first: for the stream to send again.
+    pub fn take_updated(&self) -> Vec<RoutingDecision> {
+        let mut inner = self.lock();
+        let seqs = std::mem::take(&mut inner.updated);
+        let oldest = inner.buffer.front().map_or(0, |d| d.decision.seq);
+        seqs.into_iter()
+            .filter_map(|seq| seq.checked_sub(oldest))
+            .filter_map(|at| inner.buffer.get(at as usize))
+            .map(|d| d.decision.clone())
+            .collect()
     }
 
     /// The buffered decisions as the what-if math sees them.

@@ -16,7 +16,9 @@
 //! when nothing else was sent keeps proxies and the browser from deciding the
 //! stream is dead. Every `decision` event and every `status` event carries
 //! `id:` = the newest `seq` it covers, so a browser's automatic reconnect
-//! resumes exactly where it left off.
+//! resumes exactly where it left off. A buffered decision that changes after
+//! it was sent (its tokens become known when its answer arrives) is sent
+//! again as an `update` event, without `id:`, before the next status.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -60,6 +62,13 @@ pub struct Published {
     /// `decision` frames of the buffered decisions, oldest first, with
     /// contiguous `seq`s ending at `seq`.
     decisions: Vec<(u64, Bytes)>,
+    /// Counts publications: a stream that saw the one before this one sends
+    /// its `updated` frames; one that skipped some learns of them from the
+    /// statuses (and a replay sends the changed frames).
+    number: u64,
+    /// `update` frames (no `id:`) of the decisions that changed since the
+    /// last publication.
+    updated: Vec<Bytes>,
     /// The server is stopping: streams end after sending this.
     closed: bool,
 }
@@ -117,6 +126,8 @@ impl Hub {
             seq: 0,
             status: Bytes::new(),
             decisions: Vec::new(),
+            number: 0,
+            updated: Vec::new(),
             closed: false,
         }));
         Hub {
@@ -154,6 +165,7 @@ impl Hub {
         let mut stream = Stream {
             rx,
             cursor: now.seq,
+            number: now.number,
             last_sent: Instant::now(),
             pending: VecDeque::from([Bytes::from_static(RETRY), now.status.clone()]),
             done: now.closed,
@@ -195,22 +207,42 @@ impl Hub {
             ring.frames.clear();
         }
         for decision in new.into_iter().rev() {
-            let frame = decision_frame(&decision);
-            ring.frames.push_back((decision.seq, frame));
+            let sent = frame(Some(decision.seq), "decision", &decision);
+            ring.frames.push_back((decision.seq, sent));
             if ring.frames.len() > capacity {
                 ring.frames.pop_front();
             }
+        }
+        // Decisions that changed after they were sent (their tokens became
+        // known): the kept frame is replaced, and sent again as `update`.
+        let mut updated = Vec::new();
+        for decision in self.service.take_updated() {
+            if decision.seq > ring.seq {
+                continue; // new in this publication: its frame is current
+            }
+            let first = ring.frames.front().map_or(u64::MAX, |f| f.0);
+            if let Some(kept) = decision
+                .seq
+                .checked_sub(first)
+                .and_then(|at| ring.frames.get_mut(at as usize))
+            {
+                kept.1 = frame(Some(decision.seq), "decision", &decision);
+            }
+            updated.push(frame(None, "update", &decision));
         }
         ring.seq = snapshot.seq;
         let mut status = BytesMut::with_capacity(snapshot.body.len() + 48);
         status.put_slice(format!("id: {}\nevent: status\ndata: ", snapshot.seq).as_bytes());
         status.put_slice(&snapshot.body);
         status.put_slice(b"\n\n");
+        let number = self.tx.borrow().number + 1;
         self.tx.send_replace(Arc::new(Published {
             version: snapshot.version,
             seq: snapshot.seq,
             status: status.freeze(),
             decisions: ring.frames.iter().cloned().collect(),
+            number,
+            updated,
             closed: false,
         }));
     }
@@ -226,6 +258,8 @@ impl Hub {
                 seq: p.seq,
                 status: p.status.clone(),
                 decisions: p.decisions.clone(),
+                number: p.number + 1,
+                updated: Vec::new(),
                 closed: true,
             })
         });
@@ -247,10 +281,14 @@ async fn publish_loop(hub: Arc<Hub>) {
     }
 }
 
-fn decision_frame(d: &RoutingDecision) -> Bytes {
+/// An SSE event of `kind` carrying decision `d`, with `id: <seq>` when given.
+fn frame(id: Option<u64>, kind: &str, d: &RoutingDecision) -> Bytes {
     let json = serde_json::to_vec(d).expect("a decision always serialises");
     let mut frame = BytesMut::with_capacity(json.len() + 48);
-    frame.put_slice(format!("id: {}\nevent: decision\ndata: ", d.seq).as_bytes());
+    if let Some(seq) = id {
+        frame.put_slice(format!("id: {seq}\n").as_bytes());
+    }
+    frame.put_slice(format!("event: {kind}\ndata: ").as_bytes());
     frame.put_slice(&json);
     frame.put_slice(b"\n\n");
     frame.freeze()
@@ -265,6 +303,8 @@ struct Stream {
     rx: watch::Receiver<Arc<Published>>,
     /// The newest `seq` this stream has covered.
     cursor: u64,
+    /// The last publication this stream caught up with.
+    number: u64,
     last_sent: Instant,
     /// Frames to send before waiting again: at most one wake-up's worth.
     pending: VecDeque<Bytes>,
@@ -313,7 +353,11 @@ impl Stream {
             Some(frames) => self.pending.extend(frames.iter().map(|f| f.1.clone())),
             None => self.pending.push_back(now.resync(self.cursor)),
         }
+        if now.number == self.number + 1 {
+            self.pending.extend(now.updated.iter().cloned());
+        }
         self.cursor = now.seq;
+        self.number = now.number;
         self.pending.push_back(now.status.clone());
     }
 }

@@ -184,6 +184,55 @@ async fn each_decision_comes_in_order_then_the_status_covering_it() {
 }
 
 #[tokio::test]
+async fn a_decision_whose_tokens_arrive_later_is_sent_again_as_an_update() {
+    let state = state(100, 10);
+    let mut r = Reader::open(&state, "/api/orchestrator/stream", None).await;
+    assert_eq!(r.next().await.unwrap().event, "status");
+    let d = state
+        .service
+        .record("slow answer", Tier::Q3, 5.0, 0.5)
+        .unwrap();
+    assert_eq!(r.next().await.unwrap().event, "decision");
+    assert_eq!(r.next().await.unwrap().event, "status");
+    let usage = shared::api::Usage {
+        prompt_tokens: 120,
+        completion_tokens: 480,
+    };
+    state.service.add_usage(d.seq, Tier::Q3, usage);
+    let e = r.next().await.unwrap();
+    assert_eq!(e.event, "update");
+    assert_eq!(e.id, None, "an update leaves the resume point alone");
+    assert_eq!(e.json()["seq"], d.seq);
+    assert_eq!(
+        e.json()["usage"],
+        serde_json::json!({"promptTokens": 120, "completionTokens": 480})
+    );
+    let s = r.next().await.unwrap();
+    assert_eq!(s.event, "status");
+    assert_eq!(s.json()["recentDecisions"][0]["usage"]["promptTokens"], 120);
+    // A replay sends the decision as it is now.
+    let mut again = Reader::open(&state, "/api/orchestrator/stream?since=0", None).await;
+    assert_eq!(again.next().await.unwrap().event, "status");
+    let replayed = again.next().await.unwrap();
+    assert_eq!(replayed.event, "decision");
+    assert_eq!(replayed.json()["usage"]["completionTokens"], 480);
+    // A decision gone from the buffer sends nothing; the totals still count.
+    let small = self::state(1, 10);
+    let mut r = Reader::open(&small, "/api/orchestrator/stream", None).await;
+    assert_eq!(r.next().await.unwrap().event, "status");
+    let first = small.service.record("a", Tier::Q4, 9.0, 0.5).unwrap();
+    small.service.record("b", Tier::Q4, 9.0, 0.5).unwrap();
+    small.service.add_usage(first.seq, Tier::Q4, usage);
+    loop {
+        let e = r.within(Duration::from_millis(300)).await;
+        let Some(e) = e else { break };
+        assert_ne!(e.event, "update", "{e:?}");
+    }
+    let status = small.service.status(10);
+    assert_eq!(status.cost.unwrap().tiers[2].prompt_tokens, 120);
+}
+
+#[tokio::test]
 async fn a_burst_is_coalesced_to_one_status_per_50_ms_and_no_decision_is_lost() {
     let state = state(1000, 10);
     let mut r = Reader::open(&state, "/api/orchestrator/stream", None).await;

@@ -417,3 +417,68 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
     assert_eq!(shown, json!([hostile, 0, true]));
     b.close().await;
 }
+
+/// Tokens arrive with the answer, after the decision was pushed: the panel
+/// learns them from the stream's `update` event even when the decision is
+/// no longer among the newest ten a status lists, and its what-if cost
+/// counts them.
+#[tokio::test]
+async fn tokens_that_arrive_after_the_decision_reach_the_what_if_cost() {
+    use tests::{Behavior, FakeUpstream};
+    let up = FakeUpstream::start_model(Behavior::Slow(Duration::from_millis(1_500)), "qwen").await;
+    let mut args = vec!["--upstream".to_owned(), format!("balanced={}", up.base_url)];
+    args.extend(tests::PRICE_ARGS.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    let c = Client::new(&server.base);
+    let b = Browser::start().await;
+    b.goto(&server.base).await;
+    b.wait_for(Duration::from_secs(10), || async {
+        b.text_of("transport").await.as_deref() == Some("stream")
+    })
+    .await
+    .expect("live on the stream");
+    let query = "What is Python?";
+    let answer = {
+        let c = c.clone();
+        tokio::spawn(async move { c.post("/api/query", &json!({"query": query})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Twelve newer decisions, without tokens: the routed one leaves the
+    // status's newest ten before its answer arrives.
+    for i in 0..12 {
+        let body = json!({"query": format!("filler {i}"), "tier": "Q2", "score": 0, "decisionTimeMs": 0, "mode": "simple"});
+        assert_eq!(c.post("/api/orchestrator/decisions", &body).await.0, 201);
+    }
+    let (code, body) = answer.await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let seq = body["decision"]["seq"].as_u64().unwrap();
+    let (_, status) = c.get("/api/orchestrator/status").await;
+    assert!(
+        status["recentDecisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["seq"].as_u64() != Some(seq)),
+        "the routed decision is no longer listed"
+    );
+    // Q3 at 1 / 2 USD per million tokens.
+    let words = query.split_whitespace().count() as f64;
+    let want = (words * 1.0 + (words + 1.0) * 2.0) / 1e6;
+    let cost = || async {
+        b.eval(
+            "return Number(document.querySelector('[data-testid=whatif-cost]').dataset.value);",
+            json!([]),
+        )
+        .await
+        .as_f64()
+        .unwrap_or(-1.0)
+    };
+    let reached = b
+        .wait_for(Duration::from_secs(5), || async {
+            (cost().await - want).abs() < 1e-12
+        })
+        .await;
+    assert!(reached.is_some(), "what-if cost {} != {want}", cost().await);
+    b.close().await;
+}
