@@ -176,12 +176,10 @@ impl Routing {
         }
     }
 
-    /// The three thresholds a score is compared with, ascending (the Q4
-    /// one may equal a class one).
+    /// The three thresholds a score is compared with: the two class ones,
+    /// then the Q4 one (which may equal a class one).
     pub fn thresholds(&self) -> [f64; 3] {
-        let mut t = [self.moderate_from, self.complex_from, self.q4_threshold];
-        t.sort_by(f64::total_cmp);
-        t
+        [self.moderate_from, self.complex_from, self.q4_threshold]
     }
 }
 
@@ -606,7 +604,7 @@ impl Population {
     /// calibration over a buffer of any size.
     fn sorted_scores(&self) -> Vec<f64> {
         let mut scores: Vec<f64> = self.routed.iter().map(|r| r.0).collect();
-        scores.sort_by(f64::total_cmp);
+        scores.sort_unstable_by(f64::total_cmp);
         scores
     }
 }

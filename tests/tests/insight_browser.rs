@@ -367,6 +367,39 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
         );
     }
 
+    // The panel's own calibration (the shared crate's code over the same
+    // buffer) gives the server's answer, and moves the what-if there.
+    let shown = b
+        .eval(
+            "const share = document.querySelector('[data-testid=calibrate-share]'); \
+             share.value = '25'; \
+             document.querySelector('[data-testid=calibrate-run]').click(); \
+             return null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown, Value::Null);
+    let want = if got.fract() == 0.0 {
+        format!("{got:.1}")
+    } else {
+        got.to_string()
+    };
+    b.wait_for(Duration::from_secs(2), || async {
+        b.text_of("whatif-threshold").await.as_deref() == Some(want.as_str())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the what-if moved to {want}"));
+    let result = text(&b, "calibrate-result").await;
+    assert!(
+        result.starts_with(&format!("threshold {want} sends "))
+            && result.contains(&format!("({reached} of {n};")),
+        "{result}"
+    );
+    assert_eq!(
+        text(&b, "whatif-share-Q4").await,
+        format!("{:.1}%", reached as f64 / n as f64 * 100.0)
+    );
+
     // The screenshot of the card for the README, the slider back home.
     b.eval(
         "document.querySelector('[data-testid=whatif-reset]').click(); \

@@ -8,7 +8,7 @@
 //! each bar, line and cell is rewritten only when its value changed.
 
 use leptos::prelude::*;
-use shared::insight::{BUCKETS, Population, Prices, WhatIf, borderline, histogram};
+use shared::insight::{BUCKETS, Calibration, Population, Prices, WhatIf, borderline, histogram};
 use shared::{MAX_SCORE, Routing, RoutingDecision, Tier};
 use wasm_bindgen::JsCast;
 
@@ -47,6 +47,8 @@ struct Model {
     threshold: f64,
     what_if: WhatIf,
     actual: WhatIf,
+    /// The last calibration asked for, in words (empty before one).
+    calibrated: String,
 }
 
 /// The threshold lines: class, what they mark, where.
@@ -95,6 +97,7 @@ fn skeleton() -> String {
 <label for="whatif-slider">What if Q4 started at <strong class="mono" data-k="threshold" data-testid="whatif-threshold"></strong></label>
 <input id="whatif-slider" data-k="slider" data-testid="whatif-slider" type="range" min="0" max="15" step="0.5" aria-describedby="whatif-note">
 <p id="whatif-note" class="covers">Server's threshold: <span class="mono" data-k="server" data-testid="server-threshold"></span>. Simple-mode and Q2 decisions stay where they went. <button class="link" data-testid="whatif-reset" data-reset="1">Reset</button></p>
+<p class="covers calibrate"><label>Send <input id="calibrate-share" data-testid="calibrate-share" type="number" min="0" max="100" step="1" value="20"> % of them to Q4:</label> <button class="link" data-testid="calibrate-run" data-calibrate="1">find the threshold</button> <span data-k="calibrated" data-testid="calibrate-result" aria-live="polite"></span></p>
 <table class="shares"><thead><tr><th scope="col">Tier</th><th scope="col" class="num">What-if</th><th scope="col" class="num">Decisions</th><th scope="col" class="num">As routed</th></tr></thead><tbody>{rows}</tbody></table>
 <p class="covers" data-k="cost" data-testid="whatif-cost"></p>
 </div>
@@ -140,9 +143,10 @@ fn puts(m: &Model) -> Vec<(String, Put)> {
         )),
     ));
     v.push(("borderline".into(), Put::Text(m.borderline.to_string())));
-    v.push(("threshold".into(), Put::Text(format!("{:.1}", m.threshold))));
+    v.push(("threshold".into(), Put::Text(score_text(m.threshold))));
     v.push(("slider".into(), Put::Value(m.threshold.to_string())));
-    v.push(("server".into(), Put::Text(format!("{:.1}", r.q4_threshold))));
+    v.push(("server".into(), Put::Text(score_text(r.q4_threshold))));
+    v.push(("calibrated".into(), Put::Text(m.calibrated.clone())));
     for tier in Tier::ALL {
         let n = m.what_if.counts[tier.index()].to_string();
         v.push((format!("share-{tier}"), Put::Attr("data-count", n.clone())));
@@ -165,6 +169,28 @@ fn puts(m: &Model) -> Vec<(String, Put)> {
     v
 }
 
+/// A threshold as an operator writes it: `7.0`, `6.5`, `4.25`.
+fn score_text(t: f64) -> String {
+    if t.fract() == 0.0 {
+        format!("{t:.1}")
+    } else {
+        t.to_string()
+    }
+}
+
+/// What the calibration found, in words.
+fn calibrated_text(asked_percent: f64, c: Option<Calibration>, total: usize) -> String {
+    match c {
+        Some(c) => format!(
+            "threshold {} sends {:.1}% ({} of {total}; {asked_percent}% asked)",
+            score_text(c.threshold),
+            c.q4_share * 100.0,
+            c.q4_decisions
+        ),
+        None => "no decisions to calibrate on".to_owned(),
+    }
+}
+
 /// The what-if cost against the cost as routed and all on Q4.
 fn cost_text(m: &Model) -> String {
     match (m.what_if.cost_usd, m.actual.cost_usd) {
@@ -177,6 +203,33 @@ fn cost_text(m: &Model) -> String {
         }
         _ => "Cost: needs a --price for every tier these decisions would use".to_owned(),
     }
+}
+
+/// Finds, with the server's own calibration code, the threshold that sends
+/// the share asked for (percent, in the card's number field) of the held
+/// decisions to Q4, and moves the what-if there.
+fn calibrate(
+    button: &web_sys::Element,
+    population: Memo<Population>,
+    chosen: RwSignal<Option<f64>>,
+    calibrated: RwSignal<String>,
+) {
+    let asked = button
+        .closest(".insight")
+        .ok()
+        .flatten()
+        .and_then(|card| card.query_selector("#calibrate-share").ok().flatten())
+        .and_then(|e| e.dyn_into::<web_sys::HtmlInputElement>().ok())
+        .map(|input| input.value_as_number());
+    let Some(percent) = asked.filter(|p| (0.0..=100.0).contains(p)) else {
+        calibrated.set("give a share from 0 to 100 %".to_owned());
+        return;
+    };
+    let (found, total) = population.with_untracked(|p| (p.calibrate(percent / 100.0), p.len()));
+    if let Some(c) = found {
+        chosen.set(Some(c.threshold));
+    }
+    calibrated.set(calibrated_text(percent, found, total));
 }
 
 /// The histogram, the borderline count and the what-if slider.
@@ -195,6 +248,7 @@ pub fn RoutingInsight(
     let population = Memo::new(move |_| decisions.with(|d| Population::new(d)));
     // `None` follows the server's threshold until the operator moves it.
     let chosen = RwSignal::new(None::<f64>);
+    let calibrated = RwSignal::new(String::new());
     let model = Memo::new(move |_| {
         let routing = routing.get();
         let prices = prices.get();
@@ -208,6 +262,7 @@ pub fn RoutingInsight(
             threshold,
             what_if: p.what_if(threshold, &prices),
             actual: p.actual(routing.q4_threshold, &prices),
+            calibrated: calibrated.get(),
         })
     });
     let root = NodeRef::<leptos::html::Section>::new();
@@ -221,11 +276,13 @@ pub fn RoutingInsight(
         }
         patch(&section, puts(&m));
     });
-    // Events bubble up to the card: the slider's moves and the reset.
+    // Events bubble up to the card: the slider's moves, the reset, the
+    // calibration.
     let on_input = move |ev: leptos::ev::Event| {
         let Some(input) = ev
             .target()
             .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .filter(|i| i.id() == "whatif-slider")
         else {
             return;
         };
@@ -238,12 +295,16 @@ pub fn RoutingInsight(
         }
     };
     let on_click = move |ev: leptos::ev::MouseEvent| {
-        let reset = ev
+        let Some(target) = ev
             .target()
             .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
-            .is_some_and(|e| e.has_attribute("data-reset"));
-        if reset {
+        else {
+            return;
+        };
+        if target.has_attribute("data-reset") {
             chosen.set(None);
+        } else if target.has_attribute("data-calibrate") {
+            calibrate(&target, population, chosen, calibrated);
         }
     };
     view! {
