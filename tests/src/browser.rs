@@ -83,6 +83,19 @@ impl Browser {
         }
     }
 
+    /// A browser on the panel at `base`, once it is live on the event
+    /// stream (within 10 s).
+    pub async fn on_stream(base: &str) -> Browser {
+        let b = Browser::start().await;
+        b.goto(base).await;
+        b.wait_for(Duration::from_secs(10), || async {
+            b.text_of("transport").await.as_deref() == Some("stream")
+        })
+        .await
+        .expect("the panel goes live on the stream");
+        b
+    }
+
     /// Opens `url`.
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.expect("navigation");

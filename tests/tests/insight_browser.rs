@@ -464,13 +464,7 @@ async fn tokens_that_arrive_after_the_decision_reach_the_what_if_cost() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&args);
     let c = Client::new(&server.base);
-    let b = Browser::start().await;
-    b.goto(&server.base).await;
-    b.wait_for(Duration::from_secs(10), || async {
-        b.text_of("transport").await.as_deref() == Some("stream")
-    })
-    .await
-    .expect("live on the stream");
+    let b = Browser::on_stream(&server.base).await;
     let query = "What is Python?";
     let answer = {
         let c = c.clone();

@@ -429,13 +429,7 @@ async fn panel(secs: u64) {
 async fn pixel(secs: u64) {
     let server = Server::start(&["--buffer-size", "1000"]);
     let c = Client::new(&server.base);
-    let b = Browser::start().await;
-    b.goto(&server.base).await;
-    b.wait_for(Duration::from_secs(10), || async {
-        b.text_of("transport").await.as_deref() == Some("stream")
-    })
-    .await
-    .expect("the panel goes live on the stream");
+    let b = Browser::on_stream(&server.base).await;
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(server.base.clone(), 10, Arc::clone(&stop));
     tokio::time::sleep(Duration::from_secs(secs)).await;
