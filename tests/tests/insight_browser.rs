@@ -333,8 +333,17 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
             (shown.as_f64().unwrap() - what_if_cost).abs() < 1e-9,
             "cost at {to}: {shown} vs {what_if_cost}"
         );
-        // The server's real threshold stays marked.
+        // The server's real threshold stays marked, in words and as a
+        // tick on the slider.
         assert_eq!(text(&b, "server-threshold").await, "7.0");
+        let tick = b
+            .eval(
+                "const s = document.querySelector('[data-testid=whatif-slider]'); \
+                 return [s.list && s.list.id, document.querySelector('[data-testid=server-threshold-mark]').value];",
+                json!([]),
+            )
+            .await;
+        assert_eq!(tick, json!(["whatif-marks", "7"]));
     }
     // "As routed" never moves with the slider.
     let as_routed = text(&b, "actual-share-Q4").await;

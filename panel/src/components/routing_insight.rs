@@ -95,7 +95,8 @@ fn skeleton() -> String {
 </figure>
 <div class="whatif">
 <label for="whatif-slider">What if Q4 started at <strong class="mono" data-k="threshold" data-testid="whatif-threshold"></strong></label>
-<input id="whatif-slider" data-k="slider" data-testid="whatif-slider" type="range" min="0" max="15" step="0.5" aria-describedby="whatif-note">
+<input id="whatif-slider" data-k="slider" data-testid="whatif-slider" type="range" min="0" max="15" step="0.5" list="whatif-marks" aria-describedby="whatif-note">
+<datalist id="whatif-marks"><option data-k="server-mark" data-testid="server-threshold-mark" label="server"></option></datalist>
 <p id="whatif-note" class="covers">Server's threshold: <span class="mono" data-k="server" data-testid="server-threshold"></span>. Simple-mode and Q2 decisions stay where they went. <button class="link" data-testid="whatif-reset" data-reset="1">Reset</button></p>
 <p class="covers calibrate"><label>Send <input id="calibrate-share" data-testid="calibrate-share" type="number" min="0" max="100" step="1" value="20"> % of them to Q4:</label> <button class="link" data-testid="calibrate-run" data-calibrate="1">find the threshold</button> <span data-k="calibrated" data-testid="calibrate-result" aria-live="polite"></span></p>
 <table class="shares"><thead><tr><th scope="col">Tier</th><th scope="col" class="num">What-if</th><th scope="col" class="num">Decisions</th><th scope="col" class="num">As routed</th></tr></thead><tbody>{rows}</tbody></table>
@@ -146,6 +147,11 @@ fn puts(m: &Model) -> Vec<(String, Put)> {
     v.push(("threshold".into(), Put::Text(score_text(m.threshold))));
     v.push(("slider".into(), Put::Value(m.threshold.to_string())));
     v.push(("server".into(), Put::Text(score_text(r.q4_threshold))));
+    // The server's threshold as a tick on the slider itself.
+    v.push((
+        "server-mark".into(),
+        Put::Attr("value", r.q4_threshold.to_string()),
+    ));
     v.push(("calibrated".into(), Put::Text(m.calibrated.clone())));
     for tier in Tier::ALL {
         let n = m.what_if.counts[tier.index()].to_string();
