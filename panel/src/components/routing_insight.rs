@@ -28,11 +28,6 @@ pub fn usd(x: f64) -> String {
     }
 }
 
-/// A text that follows the signals `f` reads.
-pub fn text(f: impl Fn() -> String + Send + Sync + 'static) -> Signal<String> {
-    Signal::derive(f)
-}
-
 /// The x of a score on the histogram (bucket 15 holds only 15).
 fn hist_x(t: f64) -> f64 {
     t / MAX_SCORE * (BUCKETS - 1) as f64 * BAR_W

@@ -2,7 +2,6 @@
 
 use leptos::prelude::*;
 
-use crate::components::routing_insight::text;
 use crate::hooks::{DataSource, Transport};
 use crate::time;
 
@@ -24,7 +23,7 @@ pub fn SourceBadge(
         Some(DataSource::Mock { .. }) => "badge mock",
         None => "badge connecting",
     };
-    let label = move || match source.get() {
+    let text = move || match source.get() {
         Some(DataSource::Live(_)) => "Live".to_owned(),
         Some(DataSource::Stale { since_ms, reason }) => {
             format!("Stale since {} ({reason})", time::clock(since_ms))
@@ -59,11 +58,11 @@ pub fn SourceBadge(
         <div class="source">
             <span class=class role="status" aria-live="polite">
                 <span aria-hidden="true">{icon}" "</span>
-                <span data-testid="data-source">{text(label)}</span>
+                <span data-testid="data-source">{text}</span>
                 " "
                 <span class="transport" data-testid="transport" title=transport_title>{transport}</span>
             </span>
-            <span class="updated" data-testid="last-updated" title=updated_title>{text(updated)}</span>
+            <span class="updated" data-testid="last-updated" title=updated_title>{updated}</span>
         </div>
     }
 }

@@ -8,7 +8,7 @@ use shared::{OrchestratorStatus, RoutingDecision, Tier};
 use crate::components::announcer::Announcer;
 use crate::components::complexity_distribution::ComplexityDistributionView;
 use crate::components::recent_decisions::RecentDecisions;
-use crate::components::routing_insight::{RoutingInsight, text, usd};
+use crate::components::routing_insight::{RoutingInsight, usd};
 use crate::components::source_badge::SourceBadge;
 use crate::components::tier_metrics::TierMetricsView;
 use crate::components::tier_utilization::TierUtilizationView;
@@ -192,25 +192,25 @@ pub fn StatusView(
                 <div class="totals">
                     <div class="stat">
                         <span class="stat-label">"Total decisions"</span>
-                        <span class="stat-value mono" data-testid="total-decisions">{text(total)}</span>
+                        <span class="stat-value mono" data-testid="total-decisions">{total}</span>
                         <span class="stat-covers" data-testid="total-covers" title=since_start_title>
-                            {text(since_start)}
+                            {since_start}
                         </span>
                     </div>
                     <div class="stat headline">
                         <span class="stat-label">"Traffic on Q4"</span>
-                        <span class="stat-value mono" data-testid="headline-q4-share">{text(q4_share)}</span>
+                        <span class="stat-value mono" data-testid="headline-q4-share">{q4_share}</span>
                         <span class="stat-covers">"of all decisions since start"</span>
                     </div>
                     <div class="stat headline">
                         <span class="stat-label">"Saved vs all on Q4"</span>
-                        <span class="stat-value mono" data-testid="headline-cost-saved">{text(saved)}</span>
-                        <span class="stat-covers" data-testid="headline-cost-covers">{text(saved_covers)}</span>
+                        <span class="stat-value mono" data-testid="headline-cost-saved">{saved}</span>
+                        <span class="stat-covers" data-testid="headline-cost-covers">{saved_covers}</span>
                     </div>
                     <div class="stat">
                         <span class="stat-label">"Average decision time"</span>
-                        <span class="stat-value mono" data-testid="avg-decision-time">{text(avg)}</span>
-                        <span class="stat-covers" data-testid="avg-covers">{text(avg_covers)}</span>
+                        <span class="stat-value mono" data-testid="avg-decision-time">{avg}</span>
+                        <span class="stat-covers" data-testid="avg-covers">{avg_covers}</span>
                     </div>
                 </div>
                 <div class="grid">

@@ -4,7 +4,6 @@ use leptos::prelude::*;
 use shared::{Tier, TierUtilization};
 
 use crate::components::ascii_bar::AsciiBar;
-use crate::components::routing_insight::text;
 
 /// Rows for Q2, Q3 and Q4; each updates in place when its numbers change.
 #[component]
@@ -36,9 +35,9 @@ pub fn TierUtilizationView(
                     <span class="tier-label">{tier.label()}</span>
                     <span class="tier-name">{tier.internal_name()}</span>
                     <AsciiBar percent=percent label=format!("{tier} utilization")/>
-                    <span class="num pct">{text(pct)}</span>
-                    <span class="num">"active "{text(active)}</span>
-                    <span class="num">"processed "{text(processed)}</span>
+                    <span class="num pct">{pct}</span>
+                    <span class="num">"active "{active}</span>
+                    <span class="num">"processed "{processed}</span>
                 </div>
             }
         })
