@@ -25,9 +25,7 @@ use futures::future::{Either, select};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
-use shared::{
-    OrchestratorStatus, RoutingDecision, merge_decision, merge_newest_first, mock_status,
-};
+use shared::{OrchestratorStatus, RoutingDecision, merge_newest_first, mock_status};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{AbortController, EventSource, MessageEvent};
@@ -136,7 +134,6 @@ struct Feed {
     config: PollConfig,
     status: ReadSignal<Option<OrchestratorStatus>>,
     set_status: WriteSignal<Option<OrchestratorStatus>>,
-    decisions: ReadSignal<Vec<RoutingDecision>>,
     set_decisions: WriteSignal<Vec<RoutingDecision>>,
     source: ReadSignal<Option<DataSource>>,
     set_source: WriteSignal<Option<DataSource>>,
@@ -188,14 +185,12 @@ impl Feed {
                 == status.instance.as_ref().map(|i| &i.id)
         });
         if same_instance && !self.is_mock() {
-            list = self
-                .decisions
-                .with_untracked(|held| merge_newest_first(list, held, keep));
+            self.merge(list);
         } else {
             list.truncate(keep);
             self.needs_buffer.set(true);
+            self.set_decisions.set(list);
         }
-        self.set_decisions.set(list);
         self.set_status.set(Some(status));
         self.mark("status-response");
         self.mark_painted("status-painted".into());
@@ -246,22 +241,24 @@ impl Feed {
             return;
         }
         let seq = decision.seq;
-        let keep = self.keep.get();
-        self.set_decisions
-            .update(|list| merge_decision(list, decision, keep));
+        self.merge(vec![decision]);
         self.mark_painted(format!("decision-painted:{seq}"));
     }
 
-    /// An `update` event: a held decision changed (its tokens became known).
+    /// An `update` event: a decision changed (its tokens became known); its
+    /// new copy replaces the one held.
     fn update(&self, decision: RoutingDecision) {
-        let held = self
-            .decisions
-            .with_untracked(|list| list.iter().position(|d| d.id == decision.id));
-        if let Some(at) = held
-            && !self.is_mock()
-        {
-            self.set_decisions.update(|list| list[at] = decision);
+        if !self.is_mock() {
+            self.merge(vec![decision]);
         }
+    }
+
+    /// Merges this instance's `fresh` decisions (newest first) into those
+    /// held; fresh copies win.
+    fn merge(&self, fresh: Vec<RoutingDecision>) {
+        let keep = self.keep.get();
+        self.set_decisions
+            .update(|held| *held = merge_newest_first(fresh, std::mem::take(held), keep));
     }
 
     /// Wakes the poll loop (a transport just failed, or the tab is shown).
@@ -481,7 +478,6 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         config,
         status,
         set_status,
-        decisions,
         set_decisions,
         source,
         set_source,

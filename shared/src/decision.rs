@@ -207,41 +207,22 @@ impl RoutingDecision {
     }
 }
 
-/// Puts `decision` into `newest_first` (a list ordered by `seq`, newest
-/// first) where its `seq` belongs, unless a decision with its id is there
-/// already, and keeps at most `keep`. For a client that merges decisions
-/// arriving one by one (a stream, a delta poll) into the ones it holds.
-pub fn merge_decision(
-    newest_first: &mut Vec<RoutingDecision>,
-    decision: RoutingDecision,
-    keep: usize,
-) {
-    if newest_first.iter().any(|d| d.id == decision.id) {
-        return;
-    }
-    let at = newest_first
-        .iter()
-        .position(|d| d.seq < decision.seq)
-        .unwrap_or(newest_first.len());
-    newest_first.insert(at, decision);
-    newest_first.truncate(keep);
-}
-
 /// Merges two lists of one instance's decisions, each newest first by
 /// `seq`, into one newest first, keeping at most `keep`; where both hold a
 /// `seq`, `fresh`'s copy wins (it may have learnt its token counts since).
-/// Linear: for a client holding a whole buffer that a status refreshes.
+/// Linear, for a client holding a whole buffer: a status refreshes it, and
+/// each decision a stream pushes (new, or updated) is a `fresh` of one.
 pub fn merge_newest_first(
     fresh: Vec<RoutingDecision>,
-    held: &[RoutingDecision],
+    held: Vec<RoutingDecision>,
     keep: usize,
 ) -> Vec<RoutingDecision> {
     let mut out = Vec::with_capacity(keep.min(fresh.len() + held.len()));
     let mut fresh = fresh.into_iter().peekable();
-    let mut held = held.iter().peekable();
+    let mut held = held.into_iter().peekable();
     while out.len() < keep {
         let next = match (fresh.peek(), held.peek()) {
-            (Some(f), Some(h)) if h.seq > f.seq => held.next().cloned(),
+            (Some(f), Some(h)) if h.seq > f.seq => held.next(),
             (Some(f), Some(h)) => {
                 if h.seq == f.seq {
                     held.next();
@@ -249,7 +230,7 @@ pub fn merge_newest_first(
                 fresh.next()
             }
             (Some(_), None) => fresh.next(),
-            (None, Some(_)) => held.next().cloned(),
+            (None, Some(_)) => held.next(),
             (None, None) => None,
         };
         match next {
@@ -520,14 +501,14 @@ mod tests {
         };
         let fresh = vec![d(9, "new"), d(8, "new"), d(7, "new")];
         let held = vec![d(8, "old"), d(7, "old"), d(6, "old"), d(5, "old")];
-        let merged = merge_newest_first(fresh.clone(), &held, 10);
+        let merged = merge_newest_first(fresh.clone(), held.clone(), 10);
         let seqs: Vec<u64> = merged.iter().map(|d| d.seq).collect();
         assert_eq!(seqs, [9, 8, 7, 6, 5]);
         assert!(merged[..3].iter().all(|d| d.query == "new"));
         // Held ones newer than the status (from the stream) come first.
-        let merged = merge_newest_first(vec![d(6, "new")], &[d(8, "s"), d(7, "s")], 2);
+        let merged = merge_newest_first(vec![d(6, "new")], vec![d(8, "s"), d(7, "s")], 2);
         assert_eq!(merged.iter().map(|d| d.seq).collect::<Vec<_>>(), [8, 7]);
-        assert!(merge_newest_first(fresh, &held, 0).is_empty());
+        assert!(merge_newest_first(fresh, held, 0).is_empty());
     }
 
     proptest::proptest! {

@@ -16,9 +16,8 @@ mod tier;
 
 pub use decision::{
     DecisionError, INVISIBLE, MAX_DECISION_TIME_MS, MAX_QUERY_CHARS, MAX_SCORE, RecordedDecision,
-    RoutingDecision, is_invisible, merge_decision, merge_newest_first, stored_query,
-    truncate_query, validate_decision_time, validate_query, validate_score, visible_pattern,
-    visible_query_pattern,
+    RoutingDecision, is_invisible, merge_newest_first, stored_query, truncate_query,
+    validate_decision_time, validate_query, validate_score, visible_pattern, visible_query_pattern,
 };
 pub use insight::{CostSummary, Routing, Signal};
 pub use metrics::{ModelUtilization, TierMetrics};
