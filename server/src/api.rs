@@ -437,9 +437,9 @@ pub async fn query(
         )));
     }
     let route = routing::route(&req.query, req.mode, state.service.routing().q4_threshold);
-    let decision = state
+    let (decision, pending) = state
         .service
-        .record_explained(
+        .record_pending(
             &req.query,
             route.tier,
             route.score,
@@ -449,11 +449,18 @@ pub async fn query(
             None,
         )
         .map_err(invalid)?;
+    // The commit runs while the upstream works; the answer waits for it.
+    let committing = pending.commit();
     log_decision(&state, &decision, "routed");
     // Every answer to a routed query says what was decided, failed or not.
     let headers = router_headers(&decision);
     let mut response = generate(&state, &req, decision).await.into_response();
     response.headers_mut().extend(headers);
+    if let Some(committing) = committing {
+        // A failing store keeps the decision in memory only (counted in the
+        // status's `persistence`); the query is still answered.
+        let _ = committing.await;
+    }
     Ok(response)
 }
 
@@ -510,6 +517,8 @@ async fn generate(
     {
         Ok(answer) => {
             tracing::info!(%tier, id = %decision.id, upstream = %answer.upstream, attempts = answer.attempts, ms = started.elapsed().as_millis() as u64, "answered");
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            state.service.add_call(tier, ms, true);
             // Counts beyond any context window are the upstream's garbage:
             // they would skew the cost, so they are left out of it.
             if let Some(usage) = answer.usage.filter(|u| validate_usage(u).is_ok()) {
@@ -530,6 +539,10 @@ async fn generate(
         Err(err) => {
             let message = err.to_string();
             tracing::warn!(%tier, id = %decision.id, error = %message, "upstream failed");
+            if matches!(err, UpstreamError::Failed(_)) {
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                state.service.add_call(tier, ms, false);
+            }
             let decision = Box::new(decision);
             Err(match err {
                 UpstreamError::NotConfigured(tier) => ApiError::NoUpstream { tier, decision },
@@ -651,46 +664,127 @@ fn parse_share(raw: Option<&str>) -> Result<Option<f64>, ApiError> {
     }
 }
 
-/// Records a decision made by a router that lives elsewhere.
+/// Most decisions one ingestion request may carry.
+pub const MAX_BATCH: usize = 1_000;
+
+/// The most an ingestion request body may weigh (a full batch).
+pub const MAX_BATCH_BODY_BYTES: usize = 4 << 20;
+
+/// Records a decision made by a router that lives elsewhere, or a batch.
 #[utoipa::path(
     post,
     path = "/api/orchestrator/decisions",
     tag = "status",
-    request_body(content = IngestRequest, example = json!({"query": "Prove Fermat's little theorem", "tier": "powerful", "score": 9.5, "decisionTimeMs": 14.2})),
+    request_body(content = IngestBody, description = "One decision, or an array of 1 to 1000 recorded all or nothing",
+        example = json!({"query": "Prove Fermat's little theorem", "tier": "powerful", "score": 9.5, "decisionTimeMs": 14.2})),
     responses(
-        (status = 201, description = "Recorded", body = RoutingDecision),
+        (status = 201, description = "Recorded, and committed to the store (unless --in-memory): the decision, or for an array the decisions in the order given", body = IngestAnswer),
         (status = 400, description = "Body is not JSON", body = ErrorBody),
         (status = 403, description = "A cross-site browser request; nothing recorded", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB (one decision) or 4 MiB (an array)", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json; nothing recorded", body = ErrorBody),
-        (status = 422, description = "A field is missing or invalid; nothing recorded", body = ErrorBody,
+        (status = 422, description = "A field is missing or invalid (for an array: which item, `[3].score`), or the array is empty or holds more than 1000; nothing recorded", body = ErrorBody,
          example = json!({"error": "score: must be a finite number in 0..=15, got 16"})),
+        (status = 503, description = "The store cannot be written: nothing acknowledged (retry after Retry-After)", body = ErrorBody,
+         headers(("Retry-After" = String, description = "Seconds to wait"))),
     )
 )]
 pub async fn ingest(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<IngestRequest>,
-) -> Result<(StatusCode, Json<RoutingDecision>), ApiError> {
-    if let Some(signals) = &req.signals {
-        validate_signals(signals).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    crate::extract::require_json_content_type(&headers)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: MAX_BATCH_BODY_BYTES,
+            }
+        } else {
+            ApiError::MalformedJson(rejection.body_text())
+        }
+    })?;
+    // One decision keeps the API's 64 KiB limit; only a batch may weigh more.
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_array && body.len() > crate::extract::MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: crate::extract::MAX_BODY_BYTES,
+        });
     }
-    if let Some(usage) = &req.usage {
-        validate_usage(usage).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let (items, is_batch) = crate::extract::decode_json_batch::<IngestRequest>(&body)?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::Invalid(format!(
+            "body: an array of 1 to {MAX_BATCH} decisions, got {}",
+            items.len()
+        )));
     }
-    let decision = state
-        .service
-        .record_explained(
-            &req.query,
-            req.tier.into(),
-            req.score,
-            req.decision_time_ms,
-            req.mode,
-            req.signals,
-            req.usage,
-        )
-        .map_err(invalid)?;
-    log_decision(&state, &decision, "ingested");
-    Ok((StatusCode::CREATED, Json(decision)))
+    // Every item is checked before any is recorded: all or nothing.
+    let mut drafts = Vec::with_capacity(items.len());
+    for (i, req) in items.into_iter().enumerate() {
+        let at = |e: String| match is_batch {
+            true => ApiError::Invalid(format!("[{i}].{e}")),
+            false => ApiError::Invalid(e),
+        };
+        if let Some(signals) = &req.signals {
+            validate_signals(signals).map_err(|e| at(e.to_string()))?;
+        }
+        if let Some(usage) = &req.usage {
+            validate_usage(usage).map_err(|e| at(e.to_string()))?;
+        }
+        let draft = state
+            .service
+            .draft(
+                &req.query,
+                req.tier.into(),
+                req.score,
+                req.decision_time_ms,
+                req.mode,
+                req.signals,
+                req.usage,
+            )
+            .map_err(|e| at(e.to_string()))?;
+        drafts.push(draft);
+    }
+    if let Some(error) = state.service.store_failing() {
+        return Err(ApiError::StoreFailing(error));
+    }
+    let (decisions, pending) = state.service.record_batch(drafts);
+    if let Some(committing) = pending.commit() {
+        match committing.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ApiError::StoreFailing(e.0)),
+            Err(e) => return Err(ApiError::StoreFailing(e.to_string())),
+        }
+    }
+    for d in &decisions {
+        log_decision(&state, d, "ingested");
+    }
+    Ok(match is_batch {
+        true => (StatusCode::CREATED, Json(decisions)).into_response(),
+        false => (StatusCode::CREATED, Json(&decisions[0])).into_response(),
+    })
+}
+
+/// `POST /api/orchestrator/decisions` body: one decision or a batch.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the document's shape only
+pub enum IngestBody {
+    /// One decision.
+    One(IngestRequest),
+    /// 1 to 1000 decisions, recorded all or nothing.
+    Many(Vec<IngestRequest>),
+}
+
+/// `POST /api/orchestrator/decisions` answer: as the body was.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the document's shape only
+pub enum IngestAnswer {
+    /// The decision recorded.
+    One(RoutingDecision),
+    /// The decisions recorded, in the order given.
+    Many(Vec<RoutingDecision>),
 }
 
 /// Liveness and configuration summary.
@@ -819,6 +913,48 @@ pub fn document(capacity: usize, ingest_token: bool) -> serde_json::Value {
             "properties": {"promptTokens": count, "completionTokens": count},
         }),
     );
+    // A batch holds 1 to 1000 decisions.
+    set("/components/schemas/IngestBody/oneOf/1/minItems", 1.into());
+    set(
+        "/components/schemas/IngestBody/oneOf/1/maxItems",
+        MAX_BATCH.into(),
+    );
+    // The history's and the log's parameters, exactly as they are parsed.
+    let time = serde_json::json!({"anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "integer", "minimum": 0, "maximum": crate::history::MAX_EPOCH},
+        {"type": "string", "pattern": crate::history::RELATIVE_PATTERN},
+    ]});
+    let choice = |values: &[&str]| serde_json::json!({"type": "string", "enum": values});
+    let history = "/paths/~1api~1orchestrator~1history/get/parameters";
+    set(&format!("{history}/0/schema"), time.clone());
+    set(&format!("{history}/1/schema"), time);
+    set(
+        &format!("{history}/2/schema"),
+        choice(&["1m", "5m", "1h", "1d"]),
+    );
+    let log = "/paths/~1api~1orchestrator~1decisions/get/parameters";
+    set(&format!("{log}/0/schema/maximum"), i64::MAX.into());
+    set(
+        &format!("{log}/2/schema"),
+        choice(&["Q2", "Q3", "Q4", "fast", "balanced", "powerful"]),
+    );
+    set(
+        &format!("{log}/3/schema"),
+        choice(&["SIMPLE", "MODERATE", "COMPLEX"]),
+    );
+    set(
+        &format!("{log}/4/schema"),
+        choice(&["simple", "two-stage", "none"]),
+    );
+    set(
+        &format!("{log}/5/schema"),
+        serde_json::json!({"type": "string", "maxLength": 200}),
+    );
+    set(
+        &format!("{log}/6/schema"),
+        choice(&["json", "ndjson", "csv"]),
+    );
     if ingest_token {
         doc["components"]["securitySchemes"] =
             serde_json::json!({"ingestToken": {"type": "http", "scheme": "bearer"}});
@@ -853,7 +989,18 @@ fn invalid(err: DecisionError) -> ApiError {
         title = "Orchestrator Status",
         description = "Live telemetry of a multi-tier LLM query router: how queries are routed to the fast (Q2), balanced (Q3) and powerful (Q4) tiers."
     ),
-    paths(status, stream, query, ingest, calibrate, health, metrics, openapi),
+    paths(
+        status,
+        stream,
+        query,
+        ingest,
+        crate::history::decisions,
+        crate::history::history,
+        calibrate,
+        health,
+        metrics,
+        openapi
+    ),
     components(schemas(
         OrchestratorStatus,
         RoutingDecision,
@@ -861,6 +1008,8 @@ fn invalid(err: DecisionError) -> ApiError {
         QueryRequest,
         QueryResponse,
         IngestRequest,
+        IngestBody,
+        IngestAnswer,
         TierName,
         Health,
         TierUpstream,
@@ -870,6 +1019,11 @@ fn invalid(err: DecisionError) -> ApiError {
         shared::api::UpstreamFailure,
         shared::api::Usage,
         CalibrateResponse,
+        shared::history::History,
+        shared::history::TierSeries,
+        shared::history::DecisionPage,
+        shared::history::Persistence,
+        shared::history::PersistenceState,
         Signal,
         shared::Routing,
         shared::CostSummary,

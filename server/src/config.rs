@@ -74,6 +74,31 @@ pub struct Config {
     #[arg(long, env = "ORCH_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
 
+    /// The embedded store's directory (created if missing): every decision,
+    /// per-minute rollups and the totals survive restarts there.
+    #[arg(long, env = "ORCH_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+
+    /// Keep everything in memory only: nothing survives a restart and there
+    /// is no history (the seed's behaviour).
+    #[arg(long, env = "ORCH_IN_MEMORY")]
+    pub in_memory: bool,
+
+    /// How hard each commit presses decisions to the disk: `normal` survives
+    /// the process being killed (kill -9, a crash) but may lose the last
+    /// commits on power loss; `full` fsyncs every commit and survives power
+    /// loss, at a cost in throughput.
+    #[arg(long, env = "ORCH_SYNC", value_enum, default_value = "normal")]
+    pub sync: crate::store::SyncMode,
+
+    /// How long stored decisions are kept (e.g. 7d, 12h, 30m).
+    #[arg(long, env = "ORCH_KEEP_DECISIONS", default_value = "7d", value_parser = parse_keep)]
+    pub keep_decisions: Duration,
+
+    /// How long per-minute rollups (the history's trends) are kept.
+    #[arg(long, env = "ORCH_KEEP_ROLLUPS", default_value = "400d", value_parser = parse_keep)]
+    pub keep_rollups: Duration,
+
     /// How many decisions to keep (ring buffer capacity).
     #[arg(long, env = "ORCH_BUFFER_SIZE", default_value_t = DEFAULT_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
@@ -468,6 +493,18 @@ fn parse_bytes(raw: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{raw:?} is not a size from 1 byte to 4GiB"))
 }
 
+/// A retention: a duration such as `7d`, `12h`, `90s`, at least a second.
+fn parse_keep(raw: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(raw.trim()) {
+        Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(100 * 365 * 86_400) => {
+            Ok(d)
+        }
+        _ => Err(format!(
+            "{raw:?} is not a duration from 1s to 100 years (e.g. 7d, 12h, 30m)"
+        )),
+    }
+}
+
 fn parse_seconds(raw: &str) -> Result<Duration, String> {
     let secs: f64 = raw
         .trim()
@@ -513,6 +550,30 @@ mod tests {
         assert_eq!(c.max_streams, 10_000);
         assert_eq!(c.max_upstream_body, 8 << 20);
         assert_eq!(c.max_inflight(), [64; 3]);
+        assert_eq!(c.data_dir, std::path::PathBuf::from("./data"));
+        assert!(!c.in_memory);
+        assert_eq!(c.sync, crate::store::SyncMode::Normal);
+        assert_eq!(c.keep_decisions, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.keep_rollups, Duration::from_secs(400 * 86_400));
+    }
+
+    #[test]
+    fn store_flags() {
+        let c = parse(&[
+            "--data-dir",
+            "/tmp/x",
+            "--sync",
+            "full",
+            "--keep-decisions",
+            "12h",
+            "--keep-rollups",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(c.sync, crate::store::SyncMode::Full);
+        assert_eq!(c.keep_decisions, Duration::from_secs(12 * 3_600));
+        assert_eq!(c.keep_rollups, Duration::from_secs(90));
+        assert!(parse(&["--in-memory"]).unwrap().in_memory);
     }
 
     #[test]
@@ -660,6 +721,10 @@ mod tests {
             &["--price", "fast=1/inf"],
             &["--price", "fast=1/2", "--price", "Q2=1/2"],
             &["--circuit-cooldown", "0"],
+            &["--sync", "sometimes"],
+            &["--keep-decisions", "0s"],
+            &["--keep-decisions", "soon"],
+            &["--keep-rollups", "-1d"],
             &["--buffer-size", "0"],
             &["--window", "0"],
             &["--buffer-size", "10", "--window", "11"],

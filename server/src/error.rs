@@ -93,6 +93,13 @@ pub enum ApiError {
         "{0} event streams are open, the most this server keeps (--max-streams); poll GET /api/orchestrator/status instead"
     )]
     TooManyStreams(usize),
+    /// The store cannot be written: nothing is acknowledged that is not
+    /// durable.
+    #[error("the store cannot be written ({0}); nothing was recorded durably, retry later")]
+    StoreFailing(String),
+    /// History and the decision log need the store.
+    #[error("no stored history: this server runs with --in-memory")]
+    NoStore,
     /// A bug; the details go to the log only.
     #[error("internal server error")]
     Internal(String),
@@ -111,7 +118,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NoStore => StatusCode::NOT_FOUND,
             ApiError::NoUpstream { .. }
+            | ApiError::StoreFailing(_)
             | ApiError::TooManyStreams(_)
             | ApiError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream { failure, .. } => upstream_status(failure),
@@ -125,7 +134,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let error = self.to_string();
         let retry = match &self {
-            ApiError::Busy { .. } | ApiError::TooManyStreams(_) => {
+            ApiError::Busy { .. } | ApiError::TooManyStreams(_) | ApiError::StoreFailing(_) => {
                 Some(HeaderValue::from_static(RETRY_AFTER_SECS))
             }
             ApiError::CircuitOpen {
@@ -171,6 +180,8 @@ impl IntoResponse for ApiError {
             | ApiError::Unauthorized
             | ApiError::UnsupportedMediaType(_)
             | ApiError::CrossSite(_)
+            | ApiError::StoreFailing(_)
+            | ApiError::NoStore
             | ApiError::TooManyStreams(_) => None,
         };
         let body = ErrorBody {

@@ -81,6 +81,20 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
         return Err(ApiError::Invalid("body: must be a JSON object".into()));
     }
+    decode_shape(bytes)
+}
+
+/// A body that is one JSON object, or an array of them (a batch): the
+/// items, and whether it was an array. An item's error names it (`[3].score`).
+pub fn decode_json_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<(Vec<T>, bool), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => decode_shape(bytes).map(|items| (items, true)),
+        _ => decode_json(bytes).map(|one| (vec![one], false)),
+    }
+}
+
+/// Decodes JSON text into `T`, naming the field of a shape error.
+fn decode_shape<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();

@@ -9,12 +9,14 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod history;
 pub mod logwriter;
 pub mod panel;
 pub mod places;
 pub mod routing;
 pub mod serve;
 pub mod service;
+pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod upstream;
@@ -120,6 +122,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let ingest = Router::new()
         .route("/api/orchestrator/decisions", post(api::ingest))
+        .route_layer(DefaultBodyLimit::max(api::MAX_BATCH_BODY_BYTES))
         .route_layer(middleware::from_fn_with_state(
             state.options.ingest_token.clone(),
             require_token,
@@ -136,6 +139,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/orchestrator/status", get(api::status))
         .route("/api/orchestrator/stream", get(api::stream))
         .route("/api/orchestrator/calibrate", get(api::calibrate))
+        .route("/api/orchestrator/history", get(history::history))
+        .route("/api/orchestrator/decisions", get(history::decisions))
         .merge(writes)
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(api::openapi))

@@ -62,10 +62,37 @@ async fn main() {
     let addr = listener
         .local_addr()
         .expect("a bound socket has an address");
+    let mut service = StatusService::new(config.buffer_size, config.window)
+        .with_redaction(config.redact_queries)
+        .with_routing(shared::Routing::new(config.q4_threshold), config.prices());
+    if !config.in_memory {
+        let settings = server::store::Settings {
+            dir: config.data_dir.clone(),
+            sync: config.sync,
+            keep_decisions: config.keep_decisions,
+            keep_rollups: config.keep_rollups,
+        };
+        let started = std::time::Instant::now();
+        match server::store::Store::open(&settings, config.buffer_size) {
+            Ok((store, restored)) => {
+                tracing::info!(
+                    dir = %config.data_dir.display(),
+                    sync = ?config.sync,
+                    decisions = restored.per_tier.iter().sum::<u64>(),
+                    seq = restored.seq,
+                    ms = started.elapsed().as_millis() as u64,
+                    "store opened"
+                );
+                service = service.with_store(store, restored);
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::exit(1);
+            }
+        }
+    }
     let state = AppState::with_options(
-        StatusService::new(config.buffer_size, config.window)
-            .with_redaction(config.redact_queries)
-            .with_routing(shared::Routing::new(config.q4_threshold), config.prices()),
+        service,
         Upstreams::new(
             config.specs(),
             Settings {

@@ -21,6 +21,7 @@ use axum::http::HeaderValue;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use shared::api::{Mode, Usage};
+use shared::history::{Persistence, PersistenceState};
 use shared::insight::{Population, Prices, Tokens, cost_summary};
 use shared::{
     DEFAULT_RECENT, DecisionError, Instance, OrchestratorStatus, RecordedDecision, Routing,
@@ -28,6 +29,7 @@ use shared::{
 };
 use tokio::sync::Notify;
 
+use crate::store::{CommitError, Restored, Row, Store};
 use crate::telemetry::Telemetry;
 
 /// A cached status older than this is rebuilt even if nothing changed, so its
@@ -58,6 +60,34 @@ pub struct StatusService {
     routing: Routing,
     /// `--price`, for the status's `cost`.
     prices: Prices,
+    /// The embedded store every decision is committed to, unless
+    /// `--in-memory`.
+    store: Option<Arc<Store>>,
+    /// The instance id: the data dir's (the same across restarts), else
+    /// this process's.
+    instance_id: String,
+}
+
+/// Decisions recorded in memory on their way to the store.
+#[must_use = "the decisions reach the store only when committed or written"]
+pub struct Pending {
+    store: Option<Arc<Store>>,
+    rows: Vec<Row>,
+}
+
+impl Pending {
+    /// Sends them to the store; the handle resolves once they are
+    /// committed (at once without a store). Sent even if nobody waits.
+    pub fn commit(self) -> Option<tokio::task::JoinHandle<Result<(), CommitError>>> {
+        self.store.map(|store| store.commit(self.rows))
+    }
+
+    /// Sends them to the store without waiting (outside async code).
+    pub fn write(self) {
+        if let Some(store) = self.store {
+            store.write(self.rows);
+        }
+    }
 }
 
 struct Inner {
@@ -101,6 +131,9 @@ impl Inner {
     }
 }
 
+/// A validated decision, not yet recorded.
+pub struct Draft(RecordedDecision);
+
 /// A serialised status, shared by every reader until something changes.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -137,6 +170,8 @@ impl StatusService {
             std::process::id()
         );
         let service = StatusService {
+            instance_id: boot.clone(),
+            store: None,
             inner: Mutex::new(Inner {
                 buffer: VecDeque::with_capacity(capacity),
                 total: 0,
@@ -193,6 +228,29 @@ impl StatusService {
         self
     }
 
+    /// Commits every decision to `store`, and takes back what it holds:
+    /// the newest decisions, the totals, the sequence and the instance id.
+    pub fn with_store(mut self, store: Arc<Store>, restored: Restored) -> Self {
+        {
+            let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let skip = restored.buffer.len().saturating_sub(self.capacity);
+            inner.buffer = restored.buffer.into_iter().skip(skip).collect();
+            inner.per_tier = restored.per_tier;
+            inner.total = restored.per_tier.iter().sum();
+            inner.tokens = restored.tokens;
+            inner.seq = restored.seq;
+        }
+        self.instance_id = restored.instance;
+        self.store = Some(store);
+        self.bump();
+        self
+    }
+
+    /// The store, unless `--in-memory`.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
     /// The thresholds decisions are routed by.
     pub fn routing(&self) -> Routing {
         self.routing
@@ -211,7 +269,7 @@ impl StatusService {
     /// This process: its id, start time and version.
     pub fn instance(&self) -> Instance {
         Instance {
-            id: self.boot.clone(),
+            id: self.instance_id.clone(),
             started_at: self.started_at,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
@@ -245,7 +303,8 @@ impl StatusService {
 
     /// [`Self::record_routed`] with the signals that made the score and,
     /// when already known, the tokens the answer took (both validated by
-    /// the caller: see `shared::insight`).
+    /// the caller: see `shared::insight`). With a store, the decision is
+    /// sent to it without waiting for the commit.
     #[allow(clippy::too_many_arguments)] // the fields of one decision
     pub fn record_explained(
         &self,
@@ -257,52 +316,128 @@ impl StatusService {
         signals: Option<Vec<Signal>>,
         usage: Option<Usage>,
     ) -> Result<RoutingDecision, DecisionError> {
-        // Everything that can fail happens before the lock; validating first
-        // keeps seqs free of gaps.
+        let (decision, pending) =
+            self.record_pending(query, tier, score, decision_time_ms, mode, signals, usage)?;
+        pending.write();
+        Ok(decision)
+    }
+
+    /// [`Self::record_explained`], leaving it to the caller to commit the
+    /// decision to the store (and to wait for that).
+    #[allow(clippy::too_many_arguments)] // the fields of one decision
+    pub fn record_pending(
+        &self,
+        query: &str,
+        tier: Tier,
+        score: f64,
+        decision_time_ms: f64,
+        mode: Option<Mode>,
+        signals: Option<Vec<Signal>>,
+        usage: Option<Usage>,
+    ) -> Result<(RoutingDecision, Pending), DecisionError> {
+        let draft = self.draft(query, tier, score, decision_time_ms, mode, signals, usage)?;
+        let (mut decisions, pending) = self.record_batch(vec![draft]);
+        Ok((decisions.pop().expect("one recorded"), pending))
+    }
+
+    /// Validates one decision without recording it; see [`Self::record_batch`].
+    #[allow(clippy::too_many_arguments)] // the fields of one decision
+    pub fn draft(
+        &self,
+        query: &str,
+        tier: Tier,
+        score: f64,
+        decision_time_ms: f64,
+        mode: Option<Mode>,
+        signals: Option<Vec<Signal>>,
+        usage: Option<Usage>,
+    ) -> Result<Draft, DecisionError> {
         let query = shared::stored_query(query)?;
         let shown = if self.redact { "[redacted]" } else { query };
         let decision = RoutingDecision::new(String::new(), shown, tier, score, Utc::now())?;
         let mut recorded = RecordedDecision::new(decision, decision_time_ms)?;
         recorded.decision.signals = signals;
         recorded.decision.usage = usage;
-        let (public, evicted) = {
+        recorded.decision.mode = mode;
+        Ok(Draft(recorded))
+    }
+
+    /// Records validated decisions, all at once: they get consecutive
+    /// `seq`s, ids and times under the lock that buffers them, so all three
+    /// follow buffer order. Validation happened in [`Self::draft`], so
+    /// nothing here can fail and seqs stay free of gaps.
+    pub fn record_batch(&self, drafts: Vec<Draft>) -> (Vec<RoutingDecision>, Pending) {
+        let mut public = Vec::with_capacity(drafts.len());
+        let mut evicted = Vec::new();
+        {
             let mut inner = self.lock();
-            inner.seq += 1;
-            let seq = inner.seq;
-            let d = &mut recorded.decision;
-            d.seq = seq;
-            d.mode = mode;
-            d.id = format!("{}-{seq}", self.boot);
-            d.timestamp = Utc::now();
-            if self.redact {
-                d.query = format!("[redacted #{seq}]");
+            let now = Utc::now();
+            for Draft(mut recorded) in drafts {
+                inner.seq += 1;
+                let seq = inner.seq;
+                let d = &mut recorded.decision;
+                d.seq = seq;
+                d.id = format!("{}-{seq}", self.instance_id);
+                d.timestamp = now;
+                if self.redact {
+                    d.query = format!("[redacted #{seq}]");
+                }
+                public.push((recorded.decision.clone(), recorded.decision_time_ms));
+                if inner.buffer.len() == self.capacity {
+                    evicted.extend(inner.buffer.pop_front());
+                }
+                let tier = recorded.decision.tier;
+                if let Some(u) = &recorded.decision.usage {
+                    inner.tokens[tier.index()].add(u);
+                }
+                inner.buffer.push_back(recorded);
+                inner.total += 1;
+                inner.per_tier[tier.index()] += 1;
             }
-            let public = recorded.decision.clone();
-            let evicted = if inner.buffer.len() == self.capacity {
-                inner.buffer.pop_front()
-            } else {
-                None
-            };
-            inner.buffer.push_back(recorded);
-            inner.total += 1;
-            inner.per_tier[tier.index()] += 1;
-            if let Some(u) = &usage {
-                inner.tokens[tier.index()].add(u);
-            }
-            (public, evicted)
-        };
+        }
         // Freed outside the lock.
         drop(evicted);
         if let Some(t) = &self.telemetry {
-            t.record_decision(tier, public.complexity, mode, decision_time_ms);
+            for (d, ms) in &public {
+                t.record_decision(d.tier, d.complexity, d.mode, *ms);
+            }
         }
         self.bump();
-        Ok(public)
+        let rows = match &self.store {
+            Some(_) => public.iter().map(|(d, ms)| Row::of(d, *ms)).collect(),
+            None => Vec::new(),
+        };
+        let pending = Pending {
+            store: self.store.clone(),
+            rows,
+        };
+        (public.into_iter().map(|(d, _)| d).collect(), pending)
+    }
+
+    /// Why the store refuses new decisions right now, if it does.
+    pub fn store_failing(&self) -> Option<String> {
+        let store = self.store.as_ref()?;
+        store.is_failing().then(|| {
+            store
+                .persistence()
+                .error
+                .unwrap_or_else(|| "the store is failing".into())
+        })
+    }
+
+    /// Counts one routed query's upstream call into the store's rollups.
+    pub fn add_call(&self, tier: Tier, latency_ms: f64, ok: bool) {
+        if let Some(store) = &self.store {
+            store.add_call(tier, latency_ms, ok);
+        }
     }
 
     /// Adds the tokens the answer to decision `seq` (routed to `tier`) took:
     /// to the tier's totals, and to the decision while it is buffered.
     pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage) {
+        if let Some(store) = &self.store {
+            store.add_usage(seq, tier, usage);
+        }
         {
             let mut inner = self.lock();
             inner.tokens[tier.index()].add(&usage);
@@ -344,21 +479,31 @@ impl StatusService {
     /// once if one happened since the last call returned): the wake-up of
     /// a single waiter, the stream's publisher.
     pub async fn changed(&self) {
-        match &self.telemetry {
-            Some(t) => {
-                tokio::select! {
-                    () = self.changed.notified() => {}
-                    () = t.changed() => {}
-                }
+        let telemetry = async {
+            match &self.telemetry {
+                Some(t) => t.changed().await,
+                None => std::future::pending().await,
             }
-            None => self.changed.notified().await,
+        };
+        let store = async {
+            match &self.store {
+                Some(s) => s.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.changed.notified() => {}
+            () = telemetry => {}
+            () = store => {}
         }
     }
 
     /// The data version: it grows with every change a status could show,
     /// upstream figures included.
     fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire) + self.telemetry.as_ref().map_or(0, |t| t.version())
+        self.version.load(Ordering::Acquire)
+            + self.telemetry.as_ref().map_or(0, |t| t.version())
+            + self.store.as_ref().map_or(0, |s| s.version())
     }
 
     fn bump(&self) {
@@ -423,6 +568,16 @@ impl StatusService {
         status.buffer_capacity = Some(self.capacity);
         status.routing = Some(self.routing);
         status.cost = Some(cost_summary(&tokens, &self.prices));
+        status.persistence = Some(match &self.store {
+            Some(store) => store.persistence(),
+            None => Persistence {
+                state: PersistenceState::Off,
+                since: None,
+                error: None,
+                not_persisted: 0,
+                sync: None,
+            },
+        });
         if let Some(t) = &self.telemetry {
             status.tier_metrics = Some(t.tier_metrics());
             status.model_utilization = Some(t.model_utilization());

@@ -8,6 +8,7 @@
 
 pub mod api;
 mod decision;
+pub mod history;
 pub mod insight;
 pub mod metrics;
 mod mock;

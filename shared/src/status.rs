@@ -103,6 +103,9 @@ pub struct OrchestratorStatus {
     /// what they cost against the same traffic all on Q4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostSummary>,
+    /// Beyond the seed: whether decisions reach the embedded store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<crate::history::Persistence>,
 }
 
 /// The server process a status comes from.
@@ -256,6 +259,7 @@ where
         model_utilization: None,
         routing: None,
         cost: None,
+        persistence: None,
     }
 }
 

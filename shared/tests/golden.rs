@@ -22,6 +22,7 @@ const ADDED_STATUS: &[&str] = &[
     "modelUtilization",
     "routing",
     "cost",
+    "persistence",
 ];
 const ADDED_DECISION: &[&str] = &[
     "seq",

@@ -46,6 +46,9 @@ pub fn server_bin() -> PathBuf {
 /// A running server process, killed when dropped.
 pub struct Server {
     child: Child,
+    /// The data dir the helper made for it (removed on drop), when the
+    /// flags named none.
+    _data: Option<tempfile::TempDir>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// `http://addr`.
@@ -60,9 +63,30 @@ impl Server {
 
     /// Starts the server on `listen` (e.g. a port a previous one used).
     pub fn start_on(listen: &str, args: &[&str]) -> Server {
+        Self::start_full(listen, args, &[], None)
+    }
+
+    /// The server with its own fresh data dir unless the flags name one
+    /// (or `--in-memory`): tests run side by side, each with its store.
+    fn start_full(
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Server {
+        let named = args
+            .iter()
+            .any(|a| a.starts_with("--data-dir") || *a == "--in-memory");
+        let data = (!named).then(|| tempfile::tempdir().expect("a temp dir"));
+        let dir = data.as_ref().map(|d| d.path().display().to_string());
         let mut full = vec!["--listen", listen];
+        if let Some(dir) = &dir {
+            full.extend(["--data-dir", dir.as_str()]);
+        }
         full.extend_from_slice(args);
-        Self::spawn(&server_bin(), &full)
+        let mut server = Self::spawn_with(&server_bin(), &full, env, log);
+        server._data = data;
+        server
     }
 
     /// Starts any binary that prints `listening on http://ADDR` first.
@@ -77,9 +101,7 @@ impl Server {
         env: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> Server {
-        let mut full = vec!["--listen", "127.0.0.1:0"];
-        full.extend_from_slice(args);
-        Self::spawn_with(&server_bin(), &full, env, log)
+        Self::start_full("127.0.0.1:0", args, env, log)
     }
 
     fn spawn_with(
@@ -115,6 +137,7 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,
+            _data: None,
             addr,
             base: format!("http://{addr}"),
         }

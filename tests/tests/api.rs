@@ -442,6 +442,7 @@ async fn status_json_is_the_seed_interface() {
             "modelUtilization",
             "routing",
             "cost",
+            "persistence",
         ],
     );
     let keys = |v: &Value| -> Vec<String> {
@@ -458,6 +459,7 @@ async fn status_json_is_the_seed_interface() {
             "cost",
             "instance",
             "modelUtilization",
+            "persistence",
             "recentDecisions",
             "routing",
             "tierMetrics",

@@ -1,0 +1,596 @@
+//! `GET /api/orchestrator/history` (trends from the store's per-minute
+//! rollups) and `GET /api/orchestrator/decisions` (the stored decision log,
+//! paged newest first, or exported whole as NDJSON or CSV).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone as _, Utc};
+use shared::api::Mode;
+use shared::history::{
+    DECISION_TIME_BOUNDS_MS, DecisionPage, History, LATENCY_BOUNDS_MS, MAX_POINTS, Step, TierSeries,
+};
+use shared::{Complexity, RoutingDecision, Tier};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::store::{Filter, ROLLUP_SUMS, Store};
+
+/// Decisions a page holds unless `limit` says otherwise.
+pub const DEFAULT_PAGE: usize = 100;
+/// Most decisions one page may hold.
+pub const MAX_PAGE: usize = 1_000;
+/// Decisions an export reads from the store at a time.
+const EXPORT_CHUNK: usize = 1_000;
+
+/// The query string as `(name, value)` pairs, each name at most once.
+fn params(req: &Request) -> Result<Vec<(String, String)>, ApiError> {
+    let raw = req.uri().query().unwrap_or("");
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::BadParameter(format!("query string: {e}")))?;
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(n, _)| n == name) {
+            return Err(ApiError::BadParameter(format!(
+                "{name}: given more than once"
+            )));
+        }
+    }
+    Ok(pairs)
+}
+
+fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn store(state: &AppState) -> Result<Arc<Store>, ApiError> {
+    state.service.store().cloned().ok_or(ApiError::NoStore)
+}
+
+/// A time as given to `from`/`to`, exactly as [`TIME_PATTERN`] and the
+/// document say: RFC 3339, Unix seconds or milliseconds (a number from
+/// 100000000000 on is taken as ms), `now`, or `now` less a whole number of
+/// seconds, minutes, hours, days or weeks (`-24h`, `now-7d`).
+pub fn parse_time(name: &str, raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    let bad = || {
+        ApiError::BadParameter(format!(
+            "{name}: {raw:?} is not a time (RFC 3339, Unix seconds or ms, now, or -N with a unit s, m, h, d or w, such as -24h)"
+        ))
+    };
+    if raw == "now" {
+        return Ok(now);
+    }
+    if let Some(ago) = raw.strip_prefix("now-").or_else(|| raw.strip_prefix('-')) {
+        let (digits, unit) = ago.split_at(ago.len().saturating_sub(1));
+        let seconds: i64 = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            "w" => 604_800,
+            _ => return Err(bad()),
+        };
+        if !(1..=RELATIVE_DIGITS).contains(&digits.len())
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        return n
+            .checked_mul(seconds)
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|ago| now.checked_sub_signed(ago))
+            .ok_or_else(bad);
+    }
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = raw.parse().map_err(|_| bad())?;
+        if n > MAX_EPOCH {
+            return Err(bad());
+        }
+        let ms = if n < 100_000_000_000 { n * 1_000 } else { n };
+        return Utc.timestamp_millis_opt(ms).single().ok_or_else(bad);
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| bad())
+}
+
+/// The most digits of a relative time (`-999999w`, some 19,000 years).
+const RELATIVE_DIGITS: usize = 6;
+
+/// The largest Unix time accepted (ms; about the year 253,000).
+pub const MAX_EPOCH: i64 = 8_000_000_000_000_000;
+
+/// The relative forms of a time, as the document's pattern.
+pub const RELATIVE_PATTERN: &str = "^(now|(now)?-[0-9]{1,6}[smhdw])$";
+
+/// Trends per tier over time, from the per-minute rollups.
+#[utoipa::path(
+    get,
+    path = "/api/orchestrator/history",
+    tag = "history",
+    params(
+        ("from" = Option<String>, Query, description = "Start: RFC 3339, Unix seconds or ms, `now` or `-DURATION` (`-24h`); default 24 hours before `to`"),
+        ("to" = Option<String>, Query, description = "End (exclusive), in the same forms; default now"),
+        ("step" = Option<String>, Query, description = "`1m`, `5m`, `1h` or `1d`; default the shortest that fits in 1440 points", example = "1h"),
+    ),
+    responses(
+        (status = 200, description = "One value per step in each series, per tier; steps are aligned to the epoch (UTC), the newest holding `to`", body = History),
+        (status = 400, description = "A bad time or step, `from` not before `to`, or more than 1440 points", body = crate::error::ErrorBody),
+        (status = 404, description = "The server runs with --in-memory: there is no stored history", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn history(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let pairs = params(&req)?;
+    let now = Utc::now();
+    let to = match get(&pairs, "to") {
+        Some(raw) => parse_time("to", raw, now)?,
+        None => now,
+    };
+    let from = match get(&pairs, "from") {
+        Some(raw) => parse_time("from", raw, now)?,
+        None => to - chrono::Duration::days(1),
+    };
+    if from >= to {
+        return Err(ApiError::BadParameter(format!(
+            "from ({}) must be before to ({})",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        )));
+    }
+    let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+    // Both positive: from < to.
+    let span_minutes = (to_ms - from_ms).unsigned_abs().div_ceil(60_000) as i64;
+    let step = match get(&pairs, "step") {
+        Some(raw) => Step::parse(raw).ok_or_else(|| {
+            ApiError::BadParameter(format!("step: {raw:?} is not one of 1m, 5m, 1h, 1d"))
+        })?,
+        None => Step::fitting(0, span_minutes - 1),
+    };
+    let m = step.minutes();
+    let n = span_minutes.unsigned_abs().div_ceil(m as u64) as i64;
+    if n > MAX_POINTS {
+        return Err(ApiError::BadParameter(format!(
+            "{n} points of {} from {} to {}: at most {MAX_POINTS}; use a longer step or a shorter range",
+            step.name(),
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        )));
+    }
+    // The newest step holds `to`; n steps back from it.
+    let last = shared::history::minute_of(to_ms - 1).div_euclid(m);
+    let first = (last - n + 1) * m;
+    let end = (last + 1) * m;
+    let store = store(&state)?;
+    let rows = tokio::task::spawn_blocking(move || store.rollups(first, end, m))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("history: {e}")))?;
+    let len = n as usize;
+    let dt = DECISION_TIME_BOUNDS_MS.len() + 1;
+    let lat = LATENCY_BOUNDS_MS.len() + 1;
+    let mut series: Vec<TierSeries> = Tier::ALL
+        .into_iter()
+        .map(|tier| TierSeries {
+            tier,
+            decisions: vec![0; len],
+            simple: vec![0; len],
+            moderate: vec![0; len],
+            complex: vec![0; len],
+            two_stage: vec![0; len],
+            simple_mode: vec![0; len],
+            decision_time_ms_sum: vec![0.0; len],
+            decision_time_buckets: vec![0; dt],
+            prompt_tokens: vec![0; len],
+            completion_tokens: vec![0; len],
+            upstream_calls: vec![0; len],
+            upstream_errors: vec![0; len],
+            upstream_latency_ms_sum: vec![0.0; len],
+            upstream_latency_buckets: vec![0; lat],
+        })
+        .collect();
+    for (b, tier, v) in rows {
+        let Some(i) = usize::try_from(b).ok().filter(|i| *i < len) else {
+            continue;
+        };
+        let s = &mut series[tier.index()];
+        let count = |x: f64| x.max(0.0) as u64;
+        s.decisions[i] = count(v[0]);
+        s.simple[i] = count(v[1]);
+        s.moderate[i] = count(v[2]);
+        s.complex[i] = count(v[3]);
+        s.two_stage[i] = count(v[4]);
+        s.simple_mode[i] = count(v[5]);
+        s.decision_time_ms_sum[i] = finite(v[6]);
+        s.prompt_tokens[i] = count(v[7]);
+        s.completion_tokens[i] = count(v[8]);
+        s.upstream_calls[i] = count(v[9]);
+        s.upstream_errors[i] = count(v[10]);
+        s.upstream_latency_ms_sum[i] = finite(v[11]);
+        let rest = &v[ROLLUP_SUMS.len()..];
+        for (k, x) in rest[..dt].iter().enumerate() {
+            s.decision_time_buckets[k] += count(*x);
+        }
+        for (k, x) in rest[dt..].iter().enumerate() {
+            s.upstream_latency_buckets[k] += count(*x);
+        }
+    }
+    let at = |minute: i64| Utc.timestamp_opt(minute * 60, 0).single().unwrap_or(now);
+    let body = History {
+        from: at(first),
+        to: at(end),
+        step: step.name().to_owned(),
+        step_seconds: (m * 60) as u32,
+        times: (0..n).map(|i| (first + i * m) * 60).collect(),
+        series,
+        decision_time_bounds_ms: DECISION_TIME_BOUNDS_MS.to_vec(),
+        upstream_latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() { x } else { 0.0 }
+}
+
+/// How the decision log is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Ndjson,
+    Csv,
+}
+
+/// The decisions endpoint's parameters.
+#[derive(Debug)]
+struct LogQuery {
+    before: u64,
+    limit: Option<usize>,
+    filter: Filter,
+    format: Format,
+}
+
+fn parse_log_query(pairs: &[(String, String)]) -> Result<LogQuery, ApiError> {
+    let bad = |name: &str, raw: &str, want: &str| {
+        ApiError::BadParameter(format!("{name}: {raw:?} is not {want}"))
+    };
+    let before = match get(pairs, "before") {
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=i64::MAX as u64).contains(n))
+            .ok_or_else(|| bad("before", raw, "a sequence number (1 to 2^63-1)"))?,
+        None => u64::MAX,
+    };
+    let limit = match get(pairs, "limit") {
+        Some(raw) => Some(
+            raw.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| bad("limit", raw, "an integer in 1..=1000"))?,
+        ),
+        None => None,
+    };
+    let tier = match get(pairs, "tier") {
+        Some(raw) => Some(
+            Tier::ALL
+                .into_iter()
+                .find(|t| t.label() == raw || t.internal_name() == raw)
+                .ok_or_else(|| bad("tier", raw, "Q2, Q3, Q4, fast, balanced or powerful"))?,
+        ),
+        None => None,
+    };
+    let complexity = match get(pairs, "complexity") {
+        Some(raw) => Some(
+            [
+                Complexity::Simple,
+                Complexity::Moderate,
+                Complexity::Complex,
+            ]
+            .into_iter()
+            .find(|c| c.label() == raw)
+            .ok_or_else(|| bad("complexity", raw, "SIMPLE, MODERATE or COMPLEX"))?,
+        ),
+        None => None,
+    };
+    let mode = match get(pairs, "mode") {
+        Some("simple") => Some(Some(Mode::Simple)),
+        Some("two-stage") => Some(Some(Mode::TwoStage)),
+        Some("none") => Some(None),
+        Some(raw) => return Err(bad("mode", raw, "simple, two-stage or none")),
+        None => None,
+    };
+    let text = get(pairs, "q").map(str::to_owned);
+    if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
+        return Err(ApiError::BadParameter("q: at most 200 characters".into()));
+    }
+    let format = match get(pairs, "format") {
+        None | Some("json") => Format::Json,
+        Some("ndjson") => Format::Ndjson,
+        Some("csv") => Format::Csv,
+        Some(raw) => return Err(bad("format", raw, "json, ndjson or csv")),
+    };
+    Ok(LogQuery {
+        before,
+        limit,
+        filter: Filter {
+            tier,
+            complexity,
+            mode,
+            text,
+        },
+        format,
+    })
+}
+
+/// Stored decisions, newest first, filtered and paged; or all of them that
+/// pass the filters, streamed as NDJSON or CSV.
+#[utoipa::path(
+    get,
+    path = "/api/orchestrator/decisions",
+    tag = "history",
+    params(
+        ("before" = Option<u64>, Query, description = "Only decisions with a smaller `seq` (keyset paging: pass the previous page's `nextBefore`)", minimum = 1),
+        ("limit" = Option<usize>, Query, description = "Decisions per page, 1..=1000 (default 100); for an export, the most exported (default all)", minimum = 1, maximum = 1000),
+        ("tier" = Option<String>, Query, description = "Only this tier: Q2, Q3, Q4, fast, balanced or powerful"),
+        ("complexity" = Option<String>, Query, description = "Only SIMPLE, MODERATE or COMPLEX"),
+        ("mode" = Option<String>, Query, description = "Only `simple`, `two-stage`, or `none` (reported without a mode)"),
+        ("q" = Option<String>, Query, description = "Only queries holding this text (case-sensitive; at most 200 characters)"),
+        ("format" = Option<String>, Query, description = "`json` (a page, default), `ndjson` or `csv` (an export of every match, streamed)"),
+    ),
+    responses(
+        (status = 200, description = "A page (JSON), or an export: NDJSON (one decision per line) or CSV with a header row",
+         content(
+            (DecisionPage = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+         )),
+        (status = 400, description = "A bad parameter", body = crate::error::ErrorBody),
+        (status = 404, description = "The server runs with --in-memory: there is no stored log", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn decisions(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let query = parse_log_query(&params(&req)?)?;
+    let store = store(&state)?;
+    match query.format {
+        Format::Json => {
+            let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+            let (filter, before) = (query.filter, query.before);
+            let mut rows =
+                tokio::task::spawn_blocking(move || store.page(&filter, before, limit + 1))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                    .map_err(|e| ApiError::Internal(format!("decisions: {e}")))?;
+            let next_before = (rows.len() > limit).then(|| {
+                rows.truncate(limit);
+                rows.last().map_or(0, |d| d.seq)
+            });
+            Ok(axum::Json(DecisionPage {
+                decisions: rows,
+                next_before,
+            })
+            .into_response())
+        }
+        format => Ok(export(store, query, format)),
+    }
+}
+
+/// Streams every matching decision, a chunk at a time read by keyset from
+/// the store: memory stays flat whatever the export's size.
+fn export(store: Arc<Store>, query: LogQuery, format: Format) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut before = query.before;
+        let mut left = query.limit.unwrap_or(usize::MAX);
+        let mut first = true;
+        while left > 0 {
+            let chunk = EXPORT_CHUNK.min(left);
+            let rows = match store.page(&query.filter, before, chunk) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let bytes = match format {
+                Format::Csv => csv_chunk(&rows, first),
+                _ => ndjson_chunk(&rows),
+            };
+            first = false;
+            if !bytes.is_empty() && tx.blocking_send(Ok(Bytes::from(bytes))).is_err() {
+                return; // the client went away
+            }
+            left -= rows.len();
+            match rows.last() {
+                Some(last) if rows.len() == chunk => before = last.seq,
+                _ => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let (content_type, name) = match format {
+        Format::Csv => ("text/csv", "decisions.csv"),
+        _ => ("application/x-ndjson", "decisions.ndjson"),
+    };
+    let disposition = format!("attachment; filename=\"{name}\"");
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition).expect("an ASCII header"),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+fn ndjson_chunk(rows: &[RoutingDecision]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 256);
+    for d in rows {
+        serde_json::to_writer(&mut out, d).expect("a decision serialises");
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The CSV columns of an export.
+pub const CSV_HEADER: [&str; 13] = [
+    "seq",
+    "id",
+    "timestamp",
+    "tier",
+    "tierName",
+    "complexity",
+    "score",
+    "mode",
+    "decisionTimeMs",
+    "promptTokens",
+    "completionTokens",
+    "signals",
+    "query",
+];
+
+fn csv_chunk(rows: &[RoutingDecision], header: bool) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 200));
+    let mut put = || -> csv::Result<()> {
+        if header {
+            w.write_record(CSV_HEADER)?;
+        }
+        for d in rows {
+            let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+            w.write_record([
+                d.seq.to_string(),
+                d.id.clone(),
+                d.timestamp
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                d.tier.label().to_owned(),
+                d.tier_name.clone(),
+                d.complexity.label().to_owned(),
+                d.score.to_string(),
+                d.mode
+                    .map(|m| match m {
+                        Mode::Simple => "simple",
+                        Mode::TwoStage => "two-stage",
+                    })
+                    .unwrap_or_default()
+                    .to_owned(),
+                d.decision_time_ms
+                    .map(|x| x.to_string())
+                    .unwrap_or_default(),
+                opt(d.usage.map(|u| u.prompt_tokens)),
+                opt(d.usage.map(|u| u.completion_tokens)),
+                d.signals
+                    .as_ref()
+                    .map(|s| serde_json::to_string(s).unwrap_or_default())
+                    .unwrap_or_default(),
+                d.query.clone(),
+            ])?;
+        }
+        w.flush()?;
+        Ok(())
+    };
+    if put().is_err() {
+        return Vec::new();
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(raw: &str) -> Vec<(String, String)> {
+        serde_urlencoded::from_str(raw).unwrap()
+    }
+
+    #[test]
+    fn times_in_every_form() {
+        let now = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        let t = |raw: &str| parse_time("from", raw, now).map(|t| t.timestamp_millis());
+        assert_eq!(t("now").unwrap(), 1_800_000_000_000);
+        assert_eq!(t("-1h").unwrap(), 1_800_000_000_000 - 3_600_000);
+        assert_eq!(t("now-7d").unwrap(), 1_800_000_000_000 - 7 * 86_400_000);
+        assert_eq!(t("1700000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(t("1700000000123").unwrap(), 1_700_000_000_123);
+        assert_eq!(t("2026-01-01T00:00:00Z").unwrap(), 1_767_225_600_000);
+        assert_eq!(t("2026-01-01T01:00:00+01:00").unwrap(), 1_767_225_600_000);
+        for bad in [
+            "yesterday",
+            "-soon",
+            "-1y",
+            "-1234567d",
+            "now-",
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "99999999999999999999",
+            "8000000000000001",
+            "+5",
+        ] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_parameters() {
+        let q = parse_log_query(&pairs(
+            "before=50&limit=10&tier=powerful&complexity=complex&mode=none&q=a%20b&format=csv",
+        ))
+        .unwrap();
+        assert_eq!((q.before, q.limit), (50, Some(10)));
+        assert_eq!(q.filter.tier, Some(Tier::Q4));
+        assert_eq!(q.filter.complexity, Some(Complexity::Complex));
+        assert_eq!(q.filter.mode, Some(None));
+        assert_eq!(q.filter.text.as_deref(), Some("a b"));
+        assert_eq!(q.format, Format::Csv);
+        let d = parse_log_query(&[]).unwrap();
+        assert_eq!(
+            (d.before, d.limit, d.format),
+            (u64::MAX, None, Format::Json)
+        );
+        for bad in [
+            "before=0",
+            "before=x",
+            "limit=0",
+            "limit=1001",
+            "tier=Q5",
+            "complexity=hard",
+            "mode=fancy",
+            "format=xml",
+            "format=",
+            "tier=",
+            "tier=q2",
+            "complexity=simple",
+            "before=9223372036854775808",
+        ] {
+            assert!(parse_log_query(&pairs(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let d = RoutingDecision::new(
+            "i-1".into(),
+            "a, \"quoted\"\nline",
+            Tier::Q3,
+            4.0,
+            Utc.timestamp_opt(0, 0).unwrap(),
+        )
+        .unwrap();
+        let text = String::from_utf8(csv_chunk(&[d], true)).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let row = r.records().next().unwrap().unwrap();
+        assert_eq!(&row[12], "a, \"quoted\"\nline");
+        assert_eq!(&row[3], "Q3");
+    }
+}

@@ -1,0 +1,1056 @@
+//! The embedded store: every decision, per-minute rollups and all-time
+//! totals in one SQLite database (WAL) under `--data-dir`.
+//!
+//! One writer thread owns the write connection. Decisions reach it through
+//! a bounded channel and are committed in groups: the thread takes what is
+//! waiting (up to [`GROUP_ROWS`] rows) and commits it in one transaction
+//! together with the rollups and totals it changes, then tells each waiter.
+//! A group is committed as soon as the previous commit ends, so a decision
+//! waits at most for the commit in progress and its own (well under 10 ms). Reads (history, the decision
+//! log, exports) use their own read-only connections and never wait on it.
+//!
+//! A failing disk does not stop the router: the writer reports the failure
+//! ([`Store::persistence`]), counts what it could not write, and tries again
+//! with each new group and once a second until a commit succeeds.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone as _, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+use shared::api::{Mode, Usage};
+use shared::history::{
+    DECISION_TIME_BOUNDS_MS, LATENCY_BOUNDS_MS, Persistence, PersistenceState, bucket, minute_of,
+};
+use shared::insight::Tokens;
+use shared::{Complexity, RecordedDecision, RoutingDecision, Signal, Tier};
+use tokio::sync::{Notify, oneshot};
+
+/// The database file inside the data dir.
+pub const DB_FILE: &str = "orchestrator.db";
+/// Held locked by the server using the data dir.
+pub const LOCK_FILE: &str = "server.lock";
+/// Most rows one commit group holds.
+pub const GROUP_ROWS: usize = 1_000;
+/// Messages the writer's channel holds before senders wait.
+const CHANNEL: usize = 4_096;
+/// Rows one retention batch deletes.
+const RETENTION_BATCH: usize = 1_000;
+
+/// `--sync`: how hard a commit presses its data to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// `synchronous=NORMAL` in WAL mode: a commit survives the process
+    /// being killed (kill -9, a crash), not the machine losing power.
+    Normal,
+    /// `synchronous=FULL`: each commit is fsynced; survives power loss.
+    Full,
+}
+
+impl SyncMode {
+    fn name(self) -> &'static str {
+        match self {
+            SyncMode::Normal => "normal",
+            SyncMode::Full => "full",
+        }
+    }
+}
+
+/// Where and how to keep the store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The data dir (created if missing).
+    pub dir: PathBuf,
+    /// Commit durability.
+    pub sync: SyncMode,
+    /// How long decisions are kept.
+    pub keep_decisions: Duration,
+    /// How long per-minute rollups are kept.
+    pub keep_rollups: Duration,
+}
+
+/// Why the store cannot open; each message names the path and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The dir cannot be created or is not a directory.
+    #[error("the data dir {path} cannot be created: {error}")]
+    Create {
+        /// The dir.
+        path: String,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// A file cannot be written there (read-only, no permission, full).
+    #[error(
+        "the data dir {path} is not writable: {error} (free some space or fix its permissions, or pick another with --data-dir)"
+    )]
+    Unwritable {
+        /// The dir.
+        path: String,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// Another server holds the dir.
+    #[error(
+        "another server is already using the data dir {path} (it holds {lock}); stop it or pick another with --data-dir"
+    )]
+    Locked {
+        /// The dir.
+        path: String,
+        /// The lock file.
+        lock: String,
+    },
+    /// The database is not a database, or not ours, or damaged.
+    #[error(
+        "the database {path} is corrupt or not a database of this server: {error}. Move it aside to start with an empty store: mv {path} {path}.corrupt"
+    )]
+    Corrupt {
+        /// The database file.
+        path: String,
+        /// What SQLite said.
+        error: String,
+    },
+    /// Anything else SQLite refused.
+    #[error("the database {path} cannot be opened: {error}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// What SQLite said.
+        error: String,
+    },
+}
+
+/// What a restarted server takes back from the store.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The newest decisions, oldest first (at most the buffer's capacity).
+    pub buffer: Vec<RecordedDecision>,
+    /// Decisions ever recorded, per tier.
+    pub per_tier: [u64; 3],
+    /// Tokens ever counted, per tier.
+    pub tokens: [Tokens; 3],
+    /// The last sequence number handed out.
+    pub seq: u64,
+    /// This data dir's instance id (the same across restarts).
+    pub instance: String,
+}
+
+/// One stored decision, as the writer inserts it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    seq: u64,
+    id: String,
+    ts_ms: i64,
+    tier: Tier,
+    complexity: Complexity,
+    mode: Option<Mode>,
+    score: f64,
+    decision_ms: f64,
+    query: String,
+    signals: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl Row {
+    /// The row of a decision that took `decision_ms` to make.
+    pub fn of(w: &RoutingDecision, decision_ms: f64) -> Row {
+        Row {
+            seq: w.seq,
+            id: w.id.clone(),
+            ts_ms: w.timestamp.timestamp_millis(),
+            tier: w.tier,
+            complexity: w.complexity,
+            mode: w.mode,
+            score: w.score,
+            decision_ms,
+            query: w.query.clone(),
+            signals: w
+                .signals
+                .as_ref()
+                .map(|s| serde_json::to_string(s).expect("signals serialise")),
+            usage: w.usage,
+        }
+    }
+}
+
+/// Why a group was not committed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CommitError(pub String);
+
+enum Msg {
+    Decisions {
+        rows: Vec<Row>,
+        done: Option<oneshot::Sender<Result<(), CommitError>>>,
+    },
+    Usage {
+        seq: u64,
+        tier: Tier,
+        minute: i64,
+        usage: Usage,
+    },
+    Call {
+        tier: Tier,
+        minute: i64,
+        latency_ms: f64,
+        ok: bool,
+    },
+}
+
+/// Whether commits succeed, shared by the writer and the status.
+#[derive(Default)]
+struct Health {
+    failing: AtomicBool,
+    detail: Mutex<Option<(DateTime<Utc>, String)>>,
+    not_persisted: AtomicU64,
+    version: AtomicU64,
+    changed: Notify,
+}
+
+impl Health {
+    fn fail(&self, error: String, lost: u64) {
+        self.not_persisted.fetch_add(lost, Ordering::AcqRel);
+        let mut detail = self.detail.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = detail.as_ref().map_or_else(Utc::now, |(since, _)| *since);
+        if detail.is_none() {
+            tracing::error!(%error, "the store is failing: decisions are kept in memory only");
+        }
+        *detail = Some((since, error));
+        self.failing.store(true, Ordering::Release);
+        drop(detail);
+        self.bump();
+    }
+
+    fn ok(&self) {
+        if self.failing.swap(false, Ordering::AcqRel) {
+            *self.detail.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            tracing::info!("the store is writable again");
+            self.bump();
+        }
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+        self.changed.notify_one();
+    }
+}
+
+/// The store. Dropping it lets the writer finish what it was sent.
+pub struct Store {
+    tx: flume::Sender<Msg>,
+    health: Arc<Health>,
+    sync: SyncMode,
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    /// Held for the life of the process: the second server on the dir
+    /// cannot take it.
+    _lock: File,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `settings.dir`, starts its
+    /// writer and retention threads, and returns what it holds.
+    pub fn open(settings: &Settings, capacity: usize) -> Result<(Arc<Store>, Restored), OpenError> {
+        let dir = &settings.dir;
+        let shown = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|error| OpenError::Create {
+            path: shown.clone(),
+            error,
+        })?;
+        if !dir.is_dir() {
+            return Err(OpenError::Create {
+                path: shown,
+                error: std::io::Error::other("not a directory"),
+            });
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| OpenError::Unwritable {
+                path: shown.clone(),
+                error,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked {
+                path: shown,
+                lock: lock_path.display().to_string(),
+            });
+        }
+        probe_space(dir).map_err(|error| OpenError::Unwritable {
+            path: shown.clone(),
+            error,
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = open_writer(&path, settings.sync)?;
+        let restored = restore(&conn, capacity).map_err(|e| classify(&path, e))?;
+        let (tx, rx) = flume::bounded(CHANNEL);
+        let health = Arc::new(Health::default());
+        let store = Arc::new(Store {
+            tx,
+            health: Arc::clone(&health),
+            sync: settings.sync,
+            path: path.clone(),
+            readers: Mutex::new(Vec::new()),
+            _lock: lock,
+        });
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(conn, rx, &health))
+            .expect("a thread starts");
+        let retention = Retention {
+            path,
+            keep_decisions: settings.keep_decisions,
+            keep_rollups: settings.keep_rollups,
+        };
+        std::thread::Builder::new()
+            .name("store-retention".into())
+            .spawn(move || retention.run())
+            .expect("a thread starts");
+        Ok((store, restored))
+    }
+
+    /// The status's `persistence`.
+    pub fn persistence(&self) -> Persistence {
+        let detail = self
+            .health
+            .detail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Persistence {
+            state: if detail.is_some() {
+                PersistenceState::Failing
+            } else {
+                PersistenceState::Ok
+            },
+            since: detail.as_ref().map(|(since, _)| *since),
+            error: detail.map(|(_, e)| e),
+            not_persisted: self.health.not_persisted.load(Ordering::Acquire),
+            sync: Some(self.sync.name().to_owned()),
+        }
+    }
+
+    /// True while commits fail.
+    pub fn is_failing(&self) -> bool {
+        self.health.failing.load(Ordering::Acquire)
+    }
+
+    /// Grows with every change of [`Self::persistence`].
+    pub fn version(&self) -> u64 {
+        self.health.version.load(Ordering::Acquire)
+    }
+
+    /// Resolves after the next change of [`Self::persistence`].
+    pub async fn changed(&self) {
+        self.health.changed.notified().await
+    }
+
+    /// Sends `rows` to the writer and resolves once their group is
+    /// committed (or failed). Runs to the end even if the caller stops
+    /// waiting, so every recorded decision reaches the writer.
+    pub fn commit(
+        self: &Arc<Self>,
+        rows: Vec<Row>,
+    ) -> tokio::task::JoinHandle<Result<(), CommitError>> {
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            let n = rows.len() as u64;
+            let (done, wait) = oneshot::channel();
+            let msg = Msg::Decisions {
+                rows,
+                done: Some(done),
+            };
+            if store.tx.send_async(msg).await.is_err() {
+                store.health.fail("the store writer stopped".into(), n);
+                return Err(CommitError("the store writer stopped".into()));
+            }
+            wait.await
+                .unwrap_or_else(|_| Err(CommitError("the store writer stopped".into())))
+        })
+    }
+
+    /// Sends `rows` to the writer without waiting for the commit (from code
+    /// that is not async: tests, benchmarks). Blocks while the channel is
+    /// full.
+    pub fn write(&self, rows: Vec<Row>) {
+        let n = rows.len() as u64;
+        if self.tx.send(Msg::Decisions { rows, done: None }).is_err() {
+            self.health.fail("the store writer stopped".into(), n);
+        }
+    }
+
+    /// Adds the tokens the answer to decision `seq` took: to its row, its
+    /// tier's totals and the current minute's rollup.
+    pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage) {
+        let minute = minute_of(Utc::now().timestamp_millis());
+        let _ = self.tx.try_send(Msg::Usage {
+            seq,
+            tier,
+            minute,
+            usage,
+        });
+    }
+
+    /// Counts one routed query's upstream call (after its retries) into the
+    /// current minute's rollup.
+    pub fn add_call(&self, tier: Tier, latency_ms: f64, ok: bool) {
+        let minute = minute_of(Utc::now().timestamp_millis());
+        let _ = self.tx.try_send(Msg::Call {
+            tier,
+            minute,
+            latency_ms,
+            ok,
+        });
+    }
+
+    /// Runs `f` on a read-only connection (from a small pool).
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let conn = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+}
+
+/// Writes and removes a 64 KiB file: a full or read-only file system fails
+/// here, before anything else is touched.
+fn probe_space(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let probe = dir.join(".write-probe");
+    let result = (|| {
+        let mut f = File::create(&probe)?;
+        f.write_all(&[0u8; 64 * 1024])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    result
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> OpenError {
+    use rusqlite::ffi::ErrorCode;
+    let shown = path.display().to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => OpenError::Corrupt {
+            path: shown,
+            error: e.to_string(),
+        },
+        _ => OpenError::Sqlite {
+            path: shown,
+            error: e.to_string(),
+        },
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    tier INTEGER NOT NULL,
+    complexity INTEGER NOT NULL,
+    mode INTEGER,
+    score REAL NOT NULL,
+    decision_ms REAL NOT NULL,
+    query TEXT NOT NULL,
+    signals TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER
+);
+CREATE TABLE IF NOT EXISTS totals (
+    tier INTEGER PRIMARY KEY,
+    decisions INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    with_usage INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0, 0), (1, 0, 0, 0, 0), (2, 0, 0, 0, 0);
+INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('seq', 0);
+";
+
+/// The rollup table: one row per minute and tier; the histogram buckets
+/// are columns `dt0..` and `lat0..`.
+fn rollup_schema() -> String {
+    let dt: String = (0..=DECISION_TIME_BOUNDS_MS.len())
+        .map(|i| format!(", dt{i} INTEGER NOT NULL DEFAULT 0"))
+        .collect();
+    let lat: String = (0..=LATENCY_BOUNDS_MS.len())
+        .map(|i| format!(", lat{i} INTEGER NOT NULL DEFAULT 0"))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS rollups (
+            minute INTEGER NOT NULL, tier INTEGER NOT NULL,
+            decisions INTEGER NOT NULL DEFAULT 0,
+            simple INTEGER NOT NULL DEFAULT 0, moderate INTEGER NOT NULL DEFAULT 0,
+            complex INTEGER NOT NULL DEFAULT 0,
+            two_stage INTEGER NOT NULL DEFAULT 0, simple_mode INTEGER NOT NULL DEFAULT 0,
+            decision_ms REAL NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+            calls INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,
+            latency_ms REAL NOT NULL DEFAULT 0{dt}{lat},
+            PRIMARY KEY (minute, tier)) WITHOUT ROWID;"
+    )
+}
+
+fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, OpenError> {
+    let sql = |e| classify(path, e);
+    let foreign = |error: String| OpenError::Corrupt {
+        path: path.display().to_string(),
+        error,
+    };
+    let conn = Connection::open(path).map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(foreign(format!("journal_mode is {mode}, not wal")));
+    }
+    conn.pragma_update(None, "synchronous", sync.name())
+        .map_err(sql)?;
+    conn.execute_batch(SCHEMA).map_err(sql)?;
+    conn.execute_batch(&rollup_schema()).map_err(sql)?;
+    let schema: i64 = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .map_err(sql)?;
+    if schema != 1 {
+        return Err(foreign(format!(
+            "schema version {schema}, this server knows 1"
+        )));
+    }
+    conn.execute(
+        "INSERT OR IGNORE INTO meta VALUES ('instance', ?1)",
+        [format!("{:x}", fastrand::u64(..))],
+    )
+    .map_err(sql)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn tier_of(i: i64) -> Tier {
+    Tier::ALL[(i.clamp(0, 2)) as usize]
+}
+
+fn mode_code(mode: Option<Mode>) -> Option<i64> {
+    mode.map(|m| match m {
+        Mode::Simple => 0,
+        Mode::TwoStage => 1,
+    })
+}
+
+/// The columns [`decision_from_row`] reads, in order.
+pub const DECISION_COLUMNS: &str =
+    "seq, id, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens";
+
+/// A stored decision back as the service keeps it.
+pub fn decision_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedDecision> {
+    let seq: i64 = r.get(0)?;
+    let ts: i64 = r.get(2)?;
+    let mode: Option<i64> = r.get(4)?;
+    let score: f64 = r.get(5)?;
+    let decision_ms: f64 = r.get(6)?;
+    let query: String = r.get(7)?;
+    let signals: Option<String> = r.get(8)?;
+    let prompt: Option<i64> = r.get(9)?;
+    let completion: Option<i64> = r.get(10)?;
+    let timestamp = Utc
+        .timestamp_millis_opt(ts)
+        .single()
+        .unwrap_or_else(Utc::now);
+    let bad = |what: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into())
+    };
+    let mut d = RoutingDecision::from_kept(r.get(1)?, &query, tier_of(r.get(3)?), score, timestamp)
+        .map_err(|e| bad(e.to_string()))?;
+    d.seq = seq as u64;
+    d.mode = match mode {
+        Some(0) => Some(Mode::Simple),
+        Some(_) => Some(Mode::TwoStage),
+        None => None,
+    };
+    d.signals = signals
+        .map(|s| serde_json::from_str::<Vec<Signal>>(&s))
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?;
+    d.usage = match (prompt, completion) {
+        (Some(p), Some(c)) => Some(Usage {
+            prompt_tokens: p as u64,
+            completion_tokens: c as u64,
+        }),
+        _ => None,
+    };
+    RecordedDecision::new(d, decision_ms).map_err(|e| bad(e.to_string()))
+}
+
+fn restore(conn: &Connection, capacity: usize) -> rusqlite::Result<Restored> {
+    let mut out = Restored {
+        seq: conn.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+        instance: conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+            r.get(0)
+        })?,
+        ..Restored::default()
+    };
+    let mut totals = conn.prepare(
+        "SELECT tier, decisions, prompt_tokens, completion_tokens, with_usage FROM totals",
+    )?;
+    let rows = totals.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (tier, decisions, prompt, completion, with_usage) = row?;
+        let i = tier_of(tier).index();
+        out.per_tier[i] = decisions as u64;
+        out.tokens[i] = Tokens {
+            prompt: prompt as u64,
+            completion: completion as u64,
+            decisions: with_usage as u64,
+        };
+    }
+    let mut newest = conn.prepare(&format!(
+        "SELECT {DECISION_COLUMNS} FROM decisions ORDER BY seq DESC LIMIT ?1"
+    ))?;
+    let mut buffer = newest
+        .query_map([capacity as i64], decision_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    buffer.reverse();
+    // Sequence numbers are contiguous in the buffer: keep the newest run
+    // without a gap (rows of a failed commit may be missing below it).
+    if let Some(gap) = buffer
+        .windows(2)
+        .rposition(|w| w[1].decision.seq != w[0].decision.seq + 1)
+    {
+        buffer.drain(..=gap);
+    }
+    if buffer.last().is_some_and(|d| d.decision.seq != out.seq) {
+        buffer.clear();
+    }
+    out.buffer = buffer;
+    Ok(out)
+}
+
+/// What one group adds to a rollup row.
+#[derive(Default, Clone)]
+struct Delta {
+    decisions: i64,
+    complexity: [i64; 3],
+    two_stage: i64,
+    simple_mode: i64,
+    decision_ms: f64,
+    dt: [i64; DECISION_TIME_BOUNDS_MS.len() + 1],
+    prompt: i64,
+    completion: i64,
+    calls: i64,
+    errors: i64,
+    latency_ms: f64,
+    lat: [i64; LATENCY_BOUNDS_MS.len() + 1],
+}
+
+fn write_loop(mut conn: Connection, rx: flume::Receiver<Msg>, health: &Health) {
+    let upsert = upsert_sql();
+    loop {
+        let first = if health.failing.load(Ordering::Acquire) {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(m) => Some(m),
+                Err(flume::RecvTimeoutError::Timeout) => None,
+                Err(flume::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => return,
+            }
+        };
+        // Whatever else is already waiting joins the group: under load a
+        // group fills while the previous one commits.
+        let mut group = Vec::new();
+        let mut rows = 0;
+        if let Some(m) = first {
+            rows += msg_rows(&m);
+            group.push(m);
+            while rows < GROUP_ROWS {
+                let Ok(m) = rx.try_recv() else { break };
+                rows += msg_rows(&m);
+                group.push(m);
+            }
+        }
+        let result =
+            commit_group(&mut conn, &group, &upsert).map_err(|e| CommitError(e.to_string()));
+        match &result {
+            Ok(()) => health.ok(),
+            Err(e) => health.fail(e.0.clone(), rows as u64),
+        }
+        for m in group {
+            if let Msg::Decisions {
+                done: Some(done), ..
+            } = m
+            {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn msg_rows(m: &Msg) -> usize {
+    match m {
+        Msg::Decisions { rows, .. } => rows.len(),
+        _ => 0,
+    }
+}
+
+fn upsert_sql() -> String {
+    let cols = rollup_columns();
+    let names = cols.join(", ");
+    let marks: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 3)).collect();
+    let sets: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{c} = {c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO rollups (minute, tier, {names}) VALUES (?1, ?2, {}) ON CONFLICT (minute, tier) DO UPDATE SET {}",
+        marks.join(", "),
+        sets.join(", ")
+    )
+}
+
+fn commit_group(conn: &mut Connection, group: &[Msg], upsert: &str) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    if group.is_empty() {
+        // A probe while failing: a write that must reach the disk.
+        tx.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('probe', ?1)",
+            [Utc::now().timestamp_millis()],
+        )?;
+        return tx.commit();
+    }
+    let mut deltas: HashMap<(i64, usize), Delta> = HashMap::new();
+    let mut totals = [[0i64; 4]; 3];
+    let mut max_seq = 0u64;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO decisions (seq, id, ts, tier, complexity, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        let mut usage = tx.prepare_cached(
+            "UPDATE decisions SET prompt_tokens = ?2, completion_tokens = ?3 WHERE seq = ?1",
+        )?;
+        for m in group {
+            match m {
+                Msg::Decisions { rows, .. } => {
+                    for r in rows {
+                        insert.execute(params![
+                            r.seq as i64,
+                            r.id,
+                            r.ts_ms,
+                            r.tier.index() as i64,
+                            r.complexity as i64,
+                            mode_code(r.mode),
+                            r.score,
+                            r.decision_ms,
+                            r.query,
+                            r.signals,
+                            r.usage.map(|u| u.prompt_tokens as i64),
+                            r.usage.map(|u| u.completion_tokens as i64),
+                        ])?;
+                        max_seq = max_seq.max(r.seq);
+                        let t = r.tier.index();
+                        let d = deltas.entry((minute_of(r.ts_ms), t)).or_default();
+                        d.decisions += 1;
+                        d.complexity[r.complexity as usize] += 1;
+                        match r.mode {
+                            Some(Mode::TwoStage) => d.two_stage += 1,
+                            Some(Mode::Simple) => d.simple_mode += 1,
+                            None => {}
+                        }
+                        d.decision_ms += r.decision_ms;
+                        d.dt[bucket(&DECISION_TIME_BOUNDS_MS, r.decision_ms)] += 1;
+                        totals[t][0] += 1;
+                        if let Some(u) = r.usage {
+                            d.prompt += u.prompt_tokens as i64;
+                            d.completion += u.completion_tokens as i64;
+                            totals[t][1] += u.prompt_tokens as i64;
+                            totals[t][2] += u.completion_tokens as i64;
+                            totals[t][3] += 1;
+                        }
+                    }
+                }
+                Msg::Usage {
+                    seq,
+                    tier,
+                    minute,
+                    usage: u,
+                } => {
+                    usage.execute(params![
+                        *seq as i64,
+                        u.prompt_tokens as i64,
+                        u.completion_tokens as i64
+                    ])?;
+                    let t = tier.index();
+                    let d = deltas.entry((*minute, t)).or_default();
+                    d.prompt += u.prompt_tokens as i64;
+                    d.completion += u.completion_tokens as i64;
+                    totals[t][1] += u.prompt_tokens as i64;
+                    totals[t][2] += u.completion_tokens as i64;
+                    totals[t][3] += 1;
+                }
+                Msg::Call {
+                    tier,
+                    minute,
+                    latency_ms,
+                    ok,
+                } => {
+                    let d = deltas.entry((*minute, tier.index())).or_default();
+                    d.calls += 1;
+                    d.errors += i64::from(!ok);
+                    d.latency_ms += latency_ms;
+                    d.lat[bucket(&LATENCY_BOUNDS_MS, *latency_ms)] += 1;
+                }
+            }
+        }
+        let mut up = tx.prepare_cached(upsert)?;
+        for ((minute, tier), d) in &deltas {
+            let mut values: Vec<rusqlite::types::Value> = vec![
+                (*minute).into(),
+                (*tier as i64).into(),
+                d.decisions.into(),
+                d.complexity[0].into(),
+                d.complexity[1].into(),
+                d.complexity[2].into(),
+                d.two_stage.into(),
+                d.simple_mode.into(),
+                d.decision_ms.into(),
+                d.prompt.into(),
+                d.completion.into(),
+                d.calls.into(),
+                d.errors.into(),
+                d.latency_ms.into(),
+            ];
+            values.extend(d.dt.iter().map(|v| (*v).into()));
+            values.extend(d.lat.iter().map(|v| (*v).into()));
+            up.execute(rusqlite::params_from_iter(values))?;
+        }
+        let mut total = tx.prepare_cached(
+            "UPDATE totals SET decisions = decisions + ?2, prompt_tokens = prompt_tokens + ?3,
+             completion_tokens = completion_tokens + ?4, with_usage = with_usage + ?5 WHERE tier = ?1",
+        )?;
+        for (t, v) in totals.iter().enumerate() {
+            if v.iter().any(|x| *x != 0) {
+                total.execute(params![t as i64, v[0], v[1], v[2], v[3]])?;
+            }
+        }
+        if max_seq > 0 {
+            tx.execute(
+                "UPDATE meta SET value = max(value, ?1) WHERE key = 'seq'",
+                [max_seq as i64],
+            )?;
+        }
+    }
+    tx.commit()
+}
+
+/// Deletes what is older than the retention, a batch at a time, off the
+/// write path.
+struct Retention {
+    path: PathBuf,
+    keep_decisions: Duration,
+    keep_rollups: Duration,
+}
+
+impl Retention {
+    fn run(self) {
+        let mut conn = None;
+        loop {
+            if conn.is_none() {
+                conn = Connection::open(&self.path)
+                    .and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|()| c))
+                    .ok();
+            }
+            if let Some(c) = &conn
+                && let Err(e) = self.once(c)
+            {
+                tracing::warn!(error = %e, "retention: will try again");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// One pass: decisions first, then rollups, each in batches.
+    fn once(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let now = Utc::now().timestamp_millis();
+        let cutoff = now.saturating_sub(self.keep_decisions.as_millis() as i64);
+        // Decisions are in time order by seq (give or take a clock step):
+        // look at the oldest only, so a store with nothing to delete costs
+        // one lookup.
+        loop {
+            let oldest: Option<i64> = conn
+                .query_row("SELECT ts FROM decisions ORDER BY seq LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if !oldest.is_some_and(|ts| ts < cutoff) {
+                break;
+            }
+            let n = conn.execute(
+                "DELETE FROM decisions WHERE seq IN (SELECT seq FROM decisions ORDER BY seq LIMIT ?1) AND ts < ?2",
+                params![RETENTION_BATCH as i64, cutoff],
+            )?;
+            if n == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let cutoff = minute_of(now.saturating_sub(self.keep_rollups.as_millis() as i64));
+        loop {
+            let n = conn.execute(
+                "DELETE FROM rollups WHERE minute < ?1 AND minute < (SELECT min(minute) FROM rollups) + 360",
+                [cutoff],
+            )?;
+            if n == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}
+
+/// Which stored decisions a page or an export holds.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this tier.
+    pub tier: Option<Tier>,
+    /// Only this complexity.
+    pub complexity: Option<Complexity>,
+    /// Only this mode (`Some(None)`: decisions reported without one).
+    pub mode: Option<Option<Mode>>,
+    /// Only queries holding this text (case-sensitive).
+    pub text: Option<String>,
+}
+
+impl Store {
+    /// Up to `limit` stored decisions with `seq < before` that pass
+    /// `filter`, newest first (keyset paging: the next page is
+    /// `before = the last one's seq`).
+    pub fn page(
+        &self,
+        filter: &Filter,
+        before: u64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<RoutingDecision>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DECISION_COLUMNS} FROM decisions
+                 WHERE seq < ?1
+                   AND (?2 IS NULL OR tier = ?2)
+                   AND (?3 IS NULL OR complexity = ?3)
+                   AND (?4 = 0 OR mode IS ?5)
+                   AND (?6 IS NULL OR instr(query, ?6) > 0)
+                 ORDER BY seq DESC LIMIT ?7"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    before.min(i64::MAX as u64) as i64,
+                    filter.tier.map(|t| t.index() as i64),
+                    filter.complexity.map(|c| c as i64),
+                    i64::from(filter.mode.is_some()),
+                    filter.mode.and_then(mode_code),
+                    filter.text,
+                    limit as i64,
+                ],
+                |r| decision_from_row(r).map(|d| d.decision),
+            )?;
+            rows.collect()
+        })
+    }
+
+    /// The rollups of the minutes `first..end`, summed per `step` minutes
+    /// and tier: `(bucket index from first, tier, sums)` in the column
+    /// order of [`ROLLUP_SUMS`].
+    pub fn rollups(
+        &self,
+        first: i64,
+        end: i64,
+        step: i64,
+    ) -> rusqlite::Result<Vec<(i64, Tier, Vec<f64>)>> {
+        self.read(|conn| {
+            let sums: String = rollup_columns()
+                .iter()
+                .map(|c| format!(", total({c})"))
+                .collect();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT (minute - ?1) / ?3 AS b, tier{sums} FROM rollups
+                 WHERE minute >= ?1 AND minute < ?2 GROUP BY b, tier"
+            ))?;
+            let n = rollup_columns().len();
+            let rows = stmt.query_map(params![first, end, step], |r| {
+                let values = (0..n)
+                    .map(|i| r.get::<_, f64>(i + 2))
+                    .collect::<rusqlite::Result<Vec<f64>>>()?;
+                Ok((r.get(0)?, tier_of(r.get(1)?), values))
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+/// The summed rollup measures, in order (histogram buckets last).
+pub const ROLLUP_SUMS: [&str; 12] = [
+    "decisions",
+    "simple",
+    "moderate",
+    "complex",
+    "two_stage",
+    "simple_mode",
+    "decision_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "calls",
+    "errors",
+    "latency_ms",
+];
+
+/// [`ROLLUP_SUMS`] followed by the decision-time and latency buckets.
+pub fn rollup_columns() -> Vec<String> {
+    let mut cols: Vec<String> = ROLLUP_SUMS.iter().map(|s| s.to_string()).collect();
+    cols.extend((0..=DECISION_TIME_BOUNDS_MS.len()).map(|i| format!("dt{i}")));
+    cols.extend((0..=LATENCY_BOUNDS_MS.len()).map(|i| format!("lat{i}")));
+    cols
+}

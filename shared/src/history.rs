@@ -1,0 +1,247 @@
+//! Durable history on the wire: the status's `persistence`, the trends of
+//! `GET /api/orchestrator/history` and the page of stored decisions of
+//! `GET /api/orchestrator/decisions`; and the pure math both sides share
+//! (steps, bucket bounds, which minute a time falls in).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::decision::RoutingDecision;
+use crate::tier::Tier;
+
+/// The status's `persistence`: whether decisions reach the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Persistence {
+    /// `ok` (every decision is committed to the store), `failing` (the store
+    /// cannot be written: decisions are kept in memory only and ingestion
+    /// answers 503) or `off` (`--in-memory`).
+    pub state: PersistenceState,
+    /// When the store started failing (only while `failing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub since: Option<DateTime<Utc>>,
+    /// What the store said when it failed (only while `failing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Decisions recorded since start that never reached the store (made
+    /// while it was failing).
+    #[serde(default)]
+    pub not_persisted: u64,
+    /// `normal` (survives a killed process) or `full` (survives power
+    /// loss); absent when `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "normal"))]
+    pub sync: Option<String>,
+}
+
+/// See [`Persistence::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PersistenceState {
+    /// Committing.
+    Ok,
+    /// Not committing; see `error`.
+    Failing,
+    /// No store.
+    Off,
+}
+
+/// A history step, `1m`, `5m`, `1h` or `1d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// One minute.
+    Minute,
+    /// Five minutes.
+    FiveMinutes,
+    /// One hour.
+    Hour,
+    /// One day (UTC).
+    Day,
+}
+
+impl Step {
+    /// Every step, shortest first.
+    pub const ALL: [Step; 4] = [Step::Minute, Step::FiveMinutes, Step::Hour, Step::Day];
+
+    /// Its name in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Minute => "1m",
+            Step::FiveMinutes => "5m",
+            Step::Hour => "1h",
+            Step::Day => "1d",
+        }
+    }
+
+    /// Its length in minutes.
+    pub fn minutes(self) -> i64 {
+        match self {
+            Step::Minute => 1,
+            Step::FiveMinutes => 5,
+            Step::Hour => 60,
+            Step::Day => 1_440,
+        }
+    }
+
+    /// The step named `name`.
+    pub fn parse(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The shortest step that covers `from..to` in at most [`MAX_POINTS`].
+    pub fn fitting(from_minute: i64, to_minute: i64) -> Step {
+        Step::ALL
+            .into_iter()
+            .find(|s| points(from_minute, to_minute, *s) <= MAX_POINTS)
+            .unwrap_or(Step::Day)
+    }
+}
+
+/// The most points one history request may ask for.
+pub const MAX_POINTS: i64 = 1_440;
+
+/// The minute (since the Unix epoch) a time in ms falls in.
+pub fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(60_000)
+}
+
+/// The points from the step holding `from_minute` to the one holding
+/// `to_minute` (inclusive), steps aligned to the epoch.
+pub fn points(from_minute: i64, to_minute: i64, step: Step) -> i64 {
+    if to_minute < from_minute {
+        return 0;
+    }
+    let m = step.minutes();
+    to_minute.div_euclid(m) - from_minute.div_euclid(m) + 1
+}
+
+/// Upper bounds (ms, inclusive) of the decision-time buckets; one more
+/// bucket counts everything above the last.
+pub const DECISION_TIME_BOUNDS_MS: [f64; 7] = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1_000.0];
+
+/// Upper bounds (ms, inclusive) of the upstream-latency buckets; one more
+/// bucket counts everything above the last.
+pub const LATENCY_BOUNDS_MS: [f64; 9] = [
+    50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0, 30_000.0,
+];
+
+/// The bucket of `value` among `bounds` (`bounds.len()` for above them all).
+pub fn bucket(bounds: &[f64], value: f64) -> usize {
+    bounds
+        .iter()
+        .position(|b| value <= *b)
+        .unwrap_or(bounds.len())
+}
+
+/// `GET /api/orchestrator/history` answer: per tier, one value per point
+/// of `times` in each series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// The start of the first step (aligned to the step, UTC).
+    #[serde(with = "crate::decision::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub from: DateTime<Utc>,
+    /// The end of the last step (exclusive).
+    #[serde(with = "crate::decision::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub to: DateTime<Utc>,
+    /// `1m`, `5m`, `1h` or `1d`.
+    #[cfg_attr(feature = "openapi", schema(example = "1h"))]
+    pub step: String,
+    /// The step in seconds.
+    pub step_seconds: u32,
+    /// The start of each step, oldest first: unix seconds.
+    pub times: Vec<i64>,
+    /// One series per tier, Q2, Q3, Q4.
+    pub series: Vec<TierSeries>,
+    /// Upper bounds (ms) of `decisionTimeBuckets`; a last bucket counts
+    /// the rest.
+    pub decision_time_bounds_ms: Vec<f64>,
+    /// Upper bounds (ms) of `upstreamLatencyBuckets`; a last bucket counts
+    /// the rest.
+    pub upstream_latency_bounds_ms: Vec<f64>,
+}
+
+/// One tier's measures over time; each list has one value per point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TierSeries {
+    /// The tier.
+    pub tier: Tier,
+    /// Decisions made.
+    pub decisions: Vec<u64>,
+    /// Of them, SIMPLE.
+    pub simple: Vec<u64>,
+    /// Of them, MODERATE.
+    pub moderate: Vec<u64>,
+    /// Of them, COMPLEX.
+    pub complex: Vec<u64>,
+    /// Of them, made in `two-stage` mode.
+    pub two_stage: Vec<u64>,
+    /// Of them, made in `simple` mode.
+    pub simple_mode: Vec<u64>,
+    /// Decision time summed, ms.
+    pub decision_time_ms_sum: Vec<f64>,
+    /// Decisions per decision-time bucket over the whole range.
+    pub decision_time_buckets: Vec<u64>,
+    /// Prompt tokens of the answers.
+    pub prompt_tokens: Vec<u64>,
+    /// Completion tokens of the answers.
+    pub completion_tokens: Vec<u64>,
+    /// Upstream calls made for routed queries (after retries: one per query).
+    pub upstream_calls: Vec<u64>,
+    /// Of them, failed.
+    pub upstream_errors: Vec<u64>,
+    /// Their latency summed, ms.
+    pub upstream_latency_ms_sum: Vec<f64>,
+    /// Calls per latency bucket over the whole range.
+    pub upstream_latency_buckets: Vec<u64>,
+}
+
+/// `GET /api/orchestrator/decisions` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionPage {
+    /// Stored decisions, newest first.
+    pub decisions: Vec<RoutingDecision>,
+    /// `before` for the next (older) page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_round_trip_and_fit() {
+        for s in Step::ALL {
+            assert_eq!(Step::parse(s.name()), Some(s));
+        }
+        assert_eq!(Step::parse("2m"), None);
+        assert_eq!(points(0, 1_439, Step::Minute), 1_440);
+        assert_eq!(points(0, 1_440, Step::Minute), 1_441);
+        assert_eq!(points(4, 5, Step::FiveMinutes), 2);
+        assert_eq!(points(5, 4, Step::FiveMinutes), 0);
+        assert_eq!(Step::fitting(0, 1_439), Step::Minute);
+        assert_eq!(Step::fitting(0, 7 * 1_440), Step::Hour);
+        assert_eq!(minute_of(-1), -1);
+        assert_eq!(minute_of(119_999), 1);
+    }
+
+    #[test]
+    fn buckets_are_inclusive_above() {
+        assert_eq!(bucket(&DECISION_TIME_BOUNDS_MS, 0.0), 0);
+        assert_eq!(bucket(&DECISION_TIME_BOUNDS_MS, 0.001), 0);
+        assert_eq!(bucket(&DECISION_TIME_BOUNDS_MS, 0.5), 3);
+        assert_eq!(bucket(&DECISION_TIME_BOUNDS_MS, 5e6), 7);
+        assert_eq!(bucket(&LATENCY_BOUNDS_MS, 60_000.0), 9);
+    }
+}
