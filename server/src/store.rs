@@ -1054,3 +1054,65 @@ pub fn rollup_columns() -> Vec<String> {
     cols.extend((0..=LATENCY_BOUNDS_MS.len()).map(|i| format!("lat{i}")));
     cols
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64, ts_ms: i64) -> Row {
+        Row {
+            seq,
+            id: format!("t-{seq}"),
+            ts_ms,
+            tier: Tier::Q3,
+            complexity: Complexity::Moderate,
+            mode: None,
+            score: 4.0,
+            decision_ms: 0.5,
+            query: format!("q{seq}"),
+            signals: None,
+            usage: None,
+        }
+    }
+
+    fn count(store: &Store, sql: &str) -> i64 {
+        store.read(|c| c.query_row(sql, [], |r| r.get(0))).unwrap()
+    }
+
+    #[test]
+    fn retention_deletes_old_decisions_and_rollups_but_keeps_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            dir: dir.path().to_owned(),
+            sync: SyncMode::Normal,
+            keep_decisions: Duration::from_secs(3_600),
+            keep_rollups: Duration::from_secs(86_400),
+        };
+        let (store, restored) = Store::open(&settings, 10).unwrap();
+        assert_eq!(restored.seq, 0);
+        let now = Utc::now().timestamp_millis();
+        let day = 86_400_000;
+        store.write(vec![
+            row(1, now - 3 * day),
+            row(2, now - 2 * 3_600_000),
+            row(3, now),
+        ]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while count(&store, "SELECT count(*) FROM decisions") != 1 {
+            assert!(std::time::Instant::now() < deadline, "retention ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The two-hour-old minute's rollup stays (kept a day); the
+        // three-day-old one goes; the totals count all three.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while count(&store, "SELECT count(*) FROM rollups") != 2 {
+            assert!(std::time::Instant::now() < deadline, "rollup retention ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            count(&store, "SELECT decisions FROM totals WHERE tier = 1"),
+            3
+        );
+        assert_eq!(count(&store, "SELECT value FROM meta WHERE key = 'seq'"), 3);
+    }
+}

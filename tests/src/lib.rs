@@ -466,6 +466,11 @@ impl Client {
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
 }
 
 async fn split(res: reqwest::Response) -> (u16, Value) {
