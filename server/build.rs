@@ -50,8 +50,12 @@ fn main() {
     table.push(']');
     std::fs::write(out.join("assets.rs"), table).unwrap();
 
-    let index = std::fs::read_to_string(dist.join("index.html")).unwrap_or_default();
-    let hashes: Vec<String> = inline_scripts(&index)
+    // Both pages' inline loaders: the live page's and the History page's.
+    let pages: String = ["index.html", "history/index.html"]
+        .iter()
+        .map(|p| std::fs::read_to_string(dist.join(p)).unwrap_or_default())
+        .collect();
+    let hashes: Vec<String> = inline_scripts(&pages)
         .map(|body| {
             use base64::Engine as _;
             use sha2::Digest as _;

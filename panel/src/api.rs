@@ -174,3 +174,30 @@ async fn decode<T: serde::de::DeserializeOwned>(response: &Response) -> Result<T
 fn network(err: gloo_net::Error) -> ApiError {
     ApiError::Network(err.to_string())
 }
+
+/// The stored trends: `GET /api/orchestrator/history`.
+pub const HISTORY_PATH: &str = "/api/orchestrator/history";
+/// The stored decision log: `GET /api/orchestrator/decisions`.
+pub const DECISIONS_PATH: &str = "/api/orchestrator/decisions";
+
+/// GETs `path` (with its query) and parses the JSON answer in the browser
+/// (`JSON.parse`): the History page reads its few fields from the parsed
+/// value, so the WASM carries no decoder for those documents. A non-2xx
+/// answer is its `error` text.
+pub async fn fetch_json(path: &str) -> Result<wasm_bindgen::JsValue, String> {
+    let response = Request::get(path)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    let value = js_sys::JSON::parse(&text).map_err(|_| format!("HTTP {}", response.status()))?;
+    if response.ok() {
+        Ok(value)
+    } else {
+        let error = js_sys::Reflect::get(&value, &"error".into()).ok();
+        Err(error
+            .and_then(|e| e.as_string())
+            .unwrap_or_else(|| format!("HTTP {}", response.status())))
+    }
+}

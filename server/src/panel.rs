@@ -27,7 +27,7 @@ pub struct Asset {
 
 static ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
-/// Hashes of index.html's inline scripts (Trunk's loader), for the CSP.
+/// Hashes of the pages' inline scripts (Trunk's loaders), for the CSP.
 const INLINE_SCRIPT_HASHES: &str = include!(concat!(env!("OUT_DIR"), "/inline_script_hashes.rs"));
 
 const NOT_BUILT: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -66,6 +66,10 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
             Some(asset) => Some(asset),
             None if names_a_file(path) => {
                 return ApiError::NotFound(path.to_owned()).into_response();
+            }
+            // The History page is a bundle of its own.
+            None if path == "/history" || path.starts_with("/history/") => {
+                find("/history/index.html")
             }
             None => find("/index.html"),
         },

@@ -330,7 +330,9 @@ impl Store {
             } else {
                 PersistenceState::Ok
             },
-            since: detail.as_ref().map(|(since, _)| *since),
+            since: detail
+                .as_ref()
+                .map(|(since, _)| since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             error: detail.map(|(_, e)| e),
             not_persisted: self.health.not_persisted.load(Ordering::Acquire),
             sync: Some(self.sync.name().to_owned()),

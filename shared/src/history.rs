@@ -18,10 +18,11 @@ pub struct Persistence {
     /// cannot be written: decisions are kept in memory only and ingestion
     /// answers 503) or `off` (`--in-memory`).
     pub state: PersistenceState,
-    /// When the store started failing (only while `failing`).
+    /// When the store started failing (only while `failing`), RFC 3339.
+    /// Text, not a parsed time, so the panel carries no date parser for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
-    pub since: Option<DateTime<Utc>>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub since: Option<String>,
     /// What the store said when it failed (only while `failing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -3,6 +3,7 @@
 pub mod announcer;
 pub mod ascii_bar;
 pub mod complexity_distribution;
+pub mod history_view;
 pub mod orchestrator_status_panel;
 pub mod query_form;
 pub mod recent_decisions;

@@ -2,6 +2,7 @@
 //! it.
 
 use leptos::prelude::*;
+use shared::history::PersistenceState;
 use shared::insight::Prices;
 use shared::{OrchestratorStatus, RoutingDecision, Tier};
 
@@ -174,6 +175,20 @@ pub fn StatusView(
             })
         })
     };
+    // The store is failing: say so, and what it means, until it recovers.
+    let persistence = move || {
+        status.with(|s| {
+            let p = s.as_ref()?.persistence.as_ref()?;
+            (p.state == PersistenceState::Failing).then(|| {
+                format!(
+                    "The store is failing since {}: new decisions are kept in memory only ({} not persisted) and ingestion is refused. {}",
+                    p.since.as_deref().unwrap_or("?"),
+                    p.not_persisted,
+                    p.error.as_deref().unwrap_or("")
+                )
+            })
+        })
+    };
     view! {
         <section
             class="panel"
@@ -188,6 +203,9 @@ pub fn StatusView(
                 <h1 id="panel-h">"Orchestrator status"</h1>
                 <SourceBadge source=source last_live_ms=last_live_ms/>
             </header>
+            <p class="banner" role="alert" data-testid="persistence-banner" hidden=move || persistence().is_none()>
+                {persistence}
+            </p>
             <div class="data">
                 <div class="totals">
                     <div class="stat">

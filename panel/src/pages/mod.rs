@@ -1,3 +1,4 @@
 //! The panel's pages.
 
+pub mod history;
 pub mod home;
