@@ -212,6 +212,48 @@ async fn connecting_stale_and_microseconds() {
     assert_eq!(panel.get_attribute("data-state").as_deref(), Some("stale"));
 }
 
+/// A failing store is said on the panel, with since when, how many
+/// decisions were not persisted and why; an older server's status (no
+/// `persistence`) and a working store say nothing.
+#[wasm_bindgen_test]
+async fn a_failing_store_is_said() {
+    use shared::history::{Persistence, PersistenceState};
+    let root = container();
+    let (status, set_status) = signal(Some(status_of(3, panel::time::now_utc())));
+    let decisions = decisions_of(status);
+    let _handle = leptos::mount::mount_to(root.clone(), move || {
+        view! { <StatusView status=status decisions=decisions source=Signal::stored(None) last_live_ms=Signal::stored(None)/> }
+    });
+    settle().await;
+    let banner = root
+        .query_selector("[data-testid=persistence-banner]")
+        .unwrap()
+        .unwrap();
+    assert!(banner.has_attribute("hidden"), "an older server: nothing said");
+    let mut s = status_of(3, panel::time::now_utc());
+    s.persistence = Some(Persistence {
+        state: PersistenceState::Failing,
+        since: Some("2026-11-29T18:00:00.000Z".into()),
+        error: Some("database or disk is full".into()),
+        not_persisted: 4,
+        sync: Some("normal".into()),
+    });
+    set_status.set(Some(s.clone()));
+    settle().await;
+    assert!(!banner.has_attribute("hidden"));
+    let said = banner.text_content().unwrap();
+    assert!(
+        said.contains("2026-11-29T18:00:00.000Z")
+            && said.contains("4 not persisted")
+            && said.contains("database or disk is full"),
+        "{said}"
+    );
+    s.persistence.as_mut().unwrap().state = PersistenceState::Ok;
+    set_status.set(Some(s));
+    settle().await;
+    assert!(banner.has_attribute("hidden"), "said only while failing");
+}
+
 /// The per-tier upstream table: latency with units, tokens, error rate, a
 /// coloured circuit badge per upstream, and the models; absent from an
 /// older server's status, absent from the page.

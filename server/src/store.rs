@@ -927,7 +927,7 @@ impl Retention {
                     r.get(0)
                 })
                 .optional()?;
-            if !oldest.is_some_and(|ts| ts < cutoff) {
+            if oldest.is_none_or(|ts| ts >= cutoff) {
                 break;
             }
             let n = conn.execute(

@@ -80,13 +80,16 @@ async fn a_batch_is_all_or_nothing() {
     assert_eq!(c.status().await["totalDecisions"], 1000);
 }
 
+/// Which of the ingested decisions a filter keeps.
+type Keep = Box<dyn Fn(&Value) -> bool>;
+
 #[tokio::test]
 async fn the_log_pages_filters_and_exports_like_the_reference() {
     let server = Server::start(&[]);
     let c = Client::new(&server.base);
     let all = ingest(&c, 450).await;
     let newest_first: Vec<&Value> = all.iter().rev().collect();
-    let filters: [(&str, Box<dyn Fn(&Value) -> bool>); 6] = [
+    let filters: [(&str, Keep); 6] = [
         ("", Box::new(|_| true)),
         ("tier=Q3", Box::new(|d| d["tier"] == "Q3")),
         (

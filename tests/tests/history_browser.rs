@@ -17,7 +17,7 @@ fn decision(i: usize) -> Value {
         "tier": tiers[i % 3],
         "score": (i % 16) as f64 * 0.9,
         "decisionTimeMs": 0.5,
-        "mode": if i % 2 == 0 { "two-stage" } else { "simple" },
+        "mode": if i.is_multiple_of(2) { "two-stage" } else { "simple" },
     })
 }
 

@@ -100,7 +100,7 @@ fn load_history(root: Element, state: Rc<RefCell<State>>) {
                 if let Some(el) = note {
                     el.set_text_content(Some(&format!(
                         "{total} decisions, {} a step, from {} to {} (UTC)",
-                        String::from(field(&h, "step").as_string().unwrap_or_default()),
+                        field(&h, "step").as_string().unwrap_or_default(),
                         field(&h, "from").as_string().unwrap_or_default(),
                         field(&h, "to").as_string().unwrap_or_default()
                     )));
