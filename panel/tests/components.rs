@@ -229,7 +229,10 @@ async fn a_failing_store_is_said() {
         .query_selector("[data-testid=persistence-banner]")
         .unwrap()
         .unwrap();
-    assert!(banner.has_attribute("hidden"), "an older server: nothing said");
+    assert!(
+        banner.has_attribute("hidden"),
+        "an older server: nothing said"
+    );
     let mut s = status_of(3, panel::time::now_utc());
     s.persistence = Some(Persistence {
         state: PersistenceState::Failing,

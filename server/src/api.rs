@@ -749,20 +749,23 @@ pub async fn ingest(
         return Err(ApiError::StoreFailing(error));
     }
     let (decisions, pending) = state.service.record_batch(drafts);
-    if let Some(committing) = pending.commit() {
+    let committing = pending.commit();
+    // The answer is made while the writer commits; it is sent only after.
+    for d in &decisions {
+        log_decision(&state, d, "ingested");
+    }
+    let answer = match is_batch {
+        true => (StatusCode::CREATED, Json(decisions)).into_response(),
+        false => (StatusCode::CREATED, Json(&decisions[0])).into_response(),
+    };
+    if let Some(committing) = committing {
         match committing.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ApiError::StoreFailing(e.0)),
             Err(e) => return Err(ApiError::StoreFailing(e.to_string())),
         }
     }
-    for d in &decisions {
-        log_decision(&state, d, "ingested");
-    }
-    Ok(match is_batch {
-        true => (StatusCode::CREATED, Json(decisions)).into_response(),
-        false => (StatusCode::CREATED, Json(&decisions[0])).into_response(),
-    })
+    Ok(answer)
 }
 
 /// `POST /api/orchestrator/decisions` body: one decision or a batch.

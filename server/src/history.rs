@@ -544,7 +544,7 @@ mod tests {
     #[test]
     fn log_parameters() {
         let q = parse_log_query(&pairs(
-            "before=50&limit=10&tier=powerful&complexity=complex&mode=none&q=a%20b&format=csv",
+            "before=50&limit=10&tier=powerful&complexity=COMPLEX&mode=none&q=a%20b&format=csv",
         ))
         .unwrap();
         assert_eq!((q.before, q.limit), (50, Some(10)));

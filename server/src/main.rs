@@ -2,6 +2,12 @@
 
 use std::io::Write;
 
+/// mimalloc: requests allocate on one thread and the store's writer frees
+/// on another; glibc's arenas serialise those frees on a lock, mimalloc
+/// hands them back without one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use server::config::Config;
 use server::logwriter::BatchedWriter;
@@ -118,6 +124,7 @@ async fn main() {
             metrics_token: config.metrics_token(),
         },
     );
+    let service_store = state.service.store().cloned();
     for tier in shared::Tier::ALL {
         if !state.upstreams.configured(tier) {
             tracing::info!(%tier, "tier has no upstream: its queries get 503");
@@ -165,6 +172,9 @@ async fn main() {
         shutdown_signal(),
     )
     .await;
+    if let Some(store) = service_store {
+        store.close().await;
+    }
     tracing::info!("stopped");
 }
 

@@ -29,7 +29,7 @@ use shared::{
 };
 use tokio::sync::Notify;
 
-use crate::store::{CommitError, Restored, Row, Store};
+use crate::store::{CommitError, Restored, Rows, Store};
 use crate::telemetry::Telemetry;
 
 /// A cached status older than this is rebuilt even if nothing changed, so its
@@ -72,7 +72,7 @@ pub struct StatusService {
 #[must_use = "the decisions reach the store only when committed or written"]
 pub struct Pending {
     store: Option<Arc<Store>>,
-    rows: Vec<Row>,
+    rows: Rows,
 }
 
 impl Pending {
@@ -403,10 +403,13 @@ impl StatusService {
             }
         }
         self.bump();
-        let rows = match &self.store {
-            Some(_) => public.iter().map(|(d, ms)| Row::of(d, *ms)).collect(),
-            None => Vec::new(),
-        };
+        let mut rows = Rows::default();
+        if self.store.is_some() {
+            rows = Rows::with_capacity(public.len());
+            for (d, ms) in &public {
+                rows.push(d, *ms);
+            }
+        }
         let pending = Pending {
             store: self.store.clone(),
             rows,

@@ -13,7 +13,6 @@
 //! ([`Store::persistence`]), counts what it could not write, and tries again
 //! with each new group and once a second until a commit succeeds.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -139,41 +138,86 @@ pub struct Restored {
     pub instance: String,
 }
 
-/// One stored decision, as the writer inserts it.
+/// Decisions on their way to the writer: each row's fixed fields, and all
+/// their text (queries, signals as JSON) in one buffer, so a batch of any
+/// size is two allocations to make and two to free on the writer's thread.
+#[derive(Debug, Default)]
+pub struct Rows {
+    text: Vec<u8>,
+    rows: Vec<Row>,
+}
+
+/// Signals as stored: `[["length",1.5],["code",4.8]]`, half the bytes of
+/// the wire's objects.
+struct StoredSignals<'a>(&'a [Signal]);
+
+impl serde::Serialize for StoredSignals<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|x| (&x.name, x.weight)))
+    }
+}
+
+/// One stored decision's fixed fields; its text lies in [`Rows::text`].
 #[derive(Debug, Clone)]
-pub struct Row {
+struct Row {
     seq: u64,
-    id: String,
     ts_ms: i64,
     tier: Tier,
     complexity: Complexity,
     mode: Option<Mode>,
     score: f64,
     decision_ms: f64,
-    query: String,
-    signals: Option<String>,
+    query: (usize, usize),
+    signals: Option<(usize, usize)>,
     usage: Option<Usage>,
 }
 
-impl Row {
-    /// The row of a decision that took `decision_ms` to make.
-    pub fn of(w: &RoutingDecision, decision_ms: f64) -> Row {
-        Row {
+impl Rows {
+    /// Room for `n` decisions.
+    pub fn with_capacity(n: usize) -> Rows {
+        Rows {
+            text: Vec::with_capacity(n * 128),
+            rows: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds a decision that took `decision_ms` to make.
+    pub fn push(&mut self, w: &RoutingDecision, decision_ms: f64) {
+        let start = self.text.len();
+        self.text.extend_from_slice(w.query.as_bytes());
+        let query = (start, self.text.len());
+        let signals = w.signals.as_ref().map(|s| {
+            let start = self.text.len();
+            serde_json::to_writer(&mut self.text, &StoredSignals(s)).expect("signals serialise");
+            (start, self.text.len())
+        });
+        self.rows.push(Row {
             seq: w.seq,
-            id: w.id.clone(),
             ts_ms: w.timestamp.timestamp_millis(),
             tier: w.tier,
             complexity: w.complexity,
             mode: w.mode,
             score: w.score,
             decision_ms,
-            query: w.query.clone(),
-            signals: w
-                .signals
-                .as_ref()
-                .map(|s| serde_json::to_string(s).expect("signals serialise")),
+            query,
+            signals,
             usage: w.usage,
-        }
+        });
+    }
+
+    /// How many decisions.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The text at `(start, end)`: whole UTF-8 strings were written there.
+    fn text(&self, (start, end): (usize, usize)) -> &str {
+        std::str::from_utf8(&self.text[start..end]).unwrap_or_default()
     }
 }
 
@@ -184,7 +228,7 @@ pub struct CommitError(pub String);
 
 enum Msg {
     Decisions {
-        rows: Vec<Row>,
+        rows: Rows,
         done: Option<oneshot::Sender<Result<(), CommitError>>>,
     },
     Usage {
@@ -199,6 +243,8 @@ enum Msg {
         latency_ms: f64,
         ok: bool,
     },
+    /// The server is stopping: fold the WAL into the database and stop.
+    Close(oneshot::Sender<()>),
 }
 
 /// Whether commits succeed, shared by the writer and the status.
@@ -246,6 +292,8 @@ pub struct Store {
     sync: SyncMode,
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
+    /// The data dir's instance id, the prefix of every decision's id.
+    instance: String,
     /// Held for the life of the process: the second server on the dir
     /// cannot take it.
     _lock: File,
@@ -298,6 +346,7 @@ impl Store {
             sync: settings.sync,
             path: path.clone(),
             readers: Mutex::new(Vec::new()),
+            instance: restored.instance.clone(),
             _lock: lock,
         });
         std::thread::Builder::new()
@@ -312,6 +361,11 @@ impl Store {
         std::thread::Builder::new()
             .name("store-retention".into())
             .spawn(move || retention.run())
+            .expect("a thread starts");
+        let path = dir.join(DB_FILE);
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoints(&path))
             .expect("a thread starts");
         Ok((store, restored))
     }
@@ -359,7 +413,7 @@ impl Store {
     /// waiting, so every recorded decision reaches the writer.
     pub fn commit(
         self: &Arc<Self>,
-        rows: Vec<Row>,
+        rows: Rows,
     ) -> tokio::task::JoinHandle<Result<(), CommitError>> {
         let store = Arc::clone(self);
         tokio::spawn(async move {
@@ -381,10 +435,20 @@ impl Store {
     /// Sends `rows` to the writer without waiting for the commit (from code
     /// that is not async: tests, benchmarks). Blocks while the channel is
     /// full.
-    pub fn write(&self, rows: Vec<Row>) {
+    pub fn write(&self, rows: Rows) {
         let n = rows.len() as u64;
         if self.tx.send(Msg::Decisions { rows, done: None }).is_err() {
             self.health.fail("the store writer stopped".into(), n);
+        }
+    }
+
+    /// Commits what was sent, folds the WAL into the database and stops the
+    /// writer (on a clean shutdown; a killed process loses nothing either,
+    /// the WAL is replayed on the next start).
+    pub async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send_async(Msg::Close(done)).await.is_ok() {
+            let _ = wait.await;
         }
     }
 
@@ -468,10 +532,8 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL,
     ts INTEGER NOT NULL,
     tier INTEGER NOT NULL,
-    complexity INTEGER NOT NULL,
     mode INTEGER,
     score REAL NOT NULL,
     decision_ms REAL NOT NULL,
@@ -491,9 +553,14 @@ INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0, 0), (1, 0, 0, 0, 0), (2, 0, 0, 
 INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('seq', 0);
 ";
 
-/// The rollup table: one row per minute and tier; the histogram buckets
-/// are columns `dt0..` and `lat0..`.
-fn rollup_schema() -> String {
+/// The rollup tables and the minutes each row covers: per minute, and per
+/// hour (kept in the same transaction, so a week at 1 h steps reads 504
+/// rows, not 30,240).
+const ROLLUP_TABLES: [(&str, i64); 2] = [("rollups", 1), ("rollups_hour", 60)];
+
+/// A rollup table: one row per period (its first minute) and tier; the
+/// histogram buckets are columns `dt0..` and `lat0..`.
+fn rollup_schema(table: &str) -> String {
     let dt: String = (0..=DECISION_TIME_BOUNDS_MS.len())
         .map(|i| format!(", dt{i} INTEGER NOT NULL DEFAULT 0"))
         .collect();
@@ -501,7 +568,7 @@ fn rollup_schema() -> String {
         .map(|i| format!(", lat{i} INTEGER NOT NULL DEFAULT 0"))
         .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS rollups (
+        "CREATE TABLE IF NOT EXISTS {table} (
             minute INTEGER NOT NULL, tier INTEGER NOT NULL,
             decisions INTEGER NOT NULL DEFAULT 0,
             simple INTEGER NOT NULL DEFAULT 0, moderate INTEGER NOT NULL DEFAULT 0,
@@ -523,6 +590,10 @@ fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, OpenError> {
     };
     let conn = Connection::open(path).map_err(sql)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    // Set before the first table exists (a new file); an existing file
+    // keeps its own. Larger pages: fewer WAL frames and splits for rows
+    // that only ever append.
+    conn.pragma_update(None, "page_size", 16_384).map_err(sql)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(sql)?;
@@ -531,8 +602,16 @@ fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, OpenError> {
     }
     conn.pragma_update(None, "synchronous", sync.name())
         .map_err(sql)?;
+    // 64 MiB of page cache for the writer. Checkpoints run beside it (see
+    // `checkpoints`); it does one itself only past WAL_PAGES.
+    conn.pragma_update(None, "cache_size", -65_536)
+        .map_err(sql)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)
+        .map_err(sql)?;
     conn.execute_batch(SCHEMA).map_err(sql)?;
-    conn.execute_batch(&rollup_schema()).map_err(sql)?;
+    for (table, _) in ROLLUP_TABLES {
+        conn.execute_batch(&rollup_schema(table)).map_err(sql)?;
+    }
     let schema: i64 = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
             r.get(0)
@@ -573,19 +652,23 @@ fn mode_code(mode: Option<Mode>) -> Option<i64> {
 
 /// The columns [`decision_from_row`] reads, in order.
 pub const DECISION_COLUMNS: &str =
-    "seq, id, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens";
+    "seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens";
 
-/// A stored decision back as the service keeps it.
-pub fn decision_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedDecision> {
+/// A stored decision back as the service keeps it. Its id is not stored:
+/// every decision of a data dir is `INSTANCE-SEQ`.
+pub fn decision_from_row(
+    r: &rusqlite::Row<'_>,
+    instance: &str,
+) -> rusqlite::Result<RecordedDecision> {
     let seq: i64 = r.get(0)?;
-    let ts: i64 = r.get(2)?;
-    let mode: Option<i64> = r.get(4)?;
-    let score: f64 = r.get(5)?;
-    let decision_ms: f64 = r.get(6)?;
-    let query: String = r.get(7)?;
-    let signals: Option<String> = r.get(8)?;
-    let prompt: Option<i64> = r.get(9)?;
-    let completion: Option<i64> = r.get(10)?;
+    let ts: i64 = r.get(1)?;
+    let mode: Option<i64> = r.get(3)?;
+    let score: f64 = r.get(4)?;
+    let decision_ms: f64 = r.get(5)?;
+    let query: String = r.get(6)?;
+    let signals: Option<String> = r.get(7)?;
+    let prompt: Option<i64> = r.get(8)?;
+    let completion: Option<i64> = r.get(9)?;
     let timestamp = Utc
         .timestamp_millis_opt(ts)
         .single()
@@ -593,7 +676,8 @@ pub fn decision_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedDeci
     let bad = |what: String| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into())
     };
-    let mut d = RoutingDecision::from_kept(r.get(1)?, &query, tier_of(r.get(3)?), score, timestamp)
+    let id = format!("{instance}-{seq}");
+    let mut d = RoutingDecision::from_kept(id, &query, tier_of(r.get(2)?), score, timestamp)
         .map_err(|e| bad(e.to_string()))?;
     d.seq = seq as u64;
     d.mode = match mode {
@@ -602,9 +686,15 @@ pub fn decision_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedDeci
         None => None,
     };
     d.signals = signals
-        .map(|s| serde_json::from_str::<Vec<Signal>>(&s))
+        .map(|s| serde_json::from_str::<Vec<(String, f64)>>(&s))
         .transpose()
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| bad(e.to_string()))?
+        .map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(name, weight)| Signal { name, weight })
+                .collect()
+        });
     d.usage = match (prompt, completion) {
         (Some(p), Some(c)) => Some(Usage {
             prompt_tokens: p as u64,
@@ -651,7 +741,7 @@ fn restore(conn: &Connection, capacity: usize) -> rusqlite::Result<Restored> {
         "SELECT {DECISION_COLUMNS} FROM decisions ORDER BY seq DESC LIMIT ?1"
     ))?;
     let mut buffer = newest
-        .query_map([capacity as i64], decision_from_row)?
+        .query_map([capacity as i64], |r| decision_from_row(r, &out.instance))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     buffer.reverse();
     // Sequence numbers are contiguous in the buffer: keep the newest run
@@ -670,7 +760,7 @@ fn restore(conn: &Connection, capacity: usize) -> rusqlite::Result<Restored> {
 }
 
 /// What one group adds to a rollup row.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq)]
 struct Delta {
     decisions: i64,
     complexity: [i64; 3],
@@ -686,8 +776,31 @@ struct Delta {
     lat: [i64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
+impl Delta {
+    fn add(&mut self, o: &Delta) {
+        self.decisions += o.decisions;
+        for (a, b) in self.complexity.iter_mut().zip(o.complexity) {
+            *a += b;
+        }
+        self.two_stage += o.two_stage;
+        self.simple_mode += o.simple_mode;
+        self.decision_ms += o.decision_ms;
+        for (a, b) in self.dt.iter_mut().zip(o.dt) {
+            *a += b;
+        }
+        self.prompt += o.prompt;
+        self.completion += o.completion;
+        self.calls += o.calls;
+        self.errors += o.errors;
+        self.latency_ms += o.latency_ms;
+        for (a, b) in self.lat.iter_mut().zip(o.lat) {
+            *a += b;
+        }
+    }
+}
+
 fn write_loop(mut conn: Connection, rx: flume::Receiver<Msg>, health: &Health) {
-    let upsert = upsert_sql();
+    let upsert = ROLLUP_TABLES.map(|(table, _)| upsert_sql(table));
     loop {
         let first = if health.failing.load(Ordering::Acquire) {
             match rx.recv_timeout(Duration::from_secs(1)) {
@@ -702,7 +815,9 @@ fn write_loop(mut conn: Connection, rx: flume::Receiver<Msg>, health: &Health) {
             }
         };
         // Whatever else is already waiting joins the group: under load a
-        // group fills while the previous one commits.
+        // group fills while the previous one commits. It never waits for
+        // company: senders wait for their commit, so under load the next
+        // group is already queued by the time this one commits.
         let mut group = Vec::new();
         let mut rows = 0;
         if let Some(m) = first {
@@ -714,8 +829,14 @@ fn write_loop(mut conn: Connection, rx: flume::Receiver<Msg>, health: &Health) {
                 group.push(m);
             }
         }
-        let result =
-            commit_group(&mut conn, &group, &upsert).map_err(|e| CommitError(e.to_string()));
+        let close = match group.last() {
+            Some(Msg::Close(_)) => group.pop(),
+            _ => None,
+        };
+        let result = match (group.is_empty(), &close) {
+            (true, Some(_)) => Ok(()),
+            _ => commit_group(&mut conn, &group, &upsert).map_err(|e| CommitError(e.to_string())),
+        };
         match &result {
             Ok(()) => health.ok(),
             Err(e) => health.fail(e.0.clone(), rows as u64),
@@ -728,17 +849,27 @@ fn write_loop(mut conn: Connection, rx: flume::Receiver<Msg>, health: &Health) {
                 let _ = done.send(result.clone());
             }
         }
+        if let Some(Msg::Close(done)) = close {
+            // Everything before it is committed: leave one file behind.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "the last checkpoint failed; the WAL is kept and replayed on start");
+            }
+            let _ = done.send(());
+            return;
+        }
     }
 }
 
 fn msg_rows(m: &Msg) -> usize {
     match m {
         Msg::Decisions { rows, .. } => rows.len(),
+        // Nothing joins a group after the last message.
+        Msg::Close(_) => GROUP_ROWS,
         _ => 0,
     }
 }
 
-fn upsert_sql() -> String {
+fn upsert_sql(table: &str) -> String {
     let cols = rollup_columns();
     let names = cols.join(", ");
     let marks: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 3)).collect();
@@ -747,13 +878,53 @@ fn upsert_sql() -> String {
         .map(|c| format!("{c} = {c} + excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO rollups (minute, tier, {names}) VALUES (?1, ?2, {}) ON CONFLICT (minute, tier) DO UPDATE SET {}",
+        "INSERT INTO {table} (minute, tier, {names}) VALUES (?1, ?2, {}) ON CONFLICT (minute, tier) DO UPDATE SET {}",
         marks.join(", "),
         sets.join(", ")
     )
 }
 
-fn commit_group(conn: &mut Connection, group: &[Msg], upsert: &str) -> rusqlite::Result<()> {
+/// Rows one multi-row insert carries.
+const INSERT_ROWS: usize = 25;
+/// Columns of a stored decision, as [`insert_rows`] binds them.
+const INSERT_COLUMNS: usize = 10;
+
+/// `INSERT` of `n` decisions in one statement.
+fn insert_sql(n: usize) -> String {
+    let row = format!("({})", ["?"; INSERT_COLUMNS].join(", "));
+    format!(
+        "INSERT INTO decisions (seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens) VALUES {}",
+        vec![row; n].join(", ")
+    )
+}
+
+/// Binds `rows` (as many as `stmt` was made for) and runs it.
+fn insert_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    batch: &Rows,
+    rows: &[Row],
+) -> rusqlite::Result<()> {
+    for (i, r) in rows.iter().enumerate() {
+        let at = i * INSERT_COLUMNS;
+        stmt.raw_bind_parameter(at + 1, r.seq as i64)?;
+        stmt.raw_bind_parameter(at + 2, r.ts_ms)?;
+        stmt.raw_bind_parameter(at + 3, r.tier.index() as i64)?;
+        stmt.raw_bind_parameter(at + 4, mode_code(r.mode))?;
+        stmt.raw_bind_parameter(at + 5, r.score)?;
+        stmt.raw_bind_parameter(at + 6, r.decision_ms)?;
+        stmt.raw_bind_parameter(at + 7, batch.text(r.query))?;
+        stmt.raw_bind_parameter(at + 8, r.signals.map(|s| batch.text(s)))?;
+        stmt.raw_bind_parameter(at + 9, r.usage.map(|u| u.prompt_tokens as i64))?;
+        stmt.raw_bind_parameter(at + 10, r.usage.map(|u| u.completion_tokens as i64))?;
+    }
+    stmt.raw_execute().map(drop)
+}
+
+fn commit_group(
+    conn: &mut Connection,
+    group: &[Msg],
+    upsert: &[String; 2],
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     if group.is_empty() {
         // A probe while failing: a write that must reach the disk.
@@ -763,38 +934,43 @@ fn commit_group(conn: &mut Connection, group: &[Msg], upsert: &str) -> rusqlite:
         )?;
         return tx.commit();
     }
-    let mut deltas: HashMap<(i64, usize), Delta> = HashMap::new();
+    // A group spans a minute or two: a short list beats a hash map.
+    let mut deltas: Vec<((i64, usize), Delta)> = Vec::new();
+    type Deltas = Vec<((i64, usize), Delta)>;
+    fn delta(deltas: &mut Deltas, key: (i64, usize)) -> &mut Delta {
+        let at = match deltas.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                deltas.push((key, Delta::default()));
+                deltas.len() - 1
+            }
+        };
+        &mut deltas[at].1
+    }
     let mut totals = [[0i64; 4]; 3];
     let mut max_seq = 0u64;
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO decisions (seq, id, ts, tier, complexity, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
+        let mut one = tx.prepare_cached(&insert_sql(1))?;
+        let mut many = tx.prepare_cached(&insert_sql(INSERT_ROWS))?;
         let mut usage = tx.prepare_cached(
             "UPDATE decisions SET prompt_tokens = ?2, completion_tokens = ?3 WHERE seq = ?1",
         )?;
         for m in group {
             match m {
-                Msg::Decisions { rows, .. } => {
-                    for r in rows {
-                        insert.execute(params![
-                            r.seq as i64,
-                            r.id,
-                            r.ts_ms,
-                            r.tier.index() as i64,
-                            r.complexity as i64,
-                            mode_code(r.mode),
-                            r.score,
-                            r.decision_ms,
-                            r.query,
-                            r.signals,
-                            r.usage.map(|u| u.prompt_tokens as i64),
-                            r.usage.map(|u| u.completion_tokens as i64),
-                        ])?;
+                Msg::Decisions { rows: batch, .. } => {
+                    // Several rows a statement: the per-statement work is
+                    // a good part of a small row's insert.
+                    let mut chunks = batch.rows.chunks_exact(INSERT_ROWS);
+                    for chunk in &mut chunks {
+                        insert_rows(&mut many, batch, chunk)?;
+                    }
+                    for r in chunks.remainder() {
+                        insert_rows(&mut one, batch, std::slice::from_ref(r))?;
+                    }
+                    for r in &batch.rows {
                         max_seq = max_seq.max(r.seq);
                         let t = r.tier.index();
-                        let d = deltas.entry((minute_of(r.ts_ms), t)).or_default();
+                        let d = delta(&mut deltas, (minute_of(r.ts_ms), t));
                         d.decisions += 1;
                         d.complexity[r.complexity as usize] += 1;
                         match r.mode {
@@ -826,20 +1002,21 @@ fn commit_group(conn: &mut Connection, group: &[Msg], upsert: &str) -> rusqlite:
                         u.completion_tokens as i64
                     ])?;
                     let t = tier.index();
-                    let d = deltas.entry((*minute, t)).or_default();
+                    let d = delta(&mut deltas, (*minute, t));
                     d.prompt += u.prompt_tokens as i64;
                     d.completion += u.completion_tokens as i64;
                     totals[t][1] += u.prompt_tokens as i64;
                     totals[t][2] += u.completion_tokens as i64;
                     totals[t][3] += 1;
                 }
+                Msg::Close(_) => {}
                 Msg::Call {
                     tier,
                     minute,
                     latency_ms,
                     ok,
                 } => {
-                    let d = deltas.entry((*minute, tier.index())).or_default();
+                    let d = delta(&mut deltas, (*minute, tier.index()));
                     d.calls += 1;
                     d.errors += i64::from(!ok);
                     d.latency_ms += latency_ms;
@@ -847,27 +1024,34 @@ fn commit_group(conn: &mut Connection, group: &[Msg], upsert: &str) -> rusqlite:
                 }
             }
         }
-        let mut up = tx.prepare_cached(upsert)?;
+        // The same deltas summed per hour for the hourly table.
+        let mut hours: Deltas = Vec::new();
         for ((minute, tier), d) in &deltas {
-            let mut values: Vec<rusqlite::types::Value> = vec![
-                (*minute).into(),
-                (*tier as i64).into(),
-                d.decisions.into(),
-                d.complexity[0].into(),
-                d.complexity[1].into(),
-                d.complexity[2].into(),
-                d.two_stage.into(),
-                d.simple_mode.into(),
-                d.decision_ms.into(),
-                d.prompt.into(),
-                d.completion.into(),
-                d.calls.into(),
-                d.errors.into(),
-                d.latency_ms.into(),
-            ];
-            values.extend(d.dt.iter().map(|v| (*v).into()));
-            values.extend(d.lat.iter().map(|v| (*v).into()));
-            up.execute(rusqlite::params_from_iter(values))?;
+            delta(&mut hours, (minute.div_euclid(60) * 60, *tier)).add(d);
+        }
+        for (sql, deltas) in upsert.iter().zip([&deltas, &hours]) {
+            let mut up = tx.prepare_cached(sql)?;
+            for ((minute, tier), d) in deltas {
+                let mut values: Vec<rusqlite::types::Value> = vec![
+                    (*minute).into(),
+                    (*tier as i64).into(),
+                    d.decisions.into(),
+                    d.complexity[0].into(),
+                    d.complexity[1].into(),
+                    d.complexity[2].into(),
+                    d.two_stage.into(),
+                    d.simple_mode.into(),
+                    d.decision_ms.into(),
+                    d.prompt.into(),
+                    d.completion.into(),
+                    d.calls.into(),
+                    d.errors.into(),
+                    d.latency_ms.into(),
+                ];
+                values.extend(d.dt.iter().map(|v| (*v).into()));
+                values.extend(d.lat.iter().map(|v| (*v).into()));
+                up.execute(rusqlite::params_from_iter(values))?;
+            }
         }
         let mut total = tx.prepare_cached(
             "UPDATE totals SET decisions = decisions + ?2, prompt_tokens = prompt_tokens + ?3,
@@ -887,6 +1071,31 @@ fn commit_group(conn: &mut Connection, group: &[Msg], upsert: &str) -> rusqlite:
     }
     tx.commit()
 }
+
+/// Copies the WAL's committed pages into the database file every
+/// [`CHECKPOINT_EVERY`], beside the writer instead of inside its commits
+/// (passive: it never blocks the writer). The writer checkpoints by itself
+/// only when the WAL outgrows [`WAL_PAGES`] (a checkpoint that could not
+/// catch up under sustained load), and then little is left to copy.
+fn checkpoints(path: &Path) {
+    let mut conn = None;
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if conn.is_none() {
+            conn = Connection::open(path).ok();
+        }
+        if let Some(c) = &conn
+            && let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::debug!(error = %e, "checkpoint: will try again");
+        }
+    }
+}
+
+/// How often the WAL is checkpointed beside the writer.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL pages past which the writer checkpoints by itself.
+const WAL_PAGES: i64 = 4_000;
 
 /// Deletes what is older than the retention, a batch at a time, off the
 /// write path.
@@ -940,15 +1149,21 @@ impl Retention {
             std::thread::sleep(Duration::from_millis(5));
         }
         let cutoff = minute_of(now.saturating_sub(self.keep_rollups.as_millis() as i64));
-        loop {
-            let n = conn.execute(
-                "DELETE FROM rollups WHERE minute < ?1 AND minute < (SELECT min(minute) FROM rollups) + 360",
-                [cutoff],
-            )?;
-            if n == 0 {
-                break;
+        for (table, per) in ROLLUP_TABLES {
+            // An hour's row goes once the whole hour is past the cutoff.
+            let cutoff = cutoff - (per - 1);
+            loop {
+                let n = conn.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE minute < ?1 AND minute < (SELECT min(minute) FROM {table}) + ?2"
+                    ),
+                    [cutoff, 360 * per],
+                )?;
+                if n == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
     }
@@ -982,7 +1197,7 @@ impl Store {
                 "SELECT {DECISION_COLUMNS} FROM decisions
                  WHERE seq < ?1
                    AND (?2 IS NULL OR tier = ?2)
-                   AND (?3 IS NULL OR complexity = ?3)
+                   AND (?3 IS NULL OR (?3 = 0 AND score < 3) OR (?3 = 1 AND score >= 3 AND score < 7) OR (?3 = 2 AND score >= 7))
                    AND (?4 = 0 OR mode IS ?5)
                    AND (?6 IS NULL OR instr(query, ?6) > 0)
                  ORDER BY seq DESC LIMIT ?7"
@@ -997,7 +1212,7 @@ impl Store {
                     filter.text,
                     limit as i64,
                 ],
-                |r| decision_from_row(r).map(|d| d.decision),
+                |r| decision_from_row(r, &self.instance).map(|d| d.decision),
             )?;
             rows.collect()
         })
@@ -1005,7 +1220,8 @@ impl Store {
 
     /// The rollups of the minutes `first..end`, summed per `step` minutes
     /// and tier: `(bucket index from first, tier, sums)` in the column
-    /// order of [`ROLLUP_SUMS`].
+    /// order of [`ROLLUP_SUMS`]. Steps of whole hours (with `first` and
+    /// `end` on hours) read the hourly table.
     pub fn rollups(
         &self,
         first: i64,
@@ -1017,8 +1233,10 @@ impl Store {
                 .iter()
                 .map(|c| format!(", total({c})"))
                 .collect();
+            let hourly = step % 60 == 0 && first % 60 == 0 && end % 60 == 0;
+            let table = ROLLUP_TABLES[usize::from(hourly)].0;
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT (minute - ?1) / ?3 AS b, tier{sums} FROM rollups
+                "SELECT (minute - ?1) / ?3 AS b, tier{sums} FROM {table}
                  WHERE minute >= ?1 AND minute < ?2 GROUP BY b, tier"
             ))?;
             let n = rollup_columns().len();
@@ -1061,20 +1279,16 @@ pub fn rollup_columns() -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn row(seq: u64, ts_ms: i64) -> Row {
-        Row {
-            seq,
-            id: format!("t-{seq}"),
-            ts_ms,
-            tier: Tier::Q3,
-            complexity: Complexity::Moderate,
-            mode: None,
-            score: 4.0,
-            decision_ms: 0.5,
-            query: format!("q{seq}"),
-            signals: None,
-            usage: None,
+    fn rows(at: &[(u64, i64)]) -> Rows {
+        let mut rows = Rows::with_capacity(at.len());
+        for &(seq, ts_ms) in at {
+            let t = Utc.timestamp_millis_opt(ts_ms).single().unwrap();
+            let d = RoutingDecision::new(format!("t-{seq}"), &format!("q{seq}"), Tier::Q3, 4.0, t)
+                .unwrap()
+                .with_seq(seq, None);
+            rows.push(&d, 0.5);
         }
+        rows
     }
 
     fn count(store: &Store, sql: &str) -> i64 {
@@ -1094,11 +1308,11 @@ mod tests {
         assert_eq!(restored.seq, 0);
         let now = Utc::now().timestamp_millis();
         let day = 86_400_000;
-        store.write(vec![
-            row(1, now - 3 * day),
-            row(2, now - 2 * 3_600_000),
-            row(3, now),
-        ]);
+        store.write(rows(&[
+            (1, now - 3 * day),
+            (2, now - 2 * 3_600_000),
+            (3, now),
+        ]));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while count(&store, "SELECT count(*) FROM decisions") != 1 {
             assert!(std::time::Instant::now() < deadline, "retention ran");
