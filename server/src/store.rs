@@ -590,10 +590,6 @@ fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, OpenError> {
     };
     let conn = Connection::open(path).map_err(sql)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-    // Set before the first table exists (a new file); an existing file
-    // keeps its own. Larger pages: fewer WAL frames and splits for rows
-    // that only ever append.
-    conn.pragma_update(None, "page_size", 16_384).map_err(sql)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(sql)?;
@@ -1094,8 +1090,10 @@ fn checkpoints(path: &Path) {
 
 /// How often the WAL is checkpointed beside the writer.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// WAL pages past which the writer checkpoints by itself.
-const WAL_PAGES: i64 = 4_000;
+/// WAL pages past which the writer checkpoints by itself (SQLite's default,
+/// 4 MiB): the checkpointer has copied nearly all of them by then, so the
+/// writer's own pass is short and the WAL starts over small.
+const WAL_PAGES: i64 = 1_000;
 
 /// Deletes what is older than the retention, a batch at a time, off the
 /// write path.

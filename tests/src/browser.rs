@@ -32,15 +32,21 @@ impl Browser {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
+        let profile =
+            std::env::temp_dir().join(format!("orch-chromium-{}-{}", std::process::id(), port));
+        // Chromium's shared memory (it lives in files with
+        // --disable-dev-shm-usage, some 70 MiB a session) goes under the
+        // profile, removed with it, rather than into /tmp for good.
+        let tmp = profile.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let driver = Command::new(chromedriver_bin())
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts (scripts/install.sh --test installs it)");
-        let profile =
-            std::env::temp_dir().join(format!("orch-chromium-{}-{}", std::process::id(), port));
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {

@@ -364,6 +364,25 @@ async fn memory(n: u64) {
 /// The panel in headless Chromium while 10 new decisions arrive every
 /// second (all 10 rows change each poll): response-to-paint per poll, first
 /// live data after navigation, and the download size.
+/// Raw and gzipped (-9) bytes of the WASM and JS files directly in `dir`.
+fn bundle_size(dir: &std::path::Path) -> (usize, usize) {
+    let (mut raw, mut gz) = (0usize, 0usize);
+    for entry in std::fs::read_dir(dir).expect("dist/ exists (scripts/build.sh)") {
+        let path = entry.unwrap().path();
+        let name = path.to_string_lossy().to_string();
+        if name.ends_with(".wasm") || name.ends_with(".js") {
+            raw += std::fs::metadata(&path).unwrap().len() as usize;
+            let out = Command::new("gzip")
+                .args(["-9c"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            gz += out.stdout.len();
+        }
+    }
+    (raw, gz)
+}
+
 async fn panel(secs: u64) {
     let server = Server::start(&[]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -395,21 +414,8 @@ async fn panel(secs: u64) {
         .collect();
     let deltas: Vec<f64> = response.iter().zip(&painted).map(|(r, p)| p - r).collect();
     let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist");
-    let (mut raw, mut gz) = (0usize, 0usize);
-    for entry in std::fs::read_dir(&dist).expect("dist/ exists (scripts/build.sh)") {
-        let path = entry.unwrap().path();
-        let name = path.to_string_lossy().to_string();
-        if name.ends_with(".wasm") || name.ends_with(".js") {
-            let bytes = std::fs::read(&path).unwrap();
-            raw += bytes.len();
-            let out = Command::new("gzip")
-                .args(["-9c"])
-                .arg(&path)
-                .output()
-                .unwrap();
-            gz += out.stdout.len();
-        }
-    }
+    let (raw, gz) = bundle_size(&dist);
+    let (history_raw, history_gz) = bundle_size(&dist.join("history"));
     println!("\n## panel: {secs} s in headless Chromium, 10 new decisions a second");
     println!(
         "polls with new data: {}; response to painted frame: median {:.1} ms, p95 {:.1} ms, max {:.1} ms",
@@ -423,9 +429,14 @@ async fn panel(secs: u64) {
         painted.first().copied().unwrap_or(f64::NAN)
     );
     println!(
-        "WASM + JS: {:.1} KiB raw, {:.1} KiB gzipped (-9)",
+        "live page (/), WASM + JS: {:.1} KiB raw, {:.1} KiB gzipped (-9)",
         raw as f64 / 1024.0,
         gz as f64 / 1024.0
+    );
+    println!(
+        "History page (/history, its own bundle), WASM + JS: {:.1} KiB raw, {:.1} KiB gzipped (-9)",
+        history_raw as f64 / 1024.0,
+        history_gz as f64 / 1024.0
     );
 }
 
