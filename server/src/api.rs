@@ -758,12 +758,10 @@ pub async fn ingest(
         true => (StatusCode::CREATED, Json(decisions)).into_response(),
         false => (StatusCode::CREATED, Json(&decisions[0])).into_response(),
     };
-    if let Some(committing) = committing {
-        match committing.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ApiError::StoreFailing(e.0)),
-            Err(e) => return Err(ApiError::StoreFailing(e.to_string())),
-        }
+    if let Some(committing) = committing
+        && let Err(e) = committing.await
+    {
+        return Err(ApiError::StoreFailing(e.0));
     }
     Ok(answer)
 }

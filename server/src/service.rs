@@ -76,9 +76,9 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Sends them to the store; the handle resolves once they are
-    /// committed (at once without a store). Sent even if nobody waits.
-    pub fn commit(self) -> Option<tokio::task::JoinHandle<Result<(), CommitError>>> {
+    /// Sends them to the store now; what it returns resolves once they
+    /// are committed (`None` without a store). Sent even if nobody waits.
+    pub fn commit(self) -> Option<impl Future<Output = Result<(), CommitError>> + Send + use<>> {
         self.store.map(|store| store.commit(self.rows))
     }
 

@@ -110,28 +110,39 @@ fn reported(n: u64, query: String) -> serde_json::Value {
            "usage": {"promptTokens": 200 + n % 100, "completionTokens": 400 + n % 300}})
 }
 
-/// Records about `per_sec` decisions per second until `stop`; returns the
-/// count written.
+/// Records about `per_sec` decisions per second until `stop`, each posted at
+/// its tick without waiting for the one before (as routers elsewhere
+/// report): the rate holds whatever a commit takes. Returns the count
+/// posted.
 fn writer(base: String, per_sec: u64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let c = Client::new(&base);
-        let mut written = 0u64;
         if per_sec == 0 {
             return 0;
         }
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_sec));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut posts = tokio::task::JoinSet::new();
+        let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             tick.tick().await;
-            let n = written;
-            written += 1;
-            c.post(
-                "/api/orchestrator/decisions",
-                &reported(n, format!("writer {n}")),
-            )
-            .await;
+            let c = c.clone();
+            posts.spawn(async move {
+                c.post(
+                    "/api/orchestrator/decisions",
+                    &reported(n, format!("writer {n}")),
+                )
+                .await;
+            });
+            n += 1;
+            // Finished ones are reaped as we go; at most 64 in flight.
+            while posts.len() >= 64 {
+                posts.join_next().await;
+            }
+            while posts.try_join_next().is_some() {}
         }
-        written
+        while posts.join_next().await.is_some() {}
+        n
     })
 }
 
