@@ -695,15 +695,8 @@ pub async fn ingest(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     crate::extract::require_json_content_type(&headers)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit: MAX_BATCH_BODY_BYTES,
-            }
-        } else {
-            ApiError::MalformedJson(rejection.body_text())
-        }
-    })?;
+    let body =
+        body.map_err(|rejection| crate::extract::body_rejected(&rejection, MAX_BATCH_BODY_BYTES))?;
     // One decision keeps the API's 64 KiB limit; only a batch may weigh more.
     let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if !is_array && body.len() > crate::extract::MAX_BODY_BYTES {

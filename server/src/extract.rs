@@ -28,16 +28,23 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json_content_type(req.headers())?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES,
-                }
-            } else {
-                ApiError::MalformedJson(rejection.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_rejected(&rejection, MAX_BODY_BYTES))?;
         decode_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Why a body could not be read, as a JSON error: over `limit` bytes, or
+/// broken off.
+pub fn body_rejected(
+    rejection: &axum::extract::rejection::BytesRejection,
+    limit: usize,
+) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::MalformedJson(rejection.body_text())
     }
 }
 

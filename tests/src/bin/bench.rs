@@ -1077,14 +1077,8 @@ async fn store(n: usize) {
     }
     let t = Instant::now();
     let exported = c
-        .http()
-        .get(server.url("/api/orchestrator/decisions?format=ndjson&limit=1000&before=500000"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+        .text("/api/orchestrator/decisions?format=ndjson&limit=1000&before=500000")
+        .await;
     let page_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let mut stream = c
