@@ -42,6 +42,8 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(5);
 const TRICKLE_ROWS: usize = 64;
 /// Messages the writer's channel holds before senders wait.
 const CHANNEL: usize = 4_096;
+/// What a sender is told when the writer is gone.
+const WRITER_STOPPED: &str = "the store writer stopped";
 /// Rows one retention batch deletes.
 const RETENTION_BATCH: usize = 1_000;
 
@@ -359,7 +361,7 @@ impl Store {
             .spawn(move || write_loop(conn, rx, &health))
             .expect("a thread starts");
         let retention = Retention {
-            path,
+            path: path.clone(),
             keep_decisions: settings.keep_decisions,
             keep_rollups: settings.keep_rollups,
         };
@@ -367,7 +369,6 @@ impl Store {
             .name("store-retention".into())
             .spawn(move || retention.run())
             .expect("a thread starts");
-        let path = dir.join(DB_FILE);
         std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || checkpoints(&path))
@@ -422,7 +423,7 @@ impl Store {
         self: &Arc<Self>,
         rows: Rows,
     ) -> impl Future<Output = Result<(), CommitError>> + Send + use<> {
-        let stopped = || CommitError("the store writer stopped".into());
+        let stopped = || CommitError(WRITER_STOPPED.into());
         let n = rows.len() as u64;
         let (done, wait) = oneshot::channel();
         let msg = Msg::Decisions {
@@ -450,7 +451,7 @@ impl Store {
     pub fn write(&self, rows: Rows) {
         let n = rows.len() as u64;
         if self.tx.send(Msg::Decisions { rows, done: None }).is_err() {
-            self.health.fail("the store writer stopped".into(), n);
+            self.health.fail(WRITER_STOPPED.into(), n);
         }
     }
 
@@ -570,26 +571,22 @@ INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('seq', 0);
 /// rows, not 30,240).
 const ROLLUP_TABLES: [(&str, i64); 2] = [("rollups", 1), ("rollups_hour", 60)];
 
-/// A rollup table: one row per period (its first minute) and tier; the
-/// histogram buckets are columns `dt0..` and `lat0..`.
+/// A rollup table: one row per period (its first minute) and tier, then
+/// the columns of [`rollup_columns`] (sums of ms are REAL, counts INTEGER).
 fn rollup_schema(table: &str) -> String {
-    let dt: String = (0..=DECISION_TIME_BOUNDS_MS.len())
-        .map(|i| format!(", dt{i} INTEGER NOT NULL DEFAULT 0"))
-        .collect();
-    let lat: String = (0..=LATENCY_BOUNDS_MS.len())
-        .map(|i| format!(", lat{i} INTEGER NOT NULL DEFAULT 0"))
+    let columns: String = rollup_columns()
+        .iter()
+        .map(|c| {
+            let kind = if c.ends_with("_ms") {
+                "REAL"
+            } else {
+                "INTEGER"
+            };
+            format!(", {c} {kind} NOT NULL DEFAULT 0")
+        })
         .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {table} (
-            minute INTEGER NOT NULL, tier INTEGER NOT NULL,
-            decisions INTEGER NOT NULL DEFAULT 0,
-            simple INTEGER NOT NULL DEFAULT 0, moderate INTEGER NOT NULL DEFAULT 0,
-            complex INTEGER NOT NULL DEFAULT 0,
-            two_stage INTEGER NOT NULL DEFAULT 0, simple_mode INTEGER NOT NULL DEFAULT 0,
-            decision_ms REAL NOT NULL DEFAULT 0,
-            prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
-            calls INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,
-            latency_ms REAL NOT NULL DEFAULT 0{dt}{lat},
+        "CREATE TABLE IF NOT EXISTS {table} (minute INTEGER NOT NULL, tier INTEGER NOT NULL{columns},
             PRIMARY KEY (minute, tier)) WITHOUT ROWID;"
     )
 }
@@ -785,6 +782,37 @@ struct Delta {
 }
 
 impl Delta {
+    /// Its values in the order of [`rollup_columns`].
+    fn values(&self) -> impl Iterator<Item = rusqlite::types::Value> + '_ {
+        let sums = [
+            self.decisions.into(),
+            self.complexity[0].into(),
+            self.complexity[1].into(),
+            self.complexity[2].into(),
+            self.two_stage.into(),
+            self.simple_mode.into(),
+            self.decision_ms.into(),
+            self.prompt.into(),
+            self.completion.into(),
+            self.calls.into(),
+            self.errors.into(),
+            self.latency_ms.into(),
+        ];
+        debug_assert_eq!(sums.len(), ROLLUP_SUMS.len());
+        sums.into_iter()
+            .chain(self.dt.iter().chain(&self.lat).map(|v| (*v).into()))
+    }
+
+    /// Counts an answer's tokens, here and in its tier's `totals` row
+    /// (decisions, prompt, completion, with usage).
+    fn tokens(&mut self, totals: &mut [i64; 4], u: &Usage) {
+        self.prompt += u.prompt_tokens as i64;
+        self.completion += u.completion_tokens as i64;
+        totals[1] += u.prompt_tokens as i64;
+        totals[2] += u.completion_tokens as i64;
+        totals[3] += 1;
+    }
+
     fn add(&mut self, o: &Delta) {
         self.decisions += o.decisions;
         for (a, b) in self.complexity.iter_mut().zip(o.complexity) {
@@ -1003,12 +1031,8 @@ fn commit_group(
                         d.decision_ms += r.decision_ms;
                         d.dt[bucket(&DECISION_TIME_BOUNDS_MS, r.decision_ms)] += 1;
                         totals[t][0] += 1;
-                        if let Some(u) = r.usage {
-                            d.prompt += u.prompt_tokens as i64;
-                            d.completion += u.completion_tokens as i64;
-                            totals[t][1] += u.prompt_tokens as i64;
-                            totals[t][2] += u.completion_tokens as i64;
-                            totals[t][3] += 1;
+                        if let Some(u) = &r.usage {
+                            d.tokens(&mut totals[t], u);
                         }
                     }
                 }
@@ -1024,12 +1048,7 @@ fn commit_group(
                         u.completion_tokens as i64
                     ])?;
                     let t = tier.index();
-                    let d = delta(&mut deltas, (*minute, t));
-                    d.prompt += u.prompt_tokens as i64;
-                    d.completion += u.completion_tokens as i64;
-                    totals[t][1] += u.prompt_tokens as i64;
-                    totals[t][2] += u.completion_tokens as i64;
-                    totals[t][3] += 1;
+                    delta(&mut deltas, (*minute, t)).tokens(&mut totals[t], u);
                 }
                 Msg::Close(_) => {}
                 Msg::Call {
@@ -1054,25 +1073,10 @@ fn commit_group(
         for (sql, deltas) in upsert.iter().zip([&deltas, &hours]) {
             let mut up = tx.prepare_cached(sql)?;
             for ((minute, tier), d) in deltas {
-                let mut values: Vec<rusqlite::types::Value> = vec![
-                    (*minute).into(),
-                    (*tier as i64).into(),
-                    d.decisions.into(),
-                    d.complexity[0].into(),
-                    d.complexity[1].into(),
-                    d.complexity[2].into(),
-                    d.two_stage.into(),
-                    d.simple_mode.into(),
-                    d.decision_ms.into(),
-                    d.prompt.into(),
-                    d.completion.into(),
-                    d.calls.into(),
-                    d.errors.into(),
-                    d.latency_ms.into(),
-                ];
-                values.extend(d.dt.iter().map(|v| (*v).into()));
-                values.extend(d.lat.iter().map(|v| (*v).into()));
-                up.execute(rusqlite::params_from_iter(values))?;
+                let key = [(*minute).into(), (*tier as i64).into()];
+                up.execute(rusqlite::params_from_iter(
+                    key.into_iter().chain(d.values()),
+                ))?;
             }
         }
         let mut total = tx.prepare_cached(
