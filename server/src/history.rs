@@ -151,10 +151,10 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
         Some(raw) => Step::parse(raw).ok_or_else(|| {
             ApiError::BadParameter(format!("step: {raw:?} is not one of 1m, 5m, 1h, 1d"))
         })?,
-        None => Step::fitting(0, span_minutes - 1),
+        None => Step::fitting(span_minutes),
     };
     let m = step.minutes();
-    let n = span_minutes.unsigned_abs().div_ceil(m as u64) as i64;
+    let n = step.points(span_minutes);
     if n > MAX_POINTS {
         return Err(ApiError::BadParameter(format!(
             "{n} points of {} from {} to {}: at most {MAX_POINTS}; use a longer step or a shorter range",

@@ -92,11 +92,19 @@ impl Step {
         Step::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// The shortest step that covers `from..to` in at most [`MAX_POINTS`].
-    pub fn fitting(from_minute: i64, to_minute: i64) -> Step {
+    /// The points a span of `span_minutes` takes at this step (a last
+    /// partial step counts as one).
+    pub fn points(self, span_minutes: i64) -> i64 {
+        let m = self.minutes();
+        (span_minutes.max(0) + m - 1) / m
+    }
+
+    /// The shortest step that covers a span of `span_minutes` in at most
+    /// [`MAX_POINTS`].
+    pub fn fitting(span_minutes: i64) -> Step {
         Step::ALL
             .into_iter()
-            .find(|s| points(from_minute, to_minute, *s) <= MAX_POINTS)
+            .find(|s| s.points(span_minutes) <= MAX_POINTS)
             .unwrap_or(Step::Day)
     }
 }
@@ -107,16 +115,6 @@ pub const MAX_POINTS: i64 = 1_440;
 /// The minute (since the Unix epoch) a time in ms falls in.
 pub fn minute_of(ms: i64) -> i64 {
     ms.div_euclid(60_000)
-}
-
-/// The points from the step holding `from_minute` to the one holding
-/// `to_minute` (inclusive), steps aligned to the epoch.
-pub fn points(from_minute: i64, to_minute: i64, step: Step) -> i64 {
-    if to_minute < from_minute {
-        return 0;
-    }
-    let m = step.minutes();
-    to_minute.div_euclid(m) - from_minute.div_euclid(m) + 1
 }
 
 /// Upper bounds (ms, inclusive) of the decision-time buckets; one more
@@ -227,12 +225,14 @@ mod tests {
             assert_eq!(Step::parse(s.name()), Some(s));
         }
         assert_eq!(Step::parse("2m"), None);
-        assert_eq!(points(0, 1_439, Step::Minute), 1_440);
-        assert_eq!(points(0, 1_440, Step::Minute), 1_441);
-        assert_eq!(points(4, 5, Step::FiveMinutes), 2);
-        assert_eq!(points(5, 4, Step::FiveMinutes), 0);
-        assert_eq!(Step::fitting(0, 1_439), Step::Minute);
-        assert_eq!(Step::fitting(0, 7 * 1_440), Step::Hour);
+        assert_eq!(Step::Minute.points(1_440), 1_440);
+        assert_eq!(Step::Minute.points(1_441), 1_441);
+        assert_eq!(Step::FiveMinutes.points(6), 2);
+        assert_eq!(Step::FiveMinutes.points(0), 0);
+        assert_eq!(Step::FiveMinutes.points(-3), 0);
+        assert_eq!(Step::fitting(1_440), Step::Minute);
+        assert_eq!(Step::fitting(1_441), Step::FiveMinutes);
+        assert_eq!(Step::fitting(7 * 1_440 + 1), Step::Hour);
         assert_eq!(minute_of(-1), -1);
         assert_eq!(minute_of(119_999), 1);
     }
