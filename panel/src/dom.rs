@@ -21,7 +21,7 @@ pub enum Put {
 /// differs: the browser redraws what changed and nothing else.
 pub fn patch(root: &Element, puts: Vec<(String, Put)>) {
     for (key, put) in puts {
-        let Ok(Some(el)) = root.query_selector(&format!("[data-k=\"{key}\"]")) else {
+        let Some(el) = find(root, &key) else {
             continue;
         };
         match put {
@@ -44,6 +44,13 @@ pub fn patch(root: &Element, puts: Vec<(String, Put)>) {
             }
         }
     }
+}
+
+/// The node under `root` whose `data-k` is `key`.
+pub fn find(root: &Element, key: &str) -> Option<Element> {
+    root.query_selector(&format!("[data-k=\"{key}\"]"))
+        .ok()
+        .flatten()
 }
 
 /// A new element in `ns` (None for HTML) with these attributes and, when

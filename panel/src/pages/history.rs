@@ -13,8 +13,8 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{Element, HtmlInputElement, HtmlSelectElement};
 
 use crate::api::{DECISIONS_PATH, HISTORY_PATH, fetch_json};
-use crate::components::history_view::{charts, field, log_row};
-use crate::dom::element;
+use crate::components::history_view::{charts, field, log_row, text};
+use crate::dom::{element, find};
 
 /// The page's fixed markup; `data-k` nodes are written as data arrives.
 const SKELETON: &str = r#"
@@ -53,12 +53,6 @@ struct State {
     filters: String,
     before: Option<u64>,
     next: Option<u64>,
-}
-
-fn find(root: &Element, key: &str) -> Option<Element> {
-    root.query_selector(&format!("[data-k=\"{key}\"]"))
-        .ok()
-        .flatten()
 }
 
 /// The `name=value&...` of a form's non-empty fields, URL-encoded.
@@ -100,9 +94,9 @@ fn load_history(root: Element, state: Rc<RefCell<State>>) {
                 if let Some(el) = note {
                     el.set_text_content(Some(&format!(
                         "{total} decisions, {} a step, from {} to {} (UTC)",
-                        field(&h, "step").as_string().unwrap_or_default(),
-                        field(&h, "from").as_string().unwrap_or_default(),
-                        field(&h, "to").as_string().unwrap_or_default()
+                        text(&field(&h, "step")),
+                        text(&field(&h, "from")),
+                        text(&field(&h, "to"))
                     )));
                     let _ = el.set_attribute("data-count", &total.to_string());
                 }
