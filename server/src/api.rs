@@ -106,6 +106,10 @@ pub struct Health {
     pub connections: ConnectionUse,
     /// Open event streams against `--max-streams`.
     pub streams: StreamUse,
+    /// Only with `--redis`: the link to Redis and the backlog waiting for
+    /// it (the same as the status's `cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<shared::cluster::ClusterInfo>,
 }
 
 /// Event streams open now and the cap.
@@ -818,6 +822,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             open: state.streams.places().in_use(),
             max: state.streams.places().max(),
         },
+        cluster: state.service.cluster().map(|c| c.info()),
     })
 }
 
@@ -1018,6 +1023,11 @@ fn invalid(err: DecisionError) -> ApiError {
         shared::history::DecisionPage,
         shared::history::Persistence,
         shared::history::PersistenceState,
+        shared::cluster::ClusterInfo,
+        shared::cluster::RedisState,
+        shared::cluster::ClusterView,
+        shared::cluster::ClusterInstance,
+        shared::cluster::InstanceState,
         Signal,
         shared::Routing,
         shared::CostSummary,

@@ -99,6 +99,24 @@ pub struct Config {
     #[arg(long, env = "ORCH_KEEP_ROLLUPS", default_value = "400d", value_parser = parse_keep)]
     pub keep_rollups: Duration,
 
+    /// Share one status with every instance naming the same Redis and
+    /// `--cluster` (e.g. redis://10.0.0.5:6379/0). Redis is never on a
+    /// request's path: while it is unreachable each instance serves its own
+    /// view, labelled.
+    #[arg(long, env = "ORCH_REDIS")]
+    pub redis: Option<String>,
+
+    /// The cluster's name: instances on one Redis with different names
+    /// stay apart.
+    #[arg(long, env = "ORCH_CLUSTER", default_value = "default", value_parser = parse_cluster)]
+    pub cluster: String,
+
+    /// Most decisions waiting to be sent to Redis (while it is slow or
+    /// unreachable); what overflows is counted, and totals stay exact.
+    #[arg(long, env = "ORCH_REDIS_BACKLOG", default_value_t = crate::cluster::DEFAULT_BACKLOG,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000).map(|n| n as usize))]
+    pub redis_backlog: usize,
+
     /// How many decisions to keep (ring buffer capacity).
     #[arg(long, env = "ORCH_BUFFER_SIZE", default_value_t = DEFAULT_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
@@ -169,6 +187,9 @@ impl Config {
     /// Checks what clap cannot: the window fits in the buffer and every tier
     /// is named once.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.redis {
+            redis::Client::open(url.as_str()).map_err(|e| format!("--redis {url:?}: {e}"))?;
+        }
         if self.window > self.buffer_size {
             return Err(format!(
                 "--window ({}) cannot exceed --buffer-size ({})",
@@ -745,5 +766,19 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }
+    }
+}
+
+/// A cluster name: 1 to 64 letters, digits, `-`, `_` or `.` (it becomes
+/// part of Redis keys).
+fn parse_cluster(raw: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, '-', '_' or '.'".into())
     }
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone as _, Utc};
 use shared::api::Mode;
+use shared::cluster::ClusterView;
 use shared::history::{
     DECISION_TIME_BOUNDS_MS, DecisionPage, History, LATENCY_BOUNDS_MS, MAX_POINTS, Step, TierSeries,
 };
@@ -168,10 +169,24 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
     let first = (last - n + 1) * m;
     let end = (last + 1) * m;
     let store = store(&state)?;
-    let rows = tokio::task::spawn_blocking(move || store.rollups(first, end, m))
+    let mut rows = tokio::task::spawn_blocking(move || store.rollups(first, end, m))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(format!("history: {e}")))?;
+    // With --redis, the other instances' rollups are summed in.
+    let mut scope = None;
+    if let Some(cluster) = state.service.cluster() {
+        let mut instances = vec![state.service.instance().id];
+        let view = match cluster.peer_rollups(first, end, m).await {
+            Ok((peer_rows, ids)) => {
+                rows.extend(peer_rows);
+                instances.extend(ids);
+                ClusterView::Cluster
+            }
+            Err(_) => ClusterView::Local,
+        };
+        scope = Some((view, instances));
+    }
     let len = n as usize;
     let dt = DECISION_TIME_BOUNDS_MS.len() + 1;
     let lat = LATENCY_BOUNDS_MS.len() + 1;
@@ -201,18 +216,18 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
         };
         let s = &mut series[tier.index()];
         let count = |x: f64| x.max(0.0) as u64;
-        s.decisions[i] = count(v[0]);
-        s.simple[i] = count(v[1]);
-        s.moderate[i] = count(v[2]);
-        s.complex[i] = count(v[3]);
-        s.two_stage[i] = count(v[4]);
-        s.simple_mode[i] = count(v[5]);
-        s.decision_time_ms_sum[i] = finite(v[6]);
-        s.prompt_tokens[i] = count(v[7]);
-        s.completion_tokens[i] = count(v[8]);
-        s.upstream_calls[i] = count(v[9]);
-        s.upstream_errors[i] = count(v[10]);
-        s.upstream_latency_ms_sum[i] = finite(v[11]);
+        s.decisions[i] += count(v[0]);
+        s.simple[i] += count(v[1]);
+        s.moderate[i] += count(v[2]);
+        s.complex[i] += count(v[3]);
+        s.two_stage[i] += count(v[4]);
+        s.simple_mode[i] += count(v[5]);
+        s.decision_time_ms_sum[i] += finite(v[6]);
+        s.prompt_tokens[i] += count(v[7]);
+        s.completion_tokens[i] += count(v[8]);
+        s.upstream_calls[i] += count(v[9]);
+        s.upstream_errors[i] += count(v[10]);
+        s.upstream_latency_ms_sum[i] += finite(v[11]);
         let rest = &v[ROLLUP_SUMS.len()..];
         for (k, x) in rest[..dt].iter().enumerate() {
             s.decision_time_buckets[k] += count(*x);
@@ -231,6 +246,8 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
         series,
         decision_time_bounds_ms: DECISION_TIME_BOUNDS_MS.to_vec(),
         upstream_latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
+        view: scope.as_ref().map(|s| s.0),
+        instances: scope.map(|s| s.1),
     };
     Ok(axum::Json(body).into_response())
 }

@@ -97,6 +97,27 @@ async fn main() {
             }
         }
     }
+    let cluster = config.redis.as_ref().map(|url| {
+        let settings = server::cluster::Settings {
+            url: url.clone(),
+            name: config.cluster.clone(),
+            backlog: config.redis_backlog,
+            address: addr.to_string(),
+        };
+        match server::cluster::Cluster::new(settings, config.buffer_size) {
+            Ok(c) => std::sync::Arc::new(c),
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::exit(2);
+            }
+        }
+    });
+    if let Some(cluster) = &cluster {
+        if let Some(store) = service.store() {
+            store.track_changes();
+        }
+        service = service.with_cluster(std::sync::Arc::clone(cluster));
+    }
     let state = AppState::with_options(
         service,
         Upstreams::new(
@@ -125,6 +146,11 @@ async fn main() {
         },
     );
     let service_store = state.service.store().cloned();
+    let service = std::sync::Arc::clone(&state.service);
+    if let Some(cluster) = &cluster {
+        cluster.start(std::sync::Arc::clone(&service));
+        tracing::info!(cluster = %config.cluster, backlog = config.redis_backlog, "sharing one status through redis");
+    }
     for tier in shared::Tier::ALL {
         if !state.upstreams.configured(tier) {
             tracing::info!(%tier, "tier has no upstream: its queries get 503");
@@ -172,6 +198,9 @@ async fn main() {
         shutdown_signal(),
     )
     .await;
+    if let Some(cluster) = &cluster {
+        cluster.close(&service).await;
+    }
     if let Some(store) = service_store {
         store.close().await;
     }

@@ -29,6 +29,7 @@ use shared::{
 };
 use tokio::sync::Notify;
 
+use crate::cluster::Cluster;
 use crate::store::{CommitError, Restored, Rows, Store};
 use crate::telemetry::Telemetry;
 
@@ -66,6 +67,19 @@ pub struct StatusService {
     /// The instance id: the data dir's (the same across restarts), else
     /// this process's.
     instance_id: String,
+    /// The other instances sharing one status through Redis, with `--redis`.
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// This instance's own all-time and right-now figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    /// Decisions per tier since start (restored ones included).
+    pub per_tier: [u64; 3],
+    /// Requests in flight per tier.
+    pub active: [u64; 3],
+    /// Tokens per tier.
+    pub tokens: [Tokens; 3],
 }
 
 /// Decisions recorded in memory on their way to the store.
@@ -172,6 +186,7 @@ impl StatusService {
         let service = StatusService {
             instance_id: boot.clone(),
             store: None,
+            cluster: None,
             inner: Mutex::new(Inner {
                 buffer: VecDeque::with_capacity(capacity),
                 total: 0,
@@ -244,6 +259,39 @@ impl StatusService {
         self.store = Some(store);
         self.bump();
         self
+    }
+
+    /// Shares this instance's decisions and figures with the other
+    /// instances of `cluster`, and their's with every status.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster, with `--redis`.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// This instance's own totals, requests in flight and tokens.
+    pub fn figures(&self) -> Figures {
+        let active = Tier::ALL.map(|t| self.active(t));
+        let inner = self.lock();
+        Figures {
+            per_tier: inner.per_tier,
+            active,
+            tokens: inner.tokens,
+        }
+    }
+
+    /// This instance's buffered decisions, oldest first, with their
+    /// decision times.
+    pub fn buffered(&self) -> Vec<(RoutingDecision, f64)> {
+        self.lock()
+            .buffer
+            .iter()
+            .map(|d| (d.decision.clone(), d.decision_time_ms))
+            .collect()
     }
 
     /// The store, unless `--in-memory`.
@@ -397,6 +445,9 @@ impl StatusService {
         }
         // Freed outside the lock.
         drop(evicted);
+        if let Some(cluster) = &self.cluster {
+            cluster.enqueue(public.iter().map(|(d, ms)| (d, *ms)));
+        }
         if let Some(t) = &self.telemetry {
             for (d, ms) in &public {
                 t.record_decision(d.tier, d.complexity, d.mode, *ms);
@@ -494,10 +545,17 @@ impl StatusService {
                 None => std::future::pending().await,
             }
         };
+        let cluster = async {
+            match &self.cluster {
+                Some(c) => c.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = self.changed.notified() => {}
             () = telemetry => {}
             () = store => {}
+            () = cluster => {}
         }
     }
 
@@ -507,6 +565,7 @@ impl StatusService {
         self.version.load(Ordering::Acquire)
             + self.telemetry.as_ref().map_or(0, |t| t.version())
             + self.store.as_ref().map_or(0, |s| s.version())
+            + self.cluster.as_ref().map_or(0, |c| c.version())
     }
 
     fn bump(&self) {
@@ -546,20 +605,40 @@ impl StatusService {
     /// and the newest `seq` it covers.
     pub fn status_since(&self, recent: usize, since: Option<u64>) -> (OrchestratorStatus, u64) {
         let active = Tier::ALL.map(|t| self.active(t));
+        // In cluster view, the other instances' figures and decisions join
+        // this one's; while Redis is unreachable, this instance's alone.
+        let cluster = self.cluster.as_ref().filter(|c| c.is_cluster_view());
+        let others = cluster.map(|c| c.others()).unwrap_or_default();
         let inner = self.lock();
+        let per_tier: [u64; 3] = std::array::from_fn(|i| inner.per_tier[i] + others.per_tier[i]);
         let counters = StatusCounters {
-            total_decisions: inner.total,
-            total_processed: inner.per_tier,
-            active_requests: active,
+            total_decisions: per_tier.iter().sum(),
+            total_processed: per_tier,
+            active_requests: std::array::from_fn(|i| active[i] + others.active[i]),
         };
-        let tokens = inner.tokens;
-        let mut status = build_status(
-            inner.buffer.iter().rev(),
-            self.window,
-            recent,
-            &counters,
-            Utc::now(),
-        );
+        let mut tokens = inner.tokens;
+        for (t, o) in tokens.iter_mut().zip(&others.tokens) {
+            t.merge(o);
+        }
+        let now = Utc::now();
+        let mut status = match cluster {
+            None => build_status(
+                inner.buffer.iter().rev(),
+                self.window,
+                recent,
+                &counters,
+                now,
+            ),
+            Some(c) => {
+                let remote = c.remote();
+                let merged = merge_recorded(
+                    inner.buffer.iter().rev(),
+                    remote.newest_first(),
+                    self.capacity,
+                );
+                build_status(merged.iter().copied(), self.window, recent, &counters, now)
+            }
+        };
         if let Some(since) = since {
             let (decisions, gap) = inner.between(since, inner.seq);
             status.decisions_since = Some(decisions);
@@ -584,6 +663,10 @@ impl StatusService {
         if let Some(t) = &self.telemetry {
             status.tier_metrics = Some(t.tier_metrics());
             status.model_utilization = Some(t.model_utilization());
+        }
+        if let Some(c) = &self.cluster {
+            status.cluster = Some(c.info());
+            status.instances = Some(c.instances(self));
         }
         (status, seq)
     }
@@ -656,6 +739,32 @@ impl StatusService {
         // them can panic midway), so a poisoned lock still guards good data.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Two lists of decisions, each newest first, merged newest first (by
+/// [`shared::cluster::newer`]), at most `keep`.
+fn merge_recorded<'a>(
+    a: impl Iterator<Item = &'a RecordedDecision>,
+    b: impl Iterator<Item = &'a RecordedDecision>,
+    keep: usize,
+) -> Vec<&'a RecordedDecision> {
+    let mut out = Vec::with_capacity(keep);
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    while out.len() < keep {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if shared::cluster::newer(&y.decision, &x.decision).is_gt() => {
+                b.next()
+            }
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(d) => out.push(d),
+            None => break,
+        }
+    }
+    out
 }
 
 /// Holds one in-flight request of a tier; dropping it (on success, error,

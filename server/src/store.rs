@@ -13,6 +13,7 @@
 //! ([`Store::persistence`]), counts what it could not write, and tries again
 //! with each new group and once a second until a commit succeeds.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -262,6 +263,9 @@ struct Health {
     not_persisted: AtomicU64,
     version: AtomicU64,
     changed: Notify,
+    /// With a cluster: the minutes whose rollup rows changed since the
+    /// cluster last published them.
+    dirty: Mutex<Option<BTreeSet<i64>>>,
 }
 
 impl Health {
@@ -487,6 +491,89 @@ impl Store {
             latency_ms,
             ok,
         });
+    }
+
+    /// From now on, notes the minutes whose rollups change, for
+    /// [`Self::take_dirty`] (a cluster publishes them).
+    pub fn track_changes(&self) {
+        let mut dirty = self
+            .health
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        dirty.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// The minutes whose rollup rows changed since the last call.
+    pub fn take_dirty(&self) -> Vec<i64> {
+        let mut dirty = self
+            .health
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        dirty
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    }
+
+    /// Gives back minutes taken by [`Self::take_dirty`] that could not be
+    /// published.
+    pub fn put_dirty(&self, minutes: Vec<i64>) {
+        let mut dirty = self
+            .health
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(dirty) = dirty.as_mut() {
+            dirty.extend(minutes);
+        }
+    }
+
+    /// The whole rollup rows (of the hourly table when `hourly`) of the
+    /// periods starting at `periods` (or, with `since`, of every period
+    /// from that minute on): `(minute, tier, values)` in the order of
+    /// [`rollup_columns`].
+    pub fn rollup_rows(
+        &self,
+        hourly: bool,
+        periods: Periods<'_>,
+    ) -> rusqlite::Result<Vec<(i64, Tier, Vec<f64>)>> {
+        let table = ROLLUP_TABLES[usize::from(hourly)].0;
+        let cols: String = rollup_columns().iter().map(|c| format!(", {c}")).collect();
+        let n = rollup_columns().len();
+        self.read(|conn| {
+            let row = |r: &rusqlite::Row<'_>| {
+                let values = (0..n)
+                    .map(|i| r.get::<_, f64>(i + 2))
+                    .collect::<rusqlite::Result<Vec<f64>>>()?;
+                Ok((r.get(0)?, tier_of(r.get(1)?), values))
+            };
+            let mut out = Vec::new();
+            match periods {
+                Periods::Since(first) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT minute, tier{cols} FROM {table} WHERE minute >= ?1"
+                    ))?;
+                    for r in stmt.query_map([first], row)? {
+                        out.push(r?);
+                    }
+                }
+                Periods::At(minutes) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT minute, tier{cols} FROM {table} WHERE minute = ?1"
+                    ))?;
+                    for m in minutes {
+                        for r in stmt.query_map([m], row)? {
+                            out.push(r?);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Runs `f` on a read-only connection (from a small pool).
@@ -885,7 +972,14 @@ fn write_loop(mut conn: Connection, rx: flume::Receiver<Msg>, health: &Health) {
         };
         let result = match (group.is_empty(), &close) {
             (true, Some(_)) => Ok(()),
-            _ => commit_group(&mut conn, &group, &upsert).map_err(|e| CommitError(e.to_string())),
+            _ => commit_group(&mut conn, &group, &upsert)
+                .map(|minutes| {
+                    let mut dirty = health.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(dirty) = dirty.as_mut() {
+                        dirty.extend(minutes);
+                    }
+                })
+                .map_err(|e| CommitError(e.to_string())),
         };
         match &result {
             Ok(()) => health.ok(),
@@ -970,11 +1064,12 @@ fn insert_rows(
     stmt.raw_execute().map(drop)
 }
 
+/// Commits a group; returns the minutes whose rollup rows it changed.
 fn commit_group(
     conn: &mut Connection,
     group: &[Msg],
     upsert: &[String; 2],
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<i64>> {
     let tx = conn.transaction()?;
     if group.is_empty() {
         // A probe while failing: a write that must reach the disk.
@@ -982,7 +1077,7 @@ fn commit_group(
             "INSERT OR REPLACE INTO meta VALUES ('probe', ?1)",
             [Utc::now().timestamp_millis()],
         )?;
-        return tx.commit();
+        return tx.commit().map(|()| Vec::new());
     }
     // A group spans a minute or two: a short list beats a hash map.
     let mut deltas: Vec<((i64, usize), Delta)> = Vec::new();
@@ -1095,7 +1190,8 @@ fn commit_group(
             )?;
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(deltas.into_iter().map(|((minute, _), _)| minute).collect())
 }
 
 /// Copies the WAL's committed pages into the database file every
@@ -1277,6 +1373,15 @@ impl Store {
             rows.collect()
         })
     }
+}
+
+/// Which rollup periods [`Store::rollup_rows`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Periods<'a> {
+    /// Those starting at these minutes.
+    At(&'a [i64]),
+    /// Every one from this minute on.
+    Since(i64),
 }
 
 /// The summed rollup measures, in order (histogram buckets last).

@@ -18,7 +18,9 @@
 //! `id:` = the newest `seq` it covers, so a browser's automatic reconnect
 //! resumes exactly where it left off. A buffered decision that changes after
 //! it was sent (its tokens become known when its answer arrives) is sent
-//! again as an `update` event, without `id:`, before the next status.
+//! again as an `update` event, without `id:`, before the next status. With
+//! `--redis`, other instances' decisions arrive as `decision` events without
+//! `id:` (their `seq`s are their own instances').
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -229,6 +231,14 @@ impl Hub {
                 kept.1 = frame(Some(decision.seq), "decision", &decision);
             }
             updated.push(frame(None, "update", &decision));
+        }
+        // Other instances' new decisions (with `--redis`): `decision`
+        // events without `id:` (their seqs are their instances'), so a
+        // resumed stream goes on from this instance's decisions.
+        if let Some(cluster) = self.service.cluster() {
+            for decision in cluster.take_fresh() {
+                updated.push(frame(None, "decision", &decision));
+            }
         }
         ring.seq = snapshot.seq;
         let mut status = BytesMut::with_capacity(snapshot.body.len() + 48);

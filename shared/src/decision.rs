@@ -207,11 +207,13 @@ impl RoutingDecision {
     }
 }
 
-/// Merges two lists of one instance's decisions, each newest first by
-/// `seq`, into one newest first, keeping at most `keep`; where both hold a
-/// `seq`, `fresh`'s copy wins (it may have learnt its token counts since).
-/// Linear, for a client holding a whole buffer: a status refreshes it, and
-/// each decision a stream pushes (new, or updated) is a `fresh` of one.
+/// Merges two lists of decisions, each newest first (by
+/// [`crate::cluster::newer`]: one instance's in `seq` order, several
+/// instances' by time), into one newest first, keeping at most `keep`; where
+/// both hold a decision (same id), `fresh`'s copy wins (it may have learnt
+/// its token counts since). Linear, for a client holding a whole buffer: a
+/// status refreshes it, and each decision a stream pushes (new, updated, or
+/// another instance's) is a `fresh` of one.
 pub fn merge_newest_first(
     fresh: Vec<RoutingDecision>,
     held: Vec<RoutingDecision>,
@@ -222,16 +224,13 @@ pub fn merge_newest_first(
     let mut held = held.into_iter().peekable();
     while out.len() < keep {
         let next = match (fresh.peek(), held.peek()) {
-            (Some(f), Some(h)) if h.seq > f.seq => held.next(),
-            (Some(f), Some(h)) => {
-                if h.seq == f.seq {
-                    held.next();
-                }
+            (Some(f), Some(h)) if h.id == f.id => {
+                held.next();
                 fresh.next()
             }
-            (Some(_), None) => fresh.next(),
-            (None, Some(_)) => held.next(),
-            (None, None) => None,
+            (Some(f), Some(h)) if crate::cluster::newer(h, f).is_gt() => held.next(),
+            (Some(_), _) => fresh.next(),
+            (None, _) => held.next(),
         };
         match next {
             Some(d) => out.push(d),
@@ -509,6 +508,21 @@ mod tests {
         let merged = merge_newest_first(vec![d(6, "new")], vec![d(8, "s"), d(7, "s")], 2);
         assert_eq!(merged.iter().map(|d| d.seq).collect::<Vec<_>>(), [8, 7]);
         assert!(merge_newest_first(fresh, held, 0).is_empty());
+        // Two instances' decisions interleave by time, whatever their seqs.
+        let other = |seq: u64, secs: i64| {
+            RoutingDecision::new(
+                format!("b-{seq}"),
+                "b",
+                Tier::Q2,
+                1.0,
+                at() + chrono::Duration::seconds(secs),
+            )
+            .unwrap()
+            .with_seq(seq, None)
+        };
+        let merged = merge_newest_first(vec![other(1, 5), other(100, -5)], vec![d(9, "a")], 10);
+        let ids: Vec<&str> = merged.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["b-1", "i-9", "b-100"]);
     }
 
     proptest::proptest! {

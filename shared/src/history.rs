@@ -164,6 +164,13 @@ pub struct History {
     /// Upper bounds (ms) of `upstreamLatencyBuckets`; a last bucket counts
     /// the rest.
     pub upstream_latency_bounds_ms: Vec<f64>,
+    /// Only with `--redis`: `cluster` when every instance's rollups are
+    /// summed, `local` when Redis could not be read (this instance's only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<crate::cluster::ClusterView>,
+    /// Only with `--redis`: the instances summed, this one first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<String>>,
 }
 
 /// One tier's measures over time; each list has one value per point.

@@ -283,6 +283,13 @@ impl Tokens {
         self.completion = self.completion.saturating_add(usage.completion_tokens);
         self.decisions += 1;
     }
+
+    /// Adds another count (another instance's).
+    pub fn merge(&mut self, other: &Tokens) {
+        self.prompt = self.prompt.saturating_add(other.prompt);
+        self.completion = self.completion.saturating_add(other.completion);
+        self.decisions = self.decisions.saturating_add(other.decisions);
+    }
 }
 
 /// The status's `cost`: tokens per tier since start, and with prices what

@@ -7,6 +7,7 @@
 //! for its OpenAPI document).
 
 pub mod api;
+pub mod cluster;
 mod decision;
 pub mod history;
 pub mod insight;

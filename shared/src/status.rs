@@ -106,6 +106,15 @@ pub struct OrchestratorStatus {
     /// Beyond the seed: whether decisions reach the embedded store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<crate::history::Persistence>,
+    /// Beyond the seed, only with `--redis`: the link to Redis and whether
+    /// this status covers the whole cluster or (Redis unreachable) this
+    /// instance only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterInfo>,
+    /// Beyond the seed, only with `--redis`: every instance of the cluster
+    /// this one knows of, this one first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<crate::cluster::ClusterInstance>>,
 }
 
 /// The server process a status comes from.
@@ -260,6 +269,8 @@ where
         routing: None,
         cost: None,
         persistence: None,
+        cluster: None,
+        instances: None,
     }
 }
 

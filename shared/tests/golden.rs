@@ -23,6 +23,8 @@ const ADDED_STATUS: &[&str] = &[
     "routing",
     "cost",
     "persistence",
+    "cluster",
+    "instances",
 ];
 const ADDED_DECISION: &[&str] = &[
     "seq",

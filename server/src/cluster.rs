@@ -1,0 +1,947 @@
+//! Scale-out: instances that name the same Redis (`--redis`) and cluster
+//! (`--cluster`) share one status, and Redis is never on a request's path.
+//!
+//! Each instance publishes, from tasks of its own:
+//! - its **record** (id, address, start, heartbeat time, requests in flight,
+//!   and its *absolute* totals per tier and tokens) into the hash
+//!   `orch:{cluster}:instances`, every second and with every batch. Totals
+//!   are absolute, so a retried write, a reconnect or a republish can never
+//!   count a decision twice; the cluster's totals are the sum of the
+//!   records;
+//! - its **decisions** into the stream `orch:{cluster}:decisions`, from a
+//!   bounded backlog (`--redis-backlog`), one `XADD` per batch and at most one
+//!   batch per 50 ms, each entry carrying the record too;
+//! - with the store on, its **rollups** per minute and hour (absolute rows)
+//!   for the history API to sum (see [`crate::history`]).
+//!
+//! Each instance reads the stream (a blocking `XREAD` on a connection of its
+//! own) into a buffer of the other instances' newest decisions; a status in
+//! cluster view is computed over this instance's buffer merged with it, by
+//! the same shared code. A decision from another instance wakes the status
+//! stream like a local one.
+//!
+//! Redis losing its data (a restart without persistence) shows as a changed
+//! `orch:{cluster}:epoch`: every instance then republishes what it holds (its
+//! record, the records of the instances it knew, with `HSETNX` so a live one's
+//! own write wins, its buffered decisions and its rollups) and reads the new
+//! stream from its start. A failed or slow exchange (1 s) marks Redis
+//! unreachable: statuses say so and cover this instance only, the backlog
+//! fills (what overflows is counted), and the next try waits 0.25 s, then
+//! twice as long each time up to 2 s (a circuit breaker), so a recovered
+//! Redis is used again within 2 s.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Value};
+use serde::{Deserialize, Serialize};
+use shared::cluster::{
+    ClusterInfo, ClusterInstance, ClusterView, InstanceState, RedisState, instance_state,
+};
+use shared::insight::Tokens;
+use shared::{RecordedDecision, RoutingDecision, Tier};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::service::StatusService;
+use crate::store::{Periods, Store};
+
+/// `--redis-backlog` unless given.
+pub const DEFAULT_BACKLOG: usize = 100_000;
+/// The least time between two batches sent to Redis.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// How often the record is written when no decision is.
+pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// The longest an exchange with Redis may take before Redis counts as
+/// unreachable.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// The first pause after a failed exchange; doubled up to [`MAX_PAUSE`].
+const MIN_PAUSE: Duration = Duration::from_millis(250);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// The most decisions in one stream entry.
+const MAX_BATCH: usize = 2_000;
+/// Stream entries kept (approximately): a few seconds at full load, all of
+/// the newest decisions at a trickle.
+const STREAM_LEN: usize = 512;
+/// Stream entries read at once.
+const READ_COUNT: usize = 64;
+/// How long a read blocks waiting for new entries.
+const READ_BLOCK_MS: u64 = 1_000;
+
+/// `--redis`, `--cluster`, `--redis-backlog` and where this instance listens.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
+    pub url: String,
+    /// The cluster's name.
+    pub name: String,
+    /// The most decisions waiting to be sent.
+    pub backlog: usize,
+    /// This instance's address, as the cluster lists it.
+    pub address: String,
+}
+
+/// What an instance publishes about itself. Every figure is absolute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    address: String,
+    started_at: String,
+    /// Wall-clock time of this write, ms since the epoch.
+    beat_ms: i64,
+    active: [u64; 3],
+    per_tier: [u64; 3],
+    /// Prompt, completion, decisions reporting them; per tier.
+    tokens: [[u64; 3]; 3],
+    /// Written once by a clean shutdown.
+    #[serde(default)]
+    stopped: bool,
+}
+
+impl Record {
+    fn total(&self) -> u64 {
+        self.per_tier.iter().sum()
+    }
+
+    /// Whether `self` is at least as new as `other` (totals never go back;
+    /// among equal totals the later heartbeat).
+    fn supersedes(&self, other: &Record) -> bool {
+        (self.total(), self.beat_ms) >= (other.total(), other.beat_ms)
+    }
+}
+
+/// The figures the other instances add to this one's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Others {
+    /// Decisions per tier, all time, of every other instance.
+    pub per_tier: [u64; 3],
+    /// Requests in flight per tier of the live ones.
+    pub active: [u64; 3],
+    /// Tokens per tier.
+    pub tokens: [Tokens; 3],
+}
+
+/// The other instances' newest decisions; see [`Cluster::remote`].
+pub struct Remote<'a>(MutexGuard<'a, View>);
+
+impl Remote<'_> {
+    /// Newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &RecordedDecision> + Clone {
+        self.0.remote.values().rev()
+    }
+}
+
+/// The key of a remote decision: the order of [`shared::cluster::newer`].
+type Key = (DateTime<Utc>, u64, String);
+
+struct View {
+    /// The other instances' newest records.
+    peers: HashMap<String, Record>,
+    /// The other instances' newest decisions, at most `capacity`.
+    remote: BTreeMap<Key, RecordedDecision>,
+    /// Remote decisions not yet taken by the stream's publisher, oldest
+    /// first, at most `capacity`.
+    fresh: VecDeque<RoutingDecision>,
+}
+
+struct Link {
+    state: RedisState,
+    since: Option<DateTime<Utc>>,
+    error: Option<String>,
+    /// The last exchange that succeeded.
+    last_ok: Option<DateTime<Utc>>,
+}
+
+struct Queue {
+    items: VecDeque<(RoutingDecision, f64)>,
+    overflowed: u64,
+}
+
+/// The link to the cluster. Cheap to share behind an `Arc`.
+pub struct Cluster {
+    settings: Settings,
+    capacity: usize,
+    keys: Keys,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    view: Mutex<View>,
+    link: Mutex<Link>,
+    version: AtomicU64,
+    changed: Notify,
+    /// Bumped when Redis lost its data: the reader starts over.
+    epoch_gen: AtomicU64,
+    closing: AtomicBool,
+    publisher: ConnectionManager,
+    reader: ConnectionManager,
+}
+
+/// The Redis keys of one cluster.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// The decisions stream.
+    pub decisions: String,
+    /// The hash of instance records.
+    pub instances: String,
+    /// The value that changes when Redis lost its data.
+    pub epoch: String,
+    prefix: String,
+}
+
+impl Keys {
+    fn new(cluster: &str) -> Self {
+        let prefix = format!("orch:{{{cluster}}}:");
+        Keys {
+            decisions: format!("{prefix}decisions"),
+            instances: format!("{prefix}instances"),
+            epoch: format!("{prefix}epoch"),
+            prefix,
+        }
+    }
+
+    /// The sorted set of an instance's rollup rows of `table`.
+    pub fn rollups(&self, table: &str, instance: &str) -> String {
+        format!("{}{table}:{instance}", self.prefix)
+    }
+}
+
+impl Cluster {
+    /// A link to the cluster `settings` names, keeping as many remote
+    /// decisions as the service keeps its own. Connects lazily: a Redis that
+    /// is down does not delay the start.
+    pub fn new(settings: Settings, capacity: usize) -> Result<Self, String> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| format!("--redis {}: {e}", settings.url))?;
+        let config = |response: Duration| {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(response))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(100))
+                .set_max_delay(Duration::from_millis(500))
+        };
+        let publisher =
+            ConnectionManager::new_lazy_with_config(client.clone(), config(REDIS_TIMEOUT))
+                .map_err(|e| format!("--redis: {e}"))?;
+        let reader = ConnectionManager::new_lazy_with_config(
+            client,
+            config(REDIS_TIMEOUT + Duration::from_millis(READ_BLOCK_MS)),
+        )
+        .map_err(|e| format!("--redis: {e}"))?;
+        Ok(Cluster {
+            keys: Keys::new(&settings.name),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                overflowed: 0,
+            }),
+            settings,
+            capacity,
+            wake: Notify::new(),
+            view: Mutex::new(View {
+                peers: HashMap::new(),
+                remote: BTreeMap::new(),
+                fresh: VecDeque::new(),
+            }),
+            link: Mutex::new(Link {
+                state: RedisState::Connecting,
+                since: None,
+                error: None,
+                last_ok: None,
+            }),
+            version: AtomicU64::new(0),
+            changed: Notify::new(),
+            epoch_gen: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            publisher,
+            reader,
+        })
+    }
+
+    /// The cluster's keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The connection the publisher uses (for the history's reads).
+    pub fn connection(&self) -> ConnectionManager {
+        self.publisher.clone()
+    }
+
+    /// Starts publishing `service`'s decisions and figures and reading the
+    /// other instances'.
+    pub fn start(self: &Arc<Self>, service: Arc<StatusService>) {
+        tokio::spawn(Arc::clone(self).publish_loop(Arc::clone(&service)));
+        tokio::spawn(Arc::clone(self).read_loop(service));
+    }
+
+    /// Queues decisions for Redis; never waits. What finds the backlog full
+    /// is counted and dropped (its totals still travel in the record).
+    pub fn enqueue<'a>(&self, decisions: impl IntoIterator<Item = (&'a RoutingDecision, f64)>) {
+        let mut q = lock(&self.queue);
+        for (d, ms) in decisions {
+            if q.items.len() >= self.settings.backlog {
+                q.overflowed += 1;
+            } else {
+                q.items.push_back((d.clone(), ms));
+            }
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// True while Redis answers: statuses then cover the whole cluster.
+    pub fn is_cluster_view(&self) -> bool {
+        lock(&self.link).state == RedisState::Connected
+    }
+
+    /// The other instances' totals and (live ones') requests in flight.
+    pub fn others(&self) -> Others {
+        let now = Utc::now().timestamp_millis();
+        let view = lock(&self.view);
+        let mut others = Others::default();
+        for r in view.peers.values() {
+            let live = instance_state(now - r.beat_ms, r.stopped) == InstanceState::Live;
+            for i in 0..3 {
+                others.per_tier[i] += r.per_tier[i];
+                if live {
+                    others.active[i] += r.active[i];
+                }
+                let [prompt, completion, decisions] = r.tokens[i];
+                others.tokens[i].merge(&Tokens {
+                    prompt,
+                    completion,
+                    decisions,
+                });
+            }
+        }
+        others
+    }
+
+    /// The other instances' newest decisions, held (locked) while the
+    /// returned view lives.
+    pub fn remote(&self) -> Remote<'_> {
+        Remote(lock(&self.view))
+    }
+
+    /// The other instances' decisions that arrived since the last call,
+    /// oldest first: for the status stream.
+    pub fn take_fresh(&self) -> Vec<RoutingDecision> {
+        lock(&self.view).fresh.drain(..).collect()
+    }
+
+    /// The status's `cluster`.
+    pub fn info(&self) -> ClusterInfo {
+        let link = lock(&self.link);
+        let unreachable = link.state == RedisState::Unreachable;
+        let q = lock(&self.queue);
+        ClusterInfo {
+            name: self.settings.name.clone(),
+            redis: link.state,
+            since: link.since.filter(|_| unreachable).map(rfc3339),
+            error: link.error.clone().filter(|_| unreachable),
+            view: if link.state == RedisState::Connected {
+                ClusterView::Cluster
+            } else {
+                ClusterView::Local
+            },
+            backlog: q.items.len() as u64,
+            backlog_capacity: self.settings.backlog as u64,
+            overflowed: q.overflowed,
+        }
+    }
+
+    /// The status's `instances`: this one (from `service`'s live figures)
+    /// first, then the others by id.
+    pub fn instances(&self, service: &StatusService) -> Vec<ClusterInstance> {
+        let now = Utc::now();
+        let own = self.record(service, now);
+        let last_ok = lock(&self.link).last_ok;
+        let mut list = vec![ClusterInstance {
+            last_heartbeat: rfc3339(last_ok.unwrap_or(now)),
+            state: InstanceState::Live,
+            current: true,
+            ..listed(&own)
+        }];
+        let view = lock(&self.view);
+        let mut peers: Vec<&Record> = view.peers.values().collect();
+        peers.sort_by(|a, b| a.id.cmp(&b.id));
+        list.extend(peers.into_iter().map(|r| ClusterInstance {
+            state: instance_state(now.timestamp_millis() - r.beat_ms, r.stopped),
+            ..listed(r)
+        }));
+        list
+    }
+
+    /// Grows with every change a status could show.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Resolves after the next change.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Sends what waits and a last record marked stopped (so the others
+    /// list this instance as gone at once), within a couple of seconds.
+    pub async fn close(&self, service: &StatusService) {
+        self.closing.store(true, Ordering::Release);
+        let work = async {
+            let mut conn = self.publisher.clone();
+            loop {
+                let batch = self.take_batch();
+                if batch.is_empty() {
+                    break;
+                }
+                let record = self.record(service, Utc::now());
+                let mut pipe = redis::pipe();
+                self.add_batch(&mut pipe, &record, &batch);
+                if pipe.query_async::<()>(&mut conn).await.is_err() {
+                    return;
+                }
+            }
+            let mut record = self.record(service, Utc::now());
+            record.stopped = true;
+            record.active = [0; 3];
+            let json = serde_json::to_string(&record).expect("a record serialises");
+            let _ = redis::cmd("HSET")
+                .arg(&self.keys.instances)
+                .arg(&record.id)
+                .arg(json)
+                .query_async::<()>(&mut conn)
+                .await;
+        };
+        let _ = tokio::time::timeout(2 * REDIS_TIMEOUT, work).await;
+    }
+
+    fn record(&self, service: &StatusService, now: DateTime<Utc>) -> Record {
+        let instance = service.instance();
+        let figures = service.figures();
+        Record {
+            id: instance.id,
+            address: self.settings.address.clone(),
+            started_at: rfc3339(instance.started_at),
+            beat_ms: now.timestamp_millis(),
+            active: figures.active,
+            per_tier: figures.per_tier,
+            tokens: figures
+                .tokens
+                .map(|t| [t.prompt, t.completion, t.decisions]),
+            stopped: false,
+        }
+    }
+
+    fn take_batch(&self) -> Vec<(RoutingDecision, f64)> {
+        let mut q = lock(&self.queue);
+        let n = q.items.len().min(MAX_BATCH);
+        q.items.drain(..n).collect()
+    }
+
+    /// Puts a batch that failed back at the front of the backlog, as far as
+    /// it has room; the rest is counted as overflowed.
+    fn requeue(&self, batch: Vec<(RoutingDecision, f64)>) {
+        let mut q = lock(&self.queue);
+        let room = self.settings.backlog.saturating_sub(q.items.len());
+        let dropped = batch.len().saturating_sub(room);
+        q.overflowed += dropped as u64;
+        for item in batch.into_iter().skip(dropped).rev() {
+            q.items.push_front(item);
+        }
+    }
+
+    fn add_batch(
+        &self,
+        pipe: &mut redis::Pipeline,
+        record: &Record,
+        batch: &[(RoutingDecision, f64)],
+    ) {
+        let json = serde_json::to_string(record).expect("a record serialises");
+        let decisions = serde_json::to_string(batch).expect("decisions serialise");
+        pipe.cmd("XADD")
+            .arg(&self.keys.decisions)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_LEN)
+            .arg("*")
+            .arg("i")
+            .arg(&record.id)
+            .arg("r")
+            .arg(&json)
+            .arg("d")
+            .arg(decisions)
+            .ignore();
+        pipe.cmd("HSET")
+            .arg(&self.keys.instances)
+            .arg(&record.id)
+            .arg(json)
+            .ignore();
+    }
+
+    fn connected(&self) {
+        let mut link = lock(&self.link);
+        let changed = link.state != RedisState::Connected;
+        link.state = RedisState::Connected;
+        link.since = None;
+        link.error = None;
+        link.last_ok = Some(Utc::now());
+        drop(link);
+        if changed {
+            tracing::info!(cluster = %self.settings.name, "redis reachable: cluster view");
+            self.bump();
+        }
+    }
+
+    fn unreachable(&self, error: String) {
+        let mut link = lock(&self.link);
+        let changed = link.state != RedisState::Unreachable;
+        if changed {
+            link.state = RedisState::Unreachable;
+            link.since = Some(Utc::now());
+        }
+        link.error = Some(error.clone());
+        drop(link);
+        if changed {
+            tracing::warn!(cluster = %self.settings.name, %error, "redis unreachable: local view");
+            self.bump();
+        }
+    }
+
+    fn breaker_open(&self) -> bool {
+        lock(&self.link).state != RedisState::Connected
+    }
+
+    async fn publish_loop(self: Arc<Self>, service: Arc<StatusService>) {
+        let mut conn = self.publisher.clone();
+        let mut next_beat = Instant::now();
+        let mut pause = MIN_PAUSE;
+        let mut epoch: Option<String> = None;
+        while !self.closing.load(Ordering::Acquire) {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep_until(next_beat) => {}
+            }
+            let began = Instant::now();
+            let beat = began >= next_beat;
+            let batch = self.take_batch();
+            let record = self.record(&service, Utc::now());
+            let mut pipe = redis::pipe();
+            if !batch.is_empty() {
+                self.add_batch(&mut pipe, &record, &batch);
+            }
+            let candidate = format!("{}-{}", record.id, record.beat_ms);
+            if beat {
+                if batch.is_empty() {
+                    let json = serde_json::to_string(&record).expect("a record serialises");
+                    pipe.cmd("HSET")
+                        .arg(&self.keys.instances)
+                        .arg(&record.id)
+                        .arg(json)
+                        .ignore();
+                }
+                pipe.cmd("SET")
+                    .arg(&self.keys.epoch)
+                    .arg(&candidate)
+                    .arg("NX")
+                    .arg("GET");
+                pipe.cmd("HGETALL").arg(&self.keys.instances);
+            }
+            let reply = exchange(pipe.query_async::<Vec<Value>>(&mut conn)).await;
+            match reply {
+                Ok(values) => {
+                    self.connected();
+                    pause = MIN_PAUSE;
+                    if beat {
+                        next_beat = began + BEAT_EVERY;
+                        if let [previous, records] = &values[..] {
+                            let previous: Option<String> =
+                                redis::from_redis_value_ref(previous).unwrap_or(None);
+                            let current = previous.unwrap_or(candidate);
+                            self.take_records(records, &record.id);
+                            if epoch.as_ref() != Some(&current) {
+                                if epoch.is_some() {
+                                    tracing::warn!(cluster = %self.settings.name, "redis lost its data: republishing");
+                                }
+                                match self.republish(&mut conn, &service).await {
+                                    Ok(()) => {
+                                        epoch = Some(current);
+                                        self.epoch_gen.fetch_add(1, Ordering::AcqRel);
+                                    }
+                                    Err(e) => self.unreachable(e),
+                                }
+                            } else if let Some(store) = service.store()
+                                && let Err(e) =
+                                    self.publish_rollups(store, &record.id, &mut conn).await
+                            {
+                                self.unreachable(e);
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.requeue(batch);
+                    self.unreachable(error);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    next_beat = Instant::now();
+                    continue;
+                }
+            }
+            // One batch per FLUSH_EVERY at most: under load, batches grow
+            // instead of commands multiplying.
+            tokio::time::sleep_until(began + FLUSH_EVERY).await;
+        }
+    }
+
+    /// After Redis lost its data (or on joining): writes back the records
+    /// of the instances this one knew (unless already there), its own
+    /// buffered decisions and rollups.
+    async fn republish(
+        &self,
+        conn: &mut ConnectionManager,
+        service: &StatusService,
+    ) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        {
+            let view = lock(&self.view);
+            for r in view.peers.values() {
+                let json = serde_json::to_string(r).expect("a record serialises");
+                pipe.cmd("HSETNX")
+                    .arg(&self.keys.instances)
+                    .arg(&r.id)
+                    .arg(json)
+                    .ignore();
+            }
+        }
+        let record = self.record(service, Utc::now());
+        let buffered = service.buffered();
+        for chunk in buffered.chunks(MAX_BATCH) {
+            self.add_batch(&mut pipe, &record, chunk);
+        }
+        if buffered.is_empty() {
+            let json = serde_json::to_string(&record).expect("a record serialises");
+            pipe.cmd("HSET")
+                .arg(&self.keys.instances)
+                .arg(&record.id)
+                .arg(json)
+                .ignore();
+        }
+        exchange(pipe.query_async::<()>(conn)).await?;
+        if let Some(store) = service.store() {
+            self.republish_rollups(store, &record.id, conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The sorted sets of `instance`'s rollup rows: per minute, per hour.
+    fn rollup_keys(&self, instance: &str) -> [String; 2] {
+        [
+            self.keys.rollups("rollups", instance),
+            self.keys.rollups("rollups-hour", instance),
+        ]
+    }
+
+    /// Writes the rollup rows of the minutes (and their hours) that changed
+    /// since the last call: each period's rows replace the ones published
+    /// before (absolute rows: a retry changes nothing).
+    async fn publish_rollups(
+        &self,
+        store: &Arc<Store>,
+        me: &str,
+        conn: &mut ConnectionManager,
+    ) -> Result<(), String> {
+        let minutes = store.take_dirty();
+        if minutes.is_empty() {
+            return Ok(());
+        }
+        let mut hours: Vec<i64> = minutes.iter().map(|m| m.div_euclid(60) * 60).collect();
+        hours.dedup();
+        let read = {
+            let (store, at_minutes, at_hours) = (Arc::clone(store), minutes.clone(), hours.clone());
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, rusqlite::Error>([
+                    store.rollup_rows(false, Periods::At(&at_minutes))?,
+                    store.rollup_rows(true, Periods::At(&at_hours))?,
+                ])
+            })
+            .await
+        };
+        let Ok(Ok(tables)) = read else {
+            store.put_dirty(minutes);
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        let keys = self.rollup_keys(me);
+        for ((key, rows), periods) in keys.iter().zip(&tables).zip([&minutes, &hours]) {
+            for p in periods {
+                pipe.cmd("ZREMRANGEBYSCORE").arg(key).arg(p).arg(p).ignore();
+            }
+            add_rows(&mut pipe, key, rows);
+        }
+        let oldest = shared::history::minute_of(Utc::now().timestamp_millis()) - MINUTES_KEPT;
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&keys[0])
+            .arg("-inf")
+            .arg(format!("({oldest}"))
+            .ignore();
+        if let Err(e) = exchange(pipe.query_async::<()>(conn)).await {
+            store.put_dirty(minutes);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes every rollup row this instance holds (the minute rows of the
+    /// last [`MINUTES_KEPT`]), replacing what Redis had of it.
+    async fn republish_rollups(
+        &self,
+        store: &Arc<Store>,
+        me: &str,
+        conn: &mut ConnectionManager,
+    ) -> Result<(), String> {
+        let oldest = shared::history::minute_of(Utc::now().timestamp_millis()) - MINUTES_KEPT;
+        let read = {
+            let store = Arc::clone(store);
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, rusqlite::Error>([
+                    store.rollup_rows(false, Periods::Since(oldest))?,
+                    store.rollup_rows(true, Periods::Since(i64::MIN))?,
+                ])
+            })
+            .await
+        };
+        let Ok(Ok(tables)) = read else {
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        for (key, rows) in self.rollup_keys(me).iter().zip(&tables) {
+            pipe.cmd("DEL").arg(key).ignore();
+            for chunk in rows.chunks(1_000) {
+                add_rows(&mut pipe, key, chunk);
+            }
+        }
+        exchange(pipe.query_async::<()>(conn)).await
+    }
+
+    /// The other instances' rollup rows of the minutes `first..end`, summed
+    /// per `step` minutes and tier, as [`Store::rollups`] gives this
+    /// instance's; and the instances they come from. Fails while Redis is
+    /// unreachable (the history then covers this instance only).
+    pub async fn peer_rollups(
+        &self,
+        first: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<(Vec<(i64, Tier, Vec<f64>)>, Vec<String>), String> {
+        if self.breaker_open() {
+            return Err("redis unreachable".into());
+        }
+        let mut ids: Vec<String> = lock(&self.view).peers.keys().cloned().collect();
+        ids.sort();
+        let hourly = step % 60 == 0 && first % 60 == 0 && end % 60 == 0;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(&self.rollup_keys(id)[usize::from(hourly)])
+                .arg(first)
+                .arg(format!("({end}"));
+        }
+        let mut conn = self.publisher.clone();
+        let replies: Vec<Vec<String>> = exchange(pipe.query_async(&mut conn)).await?;
+        let mut out = Vec::new();
+        for member in replies.iter().flatten() {
+            if let Some((minute, tier, values)) = parse_row(member) {
+                out.push(((minute - first).div_euclid(step), tier, values));
+            }
+        }
+        Ok((out, ids))
+    }
+
+    /// Takes the records of `HGETALL instances` (all but `me`).
+    fn take_records(&self, records: &Value, me: &str) {
+        let Ok(map) = redis::from_redis_value_ref::<HashMap<String, String>>(records) else {
+            return;
+        };
+        let mut view = lock(&self.view);
+        let mut changed = false;
+        for (id, json) in map {
+            if id == me {
+                continue;
+            }
+            if let Ok(r) = serde_json::from_str::<Record>(&json) {
+                changed |= take_record(&mut view.peers, r);
+            }
+        }
+        drop(view);
+        if changed {
+            self.bump();
+        }
+    }
+
+    async fn read_loop(self: Arc<Self>, service: Arc<StatusService>) {
+        let me = service.instance().id;
+        let mut conn = self.reader.clone();
+        let mut seen_gen = 0;
+        let mut last_id = "0-0".to_owned();
+        while !self.closing.load(Ordering::Acquire) {
+            let generation = self.epoch_gen.load(Ordering::Acquire);
+            if generation == 0 || self.breaker_open() {
+                // Not before the publisher has reached Redis (and learnt its
+                // epoch), nor while it finds Redis unreachable.
+                tokio::time::sleep(FLUSH_EVERY).await;
+                continue;
+            }
+            if generation != seen_gen {
+                seen_gen = generation;
+                last_id = "0-0".to_owned();
+            }
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(READ_BLOCK_MS)
+                .arg("STREAMS")
+                .arg(&self.keys.decisions)
+                .arg(&last_id);
+            let read = cmd.query_async::<Option<redis::streams::StreamReadReply>>(&mut conn);
+            let reply =
+                tokio::time::timeout(REDIS_TIMEOUT + Duration::from_millis(READ_BLOCK_MS), read)
+                    .await;
+            let Ok(Ok(reply)) = reply else {
+                tokio::time::sleep(MIN_PAUSE).await;
+                continue;
+            };
+            for key in reply.map(|r| r.keys).unwrap_or_default() {
+                for entry in key.ids {
+                    last_id.clone_from(&entry.id);
+                    self.take_entry(&entry.map, &me);
+                }
+            }
+        }
+    }
+
+    /// Takes one stream entry of another instance: its record and decisions.
+    fn take_entry(&self, map: &HashMap<String, Value>, me: &str) {
+        let field = |name: &str| {
+            map.get(name)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+        };
+        if field("i").as_deref() == Some(me) {
+            return;
+        }
+        let mut view = lock(&self.view);
+        if let Some(r) = field("r").and_then(|j| serde_json::from_str::<Record>(&j).ok()) {
+            take_record(&mut view.peers, r);
+        }
+        let decisions: Vec<(RoutingDecision, f64)> = field("d")
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
+        for (decision, ms) in decisions {
+            let Ok(recorded) = RecordedDecision::new(decision, ms) else {
+                continue;
+            };
+            let d = &recorded.decision;
+            let key = (d.timestamp, d.seq, d.id.clone());
+            if view.remote.contains_key(&key) {
+                continue;
+            }
+            if view.fresh.len() == self.capacity {
+                view.fresh.pop_front();
+            }
+            view.fresh.push_back(recorded.decision.clone());
+            view.remote.insert(key, recorded);
+            if view.remote.len() > self.capacity {
+                view.remote.pop_first();
+            }
+        }
+        drop(view);
+        self.bump();
+    }
+}
+
+/// Minute rows kept in Redis for the others to sum (hour rows are kept
+/// as long as the store keeps them).
+pub const MINUTES_KEPT: i64 = 7 * 24 * 60;
+
+/// `ZADD`s rollup rows, scored by their minute.
+fn add_rows(pipe: &mut redis::Pipeline, key: &str, rows: &[(i64, Tier, Vec<f64>)]) {
+    if rows.is_empty() {
+        return;
+    }
+    let cmd = pipe.cmd("ZADD").arg(key);
+    for (minute, tier, values) in rows {
+        let mut member = format!("{minute}|{}|", tier.index());
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                member.push(',');
+            }
+            member.push_str(&v.to_string());
+        }
+        cmd.arg(*minute).arg(member);
+    }
+    cmd.ignore();
+}
+
+/// A row [`add_rows`] wrote.
+fn parse_row(member: &str) -> Option<(i64, Tier, Vec<f64>)> {
+    let mut parts = member.splitn(3, '|');
+    let minute = parts.next()?.parse().ok()?;
+    let tier = *Tier::ALL.get(parts.next()?.parse::<usize>().ok()?)?;
+    let values: Vec<f64> = parts
+        .next()?
+        .split(',')
+        .map(|v| v.parse::<f64>().ok().filter(|v| v.is_finite()))
+        .collect::<Option<_>>()?;
+    (values.len() == crate::store::rollup_columns().len()).then_some((minute, tier, values))
+}
+
+/// Keeps `r` unless an at least as new record of its instance is held.
+fn take_record(peers: &mut HashMap<String, Record>, r: Record) -> bool {
+    match peers.get(&r.id) {
+        Some(held) if !r.supersedes(held) => false,
+        _ => {
+            peers.insert(r.id.clone(), r);
+            true
+        }
+    }
+}
+
+fn listed(r: &Record) -> ClusterInstance {
+    ClusterInstance {
+        id: r.id.clone(),
+        address: r.address.clone(),
+        started_at: r.started_at.clone(),
+        last_heartbeat: rfc3339(
+            DateTime::from_timestamp_millis(r.beat_ms).unwrap_or(DateTime::UNIX_EPOCH),
+        ),
+        active_requests: r.active.iter().sum(),
+        total_decisions: r.total(),
+        total_processed: r.per_tier,
+        state: InstanceState::Live,
+        current: false,
+    }
+}
+
+/// One exchange with Redis, bounded by [`REDIS_TIMEOUT`].
+pub async fn exchange<T>(call: impl Future<Output = Result<T, RedisError>>) -> Result<T, String> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", REDIS_TIMEOUT.as_millis())),
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
