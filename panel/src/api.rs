@@ -86,6 +86,8 @@ pub enum StatusFetch {
         status: Box<OrchestratorStatus>,
         /// Its ETag, if the server sent one.
         etag: Option<String>,
+        /// The JSON, when it has a `cluster` (see [`cluster_json`]).
+        cluster: Option<String>,
     },
     /// 304: the status the panel holds is still current.
     NotModified,
@@ -113,10 +115,11 @@ pub async fn fetch_status(
             return Ok(StatusFetch::NotModified);
         }
         let etag = response.headers().get("etag");
-        let status = decode::<OrchestratorStatus>(&response).await?;
+        let (status, text) = decode_text::<OrchestratorStatus>(&response).await?;
         Ok(StatusFetch::Fresh {
             status: Box::new(status),
             etag,
+            cluster: cluster_json(text),
         })
     };
     with_timeout(call, controller, timeout_ms).await
@@ -133,7 +136,7 @@ pub async fn post_query(
     let request = Request::post(&format!("{base}{QUERY_PATH}"))
         .abort_signal(Some(&controller.signal()))
         .json(body)
-        .map_err(|e| ApiError::Malformed(e.to_string()))?;
+        .map_err(|e| ApiError::Malformed(gloo_error(e)))?;
     let call = async move {
         let response = request.send().await.map_err(network)?;
         decode::<QueryResponse>(&response).await
@@ -159,6 +162,21 @@ async fn with_timeout<T>(
 /// A 2xx body decoded as `T`; any other status as [`ApiError::Status`] with
 /// the server's JSON error when there is one.
 async fn decode<T: serde::de::DeserializeOwned>(response: &Response) -> Result<T, ApiError> {
+    decode_text(response).await.map(|(value, _)| value)
+}
+
+/// A status's JSON when it has the cluster's fields (a server run with
+/// `--redis`), which the panel reads from the browser-parsed JSON.
+pub fn cluster_json(text: String) -> Option<String> {
+    // A window compare: str::contains would bring a substring searcher.
+    let found = text.as_bytes().windows(10).any(|w| w == b"\"cluster\":");
+    found.then_some(text)
+}
+
+/// [`decode`], also giving back the JSON text.
+async fn decode_text<T: serde::de::DeserializeOwned>(
+    response: &Response,
+) -> Result<(T, String), ApiError> {
     let text = response.text().await.map_err(network)?;
     if !response.ok() {
         let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
@@ -168,11 +186,26 @@ async fn decode<T: serde::de::DeserializeOwned>(response: &Response) -> Result<T
             decision: body.and_then(|b| b.decision).map(Box::new),
         });
     }
-    serde_json::from_str(&text).map_err(|e| ApiError::Malformed(e.to_string()))
+    let value = serde_json::from_str(&text).map_err(|e| ApiError::Malformed(json_error(&e)))?;
+    Ok((value, text))
+}
+
+/// Where JSON went wrong. Not serde_json's message: its Display would
+/// bring float formatting into the bundle for a line nobody reads twice.
+fn json_error(e: &serde_json::Error) -> String {
+    format!("at line {} column {}", e.line(), e.column())
 }
 
 fn network(err: gloo_net::Error) -> ApiError {
-    ApiError::Network(err.to_string())
+    ApiError::Network(gloo_error(err))
+}
+
+fn gloo_error(err: gloo_net::Error) -> String {
+    match err {
+        gloo_net::Error::JsError(e) => e.message,
+        gloo_net::Error::SerdeError(e) => json_error(&e),
+        gloo_net::Error::GlooError(e) => e,
+    }
 }
 
 /// The stored trends: `GET /api/orchestrator/history`.
@@ -189,8 +222,8 @@ pub async fn fetch_json(path: &str) -> Result<wasm_bindgen::JsValue, String> {
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| e.to_string())?;
-    let text = response.text().await.map_err(|e| e.to_string())?;
+        .map_err(gloo_error)?;
+    let text = response.text().await.map_err(gloo_error)?;
     let value = js_sys::JSON::parse(&text).map_err(|_| format!("HTTP {}", response.status()))?;
     if response.ok() {
         Ok(value)

@@ -103,6 +103,8 @@ pub struct StatusFeed {
     pub source: ReadSignal<Option<DataSource>>,
     /// When live data last arrived (ms since the epoch), if ever.
     pub last_live_ms: ReadSignal<Option<f64>>,
+    /// The status's JSON when it has the cluster's fields (`--redis`).
+    pub cluster: ReadSignal<Option<String>>,
 }
 
 /// The most decisions the panel holds, whatever the server's buffer size.
@@ -138,6 +140,7 @@ struct Feed {
     source: ReadSignal<Option<DataSource>>,
     set_source: WriteSignal<Option<DataSource>>,
     set_last_live_ms: WriteSignal<Option<f64>>,
+    set_cluster: WriteSignal<Option<String>>,
     last_live: Cell<Option<f64>>,
     stopped: Cell<bool>,
     /// True from a stream's `status` event until its error.
@@ -223,6 +226,7 @@ impl Feed {
                 .borrow_mut()
                 .get_or_insert_with(|| mock_status(now as u64, time::now_utc()))
                 .clone();
+            self.set_cluster.set(None);
             self.set_decisions.set(mock.recent_decisions.clone());
             self.set_status.set(Some(mock));
         }
@@ -349,6 +353,8 @@ fn open_stream(feed: &Rc<Feed>) {
         "status",
         Box::new(|feed, e| match parse::<OrchestratorStatus>(&e) {
             Some(status) => {
+                feed.set_cluster
+                    .set(e.data().as_string().and_then(api::cluster_json));
                 if !feed.stream_live.replace(true) {
                     // A new connection: what it missed is in the buffer.
                     feed.needs_buffer.set(true);
@@ -439,8 +445,12 @@ fn fetch_buffer(feed: &Rc<Feed>) {
             return;
         }
         // Failures are the transports' to report; the next status retries.
-        if let Ok(StatusFetch::Fresh { status, .. }) = result {
+        if let Ok(StatusFetch::Fresh {
+            status, cluster, ..
+        }) = result
+        {
             feed.needs_buffer.set(false);
+            feed.set_cluster.set(cluster);
             feed.show(*status);
         }
     });
@@ -472,6 +482,7 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
     let (decisions, set_decisions) = signal(Vec::<RoutingDecision>::new());
     let (source, set_source) = signal(None::<DataSource>);
     let (last_live_ms, set_last_live_ms) = signal(None::<f64>);
+    let (cluster, set_cluster) = signal(None::<String>);
 
     let (wake_tx, mut wake_rx) = mpsc::unbounded::<()>();
     let feed = Rc::new(Feed {
@@ -482,6 +493,7 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         source,
         set_source,
         set_last_live_ms,
+        set_cluster,
         last_live: Cell::new(None),
         stopped: Cell::new(false),
         stream_live: Cell::new(false),
@@ -551,8 +563,13 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
             // The stream came back while this poll was out: it wins.
             if !feed.stream_live.get() {
                 match result {
-                    Ok(StatusFetch::Fresh { status, etag: tag }) => {
+                    Ok(StatusFetch::Fresh {
+                        status,
+                        etag: tag,
+                        cluster,
+                    }) => {
                         etag = tag;
+                        feed.set_cluster.set(cluster);
                         feed.live(Transport::Polling, Some(*status));
                     }
                     Ok(StatusFetch::NotModified) => feed.live(Transport::Polling, None),
@@ -576,5 +593,6 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         decisions,
         source,
         last_live_ms,
+        cluster,
     }
 }

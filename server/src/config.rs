@@ -539,6 +539,20 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A cluster name: 1 to 64 letters, digits, `-`, `_` or `.` (it becomes
+/// part of Redis keys).
+fn parse_cluster(raw: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, '-', '_' or '.'".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,22 +777,14 @@ mod tests {
             &["--max-upstream-body", "0"],
             &["--max-upstream-body", "8 parsecs"],
             &["--max-upstream-body", "99999GiB"],
+            &["--redis", "http://10.0.0.5:6379"],
+            &["--redis", "not a url"],
+            &["--cluster", ""],
+            &["--cluster", "a b"],
+            &["--cluster", "a}b"],
+            &["--redis-backlog", "0"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }
-    }
-}
-
-/// A cluster name: 1 to 64 letters, digits, `-`, `_` or `.` (it becomes
-/// part of Redis keys).
-fn parse_cluster(raw: &str) -> Result<String, String> {
-    let ok = (1..=64).contains(&raw.len())
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
-        Ok(raw.to_owned())
-    } else {
-        Err("1 to 64 letters, digits, '-', '_' or '.'".into())
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod announcer;
 pub mod ascii_bar;
+pub mod cluster_view;
 pub mod complexity_distribution;
 pub mod history_view;
 pub mod orchestrator_status_panel;

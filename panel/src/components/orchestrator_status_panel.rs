@@ -32,6 +32,7 @@ pub fn OrchestratorStatusPanel(
             decisions=feed.decisions
             source=feed.source
             last_live_ms=feed.last_live_ms
+            cluster=feed.cluster
         />
     }
 }

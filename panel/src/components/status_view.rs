@@ -7,6 +7,7 @@ use shared::insight::Prices;
 use shared::{OrchestratorStatus, RoutingDecision, Tier};
 
 use crate::components::announcer::Announcer;
+use crate::components::cluster_view::ClusterCard;
 use crate::components::complexity_distribution::ComplexityDistributionView;
 use crate::components::recent_decisions::RecentDecisions;
 use crate::components::routing_insight::{RoutingInsight, usd};
@@ -41,6 +42,9 @@ pub fn StatusView(
     /// When live data last arrived (ms since the epoch).
     #[prop(into)]
     last_live_ms: Signal<Option<f64>>,
+    /// The status's JSON when it has the cluster's fields (`--redis`).
+    #[prop(optional, into)]
+    cluster: Signal<Option<String>>,
 ) -> impl IntoView {
     let tiers = Signal::derive(move || {
         status.with(|s| {
@@ -206,6 +210,7 @@ pub fn StatusView(
             <p class="banner" role="alert" data-testid="persistence-banner" hidden=move || persistence().is_none()>
                 {persistence}
             </p>
+            <ClusterCard json=cluster/>
             <div class="data">
                 <div class="totals">
                     <div class="stat">
