@@ -2,8 +2,8 @@
 # Installs what building and running Orchestrator Status needs and is missing;
 # skips what is there, so a second run takes seconds.
 #   scripts/install.sh          the WASM toolchain (target, trunk, wasm-bindgen, wasm-opt)
-#   scripts/install.sh --test   also Chromium, chromedriver, wrk and Prometheus (with
-#                               promtool) for the tests, and the Python tools
+#   scripts/install.sh --test   also Chromium, chromedriver, wrk, Prometheus (with
+#                               promtool) and Redis for the tests, and the Python tools
 #                               (schemathesis, LiteLLM's proxy) in .tools/venv
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -48,6 +48,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   # Installing it starts nothing; the tests start their own on a free port.
   { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
+  # Redis for the scale-out tests: installing it starts nothing here either.
+  { command -v redis-server >/dev/null && command -v redis-cli >/dev/null; } || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (apt)"
     export DEBIAN_FRONTEND=noninteractive
