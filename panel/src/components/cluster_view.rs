@@ -49,7 +49,7 @@ fn fill(section: &web_sys::HtmlElement, json: Option<&str>) {
             .unwrap_or_default();
         let overflowed = count(&field(&c, "overflowed"));
         let text = format!(
-            "Local view of instance {me}; Redis unreachable since {}. {} decisions wait{}.",
+            "Local view of instance {me}; Redis unreachable since {} UTC. {} decisions wait{}.",
             clock(&text(&field(&c, "since"))),
             count(&field(&c, "backlog")),
             if overflowed > 0 {
@@ -96,6 +96,7 @@ fn fill(section: &web_sys::HtmlElement, json: Option<&str>) {
         }
         row.push_str(" · heartbeat ");
         row.push_str(clock(&text(&field(i, "lastHeartbeat"))));
+        row.push_str(" UTC");
         let li = element(
             None,
             "li",
