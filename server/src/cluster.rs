@@ -62,11 +62,16 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The first pause after a failed exchange; doubled up to [`MAX_PAUSE`].
 const MIN_PAUSE: Duration = Duration::from_millis(250);
 const MAX_PAUSE: Duration = Duration::from_secs(2);
-/// The most decisions in one stream entry.
-const MAX_BATCH: usize = 2_000;
-/// Stream entries kept (approximately): a few seconds at full load, all of
-/// the newest decisions at a trickle.
-const STREAM_LEN: usize = 512;
+/// The most decisions in one stream entry (about 400 KB).
+const MAX_BATCH: usize = 1_000;
+/// The most decisions sent at once (in entries of [`MAX_BATCH`]): with one
+/// send per [`FLUSH_EVERY`], 400,000 decisions/s per instance.
+const MAX_FLUSH: usize = 20_000;
+/// Stream entries kept (approximately): about a second at full load (at
+/// most some 50 MB), the newest 128 decisions or more at a trickle. Readers
+/// need only what arrived since their last read, and a joining instance
+/// the newest `--buffer-size`.
+const STREAM_LEN: usize = 128;
 /// Stream entries read at once.
 const READ_COUNT: usize = 64;
 /// How long a read blocks waiting for new entries.
@@ -75,7 +80,7 @@ const READ_BLOCK_MS: u64 = 1_000;
 /// `--redis`, `--cluster`, `--redis-backlog` and where this instance listens.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
+    /// `redis://[:password@]host:port/db` or `redis+unix:///path`.
     pub url: String,
     /// The cluster's name.
     pub name: String,
@@ -403,7 +408,9 @@ impl Cluster {
                 }
                 let record = self.record(service, Utc::now());
                 let mut pipe = redis::pipe();
-                self.add_batch(&mut pipe, &record, &batch);
+                for chunk in batch.chunks(MAX_BATCH) {
+                    self.add_batch(&mut pipe, &record, chunk);
+                }
                 if pipe.query_async::<()>(&mut conn).await.is_err() {
                     return;
                 }
@@ -441,7 +448,7 @@ impl Cluster {
 
     fn take_batch(&self) -> Vec<(RoutingDecision, f64)> {
         let mut q = lock(&self.queue);
-        let n = q.items.len().min(MAX_BATCH);
+        let n = q.items.len().min(MAX_FLUSH);
         q.items.drain(..n).collect()
     }
 
@@ -533,8 +540,8 @@ impl Cluster {
             let batch = self.take_batch();
             let record = self.record(&service, Utc::now());
             let mut pipe = redis::pipe();
-            if !batch.is_empty() {
-                self.add_batch(&mut pipe, &record, &batch);
+            for chunk in batch.chunks(MAX_BATCH) {
+                self.add_batch(&mut pipe, &record, chunk);
             }
             let candidate = format!("{}-{}", record.id, record.beat_ms);
             if beat {
@@ -818,32 +825,49 @@ impl Cluster {
                 tokio::time::sleep(MIN_PAUSE).await;
                 continue;
             };
-            for key in reply.map(|r| r.keys).unwrap_or_default() {
-                for entry in key.ids {
-                    last_id.clone_from(&entry.id);
-                    self.take_entry(&entry.map, &me);
-                }
+            let entries: Vec<redis::streams::StreamId> = reply
+                .map(|r| r.keys)
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|k| k.ids)
+                .collect();
+            if let Some(last) = entries.last() {
+                last_id.clone_from(&last.id);
+                self.take_entries(&entries, &me);
             }
         }
     }
 
-    /// Takes one stream entry of another instance: its record and decisions.
-    fn take_entry(&self, map: &HashMap<String, Value>, me: &str) {
-        let field = |name: &str| {
-            map.get(name)
-                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
-        };
-        if field("i").as_deref() == Some(me) {
-            return;
+    /// Takes stream entries (oldest first) of the other instances: their
+    /// records, and their decisions as far as the newest `capacity` of
+    /// them go (older ones would be dropped at once: they are not parsed).
+    fn take_entries(&self, entries: &[redis::streams::StreamId], me: &str) {
+        let mut records = Vec::new();
+        let mut newest_first = Vec::new();
+        for entry in entries.iter().rev() {
+            let field = |name: &str| {
+                entry
+                    .map
+                    .get(name)
+                    .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            };
+            if field("i").as_deref() == Some(me) {
+                continue;
+            }
+            records.extend(field("r").and_then(|j| serde_json::from_str::<Record>(&j).ok()));
+            if newest_first.len() < self.capacity {
+                let decisions: Vec<(RoutingDecision, f64)> = field("d")
+                    .and_then(|j| serde_json::from_str(&j).ok())
+                    .unwrap_or_default();
+                newest_first.extend(decisions.into_iter().rev());
+            }
         }
         let mut view = lock(&self.view);
-        if let Some(r) = field("r").and_then(|j| serde_json::from_str::<Record>(&j).ok()) {
+        for r in records {
             take_record(&mut view.peers, r);
         }
-        let decisions: Vec<(RoutingDecision, f64)> = field("d")
-            .and_then(|j| serde_json::from_str(&j).ok())
-            .unwrap_or_default();
-        for (decision, ms) in decisions {
+        newest_first.truncate(self.capacity);
+        for (decision, ms) in newest_first.into_iter().rev() {
             let Ok(recorded) = RecordedDecision::new(decision, ms) else {
                 continue;
             };

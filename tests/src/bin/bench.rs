@@ -51,6 +51,7 @@ async fn main() {
         "stream-idle" => stream_idle().await,
         "ingest" => ingest(num(1, 10)).await,
         "store" => store(num(1, 1_000_000) as usize).await,
+        "cluster" => cluster(num(1, 10)).await,
         "all" => {
             floor(10).await;
             idle().await;
@@ -62,10 +63,11 @@ async fn main() {
             stream_idle().await;
             ingest(10).await;
             store(1_000_000).await;
+            cluster(10).await;
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, slider, streams, stream-idle, ingest, store or all"
+                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, slider, streams, stream-idle, ingest, store, cluster or all"
             );
             std::process::exit(2);
         }
@@ -175,19 +177,16 @@ async fn floor(secs: u64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000u64);
     let rounds = 5;
-    let (mut a_runs, mut b_runs, mut write_rates) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        b_runs.push(wrk(&bare.url(STATUS), secs));
-        let stop = Arc::new(AtomicBool::new(false));
-        let w = writer(server.base.clone(), rate, Arc::clone(&stop));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let started = Instant::now();
-        let before = total(&c).await;
-        a_runs.push(wrk(&server.url(STATUS), secs));
-        write_rates.push((total(&c).await - before) as f64 / started.elapsed().as_secs_f64());
-        stop.store(true, Ordering::Relaxed);
-        w.await.unwrap();
-    }
+    let (a_runs, b_runs, write_rates) = floor_rounds(
+        &server,
+        &bare,
+        &[server.base.clone()],
+        rate,
+        false,
+        secs,
+        rounds,
+    )
+    .await;
     std::fs::remove_file(&body_file).ok();
     let logged = std::fs::metadata(&access_log).map_or(0, |m| m.len());
     std::fs::remove_file(&access_log).ok();
@@ -234,6 +233,63 @@ async fn floor(secs: u64) {
         "(a) logged with RUST_LOG={filter}: {:.0} MiB written",
         logged as f64 / (1 << 20) as f64
     );
+}
+
+/// `rounds` alternating rounds of wrk: against `bare`, then against
+/// `server`'s status while writers post about `rate` decisions/s in all to
+/// `write_to` (shared out evenly). When the writers load other processes
+/// (`throughout`: other instances of a cluster on the same machine), they
+/// run through the bare handler's runs too, so both share the machine with
+/// them alike; when they load `server` itself, only through its runs. The
+/// runs of each and the decision rate `server`'s status counted during its
+/// runs.
+async fn floor_rounds(
+    server: &Server,
+    bare: &Server,
+    write_to: &[String],
+    rate: u64,
+    throughout: bool,
+    secs: u64,
+    rounds: usize,
+) -> (
+    Vec<tests::bench::WrkReport>,
+    Vec<tests::bench::WrkReport>,
+    Vec<f64>,
+) {
+    let c = Client::new(&server.base);
+    let start_writers = || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let per = rate / write_to.len() as u64;
+        let writers: Vec<_> = write_to
+            .iter()
+            .map(|base| writer(base.clone(), per, Arc::clone(&stop)))
+            .collect();
+        (stop, writers)
+    };
+    let stop_writers = |(stop, writers): (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<u64>>)| async move {
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+    };
+    let mut all_along = throughout.then(start_writers);
+    let (mut a_runs, mut b_runs, mut write_rates) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        b_runs.push(wrk(&bare.url(STATUS), secs));
+        let these = (!throughout).then(start_writers);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let before = total(&c).await;
+        a_runs.push(wrk(&server.url(STATUS), secs));
+        write_rates.push((total(&c).await - before) as f64 / started.elapsed().as_secs_f64());
+        if let Some(w) = these {
+            stop_writers(w).await;
+        }
+    }
+    if let Some(w) = all_along.take() {
+        stop_writers(w).await;
+    }
+    (a_runs, b_runs, write_rates)
 }
 
 /// The bare axum handler (`src/bin/bare.rs`) serving the bytes `server`'s
@@ -458,13 +514,32 @@ async fn panel(secs: u64) {
 /// after the row is in the DOM). Same machine, same clock.
 async fn pixel(secs: u64) {
     let server = Server::start(&["--buffer-size", "1000"]);
-    let c = Client::new(&server.base);
-    let b = Browser::on_stream(&server.base).await;
+    let latencies = decision_to_pixel(&server, &server, secs).await;
+    println!(
+        "\n## pixel: decision to painted frame over the stream, {secs} s in headless Chromium, 10 decisions/s"
+    );
+    println!(
+        "decisions painted and matched {}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 95.0),
+        percentile(&latencies, 100.0)
+    );
+}
+
+/// A panel on `shown_on`, a writer posting 10 decisions/s to `written_to`
+/// for `secs`: each decision's time from being recorded (its timestamp) to
+/// the frame that painted it (the panel's `decision-painted:SEQ` mark), in
+/// ms. With two instances, the panel's instance must make no decisions of
+/// its own (seqs are per instance).
+async fn decision_to_pixel(shown_on: &Server, written_to: &Server, secs: u64) -> Vec<f64> {
+    let c = Client::new(&written_to.base);
+    let b = Browser::on_stream(&shown_on.base).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(server.base.clone(), 10, Arc::clone(&stop));
+    let w = writer(written_to.base.clone(), 10, Arc::clone(&stop));
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
-    let written = w.await.unwrap();
+    w.await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let marks = b
         .eval(
@@ -479,6 +554,11 @@ async fn pixel(secs: u64) {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|d| {
+            d["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(status["instance"]["id"].as_str().unwrap_or("?")))
+        })
         .map(|d| {
             let at = chrono::DateTime::parse_from_rfc3339(d["timestamp"].as_str().unwrap())
                 .unwrap()
@@ -487,23 +567,13 @@ async fn pixel(secs: u64) {
             (d["seq"].as_u64().unwrap(), at)
         })
         .collect();
-    let latencies: Vec<f64> = marks
+    b.close().await;
+    marks
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|m| Some(m[1].as_f64()? - decided.get(&m[0].as_u64()?)?))
-        .collect();
-    println!(
-        "\n## pixel: decision to painted frame over the stream, {secs} s in headless Chromium, 10 decisions/s"
-    );
-    println!(
-        "decisions written {written}, painted and matched {}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
-        latencies.len(),
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 95.0),
-        percentile(&latencies, 100.0)
-    );
-    b.close().await;
+        .collect()
 }
 
 /// The what-if slider in headless Chromium with 100 decisions buffered (with
@@ -1127,5 +1197,138 @@ async fn store(n: usize) {
         csv_bytes as f64 / 1048576.0,
         total as f64 / csv_secs,
         rss as f64 / 1024.0
+    );
+}
+
+/// This instance's own decisions (its line in `instances`) and the
+/// aggregate its status shows.
+async fn own_and_shown(c: &Client) -> (u64, u64) {
+    let s = c.status().await;
+    let own = s["instances"][0]["totalDecisions"].as_u64().unwrap();
+    (own, s["totalDecisions"].as_u64().unwrap())
+}
+
+/// Three instances (store on) on one real Redis: batched ingestion spread
+/// over them (decisions/s in total, the aggregate exact at the end, Redis
+/// commands per decision from `INFO commandstats`); the status endpoint of
+/// one of them against the bare handler while the other two write; and
+/// a decision made on one to the pixel on another's panel.
+async fn cluster(secs: u64) {
+    const CLIENTS: usize = 12;
+    let redis = tests::Redis::start();
+    let url = redis.url();
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| Server::start(&["--redis", &url, "--buffer-size", "1000"]))
+        .collect();
+    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(&n.base)).collect();
+    let body = batch_body(100);
+    for n in &nodes {
+        drive_batches(&n.base, &body, 100, 2, 1).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let mut before = 0;
+    for c in &clients {
+        before += own_and_shown(c).await.0;
+    }
+    let load: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let (base, body) = (n.base.clone(), body.clone());
+            tokio::spawn(async move { drive_batches(&base, &body, 100, CLIENTS / 3, secs).await })
+        })
+        .collect();
+    let mut rate = 0.0;
+    for l in load {
+        rate += l.await.unwrap();
+    }
+    let ended = Instant::now();
+    let mut own = 0;
+    for c in &clients {
+        own += own_and_shown(c).await.0;
+    }
+    // Exact on every instance: how long after the load it took.
+    let mut exact_after = None;
+    while ended.elapsed() < Duration::from_secs(30) {
+        let mut all = true;
+        for c in &clients {
+            all &= own_and_shown(c).await.1 == own;
+        }
+        if all {
+            exact_after = Some(ended.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let commands = redis.commands();
+    let decisions = own - before;
+    println!(
+        "\n## cluster: three instances (store on) on one Redis, batches of 100, {CLIENTS} clients spread over them, {secs} s"
+    );
+    println!(
+        "decisions/s acknowledged in total: {rate:.0}; {decisions} decisions; aggregate exact on every instance: {}",
+        match exact_after {
+            Some(t) => format!("yes, {} ms after the load ended", t.as_millis()),
+            None => "NO, not within 30 s".into(),
+        }
+    );
+    println!(
+        "Redis commands during the load and until exact: {commands} = {:.5} per decision",
+        commands as f64 / decisions as f64
+    );
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
+        println!("  {line}");
+    }
+
+    // The status endpoint of node 0 against the bare handler, the other two
+    // writing 500 decisions/s each (their decisions reach node 0 through
+    // Redis and change its status), through both handlers' runs: they are
+    // other processes on the same two cores.
+    let (bare, body_file, status_body) = bare_twin(&clients[0], &nodes[0]).await;
+    let writers = [nodes[1].base.clone(), nodes[2].base.clone()];
+    let rounds = 5;
+    let (a_runs, b_runs, write_rates) =
+        floor_rounds(&nodes[0], &bare, &writers, 1_000, true, secs, rounds).await;
+    std::fs::remove_file(&body_file).ok();
+    let ratios: Vec<f64> = a_runs
+        .iter()
+        .zip(&b_runs)
+        .map(|(a, b)| a.rps / b.rps)
+        .collect();
+    let rps = |runs: &[tests::bench::WrkReport]| {
+        percentile(&runs.iter().map(|r| r.rps).collect::<Vec<_>>(), 50.0)
+    };
+    println!(
+        "\n## cluster floor: node 0's status ({} bytes) with wrk -t2 -c64 -d{secs}s, {rounds} alternating rounds, the others writing (node 0 saw {:.0} decisions/s)",
+        status_body.len(),
+        percentile(&write_rates, 50.0)
+    );
+    println!(
+        "status {:.0} requests/s, bare {:.0}: ratio {:.3}, median of the rounds' ratios ({})",
+        rps(&a_runs),
+        rps(&b_runs),
+        percentile(&ratios, 50.0),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    drop(nodes);
+
+    // Cross-instance push: a panel on a fresh instance A, decisions posted to B.
+    let a = Server::start(&["--redis", &url, "--in-memory"]);
+    let b = Server::start(&["--redis", &url, "--in-memory", "--buffer-size", "1000"]);
+    let latencies = decision_to_pixel(&a, &b, secs).await;
+    println!(
+        "\n## cluster pixel: decision on B to painted frame on A's panel, {secs} s, 10 decisions/s"
+    );
+    println!(
+        "decisions painted and matched {}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 95.0),
+        percentile(&latencies, 100.0)
     );
 }
