@@ -467,3 +467,84 @@ async fn insight_histogram_slider_and_signals() {
     assert_eq!(count(&root, "[data-testid=signal]"), 2);
     assert_eq!(text(&root, "[data-testid=signal-sum]"), "0.50");
 }
+
+/// The cluster card: hidden for a server without `--redis`; the instances
+/// listed with their states, this panel's marked; the local view's label
+/// with the backlog; text from the server shown as text.
+#[wasm_bindgen_test]
+async fn the_cluster_card_lists_instances_and_says_a_local_view() {
+    let root = container();
+    let (status, _) = signal(Some(status_of(3, panel::time::now_utc())));
+    let decisions = decisions_of(status);
+    let (cluster, set_cluster) = signal(None::<String>);
+    let _handle = leptos::mount::mount_to(root.clone(), move || {
+        view! { <StatusView status=status decisions=decisions source=Signal::stored(None) last_live_ms=Signal::stored(None) cluster=cluster/> }
+    });
+    settle().await;
+    let card = root
+        .query_selector("[data-testid=cluster]")
+        .unwrap()
+        .unwrap();
+    assert!(card.has_attribute("hidden"), "no cluster: no card");
+    let instance = |id: &str, state: &str, current: bool| {
+        serde_json::json!({"id": id, "address": "10.0.0.1:8000", "startedAt": "2026-11-29T18:00:00.000Z",
+            "lastHeartbeat": "2026-11-29T18:30:05.000Z", "activeRequests": 2, "totalDecisions": 40,
+            "totalProcessed": [10, 20, 10], "state": state, "current": current})
+    };
+    let json = serde_json::json!({
+        "totalDecisions": 80,
+        "cluster": {"name": "blue", "redis": "unreachable", "since": "2026-11-29T18:30:00.000Z",
+            "error": "refused", "view": "local",
+            "label": "Local view of instance a1; Redis unreachable since 18:30:00 UTC",
+            "backlog": 12, "backlogCapacity": 100, "overflowed": 3},
+        "instances": [instance("a1", "live", true), instance("<b>b2</b>", "stale", false)]
+    });
+    set_cluster.set(Some(json.to_string()));
+    settle().await;
+    assert!(!card.has_attribute("hidden"));
+    let rows = root
+        .query_selector_all("[data-testid=instance-row]")
+        .unwrap();
+    assert_eq!(rows.length(), 2);
+    let row = |i: u32| {
+        rows.item(i)
+            .unwrap()
+            .dyn_into::<web_sys::Element>()
+            .unwrap()
+    };
+    assert_eq!(
+        row(0).get_attribute("data-current").as_deref(),
+        Some("true")
+    );
+    assert_eq!(row(1).get_attribute("data-state").as_deref(), Some("stale"));
+    let text = row(0).text_content().unwrap();
+    assert_eq!(
+        text,
+        "a1 (this panel's) · 10.0.0.1:8000 · live · 2 in flight · 40 decisions · heartbeat 18:30:05 UTC"
+    );
+    assert!(
+        row(1).text_content().unwrap().starts_with("<b>b2</b> · "),
+        "as text"
+    );
+    let banner = root
+        .query_selector("[data-testid=cluster-banner]")
+        .unwrap()
+        .unwrap()
+        .text_content()
+        .unwrap();
+    assert_eq!(
+        banner,
+        "Local view of instance a1; Redis unreachable since 18:30:00 UTC. 12 decisions wait, 3 overflowed."
+    );
+    // Back in cluster view: no banner.
+    let mut json = json;
+    json["cluster"]["view"] = "cluster".into();
+    json["cluster"].as_object_mut().unwrap().remove("label");
+    set_cluster.set(Some(json.to_string()));
+    settle().await;
+    assert!(
+        root.query_selector("[data-testid=cluster-banner]")
+            .unwrap()
+            .is_none()
+    );
+}

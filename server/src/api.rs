@@ -822,7 +822,10 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             open: state.streams.places().in_use(),
             max: state.streams.places().max(),
         },
-        cluster: state.service.cluster().map(|c| c.info()),
+        cluster: state
+            .service
+            .cluster()
+            .map(|c| c.info(&state.service.instance().id)),
     })
 }
 

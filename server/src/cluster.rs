@@ -337,21 +337,33 @@ impl Cluster {
         lock(&self.view).fresh.drain(..).collect()
     }
 
-    /// The status's `cluster`.
-    pub fn info(&self) -> ClusterInfo {
+    /// The status's `cluster`, as instance `me` serves it.
+    pub fn info(&self, me: &str) -> ClusterInfo {
         let link = lock(&self.link);
         let unreachable = link.state == RedisState::Unreachable;
+        let view = if link.state == RedisState::Connected {
+            ClusterView::Cluster
+        } else {
+            ClusterView::Local
+        };
+        let label = match (view, link.since) {
+            (ClusterView::Cluster, _) => None,
+            (ClusterView::Local, Some(since)) if unreachable => Some(format!(
+                "Local view of instance {me}; Redis unreachable since {} UTC",
+                since.format("%H:%M:%S")
+            )),
+            (ClusterView::Local, _) => Some(format!(
+                "Local view of instance {me}; Redis not reached yet"
+            )),
+        };
         let q = lock(&self.queue);
         ClusterInfo {
             name: self.settings.name.clone(),
             redis: link.state,
             since: link.since.filter(|_| unreachable).map(rfc3339),
             error: link.error.clone().filter(|_| unreachable),
-            view: if link.state == RedisState::Connected {
-                ClusterView::Cluster
-            } else {
-                ClusterView::Local
-            },
+            view,
+            label,
             backlog: q.items.len() as u64,
             backlog_capacity: self.settings.backlog as u64,
             overflowed: q.overflowed,
@@ -1048,16 +1060,20 @@ mod tests {
         .unwrap();
         let d = RoutingDecision::new("i-1".into(), "q", Tier::Q2, 1.0, Utc::now()).unwrap();
         cluster.enqueue((0..5).map(|_| (&d, 0.5)));
-        let info = cluster.info();
+        let info = cluster.info("me");
         assert_eq!((info.backlog, info.overflowed), (3, 2));
         // A failed send goes back in front, as far as there is room.
         let batch = cluster.take_batch();
         assert_eq!(batch.len(), 3);
         cluster.enqueue([(&d, 0.5)]);
         cluster.requeue(batch);
-        let info = cluster.info();
+        let info = cluster.info("me");
         assert_eq!((info.backlog, info.overflowed), (3, 3));
         assert_eq!(info.view, ClusterView::Local, "not connected yet");
+        assert_eq!(
+            info.label.as_deref(),
+            Some("Local view of instance me; Redis not reached yet")
+        );
         assert_eq!(info.redis, RedisState::Connecting);
     }
 }

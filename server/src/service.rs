@@ -262,7 +262,7 @@ impl StatusService {
     }
 
     /// Shares this instance's decisions and figures with the other
-    /// instances of `cluster`, and their's with every status.
+    /// instances of `cluster`, and theirs with every status.
     pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
         self.cluster = Some(cluster);
         self
@@ -665,7 +665,7 @@ impl StatusService {
             status.model_utilization = Some(t.model_utilization());
         }
         if let Some(c) = &self.cluster {
-            status.cluster = Some(c.info());
+            status.cluster = Some(c.info(&self.instance_id));
             status.instances = Some(c.instances(self));
         }
         (status, seq)

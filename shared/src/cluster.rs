@@ -35,8 +35,13 @@ pub struct ClusterInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `cluster`: the status covers every instance. `local`: Redis is
-    /// unreachable and the status covers this instance only.
+    /// unreachable (or not reached yet) and the status covers this instance
+    /// only.
     pub view: ClusterView,
+    /// Only in `local` view, the words for it: "Local view of instance X;
+    /// Redis unreachable since HH:MM:SS UTC".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// This instance's decisions waiting to be sent to Redis.
     pub backlog: u64,
     /// The most that may wait (`--redis-backlog`).

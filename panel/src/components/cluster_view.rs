@@ -41,16 +41,11 @@ fn fill(section: &web_sys::HtmlElement, json: Option<&str>) {
         list.len()
     );
     let _ = section.append_child(&element(None, "h2", &[], Some(&head)));
-    if text(&field(&c, "view")) == "local" {
-        let me = list
-            .iter()
-            .find(|i| field(i, "current").as_bool() == Some(true))
-            .map(|i| text(&field(i, "id")))
-            .unwrap_or_default();
+    let label = text(&field(&c, "label"));
+    if !label.is_empty() {
         let overflowed = count(&field(&c, "overflowed"));
         let text = format!(
-            "Local view of instance {me}; Redis unreachable since {} UTC. {} decisions wait{}.",
-            clock(&text(&field(&c, "since"))),
+            "{label}. {} decisions wait{}.",
             count(&field(&c, "backlog")),
             if overflowed > 0 {
                 format!(", {overflowed} overflowed")

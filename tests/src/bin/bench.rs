@@ -180,7 +180,7 @@ async fn floor(secs: u64) {
     let (a_runs, b_runs, write_rates) = floor_rounds(
         &server,
         &bare,
-        &[server.base.clone()],
+        std::slice::from_ref(&server.base),
         rate,
         false,
         secs,
