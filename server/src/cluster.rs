@@ -140,6 +140,19 @@ impl Remote<'_> {
     }
 }
 
+/// The cluster's figures for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    /// Redis answers.
+    pub redis_up: bool,
+    /// Decisions waiting for Redis.
+    pub backlog: u64,
+    /// Decisions that found the backlog full.
+    pub overflowed: u64,
+    /// Instances known, this one included: live, stale, gone.
+    pub instances: [u64; 3],
+}
+
 /// The key of a remote decision: the order of [`shared::cluster::newer`].
 type Key = (DateTime<Utc>, u64, String);
 
@@ -390,6 +403,26 @@ impl Cluster {
             ..listed(r)
         }));
         list
+    }
+
+    /// The figures `/metrics` shows.
+    pub fn gauges(&self) -> Gauges {
+        let redis_up = self.is_cluster_view();
+        let (backlog, overflowed) = {
+            let q = lock(&self.queue);
+            (q.items.len() as u64, q.overflowed)
+        };
+        let now = Utc::now().timestamp_millis();
+        let mut instances = [1, 0, 0];
+        for r in lock(&self.view).peers.values() {
+            instances[instance_state(now - r.beat_ms, r.stopped) as usize] += 1;
+        }
+        Gauges {
+            redis_up,
+            backlog,
+            overflowed,
+            instances,
+        }
     }
 
     /// Grows with every change a status could show.

@@ -148,6 +148,7 @@ async fn main() {
     let service_store = state.service.store().cloned();
     let service = std::sync::Arc::clone(&state.service);
     if let Some(cluster) = &cluster {
+        state.upstreams.telemetry().attach_cluster(cluster);
         cluster.start(std::sync::Arc::clone(&service));
         tracing::info!(cluster = %config.cluster, backlog = config.redis_backlog, "sharing one status through redis");
     }

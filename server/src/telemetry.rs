@@ -14,7 +14,7 @@
 //! few atomic additions with no map lookup.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
@@ -73,6 +73,8 @@ pub struct Telemetry {
     registry: Registry,
     version: AtomicU64,
     changed: Notify,
+    /// With `--redis`: the cluster, read at scrape time.
+    cluster: OnceLock<Weak<crate::cluster::Cluster>>,
 }
 
 struct TierState {
@@ -258,6 +260,7 @@ impl Telemetry {
                 registry,
                 version: AtomicU64::new(0),
                 changed: Notify::new(),
+                cluster: OnceLock::new(),
             }
         })
     }
@@ -405,6 +408,11 @@ impl Telemetry {
             }
         }
         model_shares(all)
+    }
+
+    /// Adds the cluster's series (`orch_cluster_*`) to every scrape.
+    pub fn attach_cluster(&self, cluster: &Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(Arc::downgrade(cluster));
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every series.
@@ -714,8 +722,53 @@ impl Collector for Gauges {
             ConstGauge::new(n as i64)
                 .encode(family.encode_family(&[("tier", tier.to_string())])?)?;
         }
+        if let Some(cluster) = t.cluster.get().and_then(Weak::upgrade) {
+            encode_cluster(&cluster.gauges(), &mut encoder)?;
+        }
         Ok(())
     }
+}
+
+/// The `orch_cluster_*` series.
+fn encode_cluster(
+    g: &crate::cluster::Gauges,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let gauge = |encoder: &mut DescriptorEncoder, name, help, value: u64| {
+        let g = ConstGauge::new(value as i64);
+        let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+        g.encode(e)
+    };
+    gauge(
+        encoder,
+        "orch_cluster_redis_up",
+        "1 while Redis answers (the status covers the cluster), 0 while it is unreachable or not reached yet",
+        u64::from(g.redis_up),
+    )?;
+    gauge(
+        encoder,
+        "orch_cluster_backlog",
+        "Decisions waiting to be sent to Redis",
+        g.backlog,
+    )?;
+    let overflowed = ConstCounter::new(g.overflowed);
+    let e = encoder.encode_descriptor(
+        "orch_cluster_overflowed",
+        "Decisions that found the Redis backlog full (never sent; totals stay exact)",
+        None,
+        overflowed.metric_type(),
+    )?;
+    overflowed.encode(e)?;
+    let mut family = encoder.encode_descriptor(
+        "orch_cluster_instances",
+        "Instances of the cluster this one knows of, by state (itself included)",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (state, n) in ["live", "stale", "gone"].into_iter().zip(g.instances) {
+        ConstGauge::new(n as i64).encode(family.encode_family(&[("state", state)])?)?;
+    }
+    Ok(())
 }
 
 /// The standard `process_*` series, read from `/proc` at scrape time (on

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tests::{Behavior, Client, FakeUpstream, Redis, Server, eventually, per_tier, silent_port};
+use tests::{
+    Behavior, Client, FakeUpstream, Redis, Server, eventually, metric, per_tier, silent_port,
+};
 
 const TIERS: [&str; 3] = ["Q2", "Q3", "Q4"];
 
@@ -163,6 +165,12 @@ async fn three_instances_share_one_exact_status_and_a_killed_one_drops_out() {
     let s = clients[0].status().await;
     let listed = ids(&s);
     assert_eq!(listed.len(), 3, "{s}");
+    let m = clients[0].text("/metrics").await;
+    assert_eq!(metric(&m, "orch_cluster_redis_up", &[]), Some(1.0));
+    assert_eq!(
+        metric(&m, "orch_cluster_instances", &[("state", "live")]),
+        Some(3.0)
+    );
     assert_eq!(s["instances"][0]["current"], true);
     assert_eq!(s["instances"][0]["id"], s["instance"]["id"]);
     assert!(
@@ -373,6 +381,11 @@ async fn a_redis_outage_under_load_is_labelled_and_healed_exactly() {
         s["cluster"]
     );
     assert_eq!(s["cluster"]["backlog"], 50);
+    // And in /metrics, for Prometheus and the alerts.
+    let m = clients[2].text("/metrics").await;
+    assert_eq!(metric(&m, "orch_cluster_redis_up", &[]), Some(0.0));
+    assert_eq!(metric(&m, "orch_cluster_backlog", &[]), Some(50.0));
+    assert!(metric(&m, "orch_cluster_overflowed_total", &[]).unwrap() > 0.0);
     // This instance's view: its own totals only.
     let own = s["instances"][0]["totalDecisions"].as_f64().unwrap();
     assert_eq!(s["totalDecisions"].as_f64().unwrap(), own);

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tests::{Behavior, Client, FakeUpstream, Server, eventually};
+use tests::{Behavior, Client, FakeUpstream, Redis, Server, eventually};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -171,7 +171,9 @@ fn promtool_accepts_the_rules_their_tests_and_the_scrape_config() {
             "OrchestratorCircuitOpen",
             "OrchestratorLatencyP95High",
             "OrchestratorNoDecisions",
-            "OrchestratorQ4ShareHigh"
+            "OrchestratorQ4ShareHigh",
+            "OrchestratorRedisUnreachable",
+            "OrchestratorRedisBacklogOverflow"
         ]
     );
 }
@@ -235,7 +237,12 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
     let ok = FakeUpstream::start_model(Behavior::Slow(Duration::from_millis(20)), "small").await;
     let failing = FakeUpstream::start(Behavior::Status(503, None)).await;
     let big = FakeUpstream::start_model(Behavior::Slow(Duration::from_millis(60)), "large").await;
+    // In a cluster (of one, on a real Redis), so the orch_cluster_* series
+    // of the dashboard and the alerts have data too.
+    let redis = Redis::start();
     let server = Server::start(&[
+        "--redis",
+        &redis.url(),
         "--upstream",
         &format!("fast:ok={}", ok.base_url),
         "--upstream",
