@@ -47,6 +47,7 @@ use shared::{RecordedDecision, RoutingDecision, Tier};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::changes::Changes;
 use crate::service::StatusService;
 use crate::store::{Periods, Store};
 
@@ -188,8 +189,7 @@ pub struct Cluster {
     wake: Notify,
     view: Mutex<View>,
     link: Mutex<Link>,
-    version: AtomicU64,
-    changed: Notify,
+    changes: Changes,
     /// Bumped when Redis lost its data: the reader starts over.
     epoch_gen: AtomicU64,
     closing: AtomicBool,
@@ -269,8 +269,7 @@ impl Cluster {
                 error: None,
                 last_ok: None,
             }),
-            version: AtomicU64::new(0),
-            changed: Notify::new(),
+            changes: Changes::default(),
             epoch_gen: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             publisher,
@@ -425,19 +424,13 @@ impl Cluster {
         }
     }
 
-    /// Grows with every change a status could show.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-
-    /// Resolves after the next change.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// What changed here that a status could show.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     fn bump(&self) {
-        self.version.fetch_add(1, Ordering::Release);
-        self.changed.notify_one();
+        self.changes.bump();
     }
 
     /// Sends what waits and a last record marked stopped (so the others
@@ -456,6 +449,7 @@ impl Cluster {
                 for chunk in batch.chunks(MAX_BATCH) {
                     self.add_batch(&mut pipe, &record, chunk);
                 }
+                self.add_record(&mut pipe, &record);
                 if pipe.query_async::<()>(&mut conn).await.is_err() {
                     return;
                 }
@@ -463,13 +457,9 @@ impl Cluster {
             let mut record = self.record(service, Utc::now());
             record.stopped = true;
             record.active = [0; 3];
-            let json = serde_json::to_string(&record).expect("a record serialises");
-            let _ = redis::cmd("HSET")
-                .arg(&self.keys.instances)
-                .arg(&record.id)
-                .arg(json)
-                .query_async::<()>(&mut conn)
-                .await;
+            let mut pipe = redis::pipe();
+            self.add_record(&mut pipe, &record);
+            let _ = pipe.query_async::<()>(&mut conn).await;
         };
         let _ = tokio::time::timeout(2 * REDIS_TIMEOUT, work).await;
     }
@@ -509,6 +499,18 @@ impl Cluster {
         }
     }
 
+    /// Writes `record` (as JSON) into the instances hash.
+    fn add_record(&self, pipe: &mut redis::Pipeline, record: &Record) {
+        let json = serde_json::to_string(record).expect("a record serialises");
+        pipe.cmd("HSET")
+            .arg(&self.keys.instances)
+            .arg(&record.id)
+            .arg(json)
+            .ignore();
+    }
+
+    /// `XADD`s one stream entry: the decisions, with the record that
+    /// counts them.
     fn add_batch(
         &self,
         pipe: &mut redis::Pipeline,
@@ -526,14 +528,9 @@ impl Cluster {
             .arg("i")
             .arg(&record.id)
             .arg("r")
-            .arg(&json)
+            .arg(json)
             .arg("d")
             .arg(decisions)
-            .ignore();
-        pipe.cmd("HSET")
-            .arg(&self.keys.instances)
-            .arg(&record.id)
-            .arg(json)
             .ignore();
     }
 
@@ -588,16 +585,9 @@ impl Cluster {
             for chunk in batch.chunks(MAX_BATCH) {
                 self.add_batch(&mut pipe, &record, chunk);
             }
+            self.add_record(&mut pipe, &record);
             let candidate = format!("{}-{}", record.id, record.beat_ms);
             if beat {
-                if batch.is_empty() {
-                    let json = serde_json::to_string(&record).expect("a record serialises");
-                    pipe.cmd("HSET")
-                        .arg(&self.keys.instances)
-                        .arg(&record.id)
-                        .arg(json)
-                        .ignore();
-                }
                 pipe.cmd("SET")
                     .arg(&self.keys.epoch)
                     .arg(&candidate)
@@ -673,18 +663,10 @@ impl Cluster {
             }
         }
         let record = self.record(service, Utc::now());
-        let buffered = service.buffered();
-        for chunk in buffered.chunks(MAX_BATCH) {
+        for chunk in service.buffered().chunks(MAX_BATCH) {
             self.add_batch(&mut pipe, &record, chunk);
         }
-        if buffered.is_empty() {
-            let json = serde_json::to_string(&record).expect("a record serialises");
-            pipe.cmd("HSET")
-                .arg(&self.keys.instances)
-                .arg(&record.id)
-                .arg(json)
-                .ignore();
-        }
+        self.add_record(&mut pipe, &record);
         exchange(pipe.query_async::<()>(conn)).await?;
         if let Some(store) = service.store() {
             self.republish_rollups(store, &record.id, conn).await?;

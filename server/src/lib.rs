@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod api;
+pub mod changes;
 pub mod cluster;
 pub mod config;
 pub mod error;

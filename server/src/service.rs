@@ -29,6 +29,7 @@ use shared::{
 };
 use tokio::sync::Notify;
 
+use crate::changes::Changes;
 use crate::cluster::Cluster;
 use crate::store::{CommitError, Restored, Rows, Store};
 use crate::telemetry::Telemetry;
@@ -533,29 +534,17 @@ impl StatusService {
     /// once if one happened since the last call returned): the wake-up of
     /// a single waiter, the stream's publisher.
     pub async fn changed(&self) {
-        let telemetry = async {
-            match &self.telemetry {
-                Some(t) => t.changed().await,
-                None => std::future::pending().await,
-            }
-        };
-        let store = async {
-            match &self.store {
-                Some(s) => s.changed().await,
-                None => std::future::pending().await,
-            }
-        };
-        let cluster = async {
-            match &self.cluster {
+        async fn of(changes: Option<&Changes>) {
+            match changes {
                 Some(c) => c.changed().await,
                 None => std::future::pending().await,
             }
-        };
+        }
         tokio::select! {
             () = self.changed.notified() => {}
-            () = telemetry => {}
-            () = store => {}
-            () = cluster => {}
+            () = of(self.telemetry.as_ref().map(|t| t.changes())) => {}
+            () = of(self.store.as_ref().map(|s| s.changes())) => {}
+            () = of(self.cluster.as_ref().map(|c| c.changes())) => {}
         }
     }
 
@@ -563,9 +552,9 @@ impl StatusService {
     /// upstream figures included.
     fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
-            + self.telemetry.as_ref().map_or(0, |t| t.version())
-            + self.store.as_ref().map_or(0, |s| s.version())
-            + self.cluster.as_ref().map_or(0, |c| c.version())
+            + self.telemetry.as_ref().map_or(0, |t| t.changes().version())
+            + self.store.as_ref().map_or(0, |s| s.changes().version())
+            + self.cluster.as_ref().map_or(0, |c| c.changes().version())
     }
 
     fn bump(&self) {

@@ -28,7 +28,9 @@ use shared::history::{
 };
 use shared::insight::Tokens;
 use shared::{Complexity, RecordedDecision, RoutingDecision, Signal, Tier};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
+
+use crate::changes::Changes;
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "orchestrator.db";
@@ -261,8 +263,7 @@ struct Health {
     failing: AtomicBool,
     detail: Mutex<Option<(DateTime<Utc>, String)>>,
     not_persisted: AtomicU64,
-    version: AtomicU64,
-    changed: Notify,
+    changes: Changes,
     /// With a cluster: the minutes whose rollup rows changed since the
     /// cluster last published them.
     dirty: Mutex<Option<BTreeSet<i64>>>,
@@ -291,8 +292,7 @@ impl Health {
     }
 
     fn bump(&self) {
-        self.version.fetch_add(1, Ordering::Release);
-        self.changed.notify_one();
+        self.changes.bump();
     }
 }
 
@@ -408,14 +408,9 @@ impl Store {
         self.health.failing.load(Ordering::Acquire)
     }
 
-    /// Grows with every change of [`Self::persistence`].
-    pub fn version(&self) -> u64 {
-        self.health.version.load(Ordering::Acquire)
-    }
-
-    /// Resolves after the next change of [`Self::persistence`].
-    pub async fn changed(&self) {
-        self.health.changed.notified().await
+    /// What changed of [`Self::persistence`].
+    pub fn changes(&self) -> &Changes {
+        &self.health.changes
     }
 
     /// Sends `rows` to the writer at once, in order with everything sent

@@ -31,8 +31,8 @@ use shared::metrics::{
     UpstreamMetrics, error_rate, model_shares,
 };
 use shared::{Complexity, Tier};
-use tokio::sync::Notify;
 
+use crate::changes::Changes;
 use crate::upstream::breaker::{Admission, Breaker, BreakerSettings, Transition, Verdict};
 
 /// Distinct answering models tracked per upstream; answers naming others
@@ -71,8 +71,7 @@ pub struct Telemetry {
     decisions: Vec<Counter>,
     decision_time: Histogram,
     registry: Registry,
-    version: AtomicU64,
-    changed: Notify,
+    changes: Changes,
     /// With `--redis`: the cluster, read at scrape time.
     cluster: OnceLock<Weak<crate::cluster::Cluster>>,
 }
@@ -258,8 +257,7 @@ impl Telemetry {
                 decisions,
                 decision_time,
                 registry,
-                version: AtomicU64::new(0),
-                changed: Notify::new(),
+                changes: Changes::default(),
                 cluster: OnceLock::new(),
             }
         })
@@ -295,19 +293,13 @@ impl Telemetry {
         self.bump();
     }
 
-    /// Bumped after every change the status could show.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-
-    /// Resolves after the next change (see [`crate::service::StatusService::changed`]).
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// What changed here that a status could show.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     fn bump(&self) {
-        self.version.fetch_add(1, Ordering::Release);
-        self.changed.notify_one();
+        self.changes.bump();
     }
 
     /// Starts an admitted call of `upstream`: in flight until the guard

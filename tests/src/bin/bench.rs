@@ -515,15 +515,23 @@ async fn panel(secs: u64) {
 async fn pixel(secs: u64) {
     let server = Server::start(&["--buffer-size", "1000"]);
     let latencies = decision_to_pixel(&server, &server, secs).await;
-    println!(
-        "\n## pixel: decision to painted frame over the stream, {secs} s in headless Chromium, 10 decisions/s"
+    print_pixel(
+        &format!(
+            "pixel: decision to painted frame over the stream, {secs} s in headless Chromium, 10 decisions/s"
+        ),
+        &latencies,
     );
+}
+
+/// A `## title` and the decision-to-pixel latencies' summary.
+fn print_pixel(title: &str, latencies: &[f64]) {
+    println!("\n## {title}");
     println!(
         "decisions painted and matched {}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
         latencies.len(),
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 95.0),
-        percentile(&latencies, 100.0)
+        percentile(latencies, 50.0),
+        percentile(latencies, 95.0),
+        percentile(latencies, 100.0)
     );
 }
 
@@ -1321,14 +1329,10 @@ async fn cluster(secs: u64) {
     let a = Server::start(&["--redis", &url, "--in-memory"]);
     let b = Server::start(&["--redis", &url, "--in-memory", "--buffer-size", "1000"]);
     let latencies = decision_to_pixel(&a, &b, secs).await;
-    println!(
-        "\n## cluster pixel: decision on B to painted frame on A's panel, {secs} s, 10 decisions/s"
-    );
-    println!(
-        "decisions painted and matched {}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
-        latencies.len(),
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 95.0),
-        percentile(&latencies, 100.0)
+    print_pixel(
+        &format!(
+            "cluster pixel: decision on B to painted frame on A's panel, {secs} s, 10 decisions/s"
+        ),
+        &latencies,
     );
 }
