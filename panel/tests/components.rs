@@ -495,7 +495,7 @@ async fn the_cluster_card_lists_instances_and_says_a_local_view() {
         "totalDecisions": 80,
         "cluster": {"name": "blue", "redis": "unreachable", "since": "2026-11-29T18:30:00.000Z",
             "error": "refused", "view": "local",
-            "label": "Local view of instance a1; Redis unreachable since 18:30:00 UTC",
+            "label": "local view of instance a1; Redis unreachable since 18:30:00 UTC",
             "backlog": 12, "backlogCapacity": 100, "overflowed": 3},
         "instances": [instance("a1", "live", true), instance("<b>b2</b>", "stale", false)]
     });
@@ -534,7 +534,7 @@ async fn the_cluster_card_lists_instances_and_says_a_local_view() {
         .unwrap();
     assert_eq!(
         banner,
-        "Local view of instance a1; Redis unreachable since 18:30:00 UTC. 12 decisions wait, 3 overflowed."
+        "Showing the local view of instance a1; Redis unreachable since 18:30:00 UTC. 12 decisions wait, 3 overflowed."
     );
     // Back in cluster view: no banner.
     let mut json = json;

@@ -106,6 +106,10 @@ pub struct Health {
     pub connections: ConnectionUse,
     /// Open event streams against `--max-streams`.
     pub streams: StreamUse,
+    /// Only with `--redis`: the Redis state (`cluster.redis`, at the top
+    /// for checks that look at one field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<shared::cluster::RedisState>,
     /// Only with `--redis`: the link to Redis and the backlog waiting for
     /// it (the same as the status's `cluster`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -793,6 +797,10 @@ pub enum IngestAnswer {
     responses((status = 200, description = "The server is up", body = Health))
 )]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let cluster = state
+        .service
+        .cluster()
+        .map(|c| c.info(&state.service.instance().id));
     Json(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -822,10 +830,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             open: state.streams.places().in_use(),
             max: state.streams.places().max(),
         },
-        cluster: state
-            .service
-            .cluster()
-            .map(|c| c.info(&state.service.instance().id)),
+        redis: cluster.as_ref().map(|c| c.redis),
+        cluster,
     })
 }
 

@@ -361,11 +361,11 @@ impl Cluster {
         let label = match (view, link.since) {
             (ClusterView::Cluster, _) => None,
             (ClusterView::Local, Some(since)) if unreachable => Some(format!(
-                "Local view of instance {me}; Redis unreachable since {} UTC",
+                "local view of instance {me}; Redis unreachable since {} UTC",
                 since.format("%H:%M:%S")
             )),
             (ClusterView::Local, _) => Some(format!(
-                "Local view of instance {me}; Redis not reached yet"
+                "local view of instance {me}; Redis not reached yet"
             )),
         };
         let q = lock(&self.queue);
@@ -1087,7 +1087,7 @@ mod tests {
         assert_eq!(info.view, ClusterView::Local, "not connected yet");
         assert_eq!(
             info.label.as_deref(),
-            Some("Local view of instance me; Redis not reached yet")
+            Some("local view of instance me; Redis not reached yet")
         );
         assert_eq!(info.redis, RedisState::Connecting);
     }

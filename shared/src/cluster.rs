@@ -38,7 +38,7 @@ pub struct ClusterInfo {
     /// unreachable (or not reached yet) and the status covers this instance
     /// only.
     pub view: ClusterView,
-    /// Only in `local` view, the words for it: "Local view of instance X;
+    /// Only in `local` view, the words for it: "local view of instance X;
     /// Redis unreachable since HH:MM:SS UTC".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,

@@ -117,6 +117,13 @@ async fn exact_everywhere(clients: &[Client], want: &[f64]) -> bool {
     true
 }
 
+fn label_of(status: &Value) -> String {
+    status["cluster"]["label"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn ids(status: &Value) -> Vec<String> {
     status["instances"]
         .as_array()
@@ -368,6 +375,11 @@ async fn a_redis_outage_under_load_is_labelled_and_healed_exactly() {
     );
     let (_, health) = clients[0].get("/api/health").await;
     assert_eq!(health["cluster"]["redis"], "unreachable", "{health}");
+    assert_eq!(health["redis"], "unreachable");
+    assert!(
+        label_of(&clients[0].status().await).starts_with("local view of instance "),
+        "the status says it in words"
+    );
     let during = accepted.total();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -413,6 +425,11 @@ async fn a_redis_outage_under_load_is_labelled_and_healed_exactly() {
         let s = c.status().await;
         assert_eq!(s["cluster"]["redis"], "connected");
         assert!(s["cluster"].get("since").is_none());
+        assert!(
+            s["cluster"].get("label").is_none(),
+            "no label in cluster view"
+        );
+        assert_eq!(c.get("/api/health").await.1["redis"], "connected");
         assert_eq!(ids(&s).len(), 3);
     }
 }

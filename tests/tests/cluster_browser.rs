@@ -100,7 +100,7 @@ async fn a_decision_posted_to_b_shows_on_the_panel_of_a() {
         .wait_for(Duration::from_secs(10), || async {
             browser.text_of("cluster-banner").await.is_some_and(|t| {
                 t.starts_with(&format!(
-                    "Local view of instance {a_id}; Redis unreachable since "
+                    "Showing the local view of instance {a_id}; Redis unreachable since "
                 ))
             })
         })

@@ -45,7 +45,7 @@ fn fill(section: &web_sys::HtmlElement, json: Option<&str>) {
     if !label.is_empty() {
         let overflowed = count(&field(&c, "overflowed"));
         let text = format!(
-            "{label}. {} decisions wait{}.",
+            "Showing the {label}. {} decisions wait{}.",
             count(&field(&c, "backlog")),
             if overflowed > 0 {
                 format!(", {overflowed} overflowed")
