@@ -504,3 +504,40 @@ async fn a_redis_that_never_answers_slows_no_request() {
         "decisions wait for Redis"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_sends_everything_and_is_gone_at_once() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let (ca, cb) = (Client::new(&a.base), Client::new(&b.base));
+    let b_id = cb.status().await["instance"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let batch: Vec<Value> = (0..300).map(|i| decision("before stopping", i)).collect();
+    assert_eq!(
+        cb.post("/api/orchestrator/decisions", &json!(batch))
+            .await
+            .0,
+        201
+    );
+    // SIGTERM right after the acknowledgement.
+    assert!(
+        b.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    let stopped = Instant::now();
+    let seen = eventually(Duration::from_secs(3), || async {
+        let s = ca.status().await;
+        s["totalDecisions"] == 300 && instance(&s, &b_id)["state"] == "gone"
+    })
+    .await;
+    let s = ca.status().await;
+    assert!(
+        seen,
+        "everything B acknowledged, and B gone at once, not after 60 s: {s}"
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(5));
+    assert_eq!(instance(&s, &b_id)["activeRequests"], 0);
+}
