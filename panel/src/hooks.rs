@@ -425,7 +425,12 @@ fn open_stream(feed: &Rc<Feed>) {
 /// Asks once for every buffered decision (a status event lists only the
 /// newest ten); the stream's events keep the list current after that.
 fn fetch_buffer(feed: &Rc<Feed>) {
-    if !feed.needs_buffer.get() || feed.buffer_fetch.borrow().is_some() {
+    // One status request at a time: a poll still out (the stream came back
+    // while it was) calls this again when it is done.
+    if !feed.needs_buffer.get()
+        || feed.buffer_fetch.borrow().is_some()
+        || feed.in_flight.borrow().is_some()
+    {
         return;
     }
     let controller = AbortController::new().expect("AbortController exists");
@@ -580,6 +585,8 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
                         feed.failed(err.reason());
                     }
                 }
+            } else {
+                fetch_buffer(&feed);
             }
             let pause = TimeoutFuture::new(feed.config.interval_ms);
             if let Either::Right((None, _)) = select(pause, wake_rx.next()).await {
