@@ -113,6 +113,11 @@ impl Record {
         self.per_tier.iter().sum()
     }
 
+    /// Live, stale or gone, by its heartbeat's age at `now_ms`.
+    fn state(&self, now_ms: i64) -> InstanceState {
+        instance_state(now_ms - self.beat_ms, self.stopped)
+    }
+
     /// Whether `self` is at least as new as `other` (totals never go back;
     /// among equal totals the later heartbeat).
     fn supersedes(&self, other: &Record) -> bool {
@@ -199,13 +204,13 @@ pub struct Cluster {
 
 /// The Redis keys of one cluster.
 #[derive(Debug, Clone)]
-pub struct Keys {
+struct Keys {
     /// The decisions stream.
-    pub decisions: String,
+    decisions: String,
     /// The hash of instance records.
-    pub instances: String,
+    instances: String,
     /// The value that changes when Redis lost its data.
-    pub epoch: String,
+    epoch: String,
     prefix: String,
 }
 
@@ -221,7 +226,7 @@ impl Keys {
     }
 
     /// The sorted set of an instance's rollup rows of `table`.
-    pub fn rollups(&self, table: &str, instance: &str) -> String {
+    fn rollups(&self, table: &str, instance: &str) -> String {
         format!("{}{table}:{instance}", self.prefix)
     }
 }
@@ -277,16 +282,6 @@ impl Cluster {
         })
     }
 
-    /// The cluster's keys.
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
-    /// The connection the publisher uses (for the history's reads).
-    pub fn connection(&self) -> ConnectionManager {
-        self.publisher.clone()
-    }
-
     /// Starts publishing `service`'s decisions and figures and reading the
     /// other instances'.
     pub fn start(self: &Arc<Self>, service: Arc<StatusService>) {
@@ -320,7 +315,7 @@ impl Cluster {
         let view = lock(&self.view);
         let mut others = Others::default();
         for r in view.peers.values() {
-            let live = instance_state(now - r.beat_ms, r.stopped) == InstanceState::Live;
+            let live = r.state(now) == InstanceState::Live;
             for i in 0..3 {
                 others.per_tier[i] += r.per_tier[i];
                 if live {
@@ -398,7 +393,7 @@ impl Cluster {
         let mut peers: Vec<&Record> = view.peers.values().collect();
         peers.sort_by(|a, b| a.id.cmp(&b.id));
         list.extend(peers.into_iter().map(|r| ClusterInstance {
-            state: instance_state(now.timestamp_millis() - r.beat_ms, r.stopped),
+            state: r.state(now.timestamp_millis()),
             ..listed(r)
         }));
         list
@@ -414,7 +409,7 @@ impl Cluster {
         let now = Utc::now().timestamp_millis();
         let mut instances = [1, 0, 0];
         for r in lock(&self.view).peers.values() {
-            instances[instance_state(now - r.beat_ms, r.stopped) as usize] += 1;
+            instances[r.state(now) as usize] += 1;
         }
         Gauges {
             redis_up,
@@ -446,10 +441,7 @@ impl Cluster {
                 }
                 let record = self.record(service, Utc::now());
                 let mut pipe = redis::pipe();
-                for chunk in batch.chunks(MAX_BATCH) {
-                    self.add_batch(&mut pipe, &record, chunk);
-                }
-                self.add_record(&mut pipe, &record);
+                self.add_send(&mut pipe, &record, &batch);
                 if pipe.query_async::<()>(&mut conn).await.is_err() {
                     return;
                 }
@@ -458,7 +450,7 @@ impl Cluster {
             record.stopped = true;
             record.active = [0; 3];
             let mut pipe = redis::pipe();
-            self.add_record(&mut pipe, &record);
+            self.add_send(&mut pipe, &record, &[]);
             let _ = pipe.query_async::<()>(&mut conn).await;
         };
         let _ = tokio::time::timeout(2 * REDIS_TIMEOUT, work).await;
@@ -499,38 +491,37 @@ impl Cluster {
         }
     }
 
-    /// Writes `record` (as JSON) into the instances hash.
-    fn add_record(&self, pipe: &mut redis::Pipeline, record: &Record) {
-        let json = serde_json::to_string(record).expect("a record serialises");
-        pipe.cmd("HSET")
-            .arg(&self.keys.instances)
-            .arg(&record.id)
-            .arg(json)
-            .ignore();
-    }
-
-    /// `XADD`s one stream entry: the decisions, with the record that
-    /// counts them.
-    fn add_batch(
+    /// One send: `batch` as stream entries of at most [`MAX_BATCH`]
+    /// decisions (`XADD`), each with the record that counts them, then the
+    /// record into the instances hash (`HSET`). The record is serialised
+    /// once.
+    fn add_send(
         &self,
         pipe: &mut redis::Pipeline,
         record: &Record,
         batch: &[(RoutingDecision, f64)],
     ) {
         let json = serde_json::to_string(record).expect("a record serialises");
-        let decisions = serde_json::to_string(batch).expect("decisions serialise");
-        pipe.cmd("XADD")
-            .arg(&self.keys.decisions)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_LEN)
-            .arg("*")
-            .arg("i")
+        for chunk in batch.chunks(MAX_BATCH) {
+            let decisions = serde_json::to_string(chunk).expect("decisions serialise");
+            pipe.cmd("XADD")
+                .arg(&self.keys.decisions)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_LEN)
+                .arg("*")
+                .arg("i")
+                .arg(&record.id)
+                .arg("r")
+                .arg(&json)
+                .arg("d")
+                .arg(decisions)
+                .ignore();
+        }
+        pipe.cmd("HSET")
+            .arg(&self.keys.instances)
             .arg(&record.id)
-            .arg("r")
             .arg(json)
-            .arg("d")
-            .arg(decisions)
             .ignore();
     }
 
@@ -563,10 +554,6 @@ impl Cluster {
         }
     }
 
-    fn breaker_open(&self) -> bool {
-        lock(&self.link).state != RedisState::Connected
-    }
-
     async fn publish_loop(self: Arc<Self>, service: Arc<StatusService>) {
         let mut conn = self.publisher.clone();
         let mut next_beat = Instant::now();
@@ -582,10 +569,7 @@ impl Cluster {
             let batch = self.take_batch();
             let record = self.record(&service, Utc::now());
             let mut pipe = redis::pipe();
-            for chunk in batch.chunks(MAX_BATCH) {
-                self.add_batch(&mut pipe, &record, chunk);
-            }
-            self.add_record(&mut pipe, &record);
+            self.add_send(&mut pipe, &record, &batch);
             let candidate = format!("{}-{}", record.id, record.beat_ms);
             if beat {
                 pipe.cmd("SET")
@@ -663,10 +647,7 @@ impl Cluster {
             }
         }
         let record = self.record(service, Utc::now());
-        for chunk in service.buffered().chunks(MAX_BATCH) {
-            self.add_batch(&mut pipe, &record, chunk);
-        }
-        self.add_record(&mut pipe, &record);
+        self.add_send(&mut pipe, &record, &service.buffered());
         exchange(pipe.query_async::<()>(conn)).await?;
         if let Some(store) = service.store() {
             self.republish_rollups(store, &record.id, conn).await?;
@@ -774,7 +755,7 @@ impl Cluster {
         end: i64,
         step: i64,
     ) -> Result<(Vec<(i64, Tier, Vec<f64>)>, Vec<String>), String> {
-        if self.breaker_open() {
+        if !self.is_cluster_view() {
             return Err("redis unreachable".into());
         }
         let mut ids: Vec<String> = lock(&self.view).peers.keys().cloned().collect();
@@ -826,7 +807,7 @@ impl Cluster {
         let mut last_id = "0-0".to_owned();
         while !self.closing.load(Ordering::Acquire) {
             let generation = self.epoch_gen.load(Ordering::Acquire);
-            if generation == 0 || self.breaker_open() {
+            if generation == 0 || !self.is_cluster_view() {
                 // Not before the publisher has reached Redis (and learnt its
                 // epoch), nor while it finds Redis unreachable.
                 tokio::time::sleep(FLUSH_EVERY).await;
