@@ -721,15 +721,25 @@ impl Collector for Gauges {
     }
 }
 
+/// One gauge without labels.
+fn encode_gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Debug>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(value);
+    let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(e)
+}
+
 /// The `orch_cluster_*` series.
 fn encode_cluster(
     g: &crate::cluster::Gauges,
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
     let gauge = |encoder: &mut DescriptorEncoder, name, help, value: u64| {
-        let g = ConstGauge::new(value as i64);
-        let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
-        g.encode(e)
+        encode_gauge(encoder, name, help, value as i64)
     };
     gauge(
         encoder,
@@ -772,11 +782,7 @@ struct ProcessCollector {
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauge = |encoder: &mut DescriptorEncoder, name, help, value: f64| {
-            let g = ConstGauge::new(value);
-            let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
-            g.encode(e)
-        };
+        let gauge = encode_gauge::<f64>;
         let start = self
             .started
             .duration_since(UNIX_EPOCH)
