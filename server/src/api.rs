@@ -1,14 +1,12 @@
 //! The HTTP handlers of `/api` and the OpenAPI document generated from them.
 
-use std::time::Instant;
-
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use headers::{ETag, HeaderMapExt as _, IfNoneMatch};
 use serde::{Deserialize, Serialize};
-use shared::api::{MAX_TOKENS, Usage};
+use shared::api::{MAX_TOKENS, Mode, Usage};
 use shared::insight::{Calibration, CurvePoint, validate_signals, validate_usage};
 use shared::metrics::CircuitState;
 use shared::{DEFAULT_RECENT, DecisionError, OrchestratorStatus, RoutingDecision, Signal, Tier};
@@ -18,7 +16,6 @@ use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::routing::{self, QueryRequest, QueryResponse};
-use crate::upstream::UpstreamError;
 
 /// `POST /api/orchestrator/decisions` body: a decision made by a router that
 /// lives elsewhere.
@@ -403,7 +400,7 @@ pub(crate) fn if_none_match(headers: &HeaderMap, etag: &ETag) -> bool {
     tag = "router",
     request_body(content = QueryRequest, example = json!({"query": "What is Python?", "mode": "two-stage", "max_tokens": 100})),
     responses(
-        (status = 200, description = "Routed and answered. Every answer to a routed query (this one, and the 429, 4XX, 502 and 503 that carry a recorded decision) names the decision in its `X-Router-*` headers", body = QueryResponse,
+        (status = 200, description = "Routed and answered (`simple`, `two-stage`: a `QueryResponse`), or asked of several tiers (`council`, `benchmark`: a `GroupAnswer`, 200 whenever the group ran: each member's answer or error, and a council's synthesis, moderator and analysis; `X-Router-Group-Id` names the group). Every answer to a routed query (this one, and the 429, 4XX, 502 and 503 that carry a recorded decision) names the decision in its `X-Router-*` headers", body = QueryAnswer,
          headers(
             ("X-Router-Tier" = String, description = "The tier: Q2, Q3 or Q4"),
             ("X-Router-Score" = String, description = "The complexity score, as in the body (e.g. 7.25)"),
@@ -444,7 +441,26 @@ pub async fn query(
             "max_tokens: must be an integer in 1..={MAX_TOKENS}, got {n}"
         )));
     }
-    let route = routing::route(&req.query, req.mode, state.service.routing().q4_threshold);
+    if req.mode.is_group() {
+        let outcome = crate::modes::run_group(
+            &state,
+            crate::modes::GroupQuery {
+                mode: req.mode,
+                query: &req.query,
+                body: crate::modes::query_body(&req.query, req.max_tokens),
+                max_tokens: req.max_tokens,
+            },
+        )
+        .await?;
+        let headers = crate::openai::group_headers(&outcome.answer);
+        let mut response = Json(outcome.answer).into_response();
+        response.headers_mut().extend(headers);
+        return Ok(response);
+    }
+    let route = match req.mode {
+        Mode::TwoStage => crate::modes::assessed_route(&state, &req.query).await,
+        mode => routing::route(&req.query, mode, state.service.routing().q4_threshold),
+    };
     let (decision, pending) = state
         .service
         .record_pending(
@@ -497,78 +513,19 @@ async fn generate(
     req: &QueryRequest,
     mut decision: RoutingDecision,
 ) -> Result<Json<QueryResponse>, ApiError> {
-    let tier = decision.tier;
-    if !state.upstreams.configured(tier) {
-        return Err(ApiError::NoUpstream {
-            tier,
-            decision: Box::new(decision),
-        });
-    }
-    let _place = match state.upstreams.try_begin(tier) {
-        Ok(permit) => permit,
-        Err(limit) => {
-            return Err(ApiError::Busy {
-                tier,
-                limit,
-                decision: Box::new(decision),
-            });
-        }
-    };
-    // Active while the upstream works; the guard ends it however this future
-    // ends, including being dropped when the client disconnects.
-    let _active = state.service.begin(tier);
-    let started = Instant::now();
-    match state
-        .upstreams
-        .generate(tier, &req.query, req.max_tokens)
-        .await
-    {
-        Ok(answer) => {
-            tracing::info!(%tier, id = %decision.id, upstream = %answer.upstream, attempts = answer.attempts, ms = started.elapsed().as_millis() as u64, "answered");
-            let ms = started.elapsed().as_secs_f64() * 1e3;
-            state.service.add_call(tier, ms, true);
-            // Counts beyond any context window are the upstream's garbage:
-            // they would skew the cost, so they are left out of it.
-            if let Some(usage) = answer.usage.filter(|u| validate_usage(u).is_ok()) {
-                state.service.add_usage(decision.seq, tier, usage);
-                decision.usage = Some(usage);
-            }
-            Ok(Json(QueryResponse {
-                answer: answer.content,
-                model: answer.model,
-                decision,
-                finish_reason: answer.finish_reason,
-                tool_calls: answer.tool_calls,
-                upstream: Some(answer.upstream),
-                usage: answer.usage,
-                attempts: Some(answer.attempts),
-            }))
-        }
-        Err(err) => {
-            let message = err.to_string();
-            tracing::warn!(%tier, id = %decision.id, error = %message, "upstream failed");
-            if matches!(err, UpstreamError::Failed(_)) {
-                let ms = started.elapsed().as_secs_f64() * 1e3;
-                state.service.add_call(tier, ms, false);
-            }
-            let decision = Box::new(decision);
-            Err(match err {
-                UpstreamError::NotConfigured(tier) => ApiError::NoUpstream { tier, decision },
-                UpstreamError::CircuitOpen {
-                    retry_after_secs, ..
-                } => ApiError::CircuitOpen {
-                    message,
-                    retry_after_secs,
-                    decision,
-                },
-                UpstreamError::Failed(failure) => ApiError::Upstream {
-                    tier,
-                    failure: Box::new(failure),
-                    decision,
-                },
-            })
-        }
-    }
+    let body = crate::modes::query_body(&req.query, req.max_tokens);
+    let (answer, _) = crate::modes::call_tier(state, &decision, body).await?;
+    crate::modes::add_usage(state, &mut decision, answer.usage);
+    Ok(Json(QueryResponse {
+        answer: answer.content,
+        model: answer.model,
+        decision,
+        finish_reason: answer.finish_reason,
+        tool_calls: answer.tool_calls,
+        upstream: Some(answer.upstream),
+        usage: answer.usage,
+        attempts: Some(answer.attempts),
+    }))
 }
 
 /// `GET /api/orchestrator/calibrate` answer.
@@ -767,6 +724,17 @@ pub async fn ingest(
     Ok(answer)
 }
 
+/// `POST /api/query` answer: one tier's, or a group's.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the document's shape only
+pub enum QueryAnswer {
+    /// `simple` and `two-stage`.
+    One(QueryResponse),
+    /// `council` and `benchmark`.
+    Group(shared::group::GroupAnswer),
+}
+
 /// `POST /api/orchestrator/decisions` body: one decision or a batch.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -870,13 +838,14 @@ pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(document(
         state.service.capacity(),
         state.options.ingest_token.is_some(),
+        !state.options.api_keys.is_empty(),
     ))
 }
 
 /// The OpenAPI document as this server enforces it: what the derive cannot
 /// know is filled in here (the buffer size bounding `limit`, the query
 /// pattern shared with the validator, the bearer token when one is set).
-pub fn document(capacity: usize, ingest_token: bool) -> serde_json::Value {
+pub fn document(capacity: usize, ingest_token: bool, api_key: bool) -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
     // Sets `key` of the object at `parent`, which the derive generated.
     let mut set = |pointer: &str, value: serde_json::Value| {
@@ -953,7 +922,7 @@ pub fn document(capacity: usize, ingest_token: bool) -> serde_json::Value {
     );
     set(
         &format!("{log}/4/schema"),
-        choice(&["simple", "two-stage", "none"]),
+        choice(&["simple", "two-stage", "council", "benchmark", "none"]),
     );
     set(
         &format!("{log}/5/schema"),
@@ -963,9 +932,26 @@ pub fn document(capacity: usize, ingest_token: bool) -> serde_json::Value {
         &format!("{log}/6/schema"),
         choice(&["json", "ndjson", "csv"]),
     );
+    if api_key {
+        doc["components"]["securitySchemes"]["apiKey"] =
+            serde_json::json!({"type": "http", "scheme": "bearer"});
+        for (path, method) in [
+            ("/api/query", "post"),
+            ("/v1/chat/completions", "post"),
+            ("/v1/models", "get"),
+            ("/v1/models/{model}", "get"),
+        ] {
+            let op = &mut doc["paths"][path][method];
+            op["security"] = serde_json::json!([{"apiKey": []}]);
+            op["responses"]["401"] = serde_json::json!({
+                "description": "Missing or wrong API key; nothing recorded",
+                "content": {"application/json": {"schema": {"type": "object"}}}
+            });
+        }
+    }
     if ingest_token {
-        doc["components"]["securitySchemes"] =
-            serde_json::json!({"ingestToken": {"type": "http", "scheme": "bearer"}});
+        doc["components"]["securitySchemes"]["ingestToken"] =
+            serde_json::json!({"type": "http", "scheme": "bearer"});
         let ingest = &mut doc["paths"]["/api/orchestrator/decisions"]["post"];
         ingest["security"] = serde_json::json!([{"ingestToken": []}]);
         ingest["responses"]["401"] = serde_json::json!({
@@ -1007,7 +993,10 @@ fn invalid(err: DecisionError) -> ApiError {
         calibrate,
         health,
         metrics,
-        openapi
+        openapi,
+        crate::openai::chat_completions,
+        crate::openai::models,
+        crate::openai::model
     ),
     components(schemas(
         OrchestratorStatus,
@@ -1043,7 +1032,14 @@ fn invalid(err: DecisionError) -> ApiError {
         shared::insight::TierCost,
         shared::insight::Price,
         Calibration,
-        CurvePoint
+        CurvePoint,
+        QueryAnswer,
+        shared::group::GroupAnswer,
+        shared::group::MemberAnswer,
+        shared::group::CouncilAnalysis,
+        shared::group::ModeMix,
+        shared::metrics::AssessorInfo,
+        shared::metrics::AssessorFallbacks
     ))
 )]
 pub struct ApiDoc;

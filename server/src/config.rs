@@ -70,6 +70,39 @@ pub struct Config {
     #[arg(long = "price", env = "ORCH_PRICES", value_delimiter = ',', value_parser = parse_price)]
     pub prices: Vec<(Tier, Price)>,
 
+    /// An API key clients must send as `Authorization: Bearer KEY` on
+    /// `/v1/*` and `POST /api/query`. Repeatable (any of them is accepted);
+    /// the environment variable takes a comma-separated list. Never logged.
+    #[arg(long = "api-key", env = "ORCH_API_KEYS", hide_env_values = true,
+          value_delimiter = ',', value_parser = parse_api_key)]
+    pub api_keys: Vec<String>,
+
+    /// The council's members, as a comma-separated list of tiers: a council
+    /// query goes to each of them in parallel.
+    #[arg(
+        long,
+        env = "ORCH_COUNCIL",
+        value_delimiter = ',',
+        default_value = "fast,balanced,powerful"
+    )]
+    pub council: Vec<Tier>,
+
+    /// The tier whose model reads the council members' answers and writes
+    /// the final one.
+    #[arg(long, env = "ORCH_MODERATOR", default_value = "powerful")]
+    pub moderator: Tier,
+
+    /// How two-stage routing scores a query (stage 1): `heuristic` (the
+    /// explainable features, no call) or `model` (the fast tier's model
+    /// rates it 0..15; the heuristic when it times out or answers anything
+    /// but a number in range).
+    #[arg(long, env = "ORCH_ASSESSOR", value_enum, default_value = "heuristic")]
+    pub assessor: crate::assessor::AssessorKind,
+
+    /// Seconds the model assessor may take before the heuristic decides.
+    #[arg(long, env = "ORCH_ASSESSOR_TIMEOUT", default_value = "2", value_parser = parse_seconds)]
+    pub assessor_timeout: Duration,
+
     /// Require `Authorization: Bearer <token>` on `GET /metrics`.
     #[arg(long, env = "ORCH_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
@@ -235,6 +268,12 @@ impl Config {
             .is_some_and(|t| t.trim().is_empty())
         {
             return Err("--metrics-token must not be empty".into());
+        }
+        if let Some(tier) = repeated(self.council.iter().copied()) {
+            return Err(format!("--council names tier {tier} more than once"));
+        }
+        if self.council.is_empty() {
+            return Err("--council needs at least one tier".into());
         }
         if let Some(tier) = repeated(self.prices.iter().map(|(t, _)| *t)) {
             return Err(format!("--price names tier {tier} more than once"));
@@ -437,6 +476,15 @@ fn parse_target_value(raw: &str) -> Result<(Target, String), String> {
         },
         value.to_owned(),
     ))
+}
+
+/// An API key: printable ASCII without spaces, never echoed in an error.
+fn parse_api_key(raw: &str) -> Result<String, String> {
+    let key = raw.trim();
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("an --api-key must be non-empty printable ASCII without spaces".into());
+    }
+    Ok(key.to_owned())
 }
 
 /// Like a target value, but the key is never echoed in an error.

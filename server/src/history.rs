@@ -317,10 +317,17 @@ fn parse_log_query(pairs: &[(String, String)]) -> Result<LogQuery, ApiError> {
         None => None,
     };
     let mode = match get(pairs, "mode") {
-        Some("simple") => Some(Some(Mode::Simple)),
-        Some("two-stage") => Some(Some(Mode::TwoStage)),
         Some("none") => Some(None),
-        Some(raw) => return Err(bad("mode", raw, "simple, two-stage or none")),
+        Some(raw) => match Mode::from_name(raw) {
+            Some(mode) => Some(Some(mode)),
+            None => {
+                return Err(bad(
+                    "mode",
+                    raw,
+                    "simple, two-stage, council, benchmark or none",
+                ));
+            }
+        },
         None => None,
     };
     let text = get(pairs, "q").map(str::to_owned);
@@ -357,7 +364,7 @@ fn parse_log_query(pairs: &[(String, String)]) -> Result<LogQuery, ApiError> {
         ("limit" = Option<usize>, Query, description = "Decisions per page, 1..=1000 (default 100); for an export, the most exported (default all)", minimum = 1, maximum = 1000),
         ("tier" = Option<String>, Query, description = "Only this tier: Q2, Q3, Q4, fast, balanced or powerful"),
         ("complexity" = Option<String>, Query, description = "Only SIMPLE, MODERATE or COMPLEX"),
-        ("mode" = Option<String>, Query, description = "Only `simple`, `two-stage`, or `none` (reported without a mode)"),
+        ("mode" = Option<String>, Query, description = "Only `simple`, `two-stage`, `council`, `benchmark`, or `none` (reported without a mode)"),
         ("q" = Option<String>, Query, description = "Only queries holding this text (case-sensitive; at most 200 characters)"),
         ("format" = Option<String>, Query, description = "`json` (a page, default), `ndjson` or `csv` (an export of every match, streamed)"),
     ),
@@ -494,13 +501,7 @@ fn csv_chunk(rows: &[RoutingDecision], header: bool) -> Vec<u8> {
                 d.tier_name.clone(),
                 d.complexity.label().to_owned(),
                 d.score.to_string(),
-                d.mode
-                    .map(|m| match m {
-                        Mode::Simple => "simple",
-                        Mode::TwoStage => "two-stage",
-                    })
-                    .unwrap_or_default()
-                    .to_owned(),
+                d.mode.map(Mode::name).unwrap_or_default().to_owned(),
                 d.decision_time_ms
                     .map(|x| x.to_string())
                     .unwrap_or_default(),

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod api;
+pub mod assessor;
 pub mod changes;
 pub mod cluster;
 pub mod config;
@@ -13,6 +14,8 @@ pub mod error;
 pub mod extract;
 pub mod history;
 pub mod logwriter;
+pub mod modes;
+pub mod openai;
 pub mod panel;
 pub mod places;
 pub mod routing;
@@ -79,6 +82,17 @@ pub struct Options {
     pub max_streams: usize,
     /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
+    /// When any, `/v1/*` and `POST /api/query` require one of them as
+    /// `Authorization: Bearer <key>`.
+    pub api_keys: Vec<String>,
+    /// The council's members.
+    pub council: Vec<shared::Tier>,
+    /// The tier that writes a council's final answer.
+    pub moderator: shared::Tier,
+    /// How two-stage routing scores a query.
+    pub assessor: assessor::AssessorKind,
+    /// How long the model assessor may take.
+    pub assessor_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -90,6 +104,11 @@ impl Default for Options {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams: stream::DEFAULT_MAX_STREAMS,
             metrics_token: None,
+            api_keys: Vec::new(),
+            council: shared::Tier::ALL.to_vec(),
+            moderator: shared::Tier::Q4,
+            assessor: assessor::AssessorKind::Heuristic,
+            assessor_timeout: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -129,13 +148,33 @@ pub fn app(state: AppState) -> Router {
             state.options.ingest_token.clone(),
             require_token,
         ));
-    // Everything that changes state refuses other sites' browsers first.
-    let writes = Router::new()
-        .merge(ingest)
+    // The router's front doors: the panel's query endpoint and the OpenAI
+    // API, behind `--api-key` when one is set.
+    let keyed = Router::new()
         .route("/api/query", post(api::query))
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat_completions).layer(DefaultBodyLimit::max(api::MAX_BATCH_BODY_BYTES)),
+        )
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            refuse_cross_site,
+            Arc::clone(&state.options),
+            require_api_key,
+        ));
+    // Everything that changes state refuses other sites' browsers first.
+    let writes =
+        Router::new()
+            .merge(ingest)
+            .merge(keyed)
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                refuse_cross_site,
+            ));
+    let models = Router::new()
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{model}", get(openai::model))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.options),
+            require_api_key,
         ));
     let api = Router::new()
         .route("/api/orchestrator/status", get(api::status))
@@ -144,6 +183,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/orchestrator/history", get(history::history))
         .route("/api/orchestrator/decisions", get(history::decisions))
         .merge(writes)
+        .merge(models)
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(api::openapi))
         .merge(
@@ -182,6 +222,7 @@ pub fn app(state: AppState) -> Router {
                     HeaderName::from_static("x-router-score"),
                     HeaderName::from_static("x-router-complexity"),
                     HeaderName::from_static("x-router-decision-id"),
+                    HeaderName::from_static("x-router-group-id"),
                 ])
                 .max_age(std::time::Duration::from_secs(600)),
         ),
@@ -203,6 +244,28 @@ async fn require_token(
             ApiError::Unauthorized.into_response()
         }
         _ => next.run(req).await,
+    }
+}
+
+/// With `--api-key`, only a bearer key among them gets through (each
+/// compared in constant time); `/v1` answers OpenAI's 401.
+async fn require_api_key(
+    State(options): State<Arc<Options>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if options.api_keys.is_empty()
+        || options
+            .api_keys
+            .iter()
+            .any(|k| bearer_matches(req.headers(), k))
+    {
+        return next.run(req).await;
+    }
+    if req.uri().path().starts_with("/v1/") {
+        openai::OpenAiError::from(ApiError::Unauthorized).into_response()
+    } else {
+        ApiError::Unauthorized.into_response()
     }
 }
 
@@ -249,6 +312,9 @@ async fn refuse_cross_site(
 /// Unknown `/api` paths are JSON 404s; everything else is the panel.
 async fn fallback(method: Method, uri: Uri, headers: axum::http::HeaderMap) -> Response {
     let path = uri.path();
+    if path == "/v1" || path.starts_with("/v1/") {
+        return openai::not_found(path);
+    }
     if path == "/api" || path.starts_with("/api/") {
         return ApiError::NotFound(path.to_owned()).into_response();
     }

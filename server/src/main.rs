@@ -70,7 +70,8 @@ async fn main() {
         .expect("a bound socket has an address");
     let mut service = StatusService::new(config.buffer_size, config.window)
         .with_redaction(config.redact_queries)
-        .with_routing(shared::Routing::new(config.q4_threshold), config.prices());
+        .with_routing(shared::Routing::new(config.q4_threshold), config.prices())
+        .with_assessor(config.assessor);
     if !config.in_memory {
         let settings = server::store::Settings {
             dir: config.data_dir.clone(),
@@ -143,6 +144,11 @@ async fn main() {
             max_connections: config.max_connections,
             max_streams: config.max_streams,
             metrics_token: config.metrics_token(),
+            api_keys: config.api_keys.clone(),
+            council: config.council.clone(),
+            moderator: config.moderator,
+            assessor: config.assessor,
+            assessor_timeout: config.assessor_timeout,
         },
     );
     let service_store = state.service.store().cloned();
@@ -189,6 +195,10 @@ async fn main() {
         circuit_failures = config.circuit_failures,
         circuit_cooldown = ?config.circuit_cooldown,
         metrics_token = config.metrics_token.is_some(),
+        api_keys = config.api_keys.len(),
+        council = ?config.council,
+        moderator = %config.moderator,
+        assessor = config.assessor.name(),
         "serving"
     );
 

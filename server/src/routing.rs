@@ -49,7 +49,9 @@ pub fn route(query: &str, mode: Mode, q4_threshold: f64) -> Route {
             decision_time_ms: 0.0,
             signals: None,
         },
-        Mode::TwoStage => {
+        // Council and benchmark ask fixed tiers: the score only explains
+        // the query (the caller picks each member's tier).
+        Mode::TwoStage | Mode::Council | Mode::Benchmark => {
             let started = Instant::now();
             let Assessment { score, signals } = assess(query);
             Route {

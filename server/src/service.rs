@@ -70,6 +70,8 @@ pub struct StatusService {
     instance_id: String,
     /// The other instances sharing one status through Redis, with `--redis`.
     cluster: Option<Arc<Cluster>>,
+    /// `--assessor`, shown in every status.
+    assessor: crate::assessor::AssessorKind,
 }
 
 /// This instance's own all-time and right-now figures.
@@ -149,6 +151,20 @@ impl Inner {
 /// A validated decision, not yet recorded.
 pub struct Draft(RecordedDecision);
 
+impl Draft {
+    /// The same decision as a member of a council or benchmark group (and,
+    /// for a council's moderator, with its analysis).
+    pub fn in_group(
+        mut self,
+        group_id: &str,
+        analysis: Option<shared::group::CouncilAnalysis>,
+    ) -> Draft {
+        self.0.decision.group_id = Some(group_id.to_owned());
+        self.0.decision.analysis = analysis;
+        self
+    }
+}
+
 /// A serialised status, shared by every reader until something changes.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -188,6 +204,7 @@ impl StatusService {
             instance_id: boot.clone(),
             store: None,
             cluster: None,
+            assessor: crate::assessor::AssessorKind::Heuristic,
             inner: Mutex::new(Inner {
                 buffer: VecDeque::with_capacity(capacity),
                 total: 0,
@@ -259,6 +276,12 @@ impl StatusService {
         self.instance_id = restored.instance;
         self.store = Some(store);
         self.bump();
+        self
+    }
+
+    /// Names the assessor two-stage routing uses, for the status.
+    pub fn with_assessor(mut self, kind: crate::assessor::AssessorKind) -> Self {
+        self.assessor = kind;
         self
     }
 
@@ -652,6 +675,16 @@ impl StatusService {
         if let Some(t) = &self.telemetry {
             status.tier_metrics = Some(t.tier_metrics());
             status.model_utilization = Some(t.model_utilization());
+            let (model_calls, [timeout, bad_answer, error]) = t.assessor_counts();
+            status.assessor = Some(shared::metrics::AssessorInfo {
+                kind: self.assessor.name().to_owned(),
+                model_calls,
+                fallbacks: shared::metrics::AssessorFallbacks {
+                    timeout,
+                    bad_answer,
+                    error,
+                },
+            });
         }
         if let Some(c) = &self.cluster {
             status.cluster = Some(c.info(&self.instance_id));

@@ -167,6 +167,15 @@ impl serde::Serialize for StoredSignals<'_> {
     }
 }
 
+/// A council or benchmark decision's group as stored (`grp`): its id and,
+/// on a moderator's decision, the analysis.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredGroup {
+    id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    analysis: Option<shared::group::CouncilAnalysis>,
+}
+
 /// One stored decision's fixed fields; its text lies in [`Rows::text`].
 #[derive(Debug, Clone)]
 struct Row {
@@ -180,6 +189,7 @@ struct Row {
     query: (usize, usize),
     signals: Option<(usize, usize)>,
     usage: Option<Usage>,
+    group: Option<(usize, usize)>,
 }
 
 impl Rows {
@@ -201,6 +211,15 @@ impl Rows {
             serde_json::to_writer(&mut self.text, &StoredSignals(s)).expect("signals serialise");
             (start, self.text.len())
         });
+        let group = w.group_id.as_ref().map(|id| {
+            let start = self.text.len();
+            let stored = StoredGroup {
+                id: id.clone(),
+                analysis: w.analysis.clone(),
+            };
+            serde_json::to_writer(&mut self.text, &stored).expect("a group serialises");
+            (start, self.text.len())
+        });
         self.rows.push(Row {
             seq: w.seq,
             ts_ms: w.timestamp.timestamp_millis(),
@@ -212,6 +231,7 @@ impl Rows {
             query,
             signals,
             usage: w.usage,
+            group,
         });
     }
 
@@ -635,7 +655,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     query TEXT NOT NULL,
     signals TEXT,
     prompt_tokens INTEGER,
-    completion_tokens INTEGER
+    completion_tokens INTEGER,
+    grp TEXT
 );
 CREATE TABLE IF NOT EXISTS totals (
     tier INTEGER PRIMARY KEY,
@@ -696,6 +717,19 @@ fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, OpenError> {
     conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)
         .map_err(sql)?;
     conn.execute_batch(SCHEMA).map_err(sql)?;
+    // A data dir from before council and benchmark modes: add their column.
+    let has_group: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('decisions') WHERE name = 'grp'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(sql)?
+        > 0;
+    if !has_group {
+        conn.execute_batch("ALTER TABLE decisions ADD COLUMN grp TEXT")
+            .map_err(sql)?;
+    }
     for (table, _) in ROLLUP_TABLES {
         conn.execute_batch(&rollup_schema(table)).map_err(sql)?;
     }
@@ -734,12 +768,13 @@ fn mode_code(mode: Option<Mode>) -> Option<i64> {
     mode.map(|m| match m {
         Mode::Simple => 0,
         Mode::TwoStage => 1,
+        Mode::Council => 2,
+        Mode::Benchmark => 3,
     })
 }
 
 /// The columns [`decision_from_row`] reads, in order.
-pub const DECISION_COLUMNS: &str =
-    "seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens";
+pub const DECISION_COLUMNS: &str = "seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens, grp";
 
 /// A stored decision back as the service keeps it. Its id is not stored:
 /// every decision of a data dir is `INSTANCE-SEQ`.
@@ -769,9 +804,18 @@ pub fn decision_from_row(
     d.seq = seq as u64;
     d.mode = match mode {
         Some(0) => Some(Mode::Simple),
+        Some(2) => Some(Mode::Council),
+        Some(3) => Some(Mode::Benchmark),
         Some(_) => Some(Mode::TwoStage),
         None => None,
     };
+    let group: Option<String> = r.get(10)?;
+    if let Some(group) = group {
+        let StoredGroup { id, analysis } =
+            serde_json::from_str(&group).map_err(|e| bad(e.to_string()))?;
+        d.group_id = Some(id);
+        d.analysis = analysis;
+    }
     d.signals = signals
         .map(|s| serde_json::from_str::<Vec<(String, f64)>>(&s))
         .transpose()
@@ -1026,13 +1070,13 @@ fn upsert_sql(table: &str) -> String {
 /// Rows one multi-row insert carries.
 const INSERT_ROWS: usize = 25;
 /// Columns of a stored decision, as [`insert_rows`] binds them.
-const INSERT_COLUMNS: usize = 10;
+const INSERT_COLUMNS: usize = 11;
 
 /// `INSERT` of `n` decisions in one statement.
 fn insert_sql(n: usize) -> String {
     let row = format!("({})", ["?"; INSERT_COLUMNS].join(", "));
     format!(
-        "INSERT INTO decisions (seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens) VALUES {}",
+        "INSERT INTO decisions ({DECISION_COLUMNS}) VALUES {}",
         vec![row; n].join(", ")
     )
 }
@@ -1055,6 +1099,7 @@ fn insert_rows(
         stmt.raw_bind_parameter(at + 8, r.signals.map(|s| batch.text(s)))?;
         stmt.raw_bind_parameter(at + 9, r.usage.map(|u| u.prompt_tokens as i64))?;
         stmt.raw_bind_parameter(at + 10, r.usage.map(|u| u.completion_tokens as i64))?;
+        stmt.raw_bind_parameter(at + 11, r.group.map(|g| batch.text(g)))?;
     }
     stmt.raw_execute().map(drop)
 }
@@ -1116,7 +1161,9 @@ fn commit_group(
                         match r.mode {
                             Some(Mode::TwoStage) => d.two_stage += 1,
                             Some(Mode::Simple) => d.simple_mode += 1,
-                            None => {}
+                            // The history's mode split is simple vs
+                            // two-stage; group modes count in the totals.
+                            Some(Mode::Council | Mode::Benchmark) | None => {}
                         }
                         d.decision_ms += r.decision_ms;
                         d.dt[bucket(&DECISION_TIME_BOUNDS_MS, r.decision_ms)] += 1;

@@ -5,8 +5,8 @@
 //! (counters and classic histograms that add up across instances).
 //!
 //! Labels are bounded by construction: `tier` (3), `upstream` (from the
-//! configuration), `outcome` (9), `mode` (3), `complexity` (3), `direction`
-//! (2), `to` (3). Nothing a client sends becomes a label; model names, which
+//! configuration), `outcome` (9), `mode` (5), `complexity` (3), `direction`
+//! (2), `to` (3), `reason` (3). Nothing a client sends becomes a label; model names, which
 //! come from upstream answers, reach the status only, at most
 //! [`MAX_MODELS`] per upstream.
 //!
@@ -71,13 +71,21 @@ pub struct Telemetry {
     decisions: Vec<Counter>,
     decision_time: Histogram,
     registry: Registry,
+    assessor: Assessor,
     changes: Changes,
     /// With `--redis`: the cluster, read at scrape time.
     cluster: OnceLock<Weak<crate::cluster::Cluster>>,
 }
 
+/// The model assessor's calls and fallbacks.
+struct Assessor {
+    calls: Counter,
+    fallbacks: [Counter; 3],
+}
+
 struct TierState {
     latency: Mutex<LatencyWindow>,
+    ttft: Mutex<LatencyWindow>,
     short_circuited: AtomicU64,
     short_circuited_total: Counter,
 }
@@ -91,6 +99,7 @@ pub struct UpstreamState {
     stats: Mutex<Stats>,
     requests: [Counter; 9],
     latency: Histogram,
+    ttft: Histogram,
     tokens: [Counter; 2],
     retries: Counter,
     transitions: [Counter; 3],
@@ -139,7 +148,7 @@ impl Telemetry {
             "Routing decisions by tier, complexity class and router mode",
             decisions_family.clone(),
         );
-        let mut decisions = Vec::with_capacity(27);
+        let mut decisions = Vec::with_capacity(3 * 3 * MODE_LABELS.len());
         for tier in Tier::ALL {
             for complexity in [
                 Complexity::Simple,
@@ -180,6 +189,34 @@ impl Telemetry {
             "Latency of successful upstream calls, request sent to answer read",
             latency.clone(),
         );
+        let ttft = Family::<Labels, Histogram, _>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        registry.register(
+            "orch_upstream_ttft_seconds",
+            "Time to first token of streamed answers, request sent to the first content chunk",
+            ttft.clone(),
+        );
+        let assessed = Family::<Labels, Counter>::default();
+        registry.register(
+            "orch_assessor_calls",
+            "Complexity assessments asked of the fast tier's model (--assessor model)",
+            assessed.clone(),
+        );
+        let fallbacks = Family::<Labels, Counter>::default();
+        registry.register(
+            "orch_assessor_fallbacks",
+            "Model assessments replaced by the heuristic, by reason (timeout, bad_answer, error)",
+            fallbacks.clone(),
+        );
+        let assessor = Assessor {
+            calls: assessed.get_or_create(&Vec::new()).clone(),
+            fallbacks: Fallback::ALL.map(|f| {
+                fallbacks
+                    .get_or_create(&vec![("reason", f.label().to_owned())])
+                    .clone()
+            }),
+        };
         let tokens = Family::<Labels, Counter>::default();
         registry.register(
             "orch_upstream_tokens",
@@ -225,6 +262,7 @@ impl Telemetry {
                     requests: Outcome::ALL
                         .map(|o| requests.get_or_create(&with("outcome", o.label())).clone()),
                     latency: latency.get_or_create(&base).clone(),
+                    ttft: ttft.get_or_create(&base).clone(),
                     tokens: ["in", "out"]
                         .map(|d| tokens.get_or_create(&with("direction", d)).clone()),
                     retries: retries.get_or_create(&base).clone(),
@@ -239,6 +277,7 @@ impl Telemetry {
             .collect();
         let tiers = Tier::ALL.map(|tier| TierState {
             latency: Mutex::new(LatencyWindow::default()),
+            ttft: Mutex::new(LatencyWindow::default()),
             short_circuited: AtomicU64::new(0),
             short_circuited_total: short
                 .get_or_create(&vec![("tier", tier.to_string())])
@@ -257,6 +296,7 @@ impl Telemetry {
                 decisions,
                 decision_time,
                 registry,
+                assessor,
                 changes: Changes::default(),
                 cluster: OnceLock::new(),
             }
@@ -274,10 +314,31 @@ impl Telemetry {
         let mode = match mode {
             Some(Mode::Simple) => 0,
             Some(Mode::TwoStage) => 1,
-            None => 2,
+            Some(Mode::Council) => 2,
+            Some(Mode::Benchmark) => 3,
+            None => 4,
         };
-        self.decisions[tier.index() * 9 + complexity as usize * 3 + mode].inc();
+        let modes = MODE_LABELS.len();
+        self.decisions[(tier.index() * 3 + complexity as usize) * modes + mode].inc();
         self.decision_time.observe(decision_time_ms / 1_000.0);
+    }
+
+    /// Counts one model assessment asked for.
+    pub fn assessed(&self) {
+        self.assessor.calls.inc();
+    }
+
+    /// Counts one model assessment replaced by the heuristic.
+    pub fn fell_back(&self, why: Fallback) {
+        self.assessor.fallbacks[why as usize].inc();
+    }
+
+    /// Model assessments asked for, and fallbacks by reason.
+    pub fn assessor_counts(&self) -> (u64, [u64; 3]) {
+        (
+            self.assessor.calls.get(),
+            self.assessor.fallbacks.each_ref().map(Counter::get),
+        )
     }
 
     /// The upstreams, in configuration order.
@@ -365,6 +426,7 @@ impl Telemetry {
                     short_circuited: t.short_circuited.load(Ordering::Relaxed),
                     in_flight,
                     upstreams,
+                    ttft_ms: lock(&t.ttft).percentiles(),
                 }
             })
             .collect()
@@ -419,7 +481,32 @@ impl Telemetry {
 /// `Content-Type` of [`Telemetry::encode`]'s output.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-const MODE_LABELS: [&str; 3] = ["simple", "two-stage", "unspecified"];
+const MODE_LABELS: [&str; 5] = ["simple", "two-stage", "council", "benchmark", "unspecified"];
+
+/// Why the model assessor's score was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// No answer within `--assessor-timeout`.
+    Timeout,
+    /// An answer that is not one number in 0..=15.
+    BadAnswer,
+    /// The call failed (no upstream, circuit open, HTTP error...).
+    Error,
+}
+
+impl Fallback {
+    /// Every reason, in label order.
+    pub const ALL: [Fallback; 3] = [Fallback::Timeout, Fallback::BadAnswer, Fallback::Error];
+
+    /// The `reason` label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Fallback::Timeout => "timeout",
+            Fallback::BadAnswer => "bad_answer",
+            Fallback::Error => "error",
+        }
+    }
+}
 
 fn complexity_label(c: Complexity) -> &'static str {
     match c {
@@ -525,6 +612,14 @@ impl Attempt {
     /// Milliseconds since the call began.
     pub fn elapsed_ms(&self) -> f64 {
         self.started.elapsed().as_secs_f64() * 1_000.0
+    }
+
+    /// Records that the first content token of a streamed answer arrived
+    /// now (call it once per call).
+    pub fn first_token(&self) {
+        let ms = self.elapsed_ms();
+        self.upstream.ttft.observe(ms / 1_000.0);
+        lock(&self.telemetry.tiers[self.upstream.label.tier.index()].ttft).push(ms);
     }
 
     /// Records how the call ended.
@@ -940,7 +1035,9 @@ mod tests {
         assert!(text.contains(
             "orch_decisions_total{tier=\"Q3\",complexity=\"moderate\",mode=\"two-stage\"} 1\n"
         ));
-        assert_eq!(text.matches("orch_decisions_total{").count(), 27);
+        assert_eq!(text.matches("orch_decisions_total{").count(), 3 * 3 * 5);
+        assert!(text.contains("orch_upstream_ttft_seconds_count{tier=\"Q2\",upstream=\"a\"} 0"));
+        assert!(text.contains("orch_assessor_fallbacks_total{reason=\"bad_answer\"} 0"));
         assert_eq!(text.matches("orch_upstream_requests_total{").count(), 3 * 9);
         assert!(text.contains("orch_upstream_circuit_state{tier=\"Q2\",upstream=\"a\"} 0"));
         assert!(text.contains("orch_build_info{version="));
@@ -962,6 +1059,7 @@ mod tests {
                             "complexity",
                             "direction",
                             "to",
+                            "reason",
                             "le",
                             "version"
                         ]

@@ -18,25 +18,47 @@ pub enum Mode {
     /// Assess complexity, then balanced (< 7) or powerful (>= 7).
     #[default]
     TwoStage,
+    /// Every council member (all three tiers by default) answers in
+    /// parallel, then the moderator tier writes the final answer from theirs.
+    Council,
+    /// The same query to every tier at once, each answer measured.
+    Benchmark,
 }
 
 impl Mode {
     /// The tier this mode sends a query of `score` to: `simple` always the
     /// fast tier (Q2); `two-stage` the balanced tier (Q3) below
     /// `q4_threshold` points, the powerful one (Q4) from it, and never Q2.
+    /// Council and benchmark send a query to several tiers; their score
+    /// only explains it, so like `simple` they answer the fast tier here.
     pub fn tier_for(self, score: f64, q4_threshold: f64) -> Tier {
         match self {
-            Mode::Simple => Tier::Q2,
+            Mode::Simple | Mode::Council | Mode::Benchmark => Tier::Q2,
             Mode::TwoStage => crate::insight::two_stage_tier(score, q4_threshold),
         }
     }
 
-    /// The wire name: `simple` or `two-stage`.
+    /// Every mode, in the order the panel offers them.
+    pub const ALL: [Mode; 4] = [Mode::TwoStage, Mode::Simple, Mode::Council, Mode::Benchmark];
+
+    /// The wire name: `simple`, `two-stage`, `council` or `benchmark`.
     pub const fn name(self) -> &'static str {
         match self {
             Mode::Simple => "simple",
             Mode::TwoStage => "two-stage",
+            Mode::Council => "council",
+            Mode::Benchmark => "benchmark",
         }
+    }
+
+    /// The mode of that wire name.
+    pub fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// True for the modes that ask several tiers (council, benchmark).
+    pub const fn is_group(self) -> bool {
+        matches!(self, Mode::Council | Mode::Benchmark)
     }
 }
 
@@ -51,7 +73,8 @@ pub struct QueryRequest {
         schema(example = "What is Python?", min_length = 1)
     )]
     pub query: String,
-    /// `simple` or `two-stage` (the default; `null` also means the default).
+    /// `simple`, `two-stage` (the default; `null` also means the default),
+    /// `council` or `benchmark`.
     #[serde(default, deserialize_with = "null_as_default")]
     #[cfg_attr(feature = "openapi", schema(nullable))]
     pub mode: Mode,

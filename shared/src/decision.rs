@@ -151,6 +151,15 @@ pub struct RoutingDecision {
     /// upstream's `usage`, or as reported by a router elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::api::Usage>,
+    /// Beyond the seed: the group of a council or benchmark query; every
+    /// member call (and a council's moderator call) carries the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "19a6b2c3d4e-40"))]
+    pub group_id: Option<String>,
+    /// Beyond the seed: on a council's moderator decision, the moderator's
+    /// analysis (whose answer it agreed with, how long it took).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::group::CouncilAnalysis>,
 }
 
 impl RoutingDecision {
@@ -196,6 +205,8 @@ impl RoutingDecision {
             tier_name: tier.internal_name().to_owned(),
             signals: None,
             usage: None,
+            group_id: None,
+            analysis: None,
         })
     }
 

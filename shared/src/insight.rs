@@ -200,10 +200,11 @@ pub fn two_stage_tier(score: f64, q4_threshold: f64) -> Tier {
 
 /// Whether another threshold could have sent `d` elsewhere: every decision
 /// except those on Q2 or made in simple mode (which never looks at the
-/// score). Decisions a router elsewhere reported without a mode count as
-/// score-routed when they went to Q3 or Q4.
+/// score), council or benchmark mode (which ask fixed tiers). Decisions a
+/// router elsewhere reported without a mode count as score-routed when they
+/// went to Q3 or Q4.
 pub fn score_routed(d: &RoutingDecision) -> bool {
-    d.tier != Tier::Q2 && d.mode != Some(Mode::Simple)
+    d.tier != Tier::Q2 && matches!(d.mode, None | Some(Mode::TwoStage))
 }
 
 /// Counts of the buffered decisions per score bucket (see [`BUCKETS`]).

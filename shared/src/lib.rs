@@ -9,6 +9,7 @@
 pub mod api;
 pub mod cluster;
 mod decision;
+pub mod group;
 pub mod history;
 pub mod insight;
 pub mod metrics;

@@ -369,6 +369,11 @@ pub struct TierMetrics {
     pub in_flight: u64,
     /// The tier's upstreams, in configuration order.
     pub upstreams: Vec<UpstreamMetrics>,
+    /// Time to first token of the tier's newest streamed answers (request
+    /// sent to the first content chunk); absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
+    pub ttft_ms: Option<Latency>,
 }
 
 /// How much of the answered traffic one model took.
@@ -541,4 +546,35 @@ mod tests {
             }
         }
     }
+}
+
+/// How two-stage routing scores queries, and how often the model assessor
+/// fell back to the heuristic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AssessorInfo {
+    /// `heuristic` or `model` (`--assessor`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "model", pattern = "^(heuristic|model)$")
+    )]
+    pub kind: String,
+    /// Assessments asked of the fast tier's model since start.
+    pub model_calls: u64,
+    /// Of those, the ones the heuristic replaced, by reason.
+    pub fallbacks: AssessorFallbacks,
+}
+
+/// Model assessments replaced by the heuristic, by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AssessorFallbacks {
+    /// No answer within `--assessor-timeout`.
+    pub timeout: u64,
+    /// An answer that was not one number in 0..=15.
+    pub bad_answer: u64,
+    /// The call failed (no upstream, circuit open, an HTTP error).
+    pub error: u64,
 }

@@ -39,7 +39,7 @@ pub fn mock_status(seed: u64, now: DateTime<Utc>) -> OrchestratorStatus {
                 Mode::TwoStage
             };
             let (score, ms) = match mode {
-                Mode::Simple => (0.0, 0.0),
+                Mode::Simple | Mode::Council | Mode::Benchmark => (0.0, 0.0),
                 // tenths of a point, 0.0..=15.0; hundredths of a ms
                 Mode::TwoStage => (
                     (rng.next() % 151) as f64 / 10.0,
@@ -132,6 +132,7 @@ mod tests {
                             (Tier::Q2, 0.0, Some(0.0))
                         );
                     }
+                    Some(other) => panic!("the mock makes no {} decisions", other.name()),
                     None => panic!("every mock decision has a mode"),
                 }
                 assert_eq!(d.tier_name, d.tier.internal_name());

@@ -121,6 +121,15 @@ pub struct OrchestratorStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub instances: Option<Vec<crate::cluster::ClusterInstance>>,
+    /// Beyond the seed: how many of the buffered decisions each mode made
+    /// (the same decisions as `complexityDistribution`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode_mix: Option<crate::group::ModeMix>,
+    /// Beyond the seed: how two-stage routing scores queries (`--assessor`)
+    /// and how often the model assessor fell back to the heuristic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
+    pub assessor: Option<crate::metrics::AssessorInfo>,
 }
 
 /// The server process a status comes from.
@@ -239,6 +248,7 @@ where
 {
     let buffer = newest_first.into_iter();
     let buffered = buffer.clone().count();
+    let mode_mix = crate::group::ModeMix::of(buffer.clone().map(|d| &d.decision));
     let utilization = tier_utilization(buffer.clone().take(window).map(|d| d.decision.tier));
     OrchestratorStatus {
         tier_utilization: Tier::ALL
@@ -277,6 +287,8 @@ where
         persistence: None,
         cluster: None,
         instances: None,
+        mode_mix: Some(mode_mix),
+        assessor: None,
     }
 }
 

@@ -25,6 +25,8 @@ const ADDED_STATUS: &[&str] = &[
     "persistence",
     "cluster",
     "instances",
+    "modeMix",
+    "assessor",
 ];
 const ADDED_DECISION: &[&str] = &[
     "seq",
@@ -33,6 +35,8 @@ const ADDED_DECISION: &[&str] = &[
     "tierName",
     "signals",
     "usage",
+    "groupId",
+    "analysis",
 ];
 
 /// The JSON with every added key removed, keys otherwise in the order they
@@ -142,7 +146,8 @@ fn populated_status_matches_the_seed() {
             r#""timestamp":"2025-11-08T12:00:02.000Z","#,
             r#""instance":{"id":"abc","startedAt":"2025-11-08T11:00:00.000Z","version":"0.1.0"},"#,
             r#""windows":{"utilization":20,"distribution":1,"average":1},"bufferCapacity":100,"#,
-            r#""routing":{"q4Threshold":7.0,"moderateFrom":3.0,"complexFrom":7.0}}"#
+            r#""routing":{"q4Threshold":7.0,"moderateFrom":3.0,"complexFrom":7.0},"#,
+            r#""modeMix":{"simple":0,"twoStage":1,"council":0,"benchmark":0,"unspecified":0}}"#
         )),
         "{got}"
     );

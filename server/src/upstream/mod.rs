@@ -25,7 +25,7 @@ use shared::metrics::Outcome;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::places::Places;
-use crate::telemetry::{Ended, Telemetry, UpstreamLabel, UpstreamState};
+use crate::telemetry::{Attempt, Ended, Telemetry, UpstreamLabel, UpstreamState};
 use breaker::BreakerSettings;
 
 /// One upstream as configured.
@@ -97,6 +97,31 @@ impl Settings {
     }
 }
 
+/// The upstream that took a call, and the call, still open.
+struct Won<'a, T> {
+    value: T,
+    call: Attempt,
+    member: &'a Member,
+    attempts: u32,
+}
+
+/// A streamed answer under way: the upstream's response (2xx, its body
+/// not read yet) and its call, in flight until this is dropped or finished.
+pub struct Streaming {
+    /// The response whose body carries the events.
+    pub response: reqwest::Response,
+    /// The call, to finish with how the stream ended.
+    pub call: Attempt,
+    /// The upstream's name.
+    pub upstream: String,
+    /// Its `--model`, for chunks that name none.
+    pub model: Option<String>,
+    /// Calls it took to open.
+    pub attempts: u32,
+    /// Most time between two chunks (`--upstream-timeout`).
+    pub idle: Duration,
+}
+
 struct Member {
     spec: UpstreamSpec,
     url: String,
@@ -107,6 +132,9 @@ struct Member {
 /// The upstreams of all tiers and the client that talks to them.
 pub struct Upstreams {
     client: reqwest::Client,
+    /// For streams: no total timeout (a long answer may stream for
+    /// minutes); the first byte and every gap between chunks are bounded.
+    stream_client: reqwest::Client,
     settings: Settings,
     pools: [Vec<Member>; 3],
     inflight: [Arc<Places>; 3],
@@ -216,6 +244,10 @@ impl Upstreams {
             .timeout(settings.timeout)
             .build()
             .expect("a plain HTTP client always builds");
+        let stream_client = reqwest::Client::builder()
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .build()
+            .expect("a plain HTTP client always builds");
         let layout: Vec<UpstreamLabel> = specs
             .iter()
             .map(|s| UpstreamLabel {
@@ -243,6 +275,7 @@ impl Upstreams {
         }
         Upstreams {
             client,
+            stream_client,
             inflight: settings.max_inflight.map(|n| Arc::new(Places::new(n))),
             settings,
             pools,
@@ -293,6 +326,83 @@ impl Upstreams {
         query: &str,
         max_tokens: Option<u64>,
     ) -> Result<Answer, UpstreamError> {
+        let mut body = serde_json::Map::new();
+        body.insert(
+            "messages".into(),
+            json!([{"role": "user", "content": query}]),
+        );
+        if let Some(n) = max_tokens {
+            body.insert("max_tokens".into(), json!(n));
+        }
+        self.complete(tier, body).await.map(|(answer, _)| answer)
+    }
+
+    /// Sends a chat completion request `body` (OpenAI's fields; its `model`
+    /// is replaced by the upstream's `--model`, or removed) to one of
+    /// `tier`'s upstreams, retrying and failing over as configured; the
+    /// answer, and the reply's bytes as the upstream sent them.
+    pub async fn complete(
+        &self,
+        tier: Tier,
+        mut body: serde_json::Map<String, Value>,
+    ) -> Result<(Answer, Vec<u8>), UpstreamError> {
+        body.insert("stream".into(), Value::Bool(false));
+        body.remove("stream_options");
+        let won = self
+            .failover(tier, |member| self.call(member, &body))
+            .await?;
+        let (answer, bytes) = won.value;
+        let ended = Ended {
+            model: answer.model.clone(),
+            usage: answer.usage,
+            error: None,
+        };
+        won.call.finish(Outcome::Ok, ended);
+        let answer = Answer {
+            // An upstream that does not name the model answered with the
+            // one it was asked for.
+            model: answer.model.or_else(|| won.member.spec.model.clone()),
+            attempts: won.attempts,
+            ..answer
+        };
+        Ok((answer, bytes))
+    }
+
+    /// Opens a streamed chat completion (`stream: true`, usage asked for) on
+    /// one of `tier`'s upstreams, retrying and failing over until one
+    /// answers 2xx; the caller reads the events. Until the stream ends, its
+    /// call counts as in flight; dropping it cancels the call.
+    pub async fn open_stream(
+        &self,
+        tier: Tier,
+        mut body: serde_json::Map<String, Value>,
+    ) -> Result<Streaming, UpstreamError> {
+        body.insert("stream".into(), Value::Bool(true));
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+        let won = self
+            .failover(tier, |member| self.open(member, &body))
+            .await?;
+        Ok(Streaming {
+            response: won.value,
+            call: won.call,
+            upstream: won.member.spec.name.clone(),
+            model: won.member.spec.model.clone(),
+            attempts: won.attempts,
+            idle: self.settings.timeout,
+        })
+    }
+
+    /// Tries `exchange` on the available upstreams of `tier` until one
+    /// succeeds or a failure may not be retried; each try counts as a call
+    /// (failures are recorded here, the winner's call is handed back open).
+    async fn failover<'a, T, Fut>(
+        &'a self,
+        tier: Tier,
+        exchange: impl Fn(&'a Member) -> Fut,
+    ) -> Result<Won<'a, T>, UpstreamError>
+    where
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let pool = &self.pools[tier.index()];
         if pool.is_empty() {
             return Err(UpstreamError::NotConfigured(tier));
@@ -339,20 +449,13 @@ impl Upstreams {
                 tracing::warn!(%tier, from = %failed.upstream, to = %member.spec.name, attempt = attempt + 1, reason = failed.outcome.label(), "retrying upstream call");
             }
             let attempts = attempt + 1;
-            match self.call(member, query, max_tokens).await {
-                Ok(answer) => {
-                    let ended = Ended {
-                        model: answer.model.clone(),
-                        usage: answer.usage,
-                        error: None,
-                    };
-                    call.finish(Outcome::Ok, ended);
-                    return Ok(Answer {
-                        // An upstream that does not name the model answered
-                        // with the one it was asked for.
-                        model: answer.model.or_else(|| member.spec.model.clone()),
+            match exchange(member).await {
+                Ok(value) => {
+                    return Ok(Won {
+                        value,
+                        call,
+                        member,
                         attempts,
-                        ..answer
                     });
                 }
                 Err(failure) => {
@@ -420,23 +523,28 @@ impl Upstreams {
         }
     }
 
-    /// One call to one upstream, bounded by the timeout.
-    async fn call(
+    /// `body` with `member`'s `--model` (or without a model: the router's
+    /// own model names mean nothing upstream).
+    fn with_model(
         &self,
         member: &Member,
-        query: &str,
-        max_tokens: Option<u64>,
-    ) -> Result<Answer, Failure> {
-        let mut body = json!({
-            "messages": [{"role": "user", "content": query}],
-            "stream": false,
-        });
-        if let Some(model) = &member.spec.model {
-            body["model"] = json!(model);
-        }
-        if let Some(n) = max_tokens {
-            body["max_tokens"] = json!(n);
-        }
+        body: &serde_json::Map<String, Value>,
+    ) -> serde_json::Map<String, Value> {
+        let mut body = body.clone();
+        match &member.spec.model {
+            Some(model) => body.insert("model".into(), json!(model)),
+            None => body.remove("model"),
+        };
+        body
+    }
+
+    /// Sends `request` (with `member`'s key) and turns anything but a 2xx
+    /// into the failure it is, with the upstream's own message.
+    async fn send(
+        &self,
+        member: &Member,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
         let fail = |outcome, status: Option<u16>, message: String| Failure {
             upstream: member.spec.name.clone(),
             outcome,
@@ -445,80 +553,127 @@ impl Upstreams {
             retry_after: None,
             attempts: 1,
         };
+        if let Some(auth) = &member.auth {
+            request = request.header(axum::http::header::AUTHORIZATION, auth.clone());
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                fail(Outcome::Timeout, None, self.timed_out())
+            } else {
+                // Without the URL: it may carry credentials.
+                fail(
+                    Outcome::ConnectError,
+                    None,
+                    format!("unreachable: {}", e.without_url()),
+                )
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let code = status.as_u16();
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .cloned();
+        let outcome = match code {
+            429 => Outcome::Http429,
+            400..=499 => Outcome::Http4xx,
+            500..=599 => Outcome::Http5xx,
+            _ => Outcome::BadReply,
+        };
+        let text = read_capped(response, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        let said = error_message(&text);
+        let message = if said.is_empty() {
+            format!("answered HTTP {code}")
+        } else {
+            format!("answered HTTP {code}: {said}")
+        };
+        Err(Failure {
+            retry_after: retry_after.filter(|_| code == 429),
+            ..fail(outcome, Some(code), message)
+        })
+    }
+
+    /// Opens one stream on one upstream: its 2xx response within the
+    /// timeout.
+    async fn open(
+        &self,
+        member: &Member,
+        body: &serde_json::Map<String, Value>,
+    ) -> Result<reqwest::Response, Failure> {
+        let request = self
+            .stream_client
+            .post(&member.url)
+            .json(&self.with_model(member, body));
+        match tokio::time::timeout(self.settings.timeout, self.send(member, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure {
+                upstream: member.spec.name.clone(),
+                outcome: Outcome::Timeout,
+                status: None,
+                message: self.timed_out(),
+                retry_after: None,
+                attempts: 1,
+            }),
+        }
+    }
+
+    /// One call to one upstream, bounded by the timeout: the answer and the
+    /// reply's bytes.
+    async fn call(
+        &self,
+        member: &Member,
+        body: &serde_json::Map<String, Value>,
+    ) -> Result<(Answer, Vec<u8>), Failure> {
+        let fail = |outcome, message: String| Failure {
+            upstream: member.spec.name.clone(),
+            outcome,
+            status: None,
+            message: self.mask(member, &message),
+            retry_after: None,
+            attempts: 1,
+        };
         // The client's own timeout covers connect + send + body; the outer
         // one also bounds anything the client does not.
         let call = async {
-            let mut request = self.client.post(&member.url).json(&body);
-            if let Some(auth) = &member.auth {
-                request = request.header(axum::http::header::AUTHORIZATION, auth.clone());
-            }
-            let response = request.send().await.map_err(|e| {
-                if e.is_timeout() {
-                    fail(Outcome::Timeout, None, self.timed_out())
-                } else {
-                    // Without the URL: it may carry credentials.
-                    fail(
-                        Outcome::ConnectError,
-                        None,
-                        format!("unreachable: {}", e.without_url()),
-                    )
-                }
-            })?;
-            let status = response.status();
-            if !status.is_success() {
-                let code = status.as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(axum::http::header::RETRY_AFTER)
-                    .cloned();
-                let outcome = match code {
-                    429 => Outcome::Http429,
-                    400..=499 => Outcome::Http4xx,
-                    500..=599 => Outcome::Http5xx,
-                    _ => Outcome::BadReply,
-                };
-                let text = read_capped(response, MAX_ERROR_BODY)
-                    .await
-                    .unwrap_or_default();
-                let said = error_message(&text);
-                let message = if said.is_empty() {
-                    format!("answered HTTP {code}")
-                } else {
-                    format!("answered HTTP {code}: {said}")
-                };
-                return Err(Failure {
-                    retry_after: retry_after.filter(|_| code == 429),
-                    ..fail(outcome, Some(code), message)
-                });
-            }
+            let request = self
+                .client
+                .post(&member.url)
+                .json(&self.with_model(member, body));
+            let response = self.send(member, request).await?;
             let bytes = read_body(response, self.settings.max_body)
                 .await
                 .map_err(|e| match e {
                     BodyError::TooLarge => fail(
                         Outcome::TooLarge,
-                        None,
                         format!(
                             "sent a reply larger than {} bytes (--max-upstream-body)",
                             self.settings.max_body
                         ),
                     ),
-                    BodyError::Timeout => fail(Outcome::Timeout, None, self.timed_out()),
+                    BodyError::Timeout => fail(Outcome::Timeout, self.timed_out()),
                     BodyError::Broken(why) => fail(
                         Outcome::BadReply,
-                        None,
                         format!("connection broke mid-answer: {why}"),
                     ),
                 })?;
             parse_completion(&bytes)
-                .map(|answer| Answer {
-                    upstream: member.spec.name.clone(),
-                    ..answer
+                .map(|answer| {
+                    let answer = Answer {
+                        upstream: member.spec.name.clone(),
+                        ..answer
+                    };
+                    (answer, bytes)
                 })
-                .map_err(|why| fail(Outcome::BadReply, None, why))
+                .map_err(|why| fail(Outcome::BadReply, why))
         };
         match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(result) => result,
-            Err(_) => Err(fail(Outcome::Timeout, None, self.timed_out())),
+            Err(_) => Err(fail(Outcome::Timeout, self.timed_out())),
         }
     }
 

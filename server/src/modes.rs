@@ -1,0 +1,371 @@
+//! How a recorded decision gets its answer, for one tier or a group of them:
+//! the single call every mode makes (`call_tier`), council mode (members in
+//! parallel, then the moderator) and benchmark mode (every tier at once).
+//! `/api/query` and `/v1/chat/completions` both go through here, so a
+//! decision is recorded, counted and answered the same on either path.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use shared::api::{Mode, Usage};
+use shared::group::{CouncilAnalysis, GroupAnswer, MemberAnswer, agreement, stated_agreement};
+use shared::insight::validate_usage;
+use shared::{RoutingDecision, Tier};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::routing;
+use crate::upstream::{Answer, UpstreamError};
+
+/// A chat completion request body (OpenAI's fields).
+pub type Body = serde_json::Map<String, Value>;
+
+/// The body of a plain query: one user message, and `max_tokens` if given.
+pub fn query_body(query: &str, max_tokens: Option<u64>) -> Body {
+    let mut body = Body::new();
+    body.insert(
+        "messages".into(),
+        json!([{"role": "user", "content": query}]),
+    );
+    if let Some(n) = max_tokens {
+        body.insert("max_tokens".into(), json!(n));
+    }
+    body
+}
+
+/// Has `decision`'s tier answer `body`: the tier's in-flight place, its
+/// active count while the upstream works (released however this ends,
+/// including the future being dropped), the call, and the call's place in
+/// the rollups. The caller adds the answer's tokens ([`add_usage`]). An
+/// error carries the decision, which stays recorded.
+pub async fn call_tier(
+    state: &AppState,
+    decision: &RoutingDecision,
+    body: Body,
+) -> Result<(Answer, Vec<u8>), ApiError> {
+    let tier = decision.tier;
+    if !state.upstreams.configured(tier) {
+        return Err(ApiError::NoUpstream {
+            tier,
+            decision: Box::new(decision.clone()),
+        });
+    }
+    let _place = state
+        .upstreams
+        .try_begin(tier)
+        .map_err(|limit| ApiError::Busy {
+            tier,
+            limit,
+            decision: Box::new(decision.clone()),
+        })?;
+    let _active = state.service.begin(tier);
+    let started = Instant::now();
+    match state.upstreams.complete(tier, body).await {
+        Ok((answer, bytes)) => {
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            tracing::info!(%tier, id = %decision.id, upstream = %answer.upstream, attempts = answer.attempts, ms = ms as u64, "answered");
+            state.service.add_call(tier, ms, true);
+            Ok((answer, bytes))
+        }
+        Err(err) => Err(failed(state, decision, err, started)),
+    }
+}
+
+/// Counts the tokens an answer took into the decision and its tier's
+/// totals. Counts beyond any context window are the upstream's garbage:
+/// they would skew the cost, so they are left out of it.
+pub fn add_usage(state: &AppState, decision: &mut RoutingDecision, usage: Option<Usage>) {
+    if let Some(usage) = usage.filter(|u| validate_usage(u).is_ok()) {
+        state.service.add_usage(decision.seq, decision.tier, usage);
+        decision.usage = Some(usage);
+    }
+}
+
+/// The API error of a failed upstream exchange for `decision`, counted.
+pub fn failed(
+    state: &AppState,
+    decision: &RoutingDecision,
+    err: UpstreamError,
+    started: Instant,
+) -> ApiError {
+    let tier = decision.tier;
+    let message = err.to_string();
+    tracing::warn!(%tier, id = %decision.id, error = %message, "upstream failed");
+    if matches!(err, UpstreamError::Failed(_)) {
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        state.service.add_call(tier, ms, false);
+    }
+    let decision = Box::new(decision.clone());
+    match err {
+        UpstreamError::NotConfigured(tier) => ApiError::NoUpstream { tier, decision },
+        UpstreamError::CircuitOpen {
+            retry_after_secs, ..
+        } => ApiError::CircuitOpen {
+            message,
+            retry_after_secs,
+            decision,
+        },
+        UpstreamError::Failed(failure) => ApiError::Upstream {
+            tier,
+            failure: Box::new(failure),
+            decision,
+        },
+    }
+}
+
+/// A group query: what every member is asked, and the text the moderator
+/// reads as the question.
+pub struct GroupQuery<'a> {
+    /// `council` or `benchmark`.
+    pub mode: Mode,
+    /// The query as routed and recorded (the last user message).
+    pub query: &'a str,
+    /// What each member is sent.
+    pub body: Body,
+    /// `max_tokens` for the moderator, when the client set one.
+    pub max_tokens: Option<u64>,
+}
+
+/// A group query's outcome: the answer, and every decision recorded for it
+/// (members first, then a council's moderator).
+pub struct GroupOutcome {
+    /// As `/api/query` answers it.
+    pub answer: GroupAnswer,
+    /// Tokens of every call together.
+    pub usage: Option<Usage>,
+}
+
+/// Runs a council or benchmark query: records one decision per member
+/// (mode, score and signals of the query, one `groupId`), asks every member
+/// at once, and for a council has the moderator read the answers and write
+/// the final one (its decision, with the analysis, recorded when it is
+/// done). Fails only on input that cannot be recorded; a failing member is
+/// in the answer (`error`) and in its tier's counts.
+pub async fn run_group(state: &AppState, q: GroupQuery<'_>) -> Result<GroupOutcome, ApiError> {
+    let route = routing::route(q.query, q.mode, state.service.routing().q4_threshold);
+    let tiers: Vec<Tier> = match q.mode {
+        Mode::Council => state.options.council.clone(),
+        _ => Tier::ALL.to_vec(),
+    };
+    let group_id = new_group_id();
+    let mut drafts = Vec::with_capacity(tiers.len());
+    for &tier in &tiers {
+        let draft = state
+            .service
+            .draft(
+                q.query,
+                tier,
+                route.score,
+                route.decision_time_ms,
+                Some(q.mode),
+                route.signals.clone(),
+                None,
+            )
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        drafts.push(draft.in_group(&group_id, None));
+    }
+    let (decisions, pending) = state.service.record_batch(drafts);
+    let committing = pending.commit();
+    tracing::info!(group = %group_id, mode = q.mode.name(), members = tiers.len(), "group routed");
+    let calls = decisions
+        .into_iter()
+        .map(|decision| member(state, decision, q.body.clone()));
+    let members: Vec<MemberAnswer> = futures_util::future::join_all(calls).await;
+    let mut answer = GroupAnswer {
+        mode: q.mode,
+        group_id: group_id.clone(),
+        answer: None,
+        model: None,
+        members,
+        moderator: None,
+        analysis: None,
+    };
+    if q.mode == Mode::Council {
+        moderate(state, &q, &route, &mut answer).await;
+    }
+    if let Some(committing) = committing {
+        // As for one query: a failing store keeps the decisions in memory.
+        let _ = committing.await;
+    }
+    let usage = answer
+        .members
+        .iter()
+        .chain(&answer.moderator)
+        .filter_map(|m| m.usage)
+        .reduce(|a, b| Usage {
+            prompt_tokens: a.prompt_tokens + b.prompt_tokens,
+            completion_tokens: a.completion_tokens + b.completion_tokens,
+        });
+    Ok(GroupOutcome { answer, usage })
+}
+
+/// One member's call, whatever its outcome.
+async fn member(state: &AppState, mut decision: RoutingDecision, body: Body) -> MemberAnswer {
+    let started = Instant::now();
+    let result = call_tier(state, &decision, body).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    match result {
+        Ok((answer, _)) => {
+            add_usage(state, &mut decision, answer.usage);
+            MemberAnswer {
+                tier: decision.tier,
+                usage: decision.usage,
+                decision,
+                answer: Some(answer.content.unwrap_or_default()),
+                model: answer.model,
+                latency_ms,
+                error: None,
+                error_status: None,
+            }
+        }
+        Err(err) => MemberAnswer {
+            tier: decision.tier,
+            decision,
+            answer: None,
+            model: None,
+            latency_ms,
+            usage: None,
+            error_status: Some(err.status().as_u16()),
+            error: Some(err.to_string()),
+        },
+    }
+}
+
+/// The moderator's turn: reads the members' answers, writes the final one;
+/// its decision is recorded with the analysis. Without any member answer
+/// there is nothing to moderate and no call is made.
+async fn moderate(
+    state: &AppState,
+    q: &GroupQuery<'_>,
+    route: &routing::Route,
+    group: &mut GroupAnswer,
+) {
+    let answered = group.members.iter().filter(|m| m.ok()).count() as u32;
+    let failed = group.members.len() as u32 - answered;
+    if answered == 0 {
+        return;
+    }
+    let tier = state.options.moderator;
+    let prompt = moderator_prompt(q.query, &group.members);
+    let started = Instant::now();
+    // The call runs first and the decision is recorded with its analysis;
+    // the tier counts it as active while it runs, like any call.
+    let Ok(probe) = RoutingDecision::new(
+        String::new(),
+        q.query,
+        tier,
+        route.score,
+        chrono::Utc::now(),
+    ) else {
+        return;
+    };
+    let result = call_tier(state, &probe, query_body(&prompt, q.max_tokens)).await;
+    let moderation_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (text, model, usage, error) = match result {
+        Ok((answer, _)) => (answer.content, answer.model, answer.usage, None),
+        Err(err) => (None, None, None, Some(err)),
+    };
+    let (stated, synthesis) = stated_agreement(text.as_deref().unwrap_or_default());
+    let answers: Vec<(Tier, Option<&str>)> = group
+        .members
+        .iter()
+        .map(|m| (m.tier, m.answer.as_deref()))
+        .collect();
+    let (agreed_with, basis, similarity) = match error {
+        None => agreement(&synthesis, stated, &answers),
+        Some(_) => (None, "similarity", None),
+    };
+    let analysis = CouncilAnalysis {
+        agreed_with,
+        basis: basis.to_owned(),
+        similarity,
+        moderation_ms,
+        members_answered: answered,
+        members_failed: failed,
+    };
+    let recorded = state
+        .service
+        .draft(
+            q.query,
+            tier,
+            route.score,
+            route.decision_time_ms,
+            Some(Mode::Council),
+            route.signals.clone(),
+            None,
+        )
+        .map(|d| d.in_group(&group.group_id, Some(analysis.clone())));
+    let Ok(draft) = recorded else {
+        return;
+    };
+    let (mut decisions, pending) = state.service.record_batch(vec![draft]);
+    if let Some(committing) = pending.commit() {
+        let _ = committing.await;
+    }
+    let mut decision = decisions.pop().expect("one recorded");
+    add_usage(state, &mut decision, usage);
+    let usage = decision.usage;
+    let failed_status = error.as_ref().map(|e| e.status().as_u16());
+    group.moderator = Some(MemberAnswer {
+        tier,
+        decision,
+        answer: error.is_none().then(|| synthesis.clone()),
+        model: model.clone(),
+        latency_ms: moderation_ms,
+        usage,
+        error_status: failed_status,
+        error: error.map(|e| e.to_string()),
+    });
+    if group.moderator.as_ref().is_some_and(MemberAnswer::ok) {
+        group.answer = Some(synthesis);
+        group.model = model;
+    }
+    group.analysis = Some(analysis);
+}
+
+/// What the moderator is asked: the question, each answered member's
+/// answer under its tier's label, and the rule for its last line.
+pub fn moderator_prompt(query: &str, members: &[MemberAnswer]) -> String {
+    let mut prompt = String::from(
+        "You moderate a council of language models. Read the question and the members' \
+         answers, then write the best final answer to the question yourself. After it, \
+         on a line of its own, write AGREED: followed by the label of the member whose \
+         answer is closest to yours (or AGREED: none).\n\nQuestion:\n",
+    );
+    prompt.push_str(query);
+    for m in members.iter().filter(|m| m.ok()) {
+        prompt.push_str(&format!(
+            "\n\nAnswer of member {} ({}):\n{}",
+            m.tier,
+            m.tier.internal_name(),
+            m.answer.as_deref().unwrap_or_default()
+        ));
+    }
+    prompt
+}
+
+/// A group id unique across instances and restarts: the time in ms and
+/// 32 random bits, in hex.
+fn new_group_id() -> String {
+    let ms = chrono::Utc::now().timestamp_millis();
+    format!("g-{ms:x}-{:08x}", fastrand::u32(..))
+}
+
+/// Two-stage routing of `query` with the configured assessor (stage 1)
+/// and the threshold (stage 2); the decision time is the assessment's.
+pub async fn assessed_route(state: &AppState, query: &str) -> routing::Route {
+    let scored = crate::assessor::score(
+        state.options.assessor,
+        &state.upstreams,
+        query,
+        state.options.assessor_timeout,
+    )
+    .await;
+    let threshold = state.service.routing().q4_threshold;
+    routing::Route {
+        tier: Mode::TwoStage.tier_for(scored.assessment.score, threshold),
+        score: scored.assessment.score,
+        decision_time_ms: scored.ms,
+        signals: Some(scored.assessment.signals),
+    }
+}

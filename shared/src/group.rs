@@ -1,0 +1,300 @@
+//! Council and benchmark queries: one query asked of several tiers, their
+//! answers side by side, and the pure math of a council's agreement.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Mode, Usage};
+use crate::{RoutingDecision, Tier};
+
+/// What a council's moderator made of its members' answers, kept on the
+/// moderator's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CouncilAnalysis {
+    /// The member whose answer the synthesis agrees with most; absent when
+    /// no member answered or the moderator named none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreed_with: Option<Tier>,
+    /// `stated` when the moderator named that member on its `AGREED:` line,
+    /// `similarity` when it did not and the member was found by word
+    /// overlap with the synthesis.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "stated", pattern = "^(stated|similarity)$")
+    )]
+    pub basis: String,
+    /// Word overlap (Jaccard, 0..=1) of the synthesis with the agreed
+    /// member's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 1.0))]
+    pub similarity: Option<f64>,
+    /// How long the moderator's call took, in ms.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, example = 812.5))]
+    pub moderation_ms: f64,
+    /// Members whose answer the moderator read.
+    pub members_answered: u32,
+    /// Members that failed (their error is in the answer's `members`).
+    pub members_failed: u32,
+}
+
+/// One tier's part of a council or benchmark answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct MemberAnswer {
+    /// The tier asked.
+    pub tier: Tier,
+    /// The decision recorded for this call.
+    pub decision: RoutingDecision,
+    /// Its answer; absent when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// The model that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// How long the call took, in ms (until it failed, for a failure).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, example = 420.0))]
+    pub latency_ms: f64,
+    /// The tokens it took, when the upstream said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Why it failed; absent when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The HTTP status the failure would have had on its own (503 no
+    /// upstream or circuit open, 429 busy, 502 upstream failed...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_status: Option<u16>,
+}
+
+impl MemberAnswer {
+    /// True when it answered.
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// `POST /api/query` answer in `council` or `benchmark` mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct GroupAnswer {
+    /// `council` or `benchmark`.
+    pub mode: Mode,
+    /// The `groupId` every decision of this query carries.
+    pub group_id: String,
+    /// Council: the moderator's synthesis (absent when it failed).
+    /// Benchmark: absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Council: the moderator's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Each member's answer (or failure), in tier order.
+    pub members: Vec<MemberAnswer>,
+    /// Council: the moderator's call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderator: Option<MemberAnswer>,
+    /// Council: the moderator's analysis (also on its decision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<CouncilAnalysis>,
+}
+
+/// How many buffered decisions each mode made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ModeMix {
+    /// `simple` (including queries sent to a named tier).
+    pub simple: u64,
+    /// `two-stage`.
+    pub two_stage: u64,
+    /// `council` (members and moderators).
+    pub council: u64,
+    /// `benchmark`.
+    pub benchmark: u64,
+    /// Reported by a router elsewhere without a mode.
+    pub unspecified: u64,
+}
+
+impl ModeMix {
+    /// Counts the modes of `decisions`.
+    pub fn of<'a>(decisions: impl IntoIterator<Item = &'a RoutingDecision>) -> ModeMix {
+        let mut mix = ModeMix::default();
+        for d in decisions {
+            let slot = match d.mode {
+                Some(Mode::Simple) => &mut mix.simple,
+                Some(Mode::TwoStage) => &mut mix.two_stage,
+                Some(Mode::Council) => &mut mix.council,
+                Some(Mode::Benchmark) => &mut mix.benchmark,
+                None => &mut mix.unspecified,
+            };
+            *slot += 1;
+        }
+        mix
+    }
+
+    /// The counts with their names, in the panel's order.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("two-stage", self.two_stage),
+            ("simple", self.simple),
+            ("council", self.council),
+            ("benchmark", self.benchmark),
+            ("unspecified", self.unspecified),
+        ]
+    }
+
+    /// All decisions counted.
+    pub fn total(&self) -> u64 {
+        self.named().iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// The tier a moderator names on a line `AGREED: Q3` (or `fast`, `balanced`,
+/// `powerful`; any case; the last such line wins), or `None` when it names
+/// none, `none`, or something else. Also returns the text without those
+/// lines, trimmed.
+pub fn stated_agreement(text: &str) -> (Option<Tier>, String) {
+    let mut agreed = None;
+    let mut kept: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim().trim_matches(|c| c == '*' || c == '_');
+        let named = t
+            .split_once(':')
+            .filter(|(key, _)| key.trim().eq_ignore_ascii_case("agreed"))
+            .map(|(_, value)| value.trim().trim_end_matches('.'));
+        match named {
+            Some(value) => {
+                agreed = Tier::ALL.into_iter().find(|t| {
+                    value.eq_ignore_ascii_case(t.label())
+                        || value.eq_ignore_ascii_case(t.internal_name())
+                })
+            }
+            None => kept.push(line),
+        }
+    }
+    (agreed, kept.join("\n").trim().to_owned())
+}
+
+/// Word overlap of two texts: |A ∩ B| / |A ∪ B| over their sets of
+/// lowercase alphanumeric words; 0 when both are empty.
+pub fn similarity(a: &str, b: &str) -> f64 {
+    let words = |s: &str| {
+        let mut w: Vec<String> = s
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        w.sort_unstable();
+        w.dedup();
+        w
+    };
+    let (a, b) = (words(a), words(b));
+    let common = a.iter().filter(|w| b.binary_search(w).is_ok()).count();
+    let union = a.len() + b.len() - common;
+    if union == 0 {
+        0.0
+    } else {
+        common as f64 / union as f64
+    }
+}
+
+/// Whom the synthesis agrees with: the member the moderator named, if it
+/// answered, else the answered member of highest [`similarity`] (the first
+/// of equals). `answers` are the members' tiers and answers; `None` ones
+/// failed. Returns the member, the basis and the similarity.
+pub fn agreement(
+    synthesis: &str,
+    stated: Option<Tier>,
+    answers: &[(Tier, Option<&str>)],
+) -> (Option<Tier>, &'static str, Option<f64>) {
+    let answered = || answers.iter().filter_map(|(t, a)| a.map(|a| (*t, a)));
+    if let Some(tier) = stated
+        && let Some((_, a)) = answered().find(|(t, _)| *t == tier)
+    {
+        return (Some(tier), "stated", Some(similarity(synthesis, a)));
+    }
+    let mut best: Option<(Tier, f64)> = None;
+    for (tier, a) in answered() {
+        let s = similarity(synthesis, a);
+        if best.is_none_or(|(_, b)| s > b) {
+            best = Some((tier, s));
+        }
+    }
+    (best.map(|(t, _)| t), "similarity", best.map(|(_, s)| s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agreed_line_is_read_and_removed() {
+        let (t, rest) = stated_agreement("Python is a language.\nAGREED: Q3");
+        assert_eq!(
+            (t, rest.as_str()),
+            (Some(Tier::Q3), "Python is a language.")
+        );
+        let (t, _) = stated_agreement("x\n**Agreed: balanced.**");
+        assert_eq!(t, Some(Tier::Q3));
+        let (t, rest) = stated_agreement("x\nAGREED: none");
+        assert_eq!((t, rest.as_str()), (None, "x"));
+        let (t, rest) = stated_agreement("no such line");
+        assert_eq!((t, rest.as_str()), (None, "no such line"));
+        assert_eq!(stated_agreement("AGREED: Q9").0, None);
+    }
+
+    #[test]
+    fn similarity_is_jaccard_of_words() {
+        assert_eq!(similarity("a b c", "A, b! d"), 0.5);
+        assert_eq!(similarity("", ""), 0.0);
+        assert_eq!(similarity("same words", "words same"), 1.0);
+    }
+
+    #[test]
+    fn agreement_prefers_the_stated_member_if_it_answered() {
+        let answers = [
+            (Tier::Q2, Some("cats are pets")),
+            (Tier::Q3, None),
+            (Tier::Q4, Some("dogs bark loudly")),
+        ];
+        let (t, basis, _) = agreement("dogs bark", Some(Tier::Q2), &answers);
+        assert_eq!((t, basis), (Some(Tier::Q2), "stated"));
+        let (t, basis, s) = agreement("dogs bark", None, &answers);
+        assert_eq!((t, basis), (Some(Tier::Q4), "similarity"));
+        assert!((s.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        // A named member that failed is no agreement.
+        assert_eq!(agreement("x", Some(Tier::Q3), &answers).1, "similarity");
+        assert_eq!(agreement("x", None, &[(Tier::Q2, None)]).0, None);
+    }
+
+    #[test]
+    fn mode_mix_counts_every_mode() {
+        let d = |mode| {
+            RoutingDecision::new("i".into(), "q", Tier::Q2, 0.0, chrono::DateTime::UNIX_EPOCH)
+                .unwrap()
+                .with_seq(1, mode)
+        };
+        let ds = [
+            d(Some(Mode::Council)),
+            d(Some(Mode::Council)),
+            d(Some(Mode::Benchmark)),
+            d(None),
+            d(Some(Mode::Simple)),
+        ];
+        let mix = ModeMix::of(&ds);
+        assert_eq!(
+            (
+                mix.council,
+                mix.benchmark,
+                mix.unspecified,
+                mix.simple,
+                mix.two_stage
+            ),
+            (2, 1, 1, 1, 0)
+        );
+        assert_eq!(mix.total(), 5);
+    }
+}
