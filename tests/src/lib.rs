@@ -203,6 +203,17 @@ pub enum Behavior {
     ToolCalls,
     /// Answers `content: null`, no tool calls, `finish_reason: length`.
     Empty,
+    /// Answers exactly this text (streamed too, word by word).
+    Says(String),
+    /// Streams its answer one word per chunk, this long apart (a whole
+    /// answer comes after all of them).
+    Paced(Duration),
+    /// Streams this many chunks, then sends nothing more and keeps the
+    /// connection open (a whole answer never comes).
+    StallAfter(usize),
+    /// Streams this many chunks, then drops the connection mid-stream
+    /// (a whole answer: the connection drops before any byte).
+    DieAfter(usize),
 }
 
 /// An OpenAI-compatible `/v1/chat/completions` test double.
@@ -303,12 +314,21 @@ async fn completion(
     *s.last_auth.lock().unwrap() = headers
         .get("authorization")
         .map(|v| v.to_str().unwrap_or_default().to_owned());
-    let query = body["messages"][0]["content"]
-        .as_str()
+    // What real servers answer: the conversation's last user message.
+    let query = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_owned();
     let behavior = s.behavior.lock().unwrap().clone();
     let model = s.model.as_deref();
+    if body["stream"] == json!(true) {
+        let include_usage = body["stream_options"]["include_usage"] == json!(true);
+        let response = stream_answer(&query, model, include_usage, behavior).await;
+        s.finished.fetch_add(1, Ordering::SeqCst);
+        return response;
+    }
     let response = match behavior {
         Behavior::Ok => answer(&query, model),
         Behavior::Slow(d) => {
@@ -343,6 +363,18 @@ async fn completion(
             "choices": [{"index": 0, "message": {"role": "assistant", "content": null}, "finish_reason": "length"}]
         }))
         .into_response(),
+        Behavior::Says(text) => says(&text, &query, model),
+        Behavior::Paced(d) => {
+            tokio::time::sleep(d * answer_words(&query).len() as u32).await;
+            answer(&query, model)
+        }
+        Behavior::StallAfter(_) => std::future::pending().await,
+        Behavior::DieAfter(_) => {
+            let stream = futures_util::stream::once(async {
+                Err::<bytes::Bytes, _>(std::io::Error::other("the model died"))
+            });
+            axum::body::Body::from_stream(stream).into_response()
+        }
     };
     s.finished.fetch_add(1, Ordering::SeqCst);
     response
@@ -352,6 +384,138 @@ async fn models(State(s): State<FakeState>) -> Json<Value> {
     Json(
         json!({"object": "list", "data": [{"id": s.model.as_deref().unwrap_or("fake"), "object": "model"}]}),
     )
+}
+
+/// The words of the answer to `query`: `echo:` and the query's words.
+pub fn answer_words(query: &str) -> Vec<String> {
+    std::iter::once("echo:".to_owned())
+        .chain(query.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+/// A whole answer of exactly `text`, usage counted as for `query`.
+fn says(text: &str, query: &str, model: Option<&str>) -> Response {
+    let mut body = json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 1,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]
+    });
+    if let Some(model) = model {
+        body["model"] = json!(model);
+        let words = query.split_whitespace().count() as u64;
+        body["usage"] = json!({"prompt_tokens": words, "completion_tokens": 1, "total_tokens": words + 1});
+    }
+    Json(body).into_response()
+}
+
+/// A streamed answer as OpenAI sends one: a role chunk, one chunk per
+/// word (each with `"sent"`, the Unix time in µs it was written), a finish
+/// chunk, the usage chunk when asked for, `[DONE]`; paced, stalled or cut
+/// off as `behavior` says.
+async fn stream_answer(
+    query: &str,
+    model: Option<&str>,
+    include_usage: bool,
+    behavior: Behavior,
+) -> Response {
+    let words = match &behavior {
+        Behavior::Says(text) => text.split_inclusive(' ').map(str::to_owned).collect(),
+        _ => answer_words(query)
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| if i == 0 { w } else { format!(" {w}") })
+            .collect::<Vec<_>>(),
+    };
+    let (pace, cut) = match behavior {
+        Behavior::Paced(d) => (d, None),
+        Behavior::Slow(d) => (d / words.len().max(1) as u32, None),
+        Behavior::StallAfter(n) => (Duration::ZERO, Some((n, true))),
+        Behavior::DieAfter(n) => (Duration::ZERO, Some((n, false))),
+        Behavior::Status(..) | Behavior::Fail | Behavior::Garbage => {
+            // Refused before any byte, as a real server refuses.
+            return answer_failure(behavior).await;
+        }
+        _ => (Duration::ZERO, None),
+    };
+    let model = model.map(str::to_owned);
+    let prompt_tokens = query.split_whitespace().count() as u64;
+    let completion_tokens = words.len() as u64;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let chunk = |delta: Value, finish: Value| {
+            let mut c = json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1,
+                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            if let Some(m) = &model {
+                c["model"] = json!(m);
+            }
+            c
+        };
+        let send = |v: Value| bytes::Bytes::from(format!("data: {v}\n\n"));
+        if tx.send(Ok(send(chunk(json!({"role": "assistant", "content": ""}), Value::Null)))).await.is_err() {
+            return;
+        }
+        for (i, w) in words.iter().enumerate() {
+            if let Some((n, stall)) = cut
+                && i == n
+            {
+                if stall {
+                    // Hold the connection open, silent, until the reader goes.
+                    tx.closed().await;
+                } else {
+                    // What was written reaches the wire before the drop.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = tx.send(Err(std::io::Error::other("the model died"))).await;
+                }
+                return;
+            }
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+            let mut c = chunk(json!({"content": w}), Value::Null);
+            c["sent"] = json!(unix_micros());
+            if tx.send(Ok(send(c))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(send(chunk(json!({}), json!("stop"))))).await;
+        if include_usage {
+            let mut u = chunk(json!({}), Value::Null);
+            u["choices"] = json!([]);
+            u["usage"] = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                "total_tokens": prompt_tokens + completion_tokens});
+            let _ = tx.send(Ok(send(u))).await;
+        }
+        let _ = tx.send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n"))).await;
+    });
+    let body = axum::body::Body::from_stream(tokio_stream_of(rx));
+    ([("content-type", "text/event-stream")], body).into_response()
+}
+
+/// The whole-answer failure of a failing behaviour, for a stream request.
+async fn answer_failure(behavior: Behavior) -> Response {
+    match behavior {
+        Behavior::Fail => (StatusCode::INTERNAL_SERVER_ERROR, "model crashed").into_response(),
+        Behavior::Garbage => (StatusCode::OK, "<html>definitely not JSON</html>").into_response(),
+        Behavior::Status(code, _) => (
+            StatusCode::from_u16(code).unwrap(),
+            Json(json!({"error": {"message": format!("fake upstream says {code}"), "type": "test_error", "code": code}})),
+        )
+            .into_response(),
+        _ => unreachable!("only failing behaviours"),
+    }
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 fn answer(query: &str, model: Option<&str>) -> Response {
