@@ -4,7 +4,7 @@
 #   scripts/install.sh          the WASM toolchain (target, trunk, wasm-bindgen, wasm-opt)
 #   scripts/install.sh --test   also Chromium, chromedriver, wrk, Prometheus (with
 #                               promtool) and Redis for the tests, and the Python tools
-#                               (schemathesis, LiteLLM's proxy) in .tools/venv
+#                               (schemathesis, the openai client, LiteLLM's proxy) in .tools/venv
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -70,5 +70,10 @@ if [ "${1:-}" = "--test" ]; then
   if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" != "$litellm_version" ]; then
     say "installing LiteLLM's proxy $litellm_version into .tools/venv (PyPI, about a minute)"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$litellm_version"
+  fi  # The official OpenAI client, pointed at the router by the tests.
+  openai_version=3.63.0
+  if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("openai"))' 2>/dev/null)" != "$openai_version" ]; then
+    say "installing the openai client $openai_version into .tools/venv (PyPI)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==$openai_version"
   fi
 fi

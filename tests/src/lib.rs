@@ -214,6 +214,9 @@ pub enum Behavior {
     /// Streams this many chunks, then drops the connection mid-stream
     /// (a whole answer: the connection drops before any byte).
     DieAfter(usize),
+    /// By the query: `please fail` answers as `Fail`, `please die` as
+    /// `DieAfter(2)`, anything else as `Ok`.
+    Scripted,
 }
 
 /// An OpenAI-compatible `/v1/chat/completions` test double.
@@ -321,7 +324,12 @@ async fn completion(
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let behavior = s.behavior.lock().unwrap().clone();
+    let behavior = match s.behavior.lock().unwrap().clone() {
+        Behavior::Scripted if query.contains("please fail") => Behavior::Fail,
+        Behavior::Scripted if query.contains("please die") => Behavior::DieAfter(2),
+        Behavior::Scripted => Behavior::Ok,
+        other => other,
+    };
     let model = s.model.as_deref();
     if body["stream"] == json!(true) {
         let include_usage = body["stream_options"]["include_usage"] == json!(true);
@@ -369,6 +377,7 @@ async fn completion(
             answer(&query, model)
         }
         Behavior::StallAfter(_) => std::future::pending().await,
+        Behavior::Scripted => unreachable!("resolved by the query above"),
         Behavior::DieAfter(_) => {
             let stream = futures_util::stream::once(async {
                 Err::<bytes::Bytes, _>(std::io::Error::other("the model died"))
