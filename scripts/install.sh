@@ -70,7 +70,8 @@ if [ "${1:-}" = "--test" ]; then
   if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" != "$litellm_version" ]; then
     say "installing LiteLLM's proxy $litellm_version into .tools/venv (PyPI, about a minute)"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$litellm_version"
-  fi  # The official OpenAI client, pointed at the router by the tests.
+  fi
+  # The official OpenAI client, pointed at the router by the tests.
   openai_version=3.63.0
   if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("openai"))' 2>/dev/null)" != "$openai_version" ]; then
     say "installing the openai client $openai_version into .tools/venv (PyPI)"
