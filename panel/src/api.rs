@@ -5,8 +5,15 @@ use std::fmt;
 use futures::future::{Either, select};
 use gloo_net::http::{Request, Response};
 use gloo_timers::future::TimeoutFuture;
-use shared::api::{ErrorBody, QueryRequest, QueryResponse};
-use shared::{OrchestratorStatus, RoutingDecision};
+use shared::OrchestratorStatus;
+use shared::api::QueryRequest;
+
+/// The one field of an error body the panel shows (the rest of
+/// `ErrorBody` would cost a decoder it never uses).
+#[derive(serde::Deserialize)]
+struct ErrorText {
+    error: String,
+}
 use web_sys::AbortController;
 
 /// The status endpoint, relative to the API base.
@@ -29,8 +36,6 @@ pub enum ApiError {
         code: u16,
         /// The server's `error` text, when it sent a JSON error.
         message: Option<String>,
-        /// For `/api/query`: the decision recorded before the failure.
-        decision: Option<Box<RoutingDecision>>,
     },
     /// A 2xx answer whose body is not what the API promises.
     Malformed(String),
@@ -125,21 +130,26 @@ pub async fn fetch_status(
     with_timeout(call, controller, timeout_ms).await
 }
 
-/// Sends a query to the router. A routed query whose generation failed comes
-/// back as [`ApiError::Status`] carrying the recorded decision.
+/// Sends a query to the router: the HTTP status and the answer as the
+/// browser parsed it (`JSON.parse`), for any mode's answer or error; the
+/// panel reads its fields from the parsed value, so the WASM carries no
+/// decoder for answers. A body that is not JSON is [`ApiError::Malformed`].
 pub async fn post_query(
     base: &str,
     body: &QueryRequest,
     controller: &AbortController,
     timeout_ms: u32,
-) -> Result<QueryResponse, ApiError> {
+) -> Result<(u16, wasm_bindgen::JsValue), ApiError> {
     let request = Request::post(&format!("{base}{QUERY_PATH}"))
         .abort_signal(Some(&controller.signal()))
         .json(body)
         .map_err(|e| ApiError::Malformed(gloo_error(e)))?;
     let call = async move {
         let response = request.send().await.map_err(network)?;
-        decode::<QueryResponse>(&response).await
+        let text = response.text().await.map_err(network)?;
+        let value = js_sys::JSON::parse(&text)
+            .map_err(|_| ApiError::Malformed(format!("HTTP {}: not JSON", response.status())))?;
+        Ok((response.status(), value))
     };
     with_timeout(call, controller, timeout_ms).await
 }
@@ -159,12 +169,6 @@ async fn with_timeout<T>(
     }
 }
 
-/// A 2xx body decoded as `T`; any other status as [`ApiError::Status`] with
-/// the server's JSON error when there is one.
-async fn decode<T: serde::de::DeserializeOwned>(response: &Response) -> Result<T, ApiError> {
-    decode_text(response).await.map(|(value, _)| value)
-}
-
 /// A status's JSON when it has the cluster's fields (a server run with
 /// `--redis`), which the panel reads from the browser-parsed JSON.
 pub fn cluster_json(text: String) -> Option<String> {
@@ -173,17 +177,17 @@ pub fn cluster_json(text: String) -> Option<String> {
     found.then_some(text)
 }
 
-/// [`decode`], also giving back the JSON text.
+/// A 2xx body decoded as `T`, with its JSON text; any other status as
+/// [`ApiError::Status`] with the server's JSON error when there is one.
 async fn decode_text<T: serde::de::DeserializeOwned>(
     response: &Response,
 ) -> Result<(T, String), ApiError> {
     let text = response.text().await.map_err(network)?;
     if !response.ok() {
-        let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        let body: Option<ErrorText> = serde_json::from_str(&text).ok();
         return Err(ApiError::Status {
             code: response.status(),
-            message: body.as_ref().map(|b| b.error.clone()),
-            decision: body.and_then(|b| b.decision).map(Box::new),
+            message: body.map(|b| b.error),
         });
     }
     let value = serde_json::from_str(&text).map_err(|e| ApiError::Malformed(json_error(&e)))?;

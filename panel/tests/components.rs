@@ -315,6 +315,7 @@ async fn upstream_metrics_table() {
         short_circuited: 0,
         in_flight: 0,
         upstreams,
+        ttft_ms: None,
     };
     let mut s = status_of(3, panel::time::now_utc());
     s.tier_metrics = Some(vec![

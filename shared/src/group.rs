@@ -152,6 +152,30 @@ impl ModeMix {
     }
 }
 
+/// The same decisions with each group's together: every decision of a
+/// `groupId` follows the group's first (newest) one, in their order;
+/// decisions without a group stay where they were.
+pub fn group_together(decisions: Vec<RoutingDecision>) -> Vec<RoutingDecision> {
+    let mut out: Vec<RoutingDecision> = Vec::with_capacity(decisions.len());
+    let mut rest: Vec<Option<RoutingDecision>> = decisions.into_iter().map(Some).collect();
+    for i in 0..rest.len() {
+        let Some(d) = rest[i].take() else { continue };
+        let group = d.group_id.clone();
+        out.push(d);
+        if let Some(g) = group {
+            for slot in rest.iter_mut().skip(i + 1) {
+                if slot
+                    .as_ref()
+                    .is_some_and(|x| x.group_id.as_ref() == Some(&g))
+                {
+                    out.extend(slot.take());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The tier a moderator names on a line `AGREED: Q3` (or `fast`, `balanced`,
 /// `powerful`; any case; the last such line wins), or `None` when it names
 /// none, `none`, or something else. Also returns the text without those
@@ -268,6 +292,28 @@ mod tests {
         // A named member that failed is no agreement.
         assert_eq!(agreement("x", Some(Tier::Q3), &answers).1, "similarity");
         assert_eq!(agreement("x", None, &[(Tier::Q2, None)]).0, None);
+    }
+
+    #[test]
+    fn a_groups_decisions_are_put_together() {
+        let d = |id: &str, group: Option<&str>| {
+            let mut d =
+                RoutingDecision::new(id.into(), "q", Tier::Q2, 0.0, chrono::DateTime::UNIX_EPOCH)
+                    .unwrap();
+            d.group_id = group.map(str::to_owned);
+            d
+        };
+        let ids = |v: Vec<RoutingDecision>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+        let got = group_together(vec![
+            d("m", Some("g")),
+            d("x", None),
+            d("a", Some("g")),
+            d("y", Some("h")),
+            d("b", Some("g")),
+            d("z", Some("h")),
+        ]);
+        assert_eq!(ids(got), ["m", "a", "b", "x", "y", "z"]);
+        assert!(group_together(Vec::new()).is_empty());
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub struct OrchestratorStatus {
     /// Beyond the seed: how many of the buffered decisions each mode made
     /// (the same decisions as `complexityDistribution`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub mode_mix: Option<crate::group::ModeMix>,
     /// Beyond the seed: how two-stage routing scores queries (`--assessor`)
     /// and how often the model assessor fell back to the heuristic.

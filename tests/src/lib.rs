@@ -411,7 +411,8 @@ fn says(text: &str, query: &str, model: Option<&str>) -> Response {
     if let Some(model) = model {
         body["model"] = json!(model);
         let words = query.split_whitespace().count() as u64;
-        body["usage"] = json!({"prompt_tokens": words, "completion_tokens": 1, "total_tokens": words + 1});
+        body["usage"] =
+            json!({"prompt_tokens": words, "completion_tokens": 1, "total_tokens": words + 1});
     }
     Json(body).into_response()
 }
@@ -459,7 +460,14 @@ async fn stream_answer(
             c
         };
         let send = |v: Value| bytes::Bytes::from(format!("data: {v}\n\n"));
-        if tx.send(Ok(send(chunk(json!({"role": "assistant", "content": ""}), Value::Null)))).await.is_err() {
+        if tx
+            .send(Ok(send(chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            ))))
+            .await
+            .is_err()
+        {
             return;
         }
         for (i, w) in words.iter().enumerate() {
@@ -493,7 +501,9 @@ async fn stream_answer(
                                 "total_tokens": prompt_tokens + completion_tokens});
             let _ = tx.send(Ok(send(u))).await;
         }
-        let _ = tx.send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n"))).await;
+        let _ = tx
+            .send(Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")))
+            .await;
     });
     let body = axum::body::Body::from_stream(tokio_stream_of(rx));
     ([("content-type", "text/event-stream")], body).into_response()

@@ -111,7 +111,10 @@ async fn a_whole_answer_is_an_openai_completion_with_its_decision() {
     assert!(sent.get("model").is_none(), "{sent}");
     assert_eq!(sent["stream"], false);
     let d = decision(&s.c, &id).await;
-    assert_eq!((d["mode"].as_str(), d["tier"].as_str()), (Some("two-stage"), Some("Q3")));
+    assert_eq!(
+        (d["mode"].as_str(), d["tier"].as_str()),
+        (Some("two-stage"), Some("Q3"))
+    );
     assert_eq!(d["score"].as_f64(), Some(score));
     assert_eq!(d["query"], "What is Python?");
     assert_eq!(d["usage"]["completionTokens"], 4);
@@ -126,7 +129,10 @@ async fn a_whole_answer_is_an_openai_completion_with_its_decision() {
         let body: CreateChatCompletionResponse = r.json().await.unwrap();
         assert_eq!(body.model, answered);
         let d = decision(&s.c, &id).await;
-        assert_eq!((d["mode"].as_str(), d["score"].as_f64()), (Some("simple"), Some(0.0)));
+        assert_eq!(
+            (d["mode"].as_str(), d["score"].as_f64()),
+            (Some("simple"), Some(0.0))
+        );
         assert_eq!(d["tier"], tier);
     }
     let status = s.c.status().await;
@@ -142,13 +148,26 @@ async fn models_are_listed_as_openai_lists_them() {
     let ids: Vec<&str> = list.data.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(
         ids,
-        ["auto", "fast", "balanced", "powerful", "Q2", "Q3", "Q4", "council", "benchmark"]
+        [
+            "auto",
+            "fast",
+            "balanced",
+            "powerful",
+            "Q2",
+            "Q3",
+            "Q4",
+            "council",
+            "benchmark"
+        ]
     );
     assert!(list.data.iter().all(|m| m.object == "model"));
     let (code, one) = s.c.get("/v1/models/council").await;
     assert_eq!((code, one["id"].as_str()), (200, Some("council")));
     let (code, err) = s.c.get("/v1/models/gpt-4").await;
-    assert_eq!((code, err["error"]["code"].as_str()), (404, Some("model_not_found")));
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
 }
 
 #[tokio::test]
@@ -186,7 +205,11 @@ async fn a_stream_is_relayed_chunk_by_chunk_with_usage_when_asked() {
         .filter_map(|c| c.delta.content.clone())
         .collect();
     assert_eq!(content, "echo: What is Python?");
-    assert!(chunks.iter().all(|c| c.object == "chat.completion.chunk" && c.model == "m-balanced"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.object == "chat.completion.chunk" && c.model == "m-balanced")
+    );
     let usage = chunks.last().unwrap();
     assert!(usage.choices.is_empty());
     assert_eq!(usage.usage.as_ref().unwrap().completion_tokens, 4);
@@ -200,9 +223,17 @@ async fn a_stream_is_relayed_chunk_by_chunk_with_usage_when_asked() {
     assert_eq!(q3["outcomes"]["ok"], 1);
     assert_eq!(status["tierUtilization"][1]["activeRequests"], 0);
     let m = s.c.text("/metrics").await;
-    let name = s.balanced.base_url.trim_start_matches("http://").trim_end_matches("/v1");
+    let name = s
+        .balanced
+        .base_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1");
     assert_eq!(
-        metric(&m, "orch_upstream_ttft_seconds_count", &[("tier", "Q3"), ("upstream", name)]),
+        metric(
+            &m,
+            "orch_upstream_ttft_seconds_count",
+            &[("tier", "Q3"), ("upstream", name)]
+        ),
         Some(1.0)
     );
 
@@ -216,7 +247,10 @@ async fn a_stream_is_relayed_chunk_by_chunk_with_usage_when_asked() {
         assert!(c.get("usage").is_none(), "{l}");
     }
     // The upstream was asked for usage all the same, to count tokens.
-    assert_eq!(s.balanced.last_body()["stream_options"]["include_usage"], true);
+    assert_eq!(
+        s.balanced.last_body()["stream_options"]["include_usage"],
+        true
+    );
     drop(s.fast);
     drop(s.powerful);
     drop(s.server);
@@ -244,7 +278,11 @@ async fn a_stream_that_stalls_or_dies_ends_in_an_error_event_and_releases_counts
         let status = s.c.status().await;
         assert_eq!(status["tierUtilization"][0]["activeRequests"], 0);
         assert_eq!(status["tierMetrics"][0]["inFlight"], 0);
-        assert_eq!(status["tierMetrics"][0]["outcomes"][outcome], 1, "{}", status["tierMetrics"][0]);
+        assert_eq!(
+            status["tierMetrics"][0]["outcomes"][outcome], 1,
+            "{}",
+            status["tierMetrics"][0]
+        );
     }
 }
 
@@ -306,17 +344,29 @@ async fn errors_are_openai_error_objects_and_bad_input_records_nothing() {
         .unwrap();
     assert_eq!(r.status(), 401);
     for (body, code, param) in [
-        (json!({"messages": [{"role": "user", "content": "hi"}]}), 400, "model"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            400,
+            "model",
+        ),
         (chat("gpt-7", "hi"), 404, "model"),
         (json!({"model": "auto", "messages": []}), 400, "messages"),
         (chat("auto", "   "), 400, "messages"),
-        (json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -3}), 400, "max_tokens"),
+        (
+            json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -3}),
+            400,
+            "max_tokens",
+        ),
     ] {
         let r = send(Some("k-two"), body.clone()).await.unwrap();
         assert_eq!(r.status().as_u16(), code, "{body}");
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["error"]["param"], param, "{e}");
-        assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
         assert!(e["error"]["type"].is_string());
     }
     let status = s.c.status().await;
@@ -327,7 +377,12 @@ async fn errors_are_openai_error_objects_and_bad_input_records_nothing() {
     assert_eq!(r.status(), 400);
     assert_eq!(header(&r, "x-router-tier"), "Q2");
     let e: Value = r.json().await.unwrap();
-    assert!(e["error"]["message"].as_str().unwrap().contains("fake upstream says 400"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fake upstream says 400")
+    );
     s.fast.set(Behavior::Status(429, Some("1")));
     let r = send(Some("k-one"), chat("fast", "hi")).await.unwrap();
     assert_eq!(r.status(), 429);
@@ -362,10 +417,10 @@ fn members(group: &Value) -> Vec<Value> {
 async fn a_council_with_a_failing_member_still_answers_and_records_the_group() {
     let s = setup(&["--retries", "0"]).await;
     s.balanced.set(Behavior::Fail);
-    s.powerful.set(Behavior::Says("Python is a language.\nAGREED: Q2".into()));
-    let (code, g) = s
-        .c
-        .post(
+    s.powerful
+        .set(Behavior::Says("Python is a language.\nAGREED: Q2".into()));
+    let (code, g) =
+        s.c.post(
             "/api/query",
             &json!({"query": "What is Python?", "mode": "council"}),
         )
@@ -381,8 +436,14 @@ async fn a_council_with_a_failing_member_still_answers_and_records_the_group() {
     assert_eq!(g["answer"], "Python is a language.");
     assert_eq!(g["model"], "m-powerful");
     let a = &g["analysis"];
-    assert_eq!((a["agreedWith"].as_str(), a["basis"].as_str()), (Some("Q2"), Some("stated")));
-    assert_eq!((a["membersAnswered"].as_u64(), a["membersFailed"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (a["agreedWith"].as_str(), a["basis"].as_str()),
+        (Some("Q2"), Some("stated"))
+    );
+    assert_eq!(
+        (a["membersAnswered"].as_u64(), a["membersFailed"].as_u64()),
+        (Some(2), Some(1))
+    );
     assert!(a["moderationMs"].as_f64().unwrap() >= 0.0);
     // The moderator read the question and the answers that came.
     let prompt = s.powerful.last_body()["messages"][0]["content"]
@@ -418,20 +479,36 @@ async fn a_council_with_a_failing_member_still_answers_and_records_the_group() {
     let group = header(&r, "x-router-group-id").to_owned();
     let body: Value = r.json().await.unwrap();
     let typed: CreateChatCompletionResponse = serde_json::from_value(body.clone()).unwrap();
-    assert_eq!(typed.choices[0].message.content.as_deref(), Some("Python is a language."));
+    assert_eq!(
+        typed.choices[0].message.content.as_deref(),
+        Some("Python is a language.")
+    );
     assert_eq!(body["council"]["groupId"], group);
     assert_eq!(body["council"]["members"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test]
 async fn a_council_without_answers_is_a_502_and_members_are_configurable() {
-    let s = setup(&["--retries", "0", "--council", "fast,balanced", "--moderator", "balanced"]).await;
+    let s = setup(&[
+        "--retries",
+        "0",
+        "--council",
+        "fast,balanced",
+        "--moderator",
+        "balanced",
+    ])
+    .await;
     s.fast.set(Behavior::Fail);
     s.balanced.set(Behavior::Fail);
     let r = post(&s.c, &chat("council", "hi")).await;
     assert_eq!(r.status(), 502);
     let e: Value = r.json().await.unwrap();
-    assert!(e["error"]["message"].as_str().unwrap().contains("no final answer"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no final answer")
+    );
     let status = s.c.status().await;
     // Two members recorded; no moderator call without any answer.
     assert_eq!(status["totalDecisions"], 2);
@@ -443,9 +520,8 @@ async fn a_benchmark_asks_every_tier_at_once_and_lists_each() {
     let s = setup(&["--retries", "0"]).await;
     s.fast.set(Behavior::Fail);
     s.powerful.set(Behavior::Slow(Duration::from_millis(200)));
-    let (code, g) = s
-        .c
-        .post(
+    let (code, g) =
+        s.c.post(
             "/api/query",
             &json!({"query": "Compare B-trees and LSM-trees", "mode": "benchmark"}),
         )
@@ -453,7 +529,9 @@ async fn a_benchmark_asks_every_tier_at_once_and_lists_each() {
     assert_eq!(code, 200, "{g}");
     let ms = members(&g);
     assert_eq!(
-        ms.iter().map(|m| m["tier"].as_str().unwrap()).collect::<Vec<_>>(),
+        ms.iter()
+            .map(|m| m["tier"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         ["Q2", "Q3", "Q4"]
     );
     assert!(ms[0]["error"].is_string());
@@ -479,8 +557,11 @@ async fn a_benchmark_asks_every_tier_at_once_and_lists_each() {
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let indexes: std::collections::BTreeSet<u32> =
-        chunks.iter().flat_map(|c| &c.choices).map(|c| c.index).collect();
+    let indexes: std::collections::BTreeSet<u32> = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .map(|c| c.index)
+        .collect();
     assert_eq!(indexes.into_iter().collect::<Vec<_>>(), [0, 1]);
 }
 
@@ -490,15 +571,23 @@ async fn the_model_assessor_scores_falls_back_and_counts_why() {
     let complex = "Design a distributed rate limiter, prove it is fair, then implement it in Rust";
     // A number: the score, and where it routes.
     s.fast.set(Behavior::Says("9".into()));
-    let (code, body) = s
-        .c
-        .post("/api/query", &json!({"query": "What is Python?"}))
-        .await;
+    let (code, body) =
+        s.c.post("/api/query", &json!({"query": "What is Python?"}))
+            .await;
     assert_eq!(code, 200, "{body}");
     let d = &body["decision"];
-    assert_eq!((d["score"].as_f64(), d["tier"].as_str()), (Some(9.0), Some("Q4")));
-    assert_eq!(d["signals"], json!([{"name": "model assessment", "weight": 9.0}]));
-    let prompt = s.fast.last_body()["messages"][0]["content"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (d["score"].as_f64(), d["tier"].as_str()),
+        (Some(9.0), Some("Q4"))
+    );
+    assert_eq!(
+        d["signals"],
+        json!([{"name": "model assessment", "weight": 9.0}])
+    );
+    let prompt = s.fast.last_body()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(prompt.starts_with("Rate how complex") && prompt.ends_with("What is Python?"));
     // Garbage: the heuristic, counted.
     s.fast.set(Behavior::Says("quite hard, maybe 9".into()));
@@ -520,9 +609,22 @@ async fn the_model_assessor_scores_falls_back_and_counts_why() {
     let a = &status["assessor"];
     assert_eq!(a["kind"], "model");
     assert_eq!(a["modelCalls"], 4);
-    assert_eq!((a["fallbacks"]["badAnswer"].as_u64(), a["fallbacks"]["timeout"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            a["fallbacks"]["badAnswer"].as_u64(),
+            a["fallbacks"]["timeout"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
     let m = s.c.text("/metrics").await;
-    assert_eq!(metric(&m, "orch_assessor_fallbacks_total", &[("reason", "timeout")]), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "orch_assessor_fallbacks_total",
+            &[("reason", "timeout")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(metric(&m, "orch_assessor_calls_total", &[]), Some(4.0));
     drop(s.balanced);
     drop(s.powerful);

@@ -1,10 +1,12 @@
 //! The panel's components, one per file.
 
 pub mod announcer;
+pub mod answer_view;
 pub mod ascii_bar;
 pub mod cluster_view;
 pub mod complexity_distribution;
 pub mod history_view;
+pub mod mode_mix;
 pub mod orchestrator_status_panel;
 pub mod query_form;
 pub mod recent_decisions;

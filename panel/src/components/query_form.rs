@@ -1,18 +1,20 @@
-//! Send a query through the router and see how it was routed.
+//! Send a query through the router in any mode and see how it was routed
+//! and answered: one tier's answer, or a council's or benchmark's side by
+//! side per tier.
 
 use leptos::prelude::*;
-use shared::RoutingDecision;
-use shared::api::{Mode, QueryRequest, QueryResponse};
+use shared::api::{Mode, QueryRequest};
 use web_sys::AbortController;
 
-use crate::api::{self, ApiError};
-use crate::time;
+use crate::api;
+use crate::components::answer_view;
 
 /// Generation can take long; past this the form gives up on the answer.
 const QUERY_TIMEOUT_MS: u32 = 120_000;
 
-/// A text box, a mode picker and the routing result (tier, complexity,
-/// score, decision time) with the answer or the server's error.
+/// A text box, a mode picker (two-stage, simple, council, benchmark) and
+/// the result: the decision with the answer, each tier's answer for a
+/// group, or the server's error.
 #[component]
 pub fn QueryForm(
     /// Prefix of the API's paths; empty for the page's own origin.
@@ -22,7 +24,7 @@ pub fn QueryForm(
     let (text, set_text) = signal(String::new());
     let (mode, set_mode) = signal(Mode::TwoStage);
     let (pending, set_pending) = signal(false);
-    let (result, set_result) = signal(None::<Result<QueryResponse, ApiError>>);
+    let out = NodeRef::<leptos::html::Div>::new();
 
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -39,13 +41,19 @@ pub fn QueryForm(
         leptos::task::spawn_local(async move {
             let controller = AbortController::new().expect("AbortController exists");
             let outcome = api::post_query(&base, &body, &controller, QUERY_TIMEOUT_MS).await;
-            set_result.set(Some(outcome));
+            if let Some(div) = out.get_untracked() {
+                answer_view::show(&div, outcome);
+            }
             set_pending.set(false);
         });
     };
+    let options = Mode::ALL
+        .into_iter()
+        .map(|m| view! { <option value=m.name() selected=m == Mode::TwoStage>{m.name()}</option> })
+        .collect_view();
 
     view! {
-        <section class="card query" aria-labelledby="query-h">
+        <section class="card query wide" aria-labelledby="query-h">
             <h2 id="query-h">"Route a query"</h2>
             <form on:submit=submit data-testid="query-form">
                 <label for="query-text" class="sr-only">"Query"</label>
@@ -61,58 +69,21 @@ pub fn QueryForm(
                     <label for="query-mode">"Mode "</label>
                     <select
                         id="query-mode"
+                        data-testid="query-mode"
                         on:change=move |ev| {
-                            set_mode.set(if event_target_value(&ev) == "simple" { Mode::Simple } else { Mode::TwoStage })
+                            if let Some(m) = Mode::from_name(&event_target_value(&ev)) {
+                                set_mode.set(m);
+                            }
                         }
                     >
-                        <option value="two-stage" selected=true>"two-stage"</option>
-                        <option value="simple">"simple"</option>
+                        {options}
                     </select>
                     <button type="submit" disabled=move || pending.get() || text.with(|t| t.trim().is_empty())>
                         {move || if pending.get() { "Routing…" } else { "Send" }}
                     </button>
                 </div>
             </form>
-            <div data-testid="query-result" aria-live="polite">
-                {move || result.get().map(render_result)}
-            </div>
+            <div data-testid="query-result" aria-live="polite" node_ref=out></div>
         </section>
-    }
-}
-
-fn render_result(result: Result<QueryResponse, ApiError>) -> AnyView {
-    match result {
-        Ok(r) => view! {
-            <div class="result ok">
-                {decision_line(&r.decision)}
-                <pre class="answer">{r.answer.unwrap_or_else(|| "(the model returned no text)".into())}</pre>
-            </div>
-        }
-        .into_any(),
-        Err(err) => {
-            let decision = match &err {
-                ApiError::Status { decision: Some(d), .. } => Some(decision_line(d)),
-                _ => None,
-            };
-            view! {
-                <div class="result err">
-                    {decision}
-                    <p class="error" role="alert">"⚠ "{err.to_string()}</p>
-                </div>
-            }
-            .into_any()
-        }
-    }
-}
-
-fn decision_line(d: &RoutingDecision) -> impl IntoView {
-    view! {
-        <p class="decision-line mono">
-            "Routed to "<strong>{format!("{} ({})", d.tier, d.tier.internal_name())}</strong>
-            " · "{d.complexity.label()}
-            " · score "{format!("{:.2}", d.score)}
-            " · decided in "{d.decision_time_ms.map_or_else(|| "—".into(), time::duration)}
-            " · "{d.mode.map_or("—", Mode::name)}
-        </p>
     }
 }

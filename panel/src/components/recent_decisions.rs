@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use shared::api::Mode;
 use shared::{Complexity, Routing, RoutingDecision};
 
+use crate::components::mode_mix::ModeMixView;
 use crate::components::signal_bars::signal_bars;
 use crate::time;
 use wasm_bindgen::JsCast;
@@ -23,11 +24,15 @@ pub fn RecentDecisions(
     #[prop(into)]
     routing: Signal<Routing>,
 ) -> impl IntoView {
-    let shown = move || decisions.with(|d| d.iter().take(SHOWN).cloned().collect::<Vec<_>>());
+    // A council's or benchmark's calls stay together, under its newest.
+    let shown = move || {
+        decisions.with(|d| shared::group::group_together(d.iter().take(SHOWN).cloned().collect()))
+    };
     let empty = move || decisions.with(Vec::is_empty);
     view! {
         <section class="card wide" aria-labelledby="decisions-h">
             <h2 id="decisions-h">"Recent decisions"</h2>
+            <ModeMixView decisions=decisions/>
             <table class="decisions">
                 <thead>
                     <tr>
@@ -50,6 +55,19 @@ pub fn RecentDecisions(
                 <p class="muted">"No decisions yet. Send a query to see it routed."</p>
             </Show>
         </section>
+    }
+}
+
+/// The mode, and for a council's or benchmark's call the last characters
+/// of its group, which tell groups apart at a glance.
+fn mode_cell(d: &RoutingDecision) -> String {
+    let mode = d.mode.map_or("—", Mode::name);
+    match d.group_id.as_deref() {
+        Some(g) => format!(
+            "{mode} #{}",
+            g.get(g.len().saturating_sub(4)..).unwrap_or(g)
+        ),
+        None => mode.to_owned(),
     }
 }
 
@@ -112,7 +130,9 @@ fn decision_rows(d: RoutingDecision, routing: Signal<Routing>) -> impl IntoView 
             <td class="mono">{d.tier.label()}</td>
             <td>{d.complexity.label()}</td>
             <td class="num mono">{format!("{:.2}", d.score)}</td>
-            <td data-testid="decision-mode">{d.mode.map_or("—", Mode::name)}</td>
+            <td data-testid="decision-mode" data-group=d.group_id.clone() title=d.group_id.clone()>
+                {mode_cell(&d)}
+            </td>
             <td class="num mono" data-testid="decision-time">
                 {d.decision_time_ms.map_or_else(|| "—".to_owned(), time::duration)}
             </td>
