@@ -751,8 +751,8 @@ pub enum IngestBody {
 #[serde(untagged)]
 #[allow(dead_code)] // the document's shape only
 pub enum IngestAnswer {
-    /// The decision recorded.
-    One(RoutingDecision),
+    /// The decision recorded (boxed: a decision is large beside a `Vec`).
+    One(Box<RoutingDecision>),
     /// The decisions recorded, in the order given.
     Many(Vec<RoutingDecision>),
 }

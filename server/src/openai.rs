@@ -84,7 +84,8 @@ pub struct OpenAiError {
     kind: &'static str,
     param: Option<String>,
     code: Option<&'static str>,
-    headers: HeaderMap,
+    /// Boxed: errors travel in `Result`s, and a header map is large.
+    headers: Box<HeaderMap>,
 }
 
 impl OpenAiError {
@@ -96,7 +97,7 @@ impl OpenAiError {
             kind: "invalid_request_error",
             param: Some(param.to_owned()),
             code: None,
-            headers: HeaderMap::new(),
+            headers: Box::default(),
         }
     }
 
@@ -168,7 +169,7 @@ impl From<ApiError> for OpenAiError {
             kind,
             param,
             code,
-            headers,
+            headers: Box::new(headers),
         }
     }
 }
@@ -177,7 +178,7 @@ impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let body = self.body();
         let mut response = (self.status, axum::Json(body)).into_response();
-        response.headers_mut().extend(self.headers);
+        response.headers_mut().extend(*self.headers);
         response
     }
 }
@@ -194,7 +195,7 @@ fn unknown_model(model: &str) -> OpenAiError {
         kind: "invalid_request_error",
         param: Some("model".into()),
         code: Some("model_not_found"),
-        headers: HeaderMap::new(),
+        headers: Box::default(),
     }
 }
 
@@ -206,7 +207,7 @@ pub fn not_found(path: &str) -> Response {
         kind: "invalid_request_error",
         param: None,
         code: Some("unknown_url"),
-        headers: HeaderMap::new(),
+        headers: Box::default(),
     }
     .into_response()
 }
@@ -846,7 +847,7 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
             kind: "upstream_error",
             param: None,
             code: Some("upstream_failed"),
-            headers: HeaderMap::new(),
+            headers: Box::default(),
         };
         return Ok(err.with_headers(headers).into_response());
     }
