@@ -310,6 +310,11 @@ impl Config {
                     "--upstream {target}: {url:?} is not an http:// or https:// URL"
                 ));
             }
+            if let Err(e) = reqwest::Url::parse(url) {
+                return Err(format!(
+                    "--upstream {target}: {url:?} is not a valid URL: {e}"
+                ));
+            }
         }
         Ok(())
     }
@@ -773,6 +778,8 @@ mod tests {
             &["--upstream", "fast"],
             &["--upstream", "fast="],
             &["--upstream", "fast=ftp://x"],
+            &["--upstream", "fast=http://[::1"],
+            &["--upstream", "fast=http://a b/v1"],
             &[
                 "--upstream",
                 "fast:a=http://a",

@@ -124,7 +124,8 @@ pub struct Streaming {
 
 struct Member {
     spec: UpstreamSpec,
-    url: String,
+    /// `/chat/completions` under the base URL, parsed once (not per call).
+    url: reqwest::Url,
     auth: Option<HeaderValue>,
     state: Arc<UpstreamState>,
 }
@@ -260,6 +261,7 @@ impl Upstreams {
         let mut pools: [Vec<Member>; 3] = Default::default();
         for (spec, state) in specs.into_iter().zip(telemetry.upstreams()) {
             let url = format!("{}/chat/completions", spec.base_url.trim_end_matches('/'));
+            let url = reqwest::Url::parse(&url).expect("upstream URLs are checked when parsed");
             let auth = spec.key.as_deref().map(|k| {
                 let mut v = HeaderValue::from_str(&format!("Bearer {k}"))
                     .expect("keys are checked to be header-safe when parsed");
@@ -607,7 +609,7 @@ impl Upstreams {
     ) -> Result<reqwest::Response, Failure> {
         let request = self
             .stream_client
-            .post(&member.url)
+            .post(member.url.clone())
             .json(&self.with_model(member, body));
         match tokio::time::timeout(self.settings.timeout, self.send(member, request)).await {
             Ok(result) => result,
@@ -642,7 +644,7 @@ impl Upstreams {
         let call = async {
             let request = self
                 .client
-                .post(&member.url)
+                .post(member.url.clone())
                 .json(&self.with_model(member, body));
             let response = self.send(member, request).await?;
             let bytes = read_body(response, self.settings.max_body)
