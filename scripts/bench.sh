@@ -2,7 +2,7 @@
 # Reruns every number of docs/performance.md.
 #   scripts/bench.sh            everything (about 10 minutes)
 #   scripts/bench.sh floor      one of: floor, idle, memory, panel, pixel, slider, streams,
-#                               stream-idle, ingest, store, cluster, micro
+#                               stream-idle, ingest, store, cluster, openai, micro
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"

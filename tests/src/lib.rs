@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod front_door;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

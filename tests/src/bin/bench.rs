@@ -16,6 +16,8 @@
 //!                      (--sync normal, full) vs --in-memory; single-decision latency under load
 //! bench store [N]      N decisions (default 1,000,000) stored: disk use, start-up time,
 //!                      history over 7 days at 1 h steps (p50/p95), an export's rate
+//! bench openai [SECS]  the OpenAI front door against a mock upstream that answers at once:
+//!                      latency added at 1,000 requests/s, most requests/s, chunk forwarding
 //! bench all            all of the above
 //! ```
 
@@ -52,6 +54,7 @@ async fn main() {
         "ingest" => ingest(num(1, 10)).await,
         "store" => store(num(1, 1_000_000) as usize).await,
         "cluster" => cluster(num(1, 10)).await,
+        "openai" => tests::front_door::run(num(1, 5)).await,
         "all" => {
             floor(10).await;
             idle().await;
@@ -64,10 +67,11 @@ async fn main() {
             ingest(10).await;
             store(1_000_000).await;
             cluster(10).await;
+            tests::front_door::run(5).await;
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, slider, streams, stream-idle, ingest, store, cluster or all"
+                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, slider, streams, stream-idle, ingest, store, cluster, openai or all"
             );
             std::process::exit(2);
         }
