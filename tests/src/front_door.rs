@@ -210,6 +210,49 @@ fn added(measured: &[f64], base: &[f64]) -> String {
     )
 }
 
+/// LiteLLM's master key in the comparison.
+const LITELLM_KEY: &str = "sk-bench";
+
+/// LiteLLM's proxy (as the tests install it) in front of the same mock, and
+/// the router beside it, at a rate LiteLLM keeps up with.
+async fn litellm(
+    client: &reqwest::Client,
+    mock: &Server,
+    router: &Server,
+    rounds: usize,
+    secs: u64,
+) {
+    let config = format!(
+        "model_list:\n- model_name: auto\n  litellm_params:\n    model: openai/mock-1\n    api_base: {}\n    api_key: unused\n\
+         router_settings:\n  num_retries: 0\nlitellm_settings:\n  num_retries: 0\n",
+        mock.url("/v1")
+    );
+    let proxy = crate::litellm::LiteLlm::start(&config, LITELLM_KEY).await;
+    let completions = "/v1/chat/completions";
+    let targets = [
+        ("straight to the mock", mock.url(completions)),
+        ("router, --in-memory", router.url(completions)),
+        (
+            "LiteLLM proxy 1.108.7",
+            format!("{}/chat/completions", proxy.base_url),
+        ),
+    ];
+    let rate = 100;
+    let lat = latencies(client, &targets, rate, rounds, secs).await;
+    println!(
+        "beside LiteLLM's proxy, in front of the same mock, at {rate} requests/s ({rounds} alternating rounds of {secs} s):"
+    );
+    for (i, (name, _)) in targets.iter().enumerate() {
+        println!("  {name}: {}", summary(&lat[i]));
+    }
+    println!("  added by the router: {}", added(&lat[1], &lat[0]));
+    println!(
+        "  added by LiteLLM: p50 {:+.0} µs, p99 {:+.0} µs",
+        percentile(&lat[2], 50.0) - percentile(&lat[0], 50.0),
+        percentile(&lat[2], 99.0) - percentile(&lat[0], 99.0)
+    );
+}
+
 /// The whole benchmark; `secs` per round.
 pub async fn run(secs: u64) {
     let logs = tempfile::tempdir().expect("a temp dir");
@@ -218,8 +261,17 @@ pub async fn run(secs: u64) {
     let bare = Server::spawn(&sibling("bare_proxy"), &[&mock.url("/v1/chat/completions")]);
     let memory = router(&upstream, &logs.path().join("memory.log"), &["--in-memory"]);
     let stored = router(&upstream, &logs.path().join("stored.log"), &[]);
+    // Every request carries LiteLLM's key; the mock and the router (without
+    // --api-key) take no notice of it.
+    let auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {LITELLM_KEY}"))
+        .expect("a header value");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        .default_headers(
+            [(reqwest::header::AUTHORIZATION, auth)]
+                .into_iter()
+                .collect(),
+        )
         .build()
         .expect("a client");
     let completions = "/v1/chat/completions";
@@ -331,4 +383,6 @@ pub async fn run(secs: u64) {
         percentile(&routed, 99.0) - percentile(&direct, 99.0),
         (percentile(&routed, 99.0) - percentile(&direct, 99.0)) / 1_000.0
     );
+
+    litellm(&client, &mock, &memory, rounds, secs).await;
 }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod browser;
 pub mod front_door;
+pub mod litellm;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -3,86 +3,28 @@
 //! `mock_response` models, including its own fault models, behind a master
 //! key.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tests::litellm::LiteLlm;
 use tests::{Client, Server, eventually};
 
 const KEY: &str = "sk-orch-test-master-key";
 
-struct LiteLlm {
-    child: Child,
-    base_url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl LiteLlm {
-    async fn start() -> LiteLlm {
-        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/litellm");
-        assert!(
-            bin.exists(),
-            "{} is missing: run scripts/install.sh --test",
-            bin.display()
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(
-            &config,
-            "model_list:\n\
-             - model_name: fast-model\n  litellm_params:\n    model: openai/fast-model\n    api_key: unused\n    mock_response: \"Hello from LiteLLM\"\n\
-             - model_name: rate-limited\n  litellm_params:\n    model: openai/rate-limited\n    api_key: unused\n    mock_response: \"litellm.RateLimitError\"\n\
-             - model_name: crashing\n  litellm_params:\n    model: openai/crashing\n    api_key: unused\n    mock_response: \"litellm.InternalServerError\"\n\
-             - model_name: small-context\n  litellm_params:\n    model: openai/small-context\n    api_key: unused\n    mock_response: \"litellm.ContextWindowExceededError\"\n\
-             router_settings:\n  num_retries: 0\n\
-             litellm_settings:\n  num_retries: 0\n",
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["--config", config.to_str().unwrap(), "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .current_dir(dir.path())
-            .env("LITELLM_MASTER_KEY", KEY)
-            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            .env("LITELLM_TELEMETRY", "False")
-            .env("DISABLE_SCHEMA_UPDATE", "True")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("log")).unwrap(),
-            ))
-            .spawn()
-            .expect("litellm starts");
-        let proxy = LiteLlm {
-            child,
-            base_url: format!("http://127.0.0.1:{port}/v1"),
-            _dir: dir,
-        };
-        let http = reqwest::Client::new();
-        let ready = eventually(Duration::from_secs(60), || async {
-            http.get(format!("{}/models", proxy.base_url))
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-        assert!(ready, "LiteLLM answered /v1/models within 60 s");
-        proxy
-    }
-}
-
-impl Drop for LiteLlm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// LiteLLM with a mock model that answers and three that fail as LiteLLM's
+/// own fault models do, behind [`KEY`].
+async fn start_litellm() -> LiteLlm {
+    LiteLlm::start(
+        "model_list:\n\
+         - model_name: fast-model\n  litellm_params:\n    model: openai/fast-model\n    api_key: unused\n    mock_response: \"Hello from LiteLLM\"\n\
+         - model_name: rate-limited\n  litellm_params:\n    model: openai/rate-limited\n    api_key: unused\n    mock_response: \"litellm.RateLimitError\"\n\
+         - model_name: crashing\n  litellm_params:\n    model: openai/crashing\n    api_key: unused\n    mock_response: \"litellm.InternalServerError\"\n\
+         - model_name: small-context\n  litellm_params:\n    model: openai/small-context\n    api_key: unused\n    mock_response: \"litellm.ContextWindowExceededError\"\n\
+         router_settings:\n  num_retries: 0\n\
+         litellm_settings:\n  num_retries: 0\n",
+        KEY,
+    )
+    .await
 }
 
 /// `--upstream TIER:litellm=URL` for every tier, then `rest`.
@@ -102,7 +44,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 
 #[tokio::test]
 async fn the_router_talks_to_a_real_litellm_proxy() {
-    let proxy = LiteLlm::start().await;
+    let proxy = start_litellm().await;
     let log = tempfile::NamedTempFile::new().unwrap();
     let url = &proxy.base_url;
     let keys = format!("fast={KEY},balanced={KEY},powerful={KEY}");
