@@ -227,6 +227,8 @@ fn the_dashboard_is_well_formed() {
         "orch_upstream_requests_total",
         "orch_upstream_circuit_state",
         "orch_tier_in_flight",
+        "orch_upstream_ttft_seconds_bucket",
+        "orch_assessor_fallbacks_total",
     ] {
         assert!(all.contains(wanted), "the dashboard shows {wanted}");
     }
@@ -287,6 +289,18 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
             let (code, r) = c.post("/api/query", &body).await;
             assert_eq!(code, 200, "{r}");
         }
+        // A streamed answer through the front door: time to first token.
+        let streamed = c
+            .post_response(
+                "/v1/chat/completions",
+                &json!({"model": "balanced", "stream": true,
+                        "messages": [{"role": "user", "content": "What is Python?"}]})
+                .to_string(),
+            )
+            .await;
+        assert_eq!(streamed.status(), 200);
+        let events = streamed.text().await.unwrap();
+        assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     tokio::time::sleep(Duration::from_millis(2_500)).await;
