@@ -333,11 +333,19 @@ async fn upstream_metrics_table() {
             ],
         ),
         tier(Tier::Q3, None, vec![]),
-        tier(
-            Tier::Q4,
-            None,
-            vec![upstream("big", CircuitState::HalfOpen)],
-        ),
+        TierMetrics {
+            ttft_ms: Some(Latency {
+                samples: 4,
+                p50: 230.0,
+                p95: 410.0,
+                p99: 410.0,
+            }),
+            ..tier(
+                Tier::Q4,
+                None,
+                vec![upstream("big", CircuitState::HalfOpen)],
+            )
+        },
     ]);
     s.model_utilization = Some(vec![ModelUtilization {
         model: "qwen-7b".into(),
@@ -358,6 +366,8 @@ async fn upstream_metrics_table() {
     assert_eq!(text(&root, "[data-testid=tm-Q2-p50]"), "12.5 ms");
     assert_eq!(text(&root, "[data-testid=tm-Q2-p95]"), "340 ms");
     assert_eq!(text(&root, "[data-testid=tm-Q2-p99]"), "2.35 s");
+    assert_eq!(text(&root, "[data-testid=tm-Q2-ttft]"), "—");
+    assert_eq!(text(&root, "[data-testid=tm-Q4-ttft]"), "230 ms");
     assert_eq!(text(&root, "[data-testid=tm-Q3-p50]"), "—");
     assert!(text(&root, "[data-testid=tm-Q3]").contains("no upstream"));
     assert_eq!(text(&root, "[data-testid=tm-Q2-tokens]"), "12.3k / 678");

@@ -372,7 +372,6 @@ pub struct TierMetrics {
     /// Time to first token of the tier's newest streamed answers (request
     /// sent to the first content chunk); absent before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub ttft_ms: Option<Latency>,
 }
 

@@ -51,6 +51,7 @@ pub fn TierMetricsView(
                                 <th scope="col">"p50"</th>
                                 <th scope="col">"p95"</th>
                                 <th scope="col">"p99"</th>
+                                <th scope="col"><abbr title="time to first token of streamed answers, p50">"TTFT"</abbr></th>
                                 <th scope="col">"Tokens in / out"</th>
                                 <th scope="col">"Error rate"</th>
                                 <th scope="col">"Calls"</th>
@@ -91,6 +92,11 @@ fn tier_row(tier: Tier, row: Option<TierMetrics>) -> impl IntoView + use<> {
         latency.map_or_else(dash, |l| time::latency(q(&l)))
     };
     let (p50, p95, p99) = (at(|l| l.p50), at(|l| l.p95), at(|l| l.p99));
+    // Streamed answers only: a dash until the tier has streamed one.
+    let ttft = row
+        .as_ref()
+        .and_then(|r| r.ttft_ms)
+        .map_or_else(dash, |l| time::latency(l.p50));
     let (tokens, errors, calls) = row.as_ref().map_or_else(
         || (dash(), dash(), dash()),
         |r| {
@@ -125,6 +131,7 @@ fn tier_row(tier: Tier, row: Option<TierMetrics>) -> impl IntoView + use<> {
             <td class="num" data-testid=format!("tm-{tier}-p50")>{p50}</td>
             <td class="num" data-testid=format!("tm-{tier}-p95")>{p95}</td>
             <td class="num" data-testid=format!("tm-{tier}-p99")>{p99}</td>
+            <td class="num" data-testid=format!("tm-{tier}-ttft")>{ttft}</td>
             <td class="num" data-testid=format!("tm-{tier}-tokens")>{tokens}</td>
             <td class="num" class:bad=failing data-testid=format!("tm-{tier}-errors")>{errors}</td>
             <td class="num" data-testid=format!("tm-{tier}-calls")>{calls}</td>
