@@ -443,6 +443,8 @@ async fn status_json_is_the_seed_interface() {
             "routing",
             "cost",
             "persistence",
+            "modeMix",
+            "assessor",
         ],
     );
     let keys = |v: &Value| -> Vec<String> {
@@ -453,11 +455,13 @@ async fn status_json_is_the_seed_interface() {
     assert_eq!(
         keys(&s),
         [
+            "assessor",
             "avgDecisionTimeMs",
             "bufferCapacity",
             "complexityDistribution",
             "cost",
             "instance",
+            "modeMix",
             "modelUtilization",
             "persistence",
             "recentDecisions",
