@@ -94,7 +94,43 @@ async fn huge_decision_times_never_break_the_status() {
         .await;
     assert_eq!(code, 201, "{r}");
     let raw = c.text("/api/orchestrator/status?limit=100").await;
-    assert!(!raw.contains("-0"), "negative zero on the wire: {raw}");
+    assert!(!has_negative_zero(&raw), "negative zero on the wire: {raw}");
+}
+
+/// Whether a JSON text holds the number -0 (`-0`, `-0.0`, `-0e5`...): a
+/// `-` where a value starts whose digits are all zero. Text such as a
+/// date's `-06` does not count.
+fn has_negative_zero(json: &str) -> bool {
+    json.match_indices('-').any(|(i, _)| {
+        let starts_value = json[..i]
+            .trim_end()
+            .ends_with(|c| matches!(c, ':' | ',' | '['));
+        let number: String = json[i + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+            .collect();
+        let mantissa = number.split(['e', 'E']).next().unwrap_or_default();
+        starts_value && !mantissa.is_empty() && mantissa.chars().all(|c| matches!(c, '0' | '.'))
+    })
+}
+
+#[test]
+fn negative_zero_is_found_as_a_number_only() {
+    for z in [
+        r#"{"a":-0}"#,
+        r#"{"a": -0.0}"#,
+        "[1,-0e3]",
+        r#"{"a":[-0.00]}"#,
+    ] {
+        assert!(has_negative_zero(z), "{z}");
+    }
+    for ok in [
+        r#"{"t":"2026-12-06T16:21:29.504Z"}"#,
+        r#"{"id":"fb3-0eaf-51"}"#,
+        r#"{"a":-0.5,"b":0.0,"c":-10}"#,
+    ] {
+        assert!(!has_negative_zero(ok), "{ok}");
+    }
 }
 
 /// A browser posts `text/plain` (and forms) cross-site without a CORS
