@@ -932,6 +932,22 @@ pub fn document(capacity: usize, ingest_token: bool, api_key: bool) -> serde_jso
         &format!("{log}/6/schema"),
         choice(&["json", "ndjson", "csv"]),
     );
+    // The front door: its request body as `parse_request` checks it, the
+    // models it serves, and (below) the event stream `stream: true` answers.
+    set(
+        "/paths/~1v1~1chat~1completions/post/requestBody/content/application~1json/schema",
+        crate::openai::request_schema(),
+    );
+    set(
+        "/paths/~1v1~1models~1{model}/get/parameters/0/schema",
+        serde_json::json!({"type": "string", "enum": crate::openai::MODELS}),
+    );
+    doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]["text/event-stream"] = serde_json::json!({"schema": {
+        "type": "object",
+        "description": "One event as an SSE parser reads it: `data` is a `chat.completion.chunk` (or an OpenAI error object when the upstream stalls or breaks mid-stream), or `[DONE]` last",
+        "required": ["data"],
+        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+    }});
     if api_key {
         doc["components"]["securitySchemes"]["apiKey"] =
             serde_json::json!({"type": "http", "scheme": "bearer"});

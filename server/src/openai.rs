@@ -272,12 +272,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<ChatRequest, OpenAiError> {
             )
         })?;
         if role == "user" {
-            query = Some(message_text(&m["content"]).ok_or_else(|| {
-                OpenAiError::invalid(
-                    &format!("messages[{i}].content"),
-                    format!("messages[{i}].content: must be text or an array of content parts"),
-                )
-            })?);
+            query = Some(message_text(&m["content"], i)?);
         }
     }
     let query = query.ok_or_else(|| {
@@ -339,20 +334,82 @@ pub fn parse_request(bytes: &[u8]) -> Result<ChatRequest, OpenAiError> {
     })
 }
 
-/// A message's text: a string, or the `text` of its `text` parts joined.
-fn message_text(content: &Value) -> Option<String> {
+/// The text of message `i`'s content: a string, or the `text` of its
+/// `text` parts joined by newlines (other parts, images say, carry none).
+/// Each part must be an object with a string `type`, and a text part a
+/// string `text`, as OpenAI requires.
+fn message_text(content: &Value, i: usize) -> Result<String, OpenAiError> {
     match content {
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Ok(s.clone()),
         Value::Array(parts) => {
-            let texts: Vec<&str> = parts
-                .iter()
-                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect();
-            Some(texts.join("\n"))
+            let mut texts = Vec::new();
+            for (j, part) in parts.iter().enumerate() {
+                let at = format!("messages[{i}].content[{j}]");
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => match part.get("text").and_then(Value::as_str) {
+                        Some(text) => texts.push(text),
+                        None => {
+                            return Err(OpenAiError::invalid(
+                                &format!("{at}.text"),
+                                format!("{at}.text: a text part needs its text as a string"),
+                            ));
+                        }
+                    },
+                    Some(_) => {}
+                    None => {
+                        return Err(OpenAiError::invalid(
+                            &format!("{at}.type"),
+                            format!("{at}: must be an object with a string type"),
+                        ));
+                    }
+                }
+            }
+            Ok(texts.join("\n"))
         }
-        _ => None,
+        _ => Err(OpenAiError::invalid(
+            &format!("messages[{i}].content"),
+            format!("messages[{i}].content: must be text or an array of content parts"),
+        )),
     }
+}
+
+/// The request body's schema for the OpenAPI document: every rule
+/// [`parse_request`] enforces but one, which a schema cannot say (the
+/// last user message's text must show a visible character within its
+/// first 100 characters).
+pub fn request_schema() -> Value {
+    let nullable = |t: &str| json!({"type": [t, "null"]});
+    let tokens = json!({"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKENS});
+    let part = json!({"anyOf": [
+        {"type": "object", "required": ["type", "text"],
+         "properties": {"type": {"const": "text"}, "text": {"type": "string"}}},
+        {"type": "object", "required": ["type"],
+         "properties": {"type": {"type": "string", "not": {"const": "text"}}}},
+    ]});
+    let user = json!({"type": "object", "required": ["role", "content"], "properties": {
+        "role": {"const": "user"},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": part}]},
+    }});
+    let other = json!({"type": "object", "required": ["role"],
+                       "properties": {"role": {"type": "string", "not": {"const": "user"}}}});
+    json!({
+        "type": "object",
+        "description": "An OpenAI chat completion request. `model` chooses the routing. The last user message's text (its first 100 characters) must show a visible character: that text is what is routed and recorded. Other fields go to the upstream as sent.",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "enum": MODELS},
+            "messages": {
+                "type": "array", "minItems": 1, "items": {"anyOf": [user, other]},
+                "contains": {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}},
+            },
+            "max_tokens": tokens,
+            "max_completion_tokens": tokens,
+            "stream": nullable("boolean"),
+            "stream_options": {"type": ["object", "null"],
+                               "properties": {"include_usage": nullable("boolean")}},
+        },
+        "example": {"model": "auto", "messages": [{"role": "user", "content": "What is Python?"}]},
+    })
 }
 
 /// A JSON integer (or a whole float) that fits.
@@ -1039,6 +1096,20 @@ mod tests {
         assert_eq!(
             param(json!({"model": "auto", "messages": [{"content": "x"}]})),
             (400, "messages[0].role".into())
+        );
+        assert_eq!(
+            param(
+                json!({"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]})
+            ),
+            (400, "messages[0].content[0].text".into())
+        );
+        assert_eq!(
+            param(json!({"model": "auto", "messages": [{"role": "user", "content": ["hi"]}]})),
+            (400, "messages[0].content[0].type".into())
+        );
+        assert_eq!(
+            param(json!({"model": "auto", "messages": [{"role": "user", "content": null}]})),
+            (400, "messages[0].content".into())
         );
         assert_eq!(
             param(json!({"model": "auto", "messages": msgs, "max_tokens": 0})),

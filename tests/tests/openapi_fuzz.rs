@@ -39,11 +39,17 @@ async fn schemathesis_with_all_checks_finds_nothing() {
     // but two rules join them, which a schema cannot say: `from` before
     // `to`, and at most 1440 steps between them. Valid values that break
     // those are a 400 there (and only there).
+    // Likewise a chat completion's last user message must show a visible
+    // character in its first 100: every rule of the body but that one is
+    // in its schema, so a valid body breaking it is a 400 there.
     std::fs::write(
         &config,
         "max-stream-events = 1\n\n\
          [[operations]]\n\
          include-path = \"/api/orchestrator/history\"\n\
+         checks.positive_data_acceptance.expected-statuses = [\"2xx\", \"400\"]\n\n\
+         [[operations]]\n\
+         include-path = \"/v1/chat/completions\"\n\
          checks.positive_data_acceptance.expected-statuses = [\"2xx\", \"400\"]\n",
     )
     .unwrap();
