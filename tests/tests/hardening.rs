@@ -102,9 +102,7 @@ async fn huge_decision_times_never_break_the_status() {
 /// date's `-06` does not count.
 fn has_negative_zero(json: &str) -> bool {
     json.match_indices('-').any(|(i, _)| {
-        let starts_value = json[..i]
-            .trim_end()
-            .ends_with(|c| matches!(c, ':' | ',' | '['));
+        let starts_value = json[..i].trim_end().ends_with([':', ',', '[']);
         let number: String = json[i + 1..]
             .chars()
             .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
