@@ -198,16 +198,35 @@ async fn latencies(
     lat
 }
 
-/// `p50 +X µs (R of the bound), p99 +Y µs (R of the bound)` of `measured`
-/// over `base`.
+/// p50 and p99 of `measured` less those of `base`, in µs.
+fn delta(measured: &[f64], base: &[f64]) -> (f64, f64) {
+    (
+        percentile(measured, 50.0) - percentile(base, 50.0),
+        percentile(measured, 99.0) - percentile(base, 99.0),
+    )
+}
+
+/// `p50 +X µs, p99 +Y µs` of `measured` over `base`.
+fn shift(measured: &[f64], base: &[f64]) -> String {
+    let (d50, d99) = delta(measured, base);
+    format!("p50 {d50:+.0} µs, p99 {d99:+.0} µs")
+}
+
+/// [`shift`] with each figure as a share of its bound (100 µs, 1 ms).
 fn added(measured: &[f64], base: &[f64]) -> String {
-    let d50 = percentile(measured, 50.0) - percentile(base, 50.0);
-    let d99 = percentile(measured, 99.0) - percentile(base, 99.0);
+    let (d50, d99) = delta(measured, base);
     format!(
         "p50 {d50:+.0} µs ({:.2} of the 100 µs bound), p99 {d99:+.0} µs ({:.2} of the 1 ms bound)",
         d50 / 100.0,
         d99 / 1_000.0
     )
+}
+
+/// One line per target: its latency summary.
+fn rows(targets: &[(&str, String)], lat: &[Vec<f64>]) {
+    for ((name, _), l) in targets.iter().zip(lat) {
+        println!("  {name}: {}", summary(l));
+    }
 }
 
 /// LiteLLM's master key in the comparison.
@@ -242,15 +261,9 @@ async fn litellm(
     println!(
         "beside LiteLLM's proxy, in front of the same mock, at {rate} requests/s ({rounds} alternating rounds of {secs} s):"
     );
-    for (i, (name, _)) in targets.iter().enumerate() {
-        println!("  {name}: {}", summary(&lat[i]));
-    }
+    rows(&targets, &lat);
     println!("  added by the router: {}", added(&lat[1], &lat[0]));
-    println!(
-        "  added by LiteLLM: p50 {:+.0} µs, p99 {:+.0} µs",
-        percentile(&lat[2], 50.0) - percentile(&lat[0], 50.0),
-        percentile(&lat[2], 99.0) - percentile(&lat[0], 99.0)
-    );
+    println!("  added by LiteLLM: {}", shift(&lat[2], &lat[0]));
 }
 
 /// The whole benchmark; `secs` per round.
@@ -286,9 +299,7 @@ pub async fn run(secs: u64) {
     println!(
         "front door at 1,000 requests/s of non-streaming completions to a mock that answers at once ({rounds} alternating rounds of {secs} s, latency from send to last byte):"
     );
-    for (i, (name, _)) in targets.iter().enumerate() {
-        println!("  {name}: {}", summary(&lat[i]));
-    }
+    rows(&targets, &lat);
     println!(
         "  added by the bare proxy (one more HTTP hop): {}",
         added(&lat[1], &lat[0])
@@ -302,9 +313,8 @@ pub async fn run(secs: u64) {
         added(&lat[3], &lat[0])
     );
     println!(
-        "  the router's own share (--in-memory over the bare proxy): p50 {:+.0} µs, p99 {:+.0} µs",
-        percentile(&lat[2], 50.0) - percentile(&lat[1], 50.0),
-        percentile(&lat[2], 99.0) - percentile(&lat[1], 99.0)
+        "  the router's own share (--in-memory over the bare proxy): {}",
+        shift(&lat[2], &lat[1])
     );
 
     // The store's commit overlaps the upstream call: with an upstream that
@@ -323,9 +333,7 @@ pub async fn run(secs: u64) {
     ];
     let lat = latencies(&client, &slow_targets, 1_000, rounds, secs).await;
     println!("the same with a mock that answers after 20 ms:");
-    for (i, (name, _)) in slow_targets.iter().enumerate() {
-        println!("  {name}: {}", summary(&lat[i]));
-    }
+    rows(&slow_targets, &lat);
     println!(
         "  added by the router (--in-memory): {}",
         added(&lat[1], &lat[0])
@@ -335,9 +343,8 @@ pub async fn run(secs: u64) {
         added(&lat[2], &lat[0])
     );
     println!(
-        "  the store's own share (store on over --in-memory): p50 {:+.0} µs, p99 {:+.0} µs",
-        percentile(&lat[2], 50.0) - percentile(&lat[1], 50.0),
-        percentile(&lat[2], 99.0) - percentile(&lat[1], 99.0)
+        "  the store's own share (store on over --in-memory): {}",
+        shift(&lat[2], &lat[1])
     );
     drop((slow_memory, slow_stored, slow));
 
@@ -377,11 +384,11 @@ pub async fn run(secs: u64) {
     );
     println!("  straight: {}", summary(&direct));
     println!("  through the router: {}", summary(&routed));
+    let (_, d99) = delta(&routed, &direct);
     println!(
-        "  forwarding added: p50 {:+.0} µs, p99 {:+.0} µs ({:.2} of the 1 ms bound)",
-        percentile(&routed, 50.0) - percentile(&direct, 50.0),
-        percentile(&routed, 99.0) - percentile(&direct, 99.0),
-        (percentile(&routed, 99.0) - percentile(&direct, 99.0)) / 1_000.0
+        "  forwarding added: {} ({:.2} of the 1 ms bound)",
+        shift(&routed, &direct),
+        d99 / 1_000.0
     );
 
     litellm(&client, &mock, &memory, rounds, secs).await;

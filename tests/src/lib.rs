@@ -531,6 +531,26 @@ fn tokio_stream_of<T: Send + 'static>(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// Serves `app` on a free loopback port, first printing `listening on
+/// http://ADDR` as the real server does (so [`Server::spawn`] can start
+/// it), with TCP_NODELAY on every connection as the router and LLM servers
+/// set it: the benchmarks' stand-ins (`bare`, `bare_proxy`,
+/// `mock_upstream`).
+pub async fn serve_printing_address(app: Router) {
+    use axum::serve::ListenerExt as _;
+    use std::io::Write as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("listening on http://{}", listener.local_addr().unwrap());
+    let _ = std::io::stdout().flush();
+    // Without it, Nagle's algorithm holds a small write that follows
+    // another (a stream's first chunk after the response head) until the
+    // client's delayed ACK, tens of ms later.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await.unwrap();
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn unix_micros() -> u64 {
     std::time::SystemTime::now()

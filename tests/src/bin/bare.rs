@@ -3,8 +3,6 @@
 //!
 //! `bare BODY_FILE` prints `listening on http://ADDR` like the real server.
 
-use std::io::Write;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
@@ -21,8 +19,5 @@ async fn main() {
             async move { ([(CONTENT_TYPE, "application/json")], body) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("listening on http://{}", listener.local_addr().unwrap());
-    let _ = std::io::stdout().flush();
-    axum::serve(listener, app).await.unwrap();
+    tests::serve_printing_address(app).await;
 }

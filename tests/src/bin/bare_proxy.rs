@@ -6,15 +6,12 @@
 //! `bare_proxy UPSTREAM_URL` (the upstream's `/v1/chat/completions`) prints
 //! `listening on http://ADDR` like the real server.
 
-use std::io::Write;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use axum::serve::ListenerExt as _;
 
 #[tokio::main]
 async fn main() {
@@ -45,12 +42,5 @@ async fn main() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("listening on http://{}", listener.local_addr().unwrap());
-    let _ = std::io::stdout().flush();
-    // As the router does with its own connections.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).await.unwrap();
+    tests::serve_printing_address(app).await;
 }

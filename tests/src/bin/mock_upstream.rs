@@ -7,7 +7,6 @@
 //! INTERVAL_MS apart (default 10), each carrying `"sent"`: the Unix time in
 //! µs it was written, then a usage chunk and `[DONE]`.
 
-use std::io::Write;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +14,6 @@ use axum::body::{Body, Bytes};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt as _;
 use serde_json::{Value, json};
 
 const ANSWER: &str = r#"{"id":"chatcmpl-mock","object":"chat.completion","created":1,"model":"mock-1","choices":[{"index":0,"message":{"role":"assistant","content":"Python is a programming language."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":6,"total_tokens":18}}"#;
@@ -42,16 +40,7 @@ async fn main() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("listening on http://{}", listener.local_addr().unwrap());
-    let _ = std::io::stdout().flush();
-    // As LLM servers do: without it, Nagle's algorithm holds a chunk
-    // written right after the response head until the client's delayed
-    // ACK (tens of ms), and every stream would start late.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).await.unwrap();
+    tests::serve_printing_address(app).await;
 }
 
 fn stream(chunks: usize, interval: Duration) -> Response {
