@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reruns every number of docs/performance.md.
-#   scripts/bench.sh            everything (about 10 minutes)
+#   scripts/bench.sh            everything (about 15 minutes)
 #   scripts/bench.sh floor      one of: floor, idle, memory, panel, pixel, slider, streams,
 #                               stream-idle, ingest, store, cluster, openai, micro
 set -euo pipefail
