@@ -300,18 +300,13 @@ pub async fn run(secs: u64) {
         "front door at 1,000 requests/s of non-streaming completions to a mock that answers at once ({rounds} alternating rounds of {secs} s, latency from send to last byte):"
     );
     rows(&targets, &lat);
-    println!(
-        "  added by the bare proxy (one more HTTP hop): {}",
-        added(&lat[1], &lat[0])
-    );
-    println!(
-        "  added by the router (--in-memory): {}",
-        added(&lat[2], &lat[0])
-    );
-    println!(
-        "  added by the router (store on): {}",
-        added(&lat[3], &lat[0])
-    );
+    for (by, i) in [
+        ("the bare proxy (one more HTTP hop)", 1),
+        ("the router (--in-memory)", 2),
+        ("the router (store on)", 3),
+    ] {
+        println!("  added by {by}: {}", added(&lat[i], &lat[0]));
+    }
     println!(
         "  the router's own share (--in-memory over the bare proxy): {}",
         shift(&lat[2], &lat[1])
@@ -334,14 +329,12 @@ pub async fn run(secs: u64) {
     let lat = latencies(&client, &slow_targets, 1_000, rounds, secs).await;
     println!("the same with a mock that answers after 20 ms:");
     rows(&slow_targets, &lat);
-    println!(
-        "  added by the router (--in-memory): {}",
-        added(&lat[1], &lat[0])
-    );
-    println!(
-        "  added by the router (store on): {}",
-        added(&lat[2], &lat[0])
-    );
+    for (by, i) in [
+        ("the router (--in-memory)", 1),
+        ("the router (store on)", 2),
+    ] {
+        println!("  added by {by}: {}", added(&lat[i], &lat[0]));
+    }
     println!(
         "  the store's own share (store on over --in-memory): {}",
         shift(&lat[2], &lat[1])

@@ -525,7 +525,8 @@ async fn answer_failure(behavior: Behavior) -> Response {
     }
 }
 
-fn tokio_stream_of<T: Send + 'static>(
+/// The items of a channel as a stream (a streamed response's body).
+pub fn tokio_stream_of<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))

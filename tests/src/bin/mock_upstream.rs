@@ -44,7 +44,7 @@ async fn main() {
 }
 
 fn stream(chunks: usize, interval: Duration) -> Response {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         let event = |v: Value| Bytes::from(format!("data: {v}\n\n"));
         let chunk = |delta: Value| {
@@ -66,6 +66,6 @@ fn stream(chunks: usize, interval: Duration) -> Response {
         let _ = tx.send(Ok(event(last))).await;
         let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
     });
-    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let body = Body::from_stream(tests::tokio_stream_of(rx));
     ([(CONTENT_TYPE, "text/event-stream")], body).into_response()
 }
