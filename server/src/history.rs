@@ -57,8 +57,21 @@ fn store(state: &AppState) -> Result<Arc<Store>, ApiError> {
 /// A time as given to `from`/`to`, exactly as [`TIME_PATTERN`] and the
 /// document say: RFC 3339, Unix seconds or milliseconds (a number from
 /// 100000000000 on is taken as ms), `now`, or `now` less a whole number of
-/// seconds, minutes, hours, days or weeks (`-24h`, `now-7d`).
+/// seconds, minutes, hours, days or weeks (`-24h`, `now-7d`); from the Unix
+/// epoch to [`MAX_EPOCH`], so that every time the history answers (aligned
+/// to its step) is one RFC 3339 can write.
 pub fn parse_time(name: &str, raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    let t = parse_any_time(name, raw, now)?;
+    if (0..=MAX_EPOCH).contains(&t.timestamp_millis()) {
+        return Ok(t);
+    }
+    Err(ApiError::BadParameter(format!(
+        "{name}: {raw:?} is {}, outside 1970-01-01T00:00:00Z to 9999-12-31T00:00:00Z",
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )))
+}
+
+fn parse_any_time(name: &str, raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
     let bad = || {
         ApiError::BadParameter(format!(
             "{name}: {raw:?} is not a time (RFC 3339, Unix seconds or ms, now, or -N with a unit s, m, h, d or w, such as -24h)"
@@ -105,8 +118,10 @@ pub fn parse_time(name: &str, raw: &str, now: DateTime<Utc>) -> Result<DateTime<
 /// The most digits of a relative time (`-999999w`, some 19,000 years).
 const RELATIVE_DIGITS: usize = 6;
 
-/// The largest Unix time accepted (ms; about the year 253,000).
-pub const MAX_EPOCH: i64 = 8_000_000_000_000_000;
+/// The latest time accepted, in Unix ms: 9999-12-31T00:00:00Z, the last
+/// day RFC 3339's four-digit years can write whose day-long step still
+/// ends within them.
+pub const MAX_EPOCH: i64 = 253_402_214_400_000;
 
 /// The relative forms of a time, as the document's pattern.
 pub const RELATIVE_PATTERN: &str = "^(now|(now)?-[0-9]{1,6}[smhdw])$";
@@ -117,13 +132,13 @@ pub const RELATIVE_PATTERN: &str = "^(now|(now)?-[0-9]{1,6}[smhdw])$";
     path = "/api/orchestrator/history",
     tag = "history",
     params(
-        ("from" = Option<String>, Query, description = "Start: RFC 3339, Unix seconds or ms, `now` or `-DURATION` (`-24h`); default 24 hours before `to`"),
+        ("from" = Option<String>, Query, description = "Start: RFC 3339, Unix seconds or ms, `now` or `-DURATION` (`-24h`), from 1970-01-01T00:00:00Z to 9999-12-31T00:00:00Z; default 24 hours before `to`"),
         ("to" = Option<String>, Query, description = "End (exclusive), in the same forms; default now"),
         ("step" = Option<String>, Query, description = "`1m`, `5m`, `1h` or `1d`; default the shortest that fits in 1440 points", example = "1h"),
     ),
     responses(
         (status = 200, description = "One value per step in each series, per tier; steps are aligned to the epoch (UTC), the newest holding `to`", body = History),
-        (status = 400, description = "A bad time or step, `from` not before `to`, or more than 1440 points", body = crate::error::ErrorBody),
+        (status = 400, description = "A bad or out-of-range time or step, `from` not before `to`, or more than 1440 points", body = crate::error::ErrorBody),
         (status = 404, description = "The server runs with --in-memory: there is no stored history", body = crate::error::ErrorBody),
     )
 )]
@@ -554,9 +569,28 @@ mod tests {
             "99999999999999999999",
             "8000000000000001",
             "+5",
+            // Outside the years RFC 3339 writes, or before the epoch.
+            "253402214400001",
+            "777240079838084",
+            "9999-12-31T00:00:00.001Z",
+            "1969-12-31T23:59:59Z",
+            "-999999w",
         ] {
             assert!(t(bad).is_err(), "{bad}");
         }
+        assert_eq!(t("253402214400000").unwrap(), MAX_EPOCH);
+        assert_eq!(t("9999-12-31T00:00:00Z").unwrap(), MAX_EPOCH);
+        assert_eq!(t("0").unwrap(), 0);
+    }
+
+    /// The latest `to` with the longest step still ends in year 9999, so
+    /// the history's `from` and `to` are always RFC 3339 date-times.
+    #[test]
+    fn the_latest_time_ends_its_step_within_rfc3339() {
+        let day = Step::parse("1d").unwrap().minutes();
+        let last = shared::history::minute_of(MAX_EPOCH - 1).div_euclid(day);
+        let end = Utc.timestamp_opt((last + 1) * day * 60, 0).unwrap();
+        assert_eq!(end.to_rfc3339(), "9999-12-31T00:00:00+00:00");
     }
 
     #[test]
