@@ -36,9 +36,11 @@ async fn schemathesis_with_all_checks_finds_nothing() {
     // so every case costs milliseconds, not the request timeout.
     let config = std::env::temp_dir().join(format!("schemathesis-{}.toml", std::process::id()));
     // The history's `from`, `to` and `step` are each described exactly,
-    // but two rules join them, which a schema cannot say: `from` before
-    // `to`, and at most 1440 steps between them. Valid values that break
-    // those are a 400 there (and only there).
+    // but three rules a schema cannot say bound them: `from` before `to`,
+    // at most 1440 steps between them, and times from 1970 to 9999-12-31
+    // (a date-time's format does not bound its year; the answer's `from`
+    // and `to` must be RFC 3339). Valid values that break those are a 400
+    // there (and only there).
     // Likewise a chat completion's last user message must show a visible
     // character in its first 100: every rule of the body but that one is
     // in its schema, so a valid body breaking it is a 400 there.
