@@ -176,30 +176,45 @@ pub fn group_together(decisions: Vec<RoutingDecision>) -> Vec<RoutingDecision> {
     out
 }
 
-/// The tier a moderator names on a line `AGREED: Q3` (or `fast`, `balanced`,
-/// `powerful`; any case; the last such line wins), or `None` when it names
-/// none, `none`, or something else. Also returns the text without those
-/// lines, trimmed.
+/// The verdict a moderator ends with: the last non-blank line, when it reads
+/// `AGREED: Q3` (or `fast`, `balanced`, `powerful`, `none`; any case, in
+/// `*` or `_` emphasis, a final `.` allowed). Returns the tier it names
+/// (`None` for `none`, or when the last line is no verdict) and the text
+/// without that one line, trimmed. Every other line is the moderator's
+/// answer and stays, even one that begins with `Agreed:`.
 pub fn stated_agreement(text: &str) -> (Option<Tier>, String) {
-    let mut agreed = None;
-    let mut kept: Vec<&str> = Vec::new();
-    for line in text.lines() {
-        let t = line.trim().trim_matches(|c| c == '*' || c == '_');
-        let named = t
-            .split_once(':')
-            .filter(|(key, _)| key.trim().eq_ignore_ascii_case("agreed"))
-            .map(|(_, value)| value.trim().trim_end_matches('.'));
-        match named {
-            Some(value) => {
-                agreed = Tier::ALL.into_iter().find(|t| {
-                    value.eq_ignore_ascii_case(t.label())
-                        || value.eq_ignore_ascii_case(t.internal_name())
-                })
-            }
-            None => kept.push(line),
-        }
+    let trimmed = text.trim_end();
+    let (head, last) = match trimmed.rfind('\n') {
+        Some(at) => (&trimmed[..at], &trimmed[at + 1..]),
+        None => ("", trimmed),
+    };
+    match verdict(last) {
+        Some(agreed) => (agreed, head.trim().to_owned()),
+        None => (None, text.trim().to_owned()),
     }
-    (agreed, kept.join("\n").trim().to_owned())
+}
+
+/// `Some(tier or None)` when `line` is a verdict line, else `None`.
+fn verdict(line: &str) -> Option<Option<Tier>> {
+    let t = line.trim().trim_matches(|c| c == '*' || c == '_');
+    let (key, value) = t.split_once(':')?;
+    if !key.trim().eq_ignore_ascii_case("agreed") {
+        return None;
+    }
+    let value = value
+        .trim()
+        .trim_matches(|c| c == '*' || c == '_')
+        .trim_end_matches('.')
+        .trim();
+    if value.eq_ignore_ascii_case("none") {
+        return Some(None);
+    }
+    Tier::ALL
+        .into_iter()
+        .find(|t| {
+            value.eq_ignore_ascii_case(t.label()) || value.eq_ignore_ascii_case(t.internal_name())
+        })
+        .map(Some)
 }
 
 /// Word overlap of two texts: |A ∩ B| / |A ∪ B| over their sets of
@@ -268,6 +283,27 @@ mod tests {
         let (t, rest) = stated_agreement("no such line");
         assert_eq!((t, rest.as_str()), (None, "no such line"));
         assert_eq!(stated_agreement("AGREED: Q9").0, None);
+    }
+
+    #[test]
+    fn only_the_final_verdict_line_is_consumed() {
+        let text = "Agreed: every member says 42, and that matters.\nSo 42.\nAGREED: Q4";
+        let (t, rest) = stated_agreement(text);
+        assert_eq!(t, Some(Tier::Q4));
+        assert_eq!(
+            rest,
+            "Agreed: every member says 42, and that matters.\nSo 42."
+        );
+        // A last line that begins with Agreed: but names no member is answer.
+        let text = "So 42.\nAgreed: every member says 42, and that matters.";
+        assert_eq!(stated_agreement(text), (None, text.to_owned()));
+        // A verdict-like line before the end is the moderator's text too.
+        let text = "AGREED: Q2\nthen more thought";
+        assert_eq!(stated_agreement(text), (None, text.to_owned()));
+        assert_eq!(
+            stated_agreement("x\n\n**AGREED: powerful**\n\n"),
+            (Some(Tier::Q4), "x".to_owned())
+        );
     }
 
     #[test]
