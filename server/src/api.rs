@@ -706,22 +706,19 @@ pub async fn ingest(
     if let Some(error) = state.service.store_failing() {
         return Err(ApiError::StoreFailing(error));
     }
-    let (decisions, pending) = state.service.record_batch(drafts);
-    let committing = pending.commit();
-    // The answer is made while the writer commits; it is sent only after.
+    // Published only once committed: a refused batch is counted nowhere.
+    let decisions = state
+        .service
+        .record_durable(drafts)
+        .await
+        .map_err(|e| ApiError::StoreFailing(e.0))?;
     for d in &decisions {
         log_decision(&state, d, "ingested");
     }
-    let answer = match is_batch {
+    Ok(match is_batch {
         true => (StatusCode::CREATED, Json(decisions)).into_response(),
         false => (StatusCode::CREATED, Json(&decisions[0])).into_response(),
-    };
-    if let Some(committing) = committing
-        && let Err(e) = committing.await
-    {
-        return Err(ApiError::StoreFailing(e.0));
-    }
-    Ok(answer)
+    })
 }
 
 /// `POST /api/query` answer: one tier's, or a group's.

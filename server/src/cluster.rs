@@ -103,6 +103,10 @@ struct Record {
     per_tier: [u64; 3],
     /// Prompt, completion, decisions reporting them; per tier.
     tokens: [[u64; 3]; 3],
+    /// The saving's baseline as prompt, completion, answers (absent from an
+    /// older instance: then its tokens, all priced at Q4, as it did).
+    #[serde(default)]
+    baseline: Option<[u64; 3]>,
     /// Written once by a clean shutdown.
     #[serde(default)]
     stopped: bool,
@@ -118,10 +122,19 @@ impl Record {
         instance_state(now_ms - self.beat_ms, self.stopped)
     }
 
-    /// Whether `self` is at least as new as `other` (totals never go back;
-    /// among equal totals the later heartbeat).
+    /// Whether `self` is at least as new as `other`: a later start of the
+    /// instance always (a restart may bring lower totals: what a refused
+    /// write had counted, or an in-memory instance's); within one start,
+    /// totals never go back, and among equal totals the later heartbeat.
     fn supersedes(&self, other: &Record) -> bool {
-        (self.total(), self.beat_ms) >= (other.total(), other.beat_ms)
+        (self.start_ms(), self.total(), self.beat_ms)
+            >= (other.start_ms(), other.total(), other.beat_ms)
+    }
+
+    /// `started_at` in ms since the epoch (0 if unreadable, so such a
+    /// record never displaces one that can be read).
+    fn start_ms(&self) -> i64 {
+        DateTime::parse_from_rfc3339(&self.started_at).map_or(0, |t| t.timestamp_millis())
     }
 }
 
@@ -134,6 +147,8 @@ pub struct Others {
     pub active: [u64; 3],
     /// Tokens per tier.
     pub tokens: [Tokens; 3],
+    /// The saving's baseline.
+    pub baseline: Tokens,
 }
 
 /// The other instances' newest decisions; see [`Cluster::remote`].
@@ -322,7 +337,18 @@ impl Cluster {
                     others.active[i] += r.active[i];
                 }
                 let [prompt, completion, decisions] = r.tokens[i];
-                others.tokens[i].merge(&Tokens {
+                let tokens = Tokens {
+                    prompt,
+                    completion,
+                    decisions,
+                };
+                others.tokens[i].merge(&tokens);
+                if r.baseline.is_none() {
+                    others.baseline.merge(&tokens);
+                }
+            }
+            if let Some([prompt, completion, decisions]) = r.baseline {
+                others.baseline.merge(&Tokens {
                     prompt,
                     completion,
                     decisions,
@@ -469,6 +495,11 @@ impl Cluster {
             tokens: figures
                 .tokens
                 .map(|t| [t.prompt, t.completion, t.decisions]),
+            baseline: Some([
+                figures.baseline.prompt,
+                figures.baseline.completion,
+                figures.baseline.decisions,
+            ]),
             stopped: false,
         }
     }
@@ -991,6 +1022,7 @@ mod tests {
             active: [1, 0, 0],
             per_tier,
             tokens: [[0; 3]; 3],
+            baseline: None,
             stopped: false,
         }
     }
@@ -1009,6 +1041,20 @@ mod tests {
             "a newer heartbeat"
         );
         assert_eq!(peers["a"].beat_ms, 12);
+    }
+
+    #[test]
+    fn a_newer_start_replaces_higher_totals() {
+        let mut peers = HashMap::new();
+        assert!(take_record(&mut peers, record("b", [1_005, 0, 0], 10)));
+        // B restarted (on its data dir, after a refused write) with fewer.
+        let mut restarted = record("b", [5, 0, 0], 20);
+        restarted.started_at = "2026-11-29T01:00:00.000Z".into();
+        assert!(take_record(&mut peers, restarted.clone()));
+        assert_eq!(peers["b"].total(), 5);
+        // A late copy from the earlier start changes nothing.
+        assert!(!take_record(&mut peers, record("b", [1_005, 0, 0], 30)));
+        assert_eq!(peers["b"].started_at, restarted.started_at);
     }
 
     #[test]

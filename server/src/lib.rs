@@ -65,6 +65,8 @@ pub struct AppState {
     pub connections: Arc<Places>,
     /// The open event streams and what they are sent.
     pub streams: Arc<Hub>,
+    /// One place per decision-log export being sent (`--max-exports`).
+    pub exports: Arc<Places>,
 }
 
 /// Access, privacy and capacity settings of the API.
@@ -93,6 +95,11 @@ pub struct Options {
     pub assessor: assessor::AssessorKind,
     /// How long the model assessor may take.
     pub assessor_timeout: std::time::Duration,
+    /// Most decision-log exports sent at once.
+    pub max_exports: usize,
+    /// How long a write to a client may wait for it to read before the
+    /// connection is closed.
+    pub write_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -109,9 +116,18 @@ impl Default for Options {
             moderator: shared::Tier::Q4,
             assessor: assessor::AssessorKind::Heuristic,
             assessor_timeout: std::time::Duration::from_secs(2),
+            max_exports: DEFAULT_MAX_EXPORTS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
+
+/// Exports sent at once unless `--max-exports` says otherwise.
+pub const DEFAULT_MAX_EXPORTS: usize = 8;
+
+/// How long a client may leave a write unread unless `--write-timeout`
+/// says otherwise.
+pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connections open at once unless `--max-connections` says otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -128,6 +144,7 @@ impl AppState {
         let connections = Arc::new(Places::new(options.max_connections));
         let service = Arc::new(service.with_telemetry(Arc::clone(upstreams.telemetry())));
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
+        let exports = Arc::new(Places::new(options.max_exports));
         AppState {
             service,
             upstreams: Arc::new(upstreams),
@@ -135,6 +152,7 @@ impl AppState {
             started: Instant::now(),
             connections,
             streams,
+            exports,
         }
     }
 }

@@ -149,6 +149,8 @@ async fn main() {
             moderator: config.moderator,
             assessor: config.assessor,
             assessor_timeout: config.assessor_timeout,
+            max_exports: config.max_exports,
+            write_timeout: config.write_timeout,
         },
     );
     let service_store = state.service.store().cloned();
@@ -189,6 +191,8 @@ async fn main() {
         cors = ?config.cors_origin,
         max_connections = config.max_connections,
         max_streams = config.max_streams,
+        max_exports = config.max_exports,
+        write_timeout = ?config.write_timeout,
         max_inflight = ?config.max_inflight(),
         max_upstream_body = config.max_upstream_body,
         retries = config.retries,

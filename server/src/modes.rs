@@ -79,7 +79,10 @@ pub async fn call_tier(
 /// they would skew the cost, so they are left out of it.
 pub fn add_usage(state: &AppState, decision: &mut RoutingDecision, usage: Option<Usage>) {
     if let Some(usage) = usage.filter(|u| validate_usage(u).is_ok()) {
-        state.service.add_usage(decision.seq, decision.tier, usage);
+        let member = decision.group_id.is_some();
+        state
+            .service
+            .add_usage(decision.seq, decision.tier, usage, member);
         decision.usage = Some(usage);
     }
 }
@@ -199,6 +202,14 @@ pub async fn run_group(state: &AppState, q: GroupQuery<'_>) -> Result<GroupOutco
             prompt_tokens: a.prompt_tokens + b.prompt_tokens,
             completion_tokens: a.completion_tokens + b.completion_tokens,
         });
+    let members: Vec<(Tier, Usage)> = answer
+        .members
+        .iter()
+        .filter_map(|m| Some((m.tier, m.usage?)))
+        .collect();
+    if let Some(one) = shared::insight::group_baseline(&members) {
+        state.service.add_baseline(one);
+    }
     Ok(GroupOutcome { answer, usage })
 }
 

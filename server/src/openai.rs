@@ -145,9 +145,9 @@ impl From<ApiError> for OpenAiError {
                 400..=499 => ("invalid_request_error", Some("upstream_refused")),
                 _ => ("upstream_error", Some("upstream_failed")),
             },
-            ApiError::TooManyStreams(_) | ApiError::StoreFailing(_) => {
-                ("server_error", Some("unavailable"))
-            }
+            ApiError::TooManyStreams(_)
+            | ApiError::TooManyExports(_)
+            | ApiError::StoreFailing(_) => ("server_error", Some("unavailable")),
             ApiError::Internal(_) => ("server_error", None),
         };
         // OpenAI answers a body it cannot use with 400, never 422.

@@ -11,6 +11,9 @@
 //!   clock that also runs while a kept-alive connection sits idle.
 //! - Any connection, HTTP/2 included, with no request in flight for that
 //!   long is shut down gracefully ([`Activity`]).
+//! - A write the client leaves unread for `write_timeout` (an export or an
+//!   event stream nobody reads) fails, which closes the connection and
+//!   drops its response, with whatever place it held ([`SniffDeadline`]).
 //!
 //! Accept errors (out of file descriptors, say) back off instead of spinning.
 
@@ -55,6 +58,7 @@ pub async fn serve(
 ) {
     let places = Arc::clone(&state.connections);
     let streams = Arc::clone(&state.streams);
+    let write_timeout = state.options.write_timeout;
     let service = FastPath::new(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -92,7 +96,7 @@ pub async fn serve(
             stream,
             service.clone(),
             builder.clone(),
-            timeout,
+            (timeout, write_timeout),
             stopping.clone(),
             place,
         ));
@@ -115,12 +119,12 @@ async fn connection(
     stream: TcpStream,
     service: FastPath,
     builder: Builder<TokioExecutor>,
-    timeout: Duration,
+    (timeout, write_timeout): (Duration, Duration),
     mut stopping: watch::Receiver<()>,
     _place: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::default());
-    let io = TokioIo::new(SniffDeadline::new(stream, timeout));
+    let io = TokioIo::new(SniffDeadline::new(stream, timeout).with_write_timeout(write_timeout));
     let service = TowerToHyperService::new(Tracked {
         inner: service,
         activity: Arc::clone(&activity),
@@ -248,12 +252,16 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// by the deadline: the bytes so far are all a prefix of the HTTP/2 preface
 /// (nothing at all included). Once a byte differs (HTTP/1) or the whole
 /// preface arrived (HTTP/2), it is a plain socket and hyper's own clocks
-/// take over.
+/// take over. Its writes fail with `TimedOut` once one has waited for the
+/// client to read for the write timeout.
 pub struct SniffDeadline {
     io: TcpStream,
     /// `None` once the protocol is clear.
     deadline: Option<Pin<Box<Sleep>>>,
     matched: usize,
+    write_timeout: Option<Duration>,
+    /// Armed while a write waits for the client.
+    write_stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl SniffDeadline {
@@ -263,7 +271,15 @@ impl SniffDeadline {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             matched: 0,
+            write_timeout: None,
+            write_stall: None,
         }
+    }
+
+    /// Fails a write that waits longer than `timeout` for the client.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = Some(timeout);
+        self
     }
 
     fn observe(&mut self, bytes: &[u8]) {
@@ -277,6 +293,32 @@ impl SniffDeadline {
         }
         if self.matched == H2_PREFACE.len() {
             self.deadline = None;
+        }
+    }
+
+    /// Passes a write's outcome on; a pending one arms the stall clock
+    /// (once), and fails when it has run out. Any progress disarms it.
+    fn stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let Poll::Pending = polled else {
+            self.write_stall = None;
+            return polled;
+        };
+        let Some(timeout) = self.write_timeout else {
+            return Poll::Pending;
+        };
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -315,7 +357,9 @@ impl AsyncWrite for SniffDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.stalled(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -323,7 +367,9 @@ impl AsyncWrite for SniffDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.stalled(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -331,7 +377,9 @@ impl AsyncWrite for SniffDeadline {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.stalled(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

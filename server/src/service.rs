@@ -6,10 +6,14 @@
 //! `ArcSwap` of ready bytes, so a wall of dashboards does not slow the router.
 //!
 //! Every decision gets the next sequence number of this instance under the
-//! same lock that buffers it, so the buffer is always in `seq` order with no
-//! gaps: "the decisions after N" is an index, and a reader can tell exactly
-//! when some of them were already dropped. Every change also wakes
-//! [`StatusService::changed`], which the stream's publisher waits on.
+//! same lock that buffers it, and decisions are published (buffered,
+//! counted, sent to the cluster, the metrics and the stream) in `seq`
+//! order, so a reader of "the decisions after N" never misses one. An
+//! ingested batch is published only once the store has committed it: one
+//! refused (its client got a 503) appears nowhere, leaving a gap in the
+//! seqs, and what was recorded after it waits for it so the order holds.
+//! Every change also wakes [`StatusService::changed`], which the stream's
+//! publisher waits on.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +87,8 @@ pub struct Figures {
     pub active: [u64; 3],
     /// Tokens per tier.
     pub tokens: [Tokens; 3],
+    /// The saving's baseline: the tokens one Q4 answer per query takes.
+    pub baseline: Tokens,
 }
 
 /// Decisions recorded in memory on their way to the store.
@@ -108,36 +114,81 @@ impl Pending {
 }
 
 struct Inner {
-    /// Oldest first, in `seq` order with no gaps.
+    /// Oldest first, in `seq` order (with gaps where a batch was refused).
     buffer: VecDeque<RecordedDecision>,
     total: u64,
     per_tier: [u64; 3],
     /// The last `seq` handed out (0 before the first decision).
     seq: u64,
+    /// The newest `seq` published: what statuses and the stream cover.
+    published: u64,
+    /// Batches recorded but not yet published, oldest first: an ingested
+    /// one until its commit, and any recorded after it, which wait their
+    /// turn.
+    held: VecDeque<Held>,
     /// Tokens per tier since start, by [`Tier::index`].
     tokens: [Tokens; 3],
+    /// The tokens one Q4 answer per query would have taken: a single-tier
+    /// answer's own, one answer per group (see [`StatusService::add_baseline`]).
+    baseline: Tokens,
     /// `seq`s of buffered decisions changed since they were recorded (their
     /// tokens became known), oldest first, until the stream takes them.
     updated: VecDeque<u64>,
 }
 
+/// Decisions recorded and not yet published; see [`Inner::held`].
+struct Held {
+    /// The first `seq` of the batch (its key).
+    first: u64,
+    decisions: Vec<RecordedDecision>,
+    state: HeldState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldState {
+    /// Waiting for the store's commit.
+    Committing,
+    /// To publish as soon as everything before it is.
+    Ready,
+    /// Its commit failed and its client was refused: never published.
+    Refused,
+}
+
 impl Inner {
+    /// The index of the first buffered decision with `seq >= at`.
+    fn index_of(&self, at: u64) -> usize {
+        self.buffer.partition_point(|d| d.decision.seq < at)
+    }
+
+    /// The recorded decision `seq`, buffered or held.
+    fn find_mut(&mut self, seq: u64) -> Option<&mut RecordedDecision> {
+        let at = self.index_of(seq);
+        if self.buffer.get(at).is_some_and(|d| d.decision.seq == seq) {
+            return self.buffer.get_mut(at);
+        }
+        self.held
+            .iter_mut()
+            .flat_map(|h| h.decisions.iter_mut())
+            .find(|d| d.decision.seq == seq)
+    }
+
     /// The buffered decisions with `seq` in `after+1..=upto`, newest first,
     /// and whether that is fewer than asked for (some were already dropped,
-    /// or `after` is beyond the newest `seq`).
+    /// or `after` is beyond the newest `seq` published).
     fn between(&self, after: u64, upto: u64) -> (Vec<RoutingDecision>, bool) {
-        if after > self.seq {
+        if after > self.published {
             return (Vec::new(), true);
         }
-        let upto = upto.min(self.seq);
+        let upto = upto.min(self.published);
         if after >= upto {
             return (Vec::new(), false);
         }
-        let oldest = self.buffer.front().map_or(self.seq + 1, |d| d.decision.seq);
+        let oldest = self
+            .buffer
+            .front()
+            .map_or(self.published + 1, |d| d.decision.seq);
         let gap = after + 1 < oldest;
-        let from = after.max(oldest - 1);
-        // seqs are contiguous: the decision with seq n sits at n - oldest.
-        let range = (from + 1 - oldest) as usize..(upto + 1).saturating_sub(oldest) as usize;
+        let range = self.index_of(after + 1)..self.index_of(upto + 1);
         let decisions = self
             .buffer
             .range(range)
@@ -145,6 +196,28 @@ impl Inner {
             .map(|d| d.decision.clone())
             .collect();
         (decisions, gap)
+    }
+
+    /// Buffers and counts `recorded` (the next in `seq` order); returns
+    /// what it evicted, to free outside the lock.
+    fn publish(&mut self, recorded: RecordedDecision, capacity: usize) -> Option<RecordedDecision> {
+        let evicted = if self.buffer.len() == capacity {
+            self.buffer.pop_front()
+        } else {
+            None
+        };
+        let tier = recorded.decision.tier;
+        if let Some(u) = &recorded.decision.usage {
+            self.tokens[tier.index()].add(u);
+            if recorded.decision.group_id.is_none() {
+                self.baseline.add(u);
+            }
+        }
+        self.published = recorded.decision.seq;
+        self.buffer.push_back(recorded);
+        self.total += 1;
+        self.per_tier[tier.index()] += 1;
+        evicted
     }
 }
 
@@ -210,7 +283,10 @@ impl StatusService {
                 total: 0,
                 per_tier: [0; 3],
                 seq: 0,
+                published: 0,
+                held: VecDeque::new(),
                 tokens: Default::default(),
+                baseline: Tokens::default(),
                 updated: VecDeque::new(),
             }),
             active: Default::default(),
@@ -271,7 +347,9 @@ impl StatusService {
             inner.per_tier = restored.per_tier;
             inner.total = restored.per_tier.iter().sum();
             inner.tokens = restored.tokens;
+            inner.baseline = restored.baseline;
             inner.seq = restored.seq;
+            inner.published = restored.seq;
         }
         self.instance_id = restored.instance;
         self.store = Some(store);
@@ -305,6 +383,7 @@ impl StatusService {
             per_tier: inner.per_tier,
             active,
             tokens: inner.tokens,
+            baseline: inner.baseline,
         }
     }
 
@@ -437,14 +516,114 @@ impl StatusService {
     /// Records validated decisions, all at once: they get consecutive
     /// `seq`s, ids and times under the lock that buffers them, so all three
     /// follow buffer order. Validation happened in [`Self::draft`], so
-    /// nothing here can fail and seqs stay free of gaps.
+    /// nothing here can fail. They are published at once (or, behind an
+    /// ingested batch still committing, right after it); the store gets
+    /// them through the returned [`Pending`].
     pub fn record_batch(&self, drafts: Vec<Draft>) -> (Vec<RoutingDecision>, Pending) {
-        let mut public = Vec::with_capacity(drafts.len());
-        let mut evicted = Vec::new();
-        {
+        let (public, published, evicted) = {
             let mut inner = self.lock();
-            let now = Utc::now();
-            for Draft(mut recorded) in drafts {
+            let recorded = self.stamp(&mut inner, drafts);
+            let public = Self::public(&recorded);
+            let (published, evicted) = if inner.held.is_empty() {
+                self.publish_all(&mut inner, recorded)
+            } else {
+                let first = recorded.first().map_or(0, |d| d.decision.seq);
+                inner.held.push_back(Held {
+                    first,
+                    decisions: recorded,
+                    state: HeldState::Ready,
+                });
+                (Vec::new(), Vec::new())
+            };
+            (public, published, evicted)
+        };
+        drop(evicted);
+        self.announce(&published);
+        let pending = Pending {
+            store: self.store.clone(),
+            rows: self.rows_of(&public),
+        };
+        (public.into_iter().map(|(d, _)| d).collect(), pending)
+    }
+
+    /// Records validated decisions as [`Self::record_batch`] does, but
+    /// publishes them only once the store has committed them: when the
+    /// commit fails they appear nowhere (no status, total, metric, stream
+    /// or cluster ever counts them) and the error is returned for the
+    /// client's refusal. Without a store they are published at once. The
+    /// outcome is settled even if the caller stops waiting.
+    pub async fn record_durable(
+        self: &Arc<Self>,
+        drafts: Vec<Draft>,
+    ) -> Result<Vec<RoutingDecision>, CommitError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(self.record_batch(drafts).0);
+        };
+        let (public, first) = {
+            let mut inner = self.lock();
+            let recorded = self.stamp(&mut inner, drafts);
+            let public = Self::public(&recorded);
+            let first = recorded.first().map_or(0, |d| d.decision.seq);
+            inner.held.push_back(Held {
+                first,
+                decisions: recorded,
+                state: HeldState::Committing,
+            });
+            (public, first)
+        };
+        let committing = store.commit_or_refuse(self.rows_of(&public));
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = committing.await;
+            service.settle(first, result.is_ok());
+            let _ = done.send(result);
+        });
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(CommitError("the commit was not settled".into())))?;
+        Ok(public.into_iter().map(|(d, _)| d).collect())
+    }
+
+    /// The held batch beginning at `first` was committed (`ok`) or refused:
+    /// publishes, in order, every held batch no longer waiting for an
+    /// earlier one.
+    fn settle(&self, first: u64, ok: bool) {
+        let (published, evicted) = {
+            let mut inner = self.lock();
+            if let Some(h) = inner.held.iter_mut().find(|h| h.first == first) {
+                h.state = if ok {
+                    HeldState::Ready
+                } else {
+                    HeldState::Refused
+                };
+            }
+            let mut published = Vec::new();
+            let mut evicted = Vec::new();
+            while inner
+                .held
+                .front()
+                .is_some_and(|h| h.state != HeldState::Committing)
+            {
+                let held = inner.held.pop_front().expect("a front");
+                if held.state == HeldState::Ready {
+                    let (p, e) = self.publish_all(&mut inner, held.decisions);
+                    published.extend(p);
+                    evicted.extend(e);
+                }
+            }
+            (published, evicted)
+        };
+        drop(evicted);
+        self.announce(&published);
+    }
+
+    /// Gives each draft its `seq`, id and time.
+    fn stamp(&self, inner: &mut Inner, drafts: Vec<Draft>) -> Vec<RecordedDecision> {
+        let now = Utc::now();
+        drafts
+            .into_iter()
+            .map(|Draft(mut recorded)| {
                 inner.seq += 1;
                 let seq = inner.seq;
                 let d = &mut recorded.decision;
@@ -454,42 +633,60 @@ impl StatusService {
                 if self.redact {
                     d.query = format!("[redacted #{seq}]");
                 }
-                public.push((recorded.decision.clone(), recorded.decision_time_ms));
-                if inner.buffer.len() == self.capacity {
-                    evicted.extend(inner.buffer.pop_front());
-                }
-                let tier = recorded.decision.tier;
-                if let Some(u) = &recorded.decision.usage {
-                    inner.tokens[tier.index()].add(u);
-                }
-                inner.buffer.push_back(recorded);
-                inner.total += 1;
-                inner.per_tier[tier.index()] += 1;
-            }
+                recorded
+            })
+            .collect()
+    }
+
+    fn public(recorded: &[RecordedDecision]) -> Vec<(RoutingDecision, f64)> {
+        recorded
+            .iter()
+            .map(|r| (r.decision.clone(), r.decision_time_ms))
+            .collect()
+    }
+
+    /// Publishes `recorded` into `inner`: what to announce, and what the
+    /// buffer evicted.
+    fn publish_all(
+        &self,
+        inner: &mut Inner,
+        recorded: Vec<RecordedDecision>,
+    ) -> (Vec<(RoutingDecision, f64)>, Vec<RecordedDecision>) {
+        let mut published = Vec::with_capacity(recorded.len());
+        let mut evicted = Vec::new();
+        for r in recorded {
+            published.push((r.decision.clone(), r.decision_time_ms));
+            evicted.extend(inner.publish(r, self.capacity));
         }
-        // Freed outside the lock.
-        drop(evicted);
+        (published, evicted)
+    }
+
+    /// Tells the cluster, the metrics and the stream about published
+    /// decisions (outside the lock).
+    fn announce(&self, published: &[(RoutingDecision, f64)]) {
+        if published.is_empty() {
+            return;
+        }
         if let Some(cluster) = &self.cluster {
-            cluster.enqueue(public.iter().map(|(d, ms)| (d, *ms)));
+            cluster.enqueue(published.iter().map(|(d, ms)| (d, *ms)));
         }
         if let Some(t) = &self.telemetry {
-            for (d, ms) in &public {
+            for (d, ms) in published {
                 t.record_decision(d.tier, d.complexity, d.mode, *ms);
             }
         }
         self.bump();
+    }
+
+    fn rows_of(&self, public: &[(RoutingDecision, f64)]) -> Rows {
         let mut rows = Rows::default();
         if self.store.is_some() {
             rows = Rows::with_capacity(public.len());
-            for (d, ms) in &public {
+            for (d, ms) in public {
                 rows.push(d, *ms);
             }
         }
-        let pending = Pending {
-            store: self.store.clone(),
-            rows,
-        };
-        (public.into_iter().map(|(d, _)| d).collect(), pending)
+        rows
     }
 
     /// Why the store refuses new decisions right now, if it does.
@@ -511,27 +708,45 @@ impl StatusService {
     }
 
     /// Adds the tokens the answer to decision `seq` (routed to `tier`) took:
-    /// to the tier's totals, and to the decision while it is buffered.
-    pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage) {
+    /// to the tier's totals, and to the decision while it is buffered. A
+    /// single-tier answer's tokens are also its saving's baseline; a group
+    /// member's are not (the group adds one answer's, [`Self::add_baseline`]).
+    pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage, member: bool) {
         if let Some(store) = &self.store {
-            store.add_usage(seq, tier, usage);
+            store.add_usage(seq, tier, usage, !member);
         }
         {
             let mut inner = self.lock();
-            inner.tokens[tier.index()].add(&usage);
-            let oldest = inner.buffer.front().map_or(0, |d| d.decision.seq);
-            if let Some(at) = seq.checked_sub(oldest)
-                && let Some(d) = inner.buffer.get_mut(at as usize)
-            {
+            // A decision still held is counted when it is published.
+            let held = seq > inner.published;
+            if !held {
+                inner.tokens[tier.index()].add(&usage);
+                if !member {
+                    inner.baseline.add(&usage);
+                }
+            }
+            if let Some(d) = inner.find_mut(seq) {
                 debug_assert_eq!(d.decision.seq, seq);
                 d.decision.usage = Some(usage);
-                // Bounded like the buffer: what is older is gone anyway.
-                if inner.updated.len() == self.capacity {
-                    inner.updated.pop_front();
+                if !held {
+                    // Bounded like the buffer: what is older is gone anyway.
+                    if inner.updated.len() == self.capacity {
+                        inner.updated.pop_front();
+                    }
+                    inner.updated.push_back(seq);
                 }
-                inner.updated.push_back(seq);
             }
         }
+        self.bump();
+    }
+
+    /// Adds one council or benchmark query's baseline: the tokens of one Q4
+    /// answer to it, against which the whole group's spend is weighed.
+    pub fn add_baseline(&self, usage: Usage) {
+        if let Some(store) = &self.store {
+            store.add_baseline(usage);
+        }
+        self.lock().baseline.add(&usage);
         self.bump();
     }
 
@@ -540,10 +755,11 @@ impl StatusService {
     pub fn take_updated(&self) -> Vec<RoutingDecision> {
         let mut inner = self.lock();
         let seqs = std::mem::take(&mut inner.updated);
-        let oldest = inner.buffer.front().map_or(0, |d| d.decision.seq);
         seqs.into_iter()
-            .filter_map(|seq| seq.checked_sub(oldest))
-            .filter_map(|at| inner.buffer.get(at as usize))
+            .filter_map(|seq| {
+                let at = inner.index_of(seq);
+                inner.buffer.get(at).filter(|d| d.decision.seq == seq)
+            })
             .map(|d| d.decision.clone())
             .collect()
     }
@@ -632,6 +848,8 @@ impl StatusService {
         for (t, o) in tokens.iter_mut().zip(&others.tokens) {
             t.merge(o);
         }
+        let mut baseline = inner.baseline;
+        baseline.merge(&others.baseline);
         let now = Utc::now();
         let mut status = match cluster {
             None => build_status(
@@ -652,16 +870,16 @@ impl StatusService {
             }
         };
         if let Some(since) = since {
-            let (decisions, gap) = inner.between(since, inner.seq);
+            let (decisions, gap) = inner.between(since, inner.published);
             status.decisions_since = Some(decisions);
             status.resync = Some(gap);
         }
-        let seq = inner.seq;
+        let seq = inner.published;
         drop(inner);
         status.instance = Some(self.instance());
         status.buffer_capacity = Some(self.capacity);
         status.routing = Some(self.routing);
-        status.cost = Some(cost_summary(&tokens, &self.prices));
+        status.cost = Some(cost_summary(&tokens, &baseline, &self.prices));
         status.persistence = Some(match &self.store {
             Some(store) => store.persistence(),
             None => Persistence {

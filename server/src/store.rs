@@ -142,6 +142,9 @@ pub struct Restored {
     pub per_tier: [u64; 3],
     /// Tokens ever counted, per tier.
     pub tokens: [Tokens; 3],
+    /// The tokens one Q4 answer per query would have taken (the saving's
+    /// baseline; see `shared::insight::cost_summary`).
+    pub baseline: Tokens,
     /// The last sequence number handed out.
     pub seq: u64,
     /// This data dir's instance id (the same across restarts).
@@ -260,13 +263,21 @@ enum Msg {
     Decisions {
         rows: Rows,
         done: Option<oneshot::Sender<Result<(), CommitError>>>,
+        /// The sender refuses its client if the commit fails, so the rows
+        /// are not "kept in memory only": a failure does not count them
+        /// as not persisted.
+        refusable: bool,
     },
     Usage {
         seq: u64,
         tier: Tier,
         minute: i64,
         usage: Usage,
+        /// Counts in the saving's baseline too (not a group's member).
+        baseline: bool,
     },
+    /// One group query's baseline: the tokens of one Q4 answer.
+    Baseline(Usage),
     Call {
         tier: Tier,
         minute: i64,
@@ -442,12 +453,31 @@ impl Store {
         self: &Arc<Self>,
         rows: Rows,
     ) -> impl Future<Output = Result<(), CommitError>> + Send + use<> {
+        self.send_rows(rows, false)
+    }
+
+    /// [`Self::commit`] for rows whose client is refused if the commit
+    /// fails (an ingested batch): a failure does not count them among the
+    /// decisions kept in memory only.
+    pub fn commit_or_refuse(
+        self: &Arc<Self>,
+        rows: Rows,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send + use<> {
+        self.send_rows(rows, true)
+    }
+
+    fn send_rows(
+        self: &Arc<Self>,
+        rows: Rows,
+        refusable: bool,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send + use<> {
         let stopped = || CommitError(WRITER_STOPPED.into());
-        let n = rows.len() as u64;
+        let n = if refusable { 0 } else { rows.len() as u64 };
         let (done, wait) = oneshot::channel();
         let msg = Msg::Decisions {
             rows,
             done: Some(done),
+            refusable,
         };
         match self.tx.try_send(msg) {
             Ok(()) => {}
@@ -469,7 +499,12 @@ impl Store {
     /// full.
     pub fn write(&self, rows: Rows) {
         let n = rows.len() as u64;
-        if self.tx.send(Msg::Decisions { rows, done: None }).is_err() {
+        let msg = Msg::Decisions {
+            rows,
+            done: None,
+            refusable: false,
+        };
+        if self.tx.send(msg).is_err() {
             self.health.fail(WRITER_STOPPED.into(), n);
         }
     }
@@ -485,15 +520,22 @@ impl Store {
     }
 
     /// Adds the tokens the answer to decision `seq` took: to its row, its
-    /// tier's totals and the current minute's rollup.
-    pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage) {
+    /// tier's totals and the current minute's rollup, and with `baseline`
+    /// to the saving's baseline.
+    pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage, baseline: bool) {
         let minute = minute_of(Utc::now().timestamp_millis());
         let _ = self.tx.try_send(Msg::Usage {
             seq,
             tier,
             minute,
             usage,
+            baseline,
         });
+    }
+
+    /// Adds one group query's baseline (the tokens of one Q4 answer).
+    pub fn add_baseline(&self, usage: Usage) {
+        let _ = self.tx.try_send(Msg::Baseline(usage));
     }
 
     /// Counts one routed query's upstream call (after its retries) into the
@@ -730,6 +772,13 @@ fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, OpenError> {
         conn.execute_batch("ALTER TABLE decisions ADD COLUMN grp TEXT")
             .map_err(sql)?;
     }
+    // The saving's baseline (row BASELINE_ROW); a data dir from before it
+    // priced every token at Q4, so it starts from all the tokens.
+    conn.execute(
+        "INSERT OR IGNORE INTO totals SELECT ?1, 0, sum(prompt_tokens), sum(completion_tokens), sum(with_usage) FROM totals WHERE tier < 3",
+        [BASELINE_ROW],
+    )
+    .map_err(sql)?;
     for (table, _) in ROLLUP_TABLES {
         conn.execute_batch(&rollup_schema(table)).map_err(sql)?;
     }
@@ -759,6 +808,9 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
 }
+
+/// The `totals` row of the saving's baseline, after the three tiers'.
+const BASELINE_ROW: i64 = 3;
 
 fn tier_of(i: i64) -> Tier {
     Tier::ALL[(i.clamp(0, 2)) as usize]
@@ -860,13 +912,18 @@ fn restore(conn: &Connection, capacity: usize) -> rusqlite::Result<Restored> {
     })?;
     for row in rows {
         let (tier, decisions, prompt, completion, with_usage) = row?;
-        let i = tier_of(tier).index();
-        out.per_tier[i] = decisions as u64;
-        out.tokens[i] = Tokens {
+        let tokens = Tokens {
             prompt: prompt as u64,
             completion: completion as u64,
             decisions: with_usage as u64,
         };
+        if tier == BASELINE_ROW {
+            out.baseline = tokens;
+            continue;
+        }
+        let i = tier_of(tier).index();
+        out.per_tier[i] = decisions as u64;
+        out.tokens[i] = tokens;
     }
     let mut newest = conn.prepare(&format!(
         "SELECT {DECISION_COLUMNS} FROM decisions ORDER BY seq DESC LIMIT ?1"
@@ -1022,7 +1079,18 @@ fn write_loop(mut conn: Connection, rx: flume::Receiver<Msg>, health: &Health) {
         };
         match &result {
             Ok(()) => health.ok(),
-            Err(e) => health.fail(e.0.clone(), rows as u64),
+            Err(e) => {
+                let kept: usize = group
+                    .iter()
+                    .map(|m| match m {
+                        Msg::Decisions {
+                            refusable: true, ..
+                        } => 0,
+                        m => msg_rows(m),
+                    })
+                    .sum();
+                health.fail(e.0.clone(), kept as u64)
+            }
         }
         for m in group {
             if let Msg::Decisions {
@@ -1132,7 +1200,15 @@ fn commit_group(
         };
         &mut deltas[at].1
     }
-    let mut totals = [[0i64; 4]; 3];
+    // Per tier, then the baseline's row: decisions, prompt and completion
+    // tokens, decisions with usage.
+    let mut totals = [[0i64; 4]; 4];
+    let base = BASELINE_ROW as usize;
+    let count_base = |totals: &mut [[i64; 4]; 4], u: &Usage| {
+        totals[base][1] += u.prompt_tokens as i64;
+        totals[base][2] += u.completion_tokens as i64;
+        totals[base][3] += 1;
+    };
     let mut max_seq = 0u64;
     {
         let mut one = tx.prepare_cached(&insert_sql(1))?;
@@ -1170,6 +1246,9 @@ fn commit_group(
                         totals[t][0] += 1;
                         if let Some(u) = &r.usage {
                             d.tokens(&mut totals[t], u);
+                            if r.group.is_none() {
+                                count_base(&mut totals, u);
+                            }
                         }
                     }
                 }
@@ -1178,6 +1257,7 @@ fn commit_group(
                     tier,
                     minute,
                     usage: u,
+                    baseline,
                 } => {
                     usage.execute(params![
                         *seq as i64,
@@ -1186,7 +1266,11 @@ fn commit_group(
                     ])?;
                     let t = tier.index();
                     delta(&mut deltas, (*minute, t)).tokens(&mut totals[t], u);
+                    if *baseline {
+                        count_base(&mut totals, u);
+                    }
                 }
+                Msg::Baseline(u) => count_base(&mut totals, u),
                 Msg::Close(_) => {}
                 Msg::Call {
                     tier,

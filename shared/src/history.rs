@@ -109,7 +109,18 @@ impl Step {
     }
 }
 
-/// The most points one history request may ask for.
+/// The points of `step` that cover `[from_ms, to_ms)` (`to` exclusive,
+/// `from < to`): the minute the first begins, aligned to the epoch, and
+/// how many. The first holds `from`, the last holds `to - 1 ms`.
+pub fn aligned(from_ms: i64, to_ms: i64, step: Step) -> (i64, i64) {
+    let m = step.minutes();
+    let first = minute_of(from_ms).div_euclid(m);
+    let last = minute_of(to_ms.max(from_ms + 1) - 1).div_euclid(m);
+    (first * m, last - first + 1)
+}
+
+/// The most steps one history request's span may take (its points are one
+/// more when the range is off the step's boundaries).
 pub const MAX_POINTS: i64 = 1_440;
 
 /// The minute (since the Unix epoch) a time in ms falls in.
@@ -225,6 +236,37 @@ pub struct DecisionPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_points_cover_from_and_to() {
+        let day = 86_400_000;
+        // 5 minutes before tomorrow 00:00:30, at one day: two points, the
+        // first holding `from` (today), the second `to` (tomorrow).
+        let tomorrow = 20_000 * day;
+        let (from, to) = (tomorrow + 30_000 - 300_000, tomorrow + 30_000);
+        let (first, n) = aligned(from, to, Step::Day);
+        assert_eq!((first * 60_000, n), (tomorrow - day, 2));
+        // On the boundaries, exactly the span's steps.
+        assert_eq!(aligned(0, 2 * 3_600_000, Step::Minute), (0, 120));
+        // Off them, one more, and the first still holds `from`.
+        let (first, n) = aligned(30_000, 30_000 + 2 * 3_600_000, Step::Minute);
+        assert_eq!((first, n), (0, 121));
+        for (from, to, step) in [
+            (1_234_567, 9_876_543_210, Step::Hour),
+            (59_999, 60_001, Step::Minute),
+            (day - 1, day + 1, Step::Day),
+            (7, 8, Step::FiveMinutes),
+        ] {
+            let (first, n) = aligned(from, to, step);
+            let m = step.minutes() * 60_000;
+            assert!(
+                first * 60_000 <= from && from < first * 60_000 + m,
+                "{from}"
+            );
+            let end = (first + n * step.minutes()) * 60_000;
+            assert!(end - m < to && to <= end, "{to}");
+        }
+    }
 
     #[test]
     fn steps_round_trip_and_fit() {

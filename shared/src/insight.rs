@@ -308,7 +308,9 @@ pub struct CostSummary {
     /// Spent since start; absent when a tier with tokens has no price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent_usd: Option<f64>,
-    /// What the same tokens would have cost on Q4; absent without a Q4 price.
+    /// What one Q4 answer per query would have cost (a single-tier answer's
+    /// tokens at Q4; for a council or benchmark query one answer's, its Q4
+    /// member's tokens when it has one); absent without a Q4 price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_on_q4_usd: Option<f64>,
     /// `allOnQ4Usd - spentUsd`, when both are known.
@@ -340,8 +342,13 @@ pub struct TierCost {
     pub spent_usd: Option<f64>,
 }
 
-/// The cost summary of these tokens at these prices.
-pub fn cost_summary(tokens: &[Tokens; 3], prices: &Prices) -> CostSummary {
+/// The cost summary of these tokens at these prices, weighed against
+/// `baseline`: the tokens one Q4 answer per query would have taken (each
+/// single-tier answer's own tokens; for a council or benchmark query, one
+/// answer's, see [`group_baseline`]), priced at Q4. A group's spend is all
+/// its members' (and moderator's) tokens, so a group can cost more than
+/// its baseline: a negative saving.
+pub fn cost_summary(tokens: &[Tokens; 3], baseline: &Tokens, prices: &Prices) -> CostSummary {
     let tiers: Vec<TierCost> = Tier::ALL
         .iter()
         .map(|&tier| {
@@ -365,12 +372,7 @@ pub fn cost_summary(tokens: &[Tokens; 3], prices: &Prices) -> CostSummary {
             (None, true) => None,
         }
     });
-    let all_on_q4 = prices[Tier::Q4.index()].map(|p| {
-        tokens
-            .iter()
-            .map(|t| p.cost(t.prompt, t.completion))
-            .sum::<f64>()
-    });
+    let all_on_q4 = prices[Tier::Q4.index()].map(|p| p.cost(baseline.prompt, baseline.completion));
     let (saved, percent) = match (spent, all_on_q4) {
         (Some(s), Some(q4)) => (Some(q4 - s), Some(saving_percent(s, q4))),
         _ => (None, None),
@@ -383,6 +385,25 @@ pub fn cost_summary(tokens: &[Tokens; 3], prices: &Prices) -> CostSummary {
         saved_usd: saved,
         saving_percent: percent,
     }
+}
+
+/// The tokens one Q4 answer to a group query would take, from its members'
+/// usage (`(tier, usage)` of each member that reported it): its Q4
+/// member's, when it has one; else the members' mean (one answer's worth);
+/// `None` when no member reported usage.
+pub fn group_baseline(members: &[(Tier, Usage)]) -> Option<Usage> {
+    if let Some((_, u)) = members.iter().find(|(t, _)| *t == Tier::Q4) {
+        return Some(*u);
+    }
+    let n = members.len() as u64;
+    (n > 0).then(|| Usage {
+        prompt_tokens: members.iter().map(|(_, u)| u.prompt_tokens).sum::<u64>() / n,
+        completion_tokens: members
+            .iter()
+            .map(|(_, u)| u.completion_tokens)
+            .sum::<u64>()
+            / n,
+    })
 }
 
 /// The saving of `spent` against `all_on_q4`, in percent; 0 when the
@@ -724,7 +745,10 @@ mod tests {
             completion_tokens: 0,
         });
         let prices: Prices = [Price::new(0.5, 1.0), None, Price::new(5.0, 15.0)];
-        let c = cost_summary(&tokens, &prices);
+        // Single-tier answers: the baseline is their own tokens.
+        let mut baseline = tokens[0];
+        baseline.merge(&tokens[2]);
+        let c = cost_summary(&tokens, &baseline, &prices);
         assert_eq!(c.tiers[0].spent_usd, Some(2.0));
         assert_eq!(c.tiers[1].spent_usd, None);
         assert_eq!(c.spent_usd, Some(7.0)); // Q3 has no tokens, so no price needed
@@ -732,13 +756,56 @@ mod tests {
         assert_eq!(c.saved_usd, Some(23.0));
         assert!((c.saving_percent.unwrap() - 23.0 / 30.0 * 100.0).abs() < 1e-9);
         // Without prices: token counts only.
-        let bare = cost_summary(&tokens, &[None; 3]);
+        let bare = cost_summary(&tokens, &baseline, &[None; 3]);
         assert_eq!(bare.tiers[0].prompt_tokens, 2_000_000);
         assert!(bare.spent_usd.is_none() && bare.all_on_q4_usd.is_none());
         assert!(bare.saving_percent.is_none());
         // Nothing spent: a 0 % saving, not NaN.
-        let none = cost_summary(&[Tokens::default(); 3], &prices);
+        let none = cost_summary(&[Tokens::default(); 3], &Tokens::default(), &prices);
         assert_eq!(none.saving_percent, Some(0.0));
+    }
+
+    #[test]
+    fn a_group_query_is_weighed_against_one_q4_answer() {
+        // One benchmark query: each tier answered the same 1M prompt
+        // tokens with 1M completion tokens, at 0.1, 1 and 10 per 1M.
+        let u = Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 1_000_000,
+        };
+        let mut tokens = [Tokens::default(); 3];
+        for t in &mut tokens {
+            t.add(&u);
+        }
+        let members = [(Tier::Q2, u), (Tier::Q3, u), (Tier::Q4, u)];
+        let one = group_baseline(&members).unwrap();
+        assert_eq!(one, u, "its Q4 member's tokens");
+        let mut baseline = Tokens::default();
+        baseline.add(&one);
+        let prices: Prices = [
+            Price::new(0.1, 0.1),
+            Price::new(1.0, 1.0),
+            Price::new(10.0, 10.0),
+        ];
+        let c = cost_summary(&tokens, &baseline, &prices);
+        assert!((c.spent_usd.unwrap() - 22.2).abs() < 1e-9);
+        assert!((c.all_on_q4_usd.unwrap() - 20.0).abs() < 1e-9);
+        assert!(
+            c.saved_usd.unwrap() < 0.0,
+            "it spent more than one Q4 answer"
+        );
+        assert!((c.saving_percent.unwrap() + 11.0).abs() < 1e-9);
+        // Without a Q4 member: the members' mean.
+        let small = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 30,
+        };
+        let mean = group_baseline(&[(Tier::Q2, u), (Tier::Q3, small)]).unwrap();
+        assert_eq!(
+            (mean.prompt_tokens, mean.completion_tokens),
+            (500_005, 500_015)
+        );
+        assert_eq!(group_baseline(&[]), None);
     }
 
     #[test]

@@ -370,3 +370,78 @@ async fn a_full_disk_while_running_is_survived_and_recovered() {
     let (code, d) = c.post("/api/orchestrator/decisions", &decision(3)).await;
     assert_eq!(code, 201, "{d}");
 }
+
+/// The sum of every `orch_decisions_total` series in a scrape.
+fn decisions_metric(scrape: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with("orch_decisions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A batch the full disk refused (503, "nothing recorded") is counted
+/// nowhere: not in the status, its recent decisions, `/metrics`, the store
+/// or the stream; the client's retry once there is space counts once; and
+/// the status after a restart equals the one before, refused write and all.
+#[tokio::test]
+async fn a_refused_batch_is_counted_nowhere() {
+    let disk = Mount::new("size=8m");
+    let args = ["--data-dir", disk.path().to_str().unwrap()];
+    let server = Server::start(&args);
+    let c = Client::new(&server.base);
+    assert_eq!(
+        c.post("/api/orchestrator/decisions", &decision(1)).await.0,
+        201
+    );
+    disk.fill();
+    let big: Vec<Value> = (0..1000).map(decision).collect();
+    let mut refused = false;
+    for _ in 0..200 {
+        let before = c.status().await;
+        let scraped = decisions_metric(&c.text("/metrics").await);
+        let (code, body) = c.post("/api/orchestrator/decisions", &json!(big)).await;
+        if code == 503 {
+            let after = c.status().await;
+            assert_eq!(after["totalDecisions"], before["totalDecisions"], "{body}");
+            assert_eq!(after["tierUtilization"], before["tierUtilization"]);
+            assert_eq!(after["recentDecisions"], before["recentDecisions"]);
+            assert_eq!(after["cost"], before["cost"]);
+            assert_eq!(after["persistence"]["notPersisted"], 0, "refused, not kept");
+            assert_eq!(decisions_metric(&c.text("/metrics").await), scraped);
+            refused = true;
+            break;
+        }
+        assert_eq!(code, 201, "{body}");
+    }
+    assert!(refused, "a full disk turns ingestion into 503s");
+    let acknowledged = c.status().await["totalDecisions"].as_u64().unwrap();
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    let resumed = eventually(Duration::from_secs(10), || async {
+        c.status().await["persistence"]["state"] == "ok"
+    })
+    .await;
+    assert!(resumed, "the store recovers once there is space");
+    // The client retries the refused batch: counted once.
+    let (code, got) = c.post("/api/orchestrator/decisions", &json!(big)).await;
+    assert_eq!(code, 201, "{got}");
+    let before = c.status().await;
+    assert_eq!(
+        before["totalDecisions"].as_u64().unwrap(),
+        acknowledged + 1000
+    );
+    assert_eq!(stored_seqs(&c).await.len() as u64, acknowledged + 1000);
+    assert_eq!(
+        decisions_metric(&c.text("/metrics").await),
+        (acknowledged + 1000) as f64
+    );
+    let comparable = |mut s: Value| {
+        s.as_object_mut().unwrap().remove("timestamp");
+        s["instance"].as_object_mut().unwrap().remove("startedAt");
+        s
+    };
+    assert!(server.terminate(Duration::from_secs(10)).is_some());
+    let server = Server::start(&args);
+    let c = Client::new(&server.base);
+    assert_eq!(comparable(c.status().await), comparable(before));
+}

