@@ -516,8 +516,27 @@ async fn generate(
     let body = crate::modes::query_body(&req.query, req.max_tokens);
     let (answer, _) = crate::modes::call_tier(state, &decision, body).await?;
     crate::modes::add_usage(state, &mut decision, answer.usage);
+    if answer.is_empty() {
+        // Nothing to show: as OpenAI's answer it is valid (the front door
+        // relays it), as an answer to a query it is not.
+        return Err(ApiError::Upstream {
+            tier: decision.tier,
+            failure: Box::new(crate::upstream::Failure {
+                upstream: answer.upstream,
+                outcome: shared::metrics::Outcome::BadReply,
+                status: None,
+                message: format!(
+                    "answered with no content and no tool calls (finish_reason: {})",
+                    answer.finish_reason.as_deref().unwrap_or("none")
+                ),
+                retry_after: None,
+                attempts: answer.attempts,
+            }),
+            decision: Box::new(decision),
+        });
+    }
     Ok(Json(QueryResponse {
-        answer: answer.content,
+        answer: answer.content.or(answer.refusal),
         model: answer.model,
         decision,
         finish_reason: answer.finish_reason,

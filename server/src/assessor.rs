@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use shared::Signal;
 use shared::Tier;
+use shared::api::Usage;
+use shared::insight::validate_usage;
 
 use crate::routing::{Assessment, assess};
 use crate::telemetry::Fallback;
@@ -60,20 +62,32 @@ pub struct Scored {
     pub fallback: Option<Fallback>,
 }
 
-/// Scores `query` as `kind` says, within `timeout` for the model.
+/// Scores `query` as `kind` says, within `timeout` for the model. The
+/// model's call is admitted like any call of the fast tier (one of its
+/// `--max-inflight` places, or the heuristic at once); the tokens it took
+/// are handed to `spent`, to be priced into the spend.
 pub async fn score(
     kind: AssessorKind,
     upstreams: &Upstreams,
     query: &str,
     timeout: Duration,
+    spent: impl FnOnce(Usage),
 ) -> Scored {
     let started = Instant::now();
     let fallback = match kind {
         AssessorKind::Heuristic => None,
         AssessorKind::Model => {
             upstreams.telemetry().assessed();
-            match tokio::time::timeout(timeout, ask(upstreams, query)).await {
-                Ok(Ok(score)) => {
+            let asked = tokio::time::timeout(timeout, ask(upstreams, query)).await;
+            let usage = match &asked {
+                Ok(Ok((_, usage)) | Err((_, usage))) => *usage,
+                Err(_) => None,
+            };
+            if let Some(usage) = usage {
+                spent(usage);
+            }
+            match asked {
+                Ok(Ok((score, _))) => {
                     return Scored {
                         assessment: Assessment {
                             score,
@@ -83,7 +97,7 @@ pub async fn score(
                         fallback: None,
                     };
                 }
-                Ok(Err(why)) => Some(why),
+                Ok(Err((why, _))) => Some(why),
                 Err(_) => Some(Fallback::Timeout),
             }
         }
@@ -102,8 +116,15 @@ pub async fn score(
     }
 }
 
-/// One call to the fast tier's model, its answer read by [`parse_score`].
-async fn ask(upstreams: &Upstreams, query: &str) -> Result<f64, Fallback> {
+/// One call to the fast tier's model, its answer read by [`parse_score`],
+/// with the tokens it took (whether or not the answer was a score).
+async fn ask(
+    upstreams: &Upstreams,
+    query: &str,
+) -> Result<(f64, Option<Usage>), (Fallback, Option<Usage>)> {
+    let _place = upstreams
+        .try_begin(Tier::Q2)
+        .map_err(|_| (Fallback::Busy, None))?;
     let mut body = serde_json::Map::new();
     body.insert(
         "messages".into(),
@@ -112,14 +133,14 @@ async fn ask(upstreams: &Upstreams, query: &str) -> Result<f64, Fallback> {
     body.insert("max_tokens".into(), json!(MAX_ANSWER_TOKENS));
     body.insert("temperature".into(), json!(0));
     let (answer, _) = upstreams
-        .complete(Tier::Q2, body)
+        .assess(Tier::Q2, body)
         .await
-        .map_err(|_| Fallback::Error)?;
-    answer
-        .content
-        .as_deref()
-        .and_then(parse_score)
-        .ok_or(Fallback::BadAnswer)
+        .map_err(|_| (Fallback::Error, None))?;
+    let usage = answer.usage.filter(|u| validate_usage(u).is_ok());
+    match answer.content.as_deref().and_then(parse_score) {
+        Some(score) => Ok((score, usage)),
+        None => Err((Fallback::BadAnswer, usage)),
+    }
 }
 
 /// The score in a model's answer: the whole answer, trimmed, must be one

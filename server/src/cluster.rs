@@ -107,6 +107,9 @@ struct Record {
     /// older instance: then its tokens, all priced at Q4, as it did).
     #[serde(default)]
     baseline: Option<[u64; 3]>,
+    /// The model assessor's tokens as prompt, completion, calls.
+    #[serde(default)]
+    assessor: [u64; 3],
     /// Written once by a clean shutdown.
     #[serde(default)]
     stopped: bool,
@@ -149,6 +152,8 @@ pub struct Others {
     pub tokens: [Tokens; 3],
     /// The saving's baseline.
     pub baseline: Tokens,
+    /// The model assessor's tokens.
+    pub assessor: Tokens,
 }
 
 /// The other instances' newest decisions; see [`Cluster::remote`].
@@ -347,6 +352,12 @@ impl Cluster {
                     others.baseline.merge(&tokens);
                 }
             }
+            let [prompt, completion, decisions] = r.assessor;
+            others.assessor.merge(&Tokens {
+                prompt,
+                completion,
+                decisions,
+            });
             if let Some([prompt, completion, decisions]) = r.baseline {
                 others.baseline.merge(&Tokens {
                     prompt,
@@ -500,6 +511,11 @@ impl Cluster {
                 figures.baseline.completion,
                 figures.baseline.decisions,
             ]),
+            assessor: [
+                figures.assessor.prompt,
+                figures.assessor.completion,
+                figures.assessor.decisions,
+            ],
             stopped: false,
         }
     }
@@ -1023,6 +1039,7 @@ mod tests {
             per_tier,
             tokens: [[0; 3]; 3],
             baseline: None,
+            assessor: [0; 3],
             stopped: false,
         }
     }

@@ -212,11 +212,11 @@ impl IntoResponse for ApiError {
 /// The status a client gets for an upstream's failure: its 429 stays a 429,
 /// its other 4xx the same 4xx (the request was refused as such: a wrong
 /// model, a prompt over the context window), except a refused key (401,
-/// 403, 407), which is this server's configuration, so 502; everything else
-/// 502.
+/// 403, 407) or a wrong URL (404, 405), which are this server's
+/// configuration, so 502; everything else 502.
 fn upstream_status(failure: &Failure) -> StatusCode {
     match failure.status {
-        Some(401 | 403 | 407) => StatusCode::BAD_GATEWAY,
+        Some(401 | 403 | 404 | 405 | 407) => StatusCode::BAD_GATEWAY,
         Some(code @ 400..=499) => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
         _ => StatusCode::BAD_GATEWAY,
     }

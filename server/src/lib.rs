@@ -217,6 +217,7 @@ pub fn app(state: AppState) -> Router {
     let router = api
         .fallback(fallback)
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(openai::error_objects))
         .layer(access::layer())
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -225,11 +225,13 @@ async fn member(state: &AppState, mut decision: RoutingDecision, body: Body) -> 
                 tier: decision.tier,
                 usage: decision.usage,
                 decision,
-                answer: Some(answer.content.unwrap_or_default()),
+                answer: Some(answer.content.or(answer.refusal).unwrap_or_default()),
                 model: answer.model,
                 latency_ms,
                 error: None,
                 error_status: None,
+                finish_reason: answer.finish_reason,
+                tool_calls: answer.tool_calls,
             }
         }
         Err(err) => MemberAnswer {
@@ -241,6 +243,8 @@ async fn member(state: &AppState, mut decision: RoutingDecision, body: Body) -> 
             usage: None,
             error_status: Some(err.status().as_u16()),
             error: Some(err.to_string()),
+            finish_reason: None,
+            tool_calls: None,
         },
     }
 }
@@ -276,7 +280,12 @@ async fn moderate(
     let result = call_tier(state, &probe, query_body(&prompt, q.max_tokens)).await;
     let moderation_ms = started.elapsed().as_secs_f64() * 1e3;
     let (text, model, usage, error) = match result {
-        Ok((answer, _)) => (answer.content, answer.model, answer.usage, None),
+        Ok((answer, _)) => (
+            answer.content.or(answer.refusal),
+            answer.model,
+            answer.usage,
+            None,
+        ),
         Err(err) => (None, None, None, Some(err)),
     };
     let (stated, synthesis) = stated_agreement(text.as_deref().unwrap_or_default());
@@ -329,6 +338,8 @@ async fn moderate(
         usage,
         error_status: failed_status,
         error: error.map(|e| e.to_string()),
+        finish_reason: None,
+        tool_calls: None,
     });
     if group.moderator.as_ref().is_some_and(MemberAnswer::ok) {
         group.answer = Some(synthesis);
@@ -373,6 +384,7 @@ pub async fn assessed_route(state: &AppState, query: &str) -> routing::Route {
         &state.upstreams,
         query,
         state.options.assessor_timeout,
+        |usage| state.service.add_assessor_usage(usage),
     )
     .await;
     let threshold = state.service.routing().q4_threshold;

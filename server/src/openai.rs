@@ -183,6 +183,66 @@ impl IntoResponse for OpenAiError {
     }
 }
 
+/// Under `/v1`, every error is OpenAI's error object, whoever made it (a
+/// method not allowed, a body too large, another site's browser, a panic):
+/// an answer of ours in the plain `{"error": "..."}` shape is rewritten,
+/// its status and headers kept.
+pub async fn error_objects(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let under_v1 = {
+        let path = req.uri().path();
+        path == "/v1" || path.starts_with("/v1/")
+    };
+    let response = next.run(req).await;
+    if !under_v1 || !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Our own error bodies are small; anything larger is not one of them.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return (parts.status, "").into_response();
+    };
+    let message = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_object) => {
+            return Response::from_parts(parts, HttpBody::from(bytes));
+        }
+        Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_string) => {
+            o["error"].as_str().unwrap_or_default().to_owned()
+        }
+        // A framework's plain-text rejection, or nothing at all.
+        _ => match crate::upstream::clean(&String::from_utf8_lossy(&bytes)) {
+            text if text.is_empty() => parts
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_owned(),
+            text => text,
+        },
+    };
+    let (kind, code) = match parts.status.as_u16() {
+        401 => ("invalid_request_error", Some("invalid_api_key")),
+        403 => ("permission_error", None),
+        404 => ("not_found_error", None),
+        429 => ("rate_limit_error", None),
+        400..=499 => ("invalid_request_error", None),
+        _ => ("server_error", None),
+    };
+    let error = OpenAiError {
+        status: parts.status,
+        message,
+        kind,
+        param: None,
+        code,
+        headers: Box::default(),
+    };
+    let body = serde_json::to_vec(&error.body()).expect("a JSON value serialises");
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, HttpBody::from(body))
+}
+
 /// The 404 of a model this router does not serve.
 fn unknown_model(model: &str) -> OpenAiError {
     OpenAiError {
@@ -217,8 +277,11 @@ pub fn not_found(path: &str) -> Response {
 pub struct ChatRequest {
     /// How it is routed.
     pub route: Route,
-    /// The text routed and recorded: the last user message's text.
+    /// The text recorded: the last user message's text, or when it has
+    /// none but other parts (an image only), their kinds (`[image_url]`).
     pub query: String,
+    /// The text scored: the last user message's text parts.
+    pub text: String,
     /// `stream: true`.
     pub stream: bool,
     /// `stream_options.include_usage: true`.
@@ -275,12 +338,19 @@ pub fn parse_request(bytes: &[u8]) -> Result<ChatRequest, OpenAiError> {
             query = Some(message_text(&m["content"], i)?);
         }
     }
-    let query = query.ok_or_else(|| {
+    let (text, others) = query.ok_or_else(|| {
         OpenAiError::invalid(
             "messages",
             "messages: must hold a user message (its text is what is routed)",
         )
     })?;
+    // A message of images (or audio, files) and no visible text is routed
+    // on its text (none: the lowest score) and recorded by its parts'
+    // kinds; the parts go to the upstream as sent.
+    let query = match shared::validate_query(&text) {
+        Err(_) if !others.is_empty() => format!("[{}]", others.join(", ")),
+        _ => text.clone(),
+    };
     shared::validate_query(&query).map_err(|e| {
         OpenAiError::invalid(
             "messages",
@@ -327,6 +397,7 @@ pub fn parse_request(bytes: &[u8]) -> Result<ChatRequest, OpenAiError> {
     Ok(ChatRequest {
         route,
         query,
+        text,
         stream,
         include_usage,
         max_tokens,
@@ -335,14 +406,16 @@ pub fn parse_request(bytes: &[u8]) -> Result<ChatRequest, OpenAiError> {
 }
 
 /// The text of message `i`'s content: a string, or the `text` of its
-/// `text` parts joined by newlines (other parts, images say, carry none).
-/// Each part must be an object with a string `type`, and a text part a
-/// string `text`, as OpenAI requires.
-fn message_text(content: &Value, i: usize) -> Result<String, OpenAiError> {
+/// `text` parts joined by newlines (other parts, images say, carry none);
+/// and the types of its other parts, each once. Each part must be an
+/// object with a string `type`, and a text part a string `text`, as OpenAI
+/// requires.
+fn message_text(content: &Value, i: usize) -> Result<(String, Vec<String>), OpenAiError> {
     match content {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => Ok((s.clone(), Vec::new())),
         Value::Array(parts) => {
             let mut texts = Vec::new();
+            let mut others: Vec<String> = Vec::new();
             for (j, part) in parts.iter().enumerate() {
                 let at = format!("messages[{i}].content[{j}]");
                 match part.get("type").and_then(Value::as_str) {
@@ -355,7 +428,14 @@ fn message_text(content: &Value, i: usize) -> Result<String, OpenAiError> {
                             ));
                         }
                     },
-                    Some(_) => {}
+                    Some(kind) => {
+                        // A type is the client's text: kept short and plain.
+                        let kind = crate::upstream::clean(kind);
+                        let kind: String = kind.chars().take(32).collect();
+                        if !kind.is_empty() && !others.contains(&kind) {
+                            others.push(kind);
+                        }
+                    }
                     None => {
                         return Err(OpenAiError::invalid(
                             &format!("{at}.type"),
@@ -364,7 +444,7 @@ fn message_text(content: &Value, i: usize) -> Result<String, OpenAiError> {
                     }
                 }
             }
-            Ok(texts.join("\n"))
+            Ok((texts.join("\n"), others))
         }
         _ => Err(OpenAiError::invalid(
             &format!("messages[{i}].content"),
@@ -485,7 +565,7 @@ async fn single(state: &AppState, req: ChatRequest) -> Result<Response, OpenAiEr
             decision_time_ms: 0.0,
             signals: None,
         },
-        _ => modes::assessed_route(state, &req.query).await,
+        _ => modes::assessed_route(state, &req.text).await,
     };
     let mode = match req.route {
         Route::Tier(_) => Mode::Simple,
@@ -648,8 +728,12 @@ struct Relay {
     waiting_first_token: bool,
     model: Option<String>,
     usage: Option<Usage>,
+    /// The client asked for usage and a chunk carrying it went out.
+    usage_sent: bool,
     started: Instant,
     done: bool,
+    /// `[DONE]`, held back while a usage chunk of our own goes first.
+    last: Option<Bytes>,
     _hold: Hold,
 }
 
@@ -673,8 +757,10 @@ impl Relay {
             waiting_first_token: true,
             model: s.model,
             usage: None,
+            usage_sent: false,
             started,
             done: false,
+            last: None,
             _hold: hold,
         }
     }
@@ -689,7 +775,7 @@ impl Relay {
     /// The next bytes for the client; `None` once the stream has ended.
     async fn next(&mut self) -> Option<Bytes> {
         if self.done {
-            return None;
+            return self.last.take();
         }
         loop {
             let event = match tokio::time::timeout(self.idle, self.events.next()).await {
@@ -716,7 +802,14 @@ impl Relay {
             let data = event.data.trim();
             if data == "[DONE]" {
                 self.finish();
-                return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+                let done = Bytes::from_static(b"data: [DONE]\n\n");
+                if self.include_usage && !self.usage_sent {
+                    // Promised by include_usage, whether or not the upstream
+                    // sent one: its counts if it said them, else null.
+                    self.last = Some(done);
+                    return Some(sse_data(&self.usage_chunk()));
+                }
+                return Some(done);
             }
             let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
                 let msg = format!(
@@ -751,6 +844,9 @@ impl Relay {
             {
                 o.remove("usage");
             }
+            if self.include_usage && usage.is_some() {
+                self.usage_sent = true;
+            }
             if self.waiting_first_token && has_token(&chunk) {
                 self.waiting_first_token = false;
                 if let Some(call) = &self.call {
@@ -769,6 +865,26 @@ impl Relay {
             );
             return Some(sse_data(&chunk));
         }
+    }
+
+    /// The last chunk `include_usage` promises, when the upstream sent none.
+    fn usage_chunk(&self) -> Value {
+        let usage = self.usage.map(|u| {
+            json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                   "total_tokens": u.prompt_tokens + u.completion_tokens})
+        });
+        let model = self
+            .model
+            .clone()
+            .unwrap_or_else(|| self.decision.tier.internal_name().to_owned());
+        let mut chunk = json!({"choices": [], "usage": usage});
+        normalize(
+            &mut chunk,
+            "chat.completion.chunk",
+            &self.decision.id,
+            &model,
+        );
+        chunk
     }
 
     /// The stream ended as it should: the call and its tokens are counted.
@@ -866,24 +982,31 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
     .await?;
     let g = &outcome.answer;
     let headers = group_headers(g);
-    let answers: Vec<(String, String)> = match mode {
+    let answers: Vec<Choice> = match mode {
         Mode::Council => g
             .answer
             .iter()
-            .map(|a| {
-                let model = g.model.clone().unwrap_or_else(|| "council".into());
-                (a.clone(), model)
+            .map(|a| Choice {
+                text: a.clone(),
+                model: g.model.clone().unwrap_or_else(|| "council".into()),
+                finish_reason: "stop".into(),
+                tool_calls: None,
             })
             .collect(),
+        // Each member's answer as it came: its finish reason, and its tool
+        // calls (with no text, content null as OpenAI sends it).
         _ => g
             .members
             .iter()
-            .filter_map(|m| {
-                let model = m
+            .filter(|m| m.ok())
+            .map(|m| Choice {
+                text: m.answer.clone().unwrap_or_default(),
+                model: m
                     .model
                     .clone()
-                    .unwrap_or_else(|| m.tier.internal_name().to_owned());
-                m.answer.clone().map(|a| (a, model))
+                    .unwrap_or_else(|| m.tier.internal_name().to_owned()),
+                finish_reason: m.finish_reason.clone().unwrap_or_else(|| "stop".into()),
+                tool_calls: m.tool_calls.clone(),
             })
             .collect(),
     };
@@ -910,7 +1033,7 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
     }
     let model = answers
         .iter()
-        .map(|(_, m)| m.as_str())
+        .map(|c| c.model.as_str())
         .collect::<Vec<_>>()
         .join(",");
     let id = format!("chatcmpl-{}", g.group_id);
@@ -922,7 +1045,7 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
     let extension = serde_json::to_value(g).expect("a group answer serialises");
     let mut response = if req.stream {
         let mut events: Vec<Bytes> = Vec::new();
-        for (i, (text, _)) in answers.iter().enumerate() {
+        for (i, c) in answers.iter().enumerate() {
             let chunk = |delta: Value, finish: Value| {
                 json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                        "choices": [{"index": i, "delta": delta, "finish_reason": finish}]})
@@ -931,8 +1054,13 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
                 json!({"role": "assistant", "content": ""}),
                 Value::Null,
             )));
-            events.push(sse_data(&chunk(json!({"content": text}), Value::Null)));
-            events.push(sse_data(&chunk(json!({}), json!("stop"))));
+            if !c.text.is_empty() {
+                events.push(sse_data(&chunk(json!({"content": c.text}), Value::Null)));
+            }
+            if let Some(calls) = c.indexed_tool_calls() {
+                events.push(sse_data(&chunk(json!({"tool_calls": calls}), Value::Null)));
+            }
+            events.push(sse_data(&chunk(json!({}), json!(c.finish_reason))));
         }
         if req.include_usage {
             let mut last = json!({"id": id, "object": "chat.completion.chunk", "created": created,
@@ -946,9 +1074,16 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
         let choices: Vec<Value> = answers
             .iter()
             .enumerate()
-            .map(|(i, (text, _))| {
-                json!({"index": i, "message": {"role": "assistant", "content": text},
-                       "finish_reason": "stop"})
+            .map(|(i, c)| {
+                let mut message = json!({"role": "assistant", "content": c.text});
+                if let Some(calls) = &c.tool_calls {
+                    message["tool_calls"] =
+                        serde_json::from_str(calls.get()).unwrap_or(Value::Null);
+                    if c.text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                }
+                json!({"index": i, "message": message, "finish_reason": c.finish_reason})
             })
             .collect();
         let mut completion = json!({"id": id, "object": "chat.completion", "created": created,
@@ -961,6 +1096,37 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
     };
     response.headers_mut().extend(headers);
     Ok(response)
+}
+
+/// One choice of a group's answer.
+struct Choice {
+    text: String,
+    model: String,
+    finish_reason: String,
+    tool_calls: Option<shared::api::RawJson>,
+}
+
+impl Choice {
+    /// The tool calls as a streamed delta carries them: each with its
+    /// `index`.
+    fn indexed_tool_calls(&self) -> Option<Value> {
+        let calls: Value = serde_json::from_str(self.tool_calls.as_ref()?.get()).ok()?;
+        let Value::Array(calls) = calls else {
+            return None;
+        };
+        Some(Value::Array(
+            calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut c)| {
+                    if let Value::Object(o) = &mut c {
+                        o.entry("index").or_insert(json!(i));
+                    }
+                    c
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// What a group decided: its id; a council's moderator (its tier and

@@ -89,6 +89,8 @@ pub struct Figures {
     pub tokens: [Tokens; 3],
     /// The saving's baseline: the tokens one Q4 answer per query takes.
     pub baseline: Tokens,
+    /// The model assessor's tokens.
+    pub assessor: Tokens,
 }
 
 /// Decisions recorded in memory on their way to the store.
@@ -131,6 +133,8 @@ struct Inner {
     /// The tokens one Q4 answer per query would have taken: a single-tier
     /// answer's own, one answer per group (see [`StatusService::add_baseline`]).
     baseline: Tokens,
+    /// The model assessor's calls' tokens (priced at Q2 into the spend).
+    assessor: Tokens,
     /// `seq`s of buffered decisions changed since they were recorded (their
     /// tokens became known), oldest first, until the stream takes them.
     updated: VecDeque<u64>,
@@ -287,6 +291,7 @@ impl StatusService {
                 held: VecDeque::new(),
                 tokens: Default::default(),
                 baseline: Tokens::default(),
+                assessor: Tokens::default(),
                 updated: VecDeque::new(),
             }),
             active: Default::default(),
@@ -348,6 +353,7 @@ impl StatusService {
             inner.total = restored.per_tier.iter().sum();
             inner.tokens = restored.tokens;
             inner.baseline = restored.baseline;
+            inner.assessor = restored.assessor;
             inner.seq = restored.seq;
             inner.published = restored.seq;
         }
@@ -384,6 +390,7 @@ impl StatusService {
             active,
             tokens: inner.tokens,
             baseline: inner.baseline,
+            assessor: inner.assessor,
         }
     }
 
@@ -750,6 +757,16 @@ impl StatusService {
         self.bump();
     }
 
+    /// Counts the tokens of one model assessor call (priced at Q2 into
+    /// the spend; apart from the tier's answers).
+    pub fn add_assessor_usage(&self, usage: Usage) {
+        if let Some(store) = &self.store {
+            store.add_assessor_usage(usage);
+        }
+        self.lock().assessor.add(&usage);
+        self.bump();
+    }
+
     /// The buffered decisions changed since they were recorded (and since
     /// the last call), oldest change first: for the stream to send again.
     pub fn take_updated(&self) -> Vec<RoutingDecision> {
@@ -850,6 +867,8 @@ impl StatusService {
         }
         let mut baseline = inner.baseline;
         baseline.merge(&others.baseline);
+        let mut assessor = inner.assessor;
+        assessor.merge(&others.assessor);
         let now = Utc::now();
         let mut status = match cluster {
             None => build_status(
@@ -879,7 +898,7 @@ impl StatusService {
         status.instance = Some(self.instance());
         status.buffer_capacity = Some(self.capacity);
         status.routing = Some(self.routing);
-        status.cost = Some(cost_summary(&tokens, &baseline, &self.prices));
+        status.cost = Some(cost_summary(&tokens, &baseline, &assessor, &self.prices));
         status.persistence = Some(match &self.store {
             Some(store) => store.persistence(),
             None => Persistence {
@@ -893,7 +912,7 @@ impl StatusService {
         if let Some(t) = &self.telemetry {
             status.tier_metrics = Some(t.tier_metrics());
             status.model_utilization = Some(t.model_utilization());
-            let (model_calls, [timeout, bad_answer, error]) = t.assessor_counts();
+            let (model_calls, [timeout, bad_answer, error, busy]) = t.assessor_counts();
             status.assessor = Some(shared::metrics::AssessorInfo {
                 kind: self.assessor.name().to_owned(),
                 model_calls,
@@ -901,6 +920,7 @@ impl StatusService {
                     timeout,
                     bad_answer,
                     error,
+                    busy,
                 },
             });
         }

@@ -145,6 +145,8 @@ pub struct Restored {
     /// The tokens one Q4 answer per query would have taken (the saving's
     /// baseline; see `shared::insight::cost_summary`).
     pub baseline: Tokens,
+    /// The model assessor's tokens.
+    pub assessor: Tokens,
     /// The last sequence number handed out.
     pub seq: u64,
     /// This data dir's instance id (the same across restarts).
@@ -276,8 +278,9 @@ enum Msg {
         /// Counts in the saving's baseline too (not a group's member).
         baseline: bool,
     },
-    /// One group query's baseline: the tokens of one Q4 answer.
-    Baseline(Usage),
+    /// Tokens counted in one of the `totals` rows past the tiers':
+    /// [`BASELINE_ROW`] or [`ASSESSOR_ROW`].
+    Extra(i64, Usage),
     Call {
         tier: Tier,
         minute: i64,
@@ -535,7 +538,12 @@ impl Store {
 
     /// Adds one group query's baseline (the tokens of one Q4 answer).
     pub fn add_baseline(&self, usage: Usage) {
-        let _ = self.tx.try_send(Msg::Baseline(usage));
+        let _ = self.tx.try_send(Msg::Extra(BASELINE_ROW, usage));
+    }
+
+    /// Adds the tokens of one model assessor call.
+    pub fn add_assessor_usage(&self, usage: Usage) {
+        let _ = self.tx.try_send(Msg::Extra(ASSESSOR_ROW, usage));
     }
 
     /// Counts one routed query's upstream call (after its retries) into the
@@ -779,6 +787,11 @@ fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, OpenError> {
         [BASELINE_ROW],
     )
     .map_err(sql)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO totals VALUES (?1, 0, 0, 0, 0)",
+        [ASSESSOR_ROW],
+    )
+    .map_err(sql)?;
     for (table, _) in ROLLUP_TABLES {
         conn.execute_batch(&rollup_schema(table)).map_err(sql)?;
     }
@@ -811,6 +824,8 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 
 /// The `totals` row of the saving's baseline, after the three tiers'.
 const BASELINE_ROW: i64 = 3;
+/// The `totals` row of the model assessor's tokens.
+const ASSESSOR_ROW: i64 = 4;
 
 fn tier_of(i: i64) -> Tier {
     Tier::ALL[(i.clamp(0, 2)) as usize]
@@ -917,13 +932,15 @@ fn restore(conn: &Connection, capacity: usize) -> rusqlite::Result<Restored> {
             completion: completion as u64,
             decisions: with_usage as u64,
         };
-        if tier == BASELINE_ROW {
-            out.baseline = tokens;
-            continue;
+        match tier {
+            BASELINE_ROW => out.baseline = tokens,
+            ASSESSOR_ROW => out.assessor = tokens,
+            _ => {
+                let i = tier_of(tier).index();
+                out.per_tier[i] = decisions as u64;
+                out.tokens[i] = tokens;
+            }
         }
-        let i = tier_of(tier).index();
-        out.per_tier[i] = decisions as u64;
-        out.tokens[i] = tokens;
     }
     let mut newest = conn.prepare(&format!(
         "SELECT {DECISION_COLUMNS} FROM decisions ORDER BY seq DESC LIMIT ?1"
@@ -1202,13 +1219,14 @@ fn commit_group(
     }
     // Per tier, then the baseline's row: decisions, prompt and completion
     // tokens, decisions with usage.
-    let mut totals = [[0i64; 4]; 4];
-    let base = BASELINE_ROW as usize;
-    let count_base = |totals: &mut [[i64; 4]; 4], u: &Usage| {
-        totals[base][1] += u.prompt_tokens as i64;
-        totals[base][2] += u.completion_tokens as i64;
-        totals[base][3] += 1;
+    let mut totals = [[0i64; 4]; 5];
+    let count = |totals: &mut [[i64; 4]; 5], row: i64, u: &Usage| {
+        let t = &mut totals[row as usize];
+        t[1] += u.prompt_tokens as i64;
+        t[2] += u.completion_tokens as i64;
+        t[3] += 1;
     };
+    let count_base = |totals: &mut [[i64; 4]; 5], u: &Usage| count(totals, BASELINE_ROW, u);
     let mut max_seq = 0u64;
     {
         let mut one = tx.prepare_cached(&insert_sql(1))?;
@@ -1270,7 +1288,7 @@ fn commit_group(
                         count_base(&mut totals, u);
                     }
                 }
-                Msg::Baseline(u) => count_base(&mut totals, u),
+                Msg::Extra(row, u) => count(&mut totals, *row, u),
                 Msg::Close(_) => {}
                 Msg::Call {
                     tier,

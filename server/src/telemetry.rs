@@ -77,10 +77,12 @@ pub struct Telemetry {
     cluster: OnceLock<Weak<crate::cluster::Cluster>>,
 }
 
-/// The model assessor's calls and fallbacks.
+/// The model assessor's calls, fallbacks and the tokens its calls took.
 struct Assessor {
     calls: Counter,
-    fallbacks: [Counter; 3],
+    fallbacks: [Counter; 4],
+    /// Prompt, completion.
+    tokens: [Counter; 2],
 }
 
 struct TierState {
@@ -206,14 +208,25 @@ impl Telemetry {
         let fallbacks = Family::<Labels, Counter>::default();
         registry.register(
             "orch_assessor_fallbacks",
-            "Model assessments replaced by the heuristic, by reason (timeout, bad_answer, error)",
+            "Model assessments replaced by the heuristic, by reason (timeout, bad_answer, error, busy)",
             fallbacks.clone(),
+        );
+        let assessor_tokens = Family::<Labels, Counter>::default();
+        registry.register(
+            "orch_assessor_tokens",
+            "Tokens the model assessor's calls took, by direction (in: prompt, out: completion); apart from the tier's",
+            assessor_tokens.clone(),
         );
         let assessor = Assessor {
             calls: assessed.get_or_create(&Vec::new()).clone(),
             fallbacks: Fallback::ALL.map(|f| {
                 fallbacks
                     .get_or_create(&vec![("reason", f.label().to_owned())])
+                    .clone()
+            }),
+            tokens: ["in", "out"].map(|d| {
+                assessor_tokens
+                    .get_or_create(&vec![("direction", d.to_owned())])
                     .clone()
             }),
         };
@@ -334,11 +347,16 @@ impl Telemetry {
     }
 
     /// Model assessments asked for, and fallbacks by reason.
-    pub fn assessor_counts(&self) -> (u64, [u64; 3]) {
+    pub fn assessor_counts(&self) -> (u64, [u64; 4]) {
         (
             self.assessor.calls.get(),
             self.assessor.fallbacks.each_ref().map(Counter::get),
         )
+    }
+
+    /// The prompt and completion tokens the model assessor's calls took.
+    pub fn assessor_tokens(&self) -> [u64; 2] {
+        self.assessor.tokens.each_ref().map(Counter::get)
     }
 
     /// The upstreams, in configuration order.
@@ -370,9 +388,10 @@ impl Telemetry {
         upstream: &Arc<UpstreamState>,
         admission: Admission,
         retry: bool,
+        assessor: bool,
     ) -> Attempt {
         upstream.in_flight.fetch_add(1, Ordering::AcqRel);
-        if retry {
+        if retry && !assessor {
             upstream.retries.inc();
             upstream.lock().retries += 1;
         }
@@ -383,6 +402,7 @@ impl Telemetry {
             admission,
             started: Instant::now(),
             open: true,
+            assessor,
         }
     }
 
@@ -492,11 +512,18 @@ pub enum Fallback {
     BadAnswer,
     /// The call failed (no upstream, circuit open, HTTP error...).
     Error,
+    /// The fast tier had `--max-inflight` calls in flight: no place.
+    Busy,
 }
 
 impl Fallback {
     /// Every reason, in label order.
-    pub const ALL: [Fallback; 3] = [Fallback::Timeout, Fallback::BadAnswer, Fallback::Error];
+    pub const ALL: [Fallback; 4] = [
+        Fallback::Timeout,
+        Fallback::BadAnswer,
+        Fallback::Error,
+        Fallback::Busy,
+    ];
 
     /// The `reason` label.
     pub const fn label(self) -> &'static str {
@@ -504,6 +531,7 @@ impl Fallback {
             Fallback::Timeout => "timeout",
             Fallback::BadAnswer => "bad_answer",
             Fallback::Error => "error",
+            Fallback::Busy => "busy",
         }
     }
 }
@@ -606,6 +634,9 @@ pub struct Attempt {
     admission: Admission,
     started: Instant,
     open: bool,
+    /// The model assessor's call: its upstream's health counts it, the
+    /// tier's answers (requests, latency, tokens, models) do not.
+    assessor: bool,
 }
 
 impl Attempt {
@@ -633,14 +664,17 @@ impl Attempt {
         }
         let u = &self.upstream;
         let ms = self.elapsed_ms();
-        u.requests[outcome.index()].inc();
-        let verdict = match outcome {
-            Outcome::Ok | Outcome::Http4xx => Verdict::Success,
-            Outcome::Timeout | Outcome::ConnectError | Outcome::Http5xx | Outcome::BadReply => {
-                Verdict::Failure
+        if self.assessor {
+            if outcome == Outcome::Ok
+                && let Some(usage) = ended.usage
+            {
+                self.telemetry.assessor.tokens[0].inc_by(usage.prompt_tokens);
+                self.telemetry.assessor.tokens[1].inc_by(usage.completion_tokens);
             }
-            Outcome::Http429 | Outcome::TooLarge | Outcome::Cancelled => Verdict::Neutral,
-        };
+            self.settle(outcome);
+            return;
+        }
+        u.requests[outcome.index()].inc();
         {
             let mut s = u.lock();
             s.outcomes[outcome.index()] += 1;
@@ -674,12 +708,31 @@ impl Attempt {
         if outcome == Outcome::Ok {
             lock(&self.telemetry.tiers[u.label.tier.index()].latency).push(ms);
         }
-        let change = u.breaker().record(self.admission, verdict, Instant::now());
+        self.settle(outcome);
+    }
+
+    /// The call's verdict on its upstream's health, and its end.
+    fn settle(&self, outcome: Outcome) {
+        let u = &self.upstream;
+        let change = u
+            .breaker()
+            .record(self.admission, verdict(outcome), Instant::now());
         if let Some(change) = change {
             u.changed_state(&self.telemetry, change);
         }
         u.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.telemetry.bump();
+    }
+}
+
+/// What a call's outcome says of its upstream's health.
+fn verdict(outcome: Outcome) -> Verdict {
+    match outcome {
+        Outcome::Ok | Outcome::Http4xx => Verdict::Success,
+        Outcome::Timeout | Outcome::ConnectError | Outcome::Http5xx | Outcome::BadReply => {
+            Verdict::Failure
+        }
+        Outcome::Http429 | Outcome::TooLarge | Outcome::Cancelled => Verdict::Neutral,
     }
 }
 
@@ -978,7 +1031,7 @@ mod tests {
     fn call(t: &Arc<Telemetry>, i: usize, outcome: Outcome, model: Option<&str>) {
         let u = &t.upstreams()[i];
         let admission = u.admit(t, Instant::now()).expect("admitted");
-        t.begin(u, admission, false).finish(
+        t.begin(u, admission, false, false).finish(
             outcome,
             Ended {
                 model: model.map(str::to_owned),
@@ -998,7 +1051,7 @@ mod tests {
         call(&t, 0, Outcome::Ok, Some("m-7b"));
         call(&t, 1, Outcome::Http5xx, None);
         call(&t, 1, Outcome::Ok, None);
-        let dropped = t.begin(&t.upstreams()[2], Admission { probe: false }, true);
+        let dropped = t.begin(&t.upstreams()[2], Admission { probe: false }, true, false);
         assert_eq!(t.tier_metrics()[2].in_flight, 1);
         drop(dropped);
         let tiers = t.tier_metrics();

@@ -66,6 +66,14 @@ pub struct MemberAnswer {
     /// upstream or circuit open, 429 busy, 502 upstream failed...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_status: Option<u16>,
+    /// Why its answer stopped (`stop`, `length`, `tool_calls`...), as the
+    /// upstream said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    /// The tool calls it answered with, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub tool_calls: Option<crate::api::RawJson>,
 }
 
 impl MemberAnswer {

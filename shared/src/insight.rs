@@ -319,6 +319,11 @@ pub struct CostSummary {
     /// The saving in percent of `allOnQ4Usd` (0 when that is 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saving_percent: Option<f64>,
+    /// The model assessor's calls to the fast tier (`--assessor model`):
+    /// their tokens and, at Q2's price, their cost, which `spentUsd`
+    /// includes; absent when it took none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessor: Option<TierCost>,
 }
 
 /// Tokens and cost of one tier since start.
@@ -348,23 +353,32 @@ pub struct TierCost {
 /// answer's, see [`group_baseline`]), priced at Q4. A group's spend is all
 /// its members' (and moderator's) tokens, so a group can cost more than
 /// its baseline: a negative saving.
-pub fn cost_summary(tokens: &[Tokens; 3], baseline: &Tokens, prices: &Prices) -> CostSummary {
+/// The model assessor's `assessor` tokens, taken on the fast tier, are
+/// priced at Q2 into the spend, apart from the tiers' answers.
+pub fn cost_summary(
+    tokens: &[Tokens; 3],
+    baseline: &Tokens,
+    assessor: &Tokens,
+    prices: &Prices,
+) -> CostSummary {
+    let priced = |tier: Tier, t: &Tokens| {
+        let price = prices[tier.index()];
+        TierCost {
+            tier,
+            prompt_tokens: t.prompt,
+            completion_tokens: t.completion,
+            decisions_with_usage: t.decisions,
+            price,
+            spent_usd: price.map(|p| p.cost(t.prompt, t.completion)),
+        }
+    };
     let tiers: Vec<TierCost> = Tier::ALL
         .iter()
-        .map(|&tier| {
-            let t = tokens[tier.index()];
-            let price = prices[tier.index()];
-            TierCost {
-                tier,
-                prompt_tokens: t.prompt,
-                completion_tokens: t.completion,
-                decisions_with_usage: t.decisions,
-                price,
-                spent_usd: price.map(|p| p.cost(t.prompt, t.completion)),
-            }
-        })
+        .map(|&tier| priced(tier, &tokens[tier.index()]))
         .collect();
-    let spent = tiers.iter().try_fold(0.0, |sum, t| {
+    let assessor =
+        (assessor.prompt > 0 || assessor.completion > 0).then(|| priced(Tier::Q2, assessor));
+    let spent = tiers.iter().chain(&assessor).try_fold(0.0, |sum, t| {
         let used = t.prompt_tokens > 0 || t.completion_tokens > 0;
         match (t.spent_usd, used) {
             (Some(s), _) => Some(sum + s),
@@ -384,6 +398,7 @@ pub fn cost_summary(tokens: &[Tokens; 3], baseline: &Tokens, prices: &Prices) ->
         all_on_q4_usd: all_on_q4,
         saved_usd: saved,
         saving_percent: percent,
+        assessor,
     }
 }
 
@@ -748,7 +763,7 @@ mod tests {
         // Single-tier answers: the baseline is their own tokens.
         let mut baseline = tokens[0];
         baseline.merge(&tokens[2]);
-        let c = cost_summary(&tokens, &baseline, &prices);
+        let c = cost_summary(&tokens, &baseline, &Tokens::default(), &prices);
         assert_eq!(c.tiers[0].spent_usd, Some(2.0));
         assert_eq!(c.tiers[1].spent_usd, None);
         assert_eq!(c.spent_usd, Some(7.0)); // Q3 has no tokens, so no price needed
@@ -756,13 +771,29 @@ mod tests {
         assert_eq!(c.saved_usd, Some(23.0));
         assert!((c.saving_percent.unwrap() - 23.0 / 30.0 * 100.0).abs() < 1e-9);
         // Without prices: token counts only.
-        let bare = cost_summary(&tokens, &baseline, &[None; 3]);
+        let bare = cost_summary(&tokens, &baseline, &Tokens::default(), &[None; 3]);
         assert_eq!(bare.tiers[0].prompt_tokens, 2_000_000);
         assert!(bare.spent_usd.is_none() && bare.all_on_q4_usd.is_none());
         assert!(bare.saving_percent.is_none());
         // Nothing spent: a 0 % saving, not NaN.
-        let none = cost_summary(&[Tokens::default(); 3], &Tokens::default(), &prices);
+        let none = cost_summary(
+            &[Tokens::default(); 3],
+            &Tokens::default(),
+            &Tokens::default(),
+            &prices,
+        );
         assert_eq!(none.saving_percent, Some(0.0));
+        assert!(none.assessor.is_none());
+        // The model assessor's tokens, at Q2's price, are spent too.
+        let mut asked = Tokens::default();
+        asked.add(&Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 0,
+        });
+        let with = cost_summary(&tokens, &baseline, &asked, &prices);
+        assert_eq!(with.assessor.as_ref().unwrap().spent_usd, Some(0.5));
+        assert_eq!(with.spent_usd, Some(7.5));
+        assert_eq!(with.all_on_q4_usd, c.all_on_q4_usd);
     }
 
     #[test]
@@ -787,7 +818,7 @@ mod tests {
             Price::new(1.0, 1.0),
             Price::new(10.0, 10.0),
         ];
-        let c = cost_summary(&tokens, &baseline, &prices);
+        let c = cost_summary(&tokens, &baseline, &Tokens::default(), &prices);
         assert!((c.spent_usd.unwrap() - 22.2).abs() < 1e-9);
         assert!((c.all_on_q4_usd.unwrap() - 20.0).abs() < 1e-9);
         assert!(

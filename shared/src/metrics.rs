@@ -576,4 +576,7 @@ pub struct AssessorFallbacks {
     pub bad_answer: u64,
     /// The call failed (no upstream, circuit open, an HTTP error).
     pub error: u64,
+    /// The fast tier had `--max-inflight` calls in flight: not asked.
+    #[serde(default)]
+    pub busy: u64,
 }

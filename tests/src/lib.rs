@@ -216,6 +216,18 @@ pub enum Behavior {
     /// Streams this many chunks, then drops the connection mid-stream
     /// (a whole answer: the connection drops before any byte).
     DieAfter(usize),
+    /// Answers `content: null` with a `refusal`.
+    Refusal,
+    /// Answers `content: ""` with `finish_reason: length`.
+    EmptyLength,
+    /// Answers a legacy `function_call` with `content: null`.
+    FunctionCall,
+    /// Answers two choices (as for `n: 2`).
+    TwoChoices,
+    /// Streams as `Ok` but never sends a usage chunk, asked or not.
+    NoStreamUsage,
+    /// Answers this HTTP status with an OpenAI-style error of this message.
+    ErrorText(u16, String),
     /// By the query: `please fail` answers as `Fail`, `please die` as
     /// `DieAfter(2)`, anything else as `Ok`.
     Scripted,
@@ -334,7 +346,8 @@ async fn completion(
     };
     let model = s.model.as_deref();
     if body["stream"] == json!(true) {
-        let include_usage = body["stream_options"]["include_usage"] == json!(true);
+        let include_usage = body["stream_options"]["include_usage"] == json!(true)
+            && !matches!(behavior, Behavior::NoStreamUsage);
         let response = stream_answer(&query, model, include_usage, behavior).await;
         s.finished.fetch_add(1, Ordering::SeqCst);
         return response;
@@ -374,6 +387,35 @@ async fn completion(
         }))
         .into_response(),
         Behavior::Says(text) => says(&text, &query, model),
+        Behavior::Refusal => message(
+            model,
+            json!([{"index": 0, "message": {"role": "assistant", "content": null,
+                     "refusal": "I can't help with that."}, "finish_reason": "stop"}]),
+        ),
+        Behavior::EmptyLength => message(
+            model,
+            json!([{"index": 0, "message": {"role": "assistant", "content": ""},
+                     "finish_reason": "length"}]),
+        ),
+        Behavior::FunctionCall => message(
+            model,
+            json!([{"index": 0, "message": {"role": "assistant", "content": null,
+                     "function_call": {"name": "lookup", "arguments": "{}"}},
+                     "finish_reason": "function_call"}]),
+        ),
+        Behavior::TwoChoices => message(
+            model,
+            json!([
+                {"index": 0, "message": {"role": "assistant", "content": "first"}, "finish_reason": "stop"},
+                {"index": 1, "message": {"role": "assistant", "content": "second"}, "finish_reason": "stop"},
+            ]),
+        ),
+        Behavior::NoStreamUsage => answer(&query, model),
+        Behavior::ErrorText(code, text) => (
+            StatusCode::from_u16(code).unwrap(),
+            Json(json!({"error": {"message": text, "type": "test_error", "code": code}})),
+        )
+            .into_response(),
         Behavior::Paced(d) => {
             tokio::time::sleep(d * answer_words(&query).len() as u32).await;
             answer(&query, model)
@@ -402,6 +444,15 @@ pub fn answer_words(query: &str) -> Vec<String> {
     std::iter::once("echo:".to_owned())
         .chain(query.split_whitespace().map(str::to_owned))
         .collect()
+}
+
+/// A whole answer with these `choices`.
+fn message(model: Option<&str>, choices: Value) -> Response {
+    Json(
+        json!({"id": "chatcmpl-test", "object": "chat.completion", "created": 1,
+                "model": model.unwrap_or("fake"), "choices": choices}),
+    )
+    .into_response()
 }
 
 /// A whole answer of exactly `text`, usage counted as for `query`.
@@ -442,7 +493,7 @@ async fn stream_answer(
         Behavior::Slow(d) => (d / words.len().max(1) as u32, None),
         Behavior::StallAfter(n) => (Duration::ZERO, Some((n, true))),
         Behavior::DieAfter(n) => (Duration::ZERO, Some((n, false))),
-        Behavior::Status(..) | Behavior::Fail | Behavior::Garbage => {
+        Behavior::Status(..) | Behavior::Fail | Behavior::Garbage | Behavior::ErrorText(..) => {
             // Refused before any byte, as a real server refuses.
             return answer_failure(behavior).await;
         }
@@ -519,6 +570,11 @@ async fn answer_failure(behavior: Behavior) -> Response {
         Behavior::Status(code, _) => (
             StatusCode::from_u16(code).unwrap(),
             Json(json!({"error": {"message": format!("fake upstream says {code}"), "type": "test_error", "code": code}})),
+        )
+            .into_response(),
+        Behavior::ErrorText(code, text) => (
+            StatusCode::from_u16(code).unwrap(),
+            Json(json!({"error": {"message": text, "type": "test_error", "code": code}})),
         )
             .into_response(),
         _ => unreachable!("only failing behaviours"),

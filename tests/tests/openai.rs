@@ -629,3 +629,347 @@ async fn the_model_assessor_scores_falls_back_and_counts_why() {
     drop(s.balanced);
     drop(s.powerful);
 }
+
+/// The model assessor's calls are admitted like any call of the fast tier
+/// (`--max-inflight fast=1`: one at a time, the others fall back at once,
+/// counted as `busy`), kept out of the tier's own figures, and priced at
+/// Q2 into the spend; a failing call falls back as `error`.
+#[tokio::test]
+async fn the_model_assessor_is_admitted_counted_apart_and_priced() {
+    let s = setup(&[
+        "--assessor",
+        "model",
+        "--max-inflight",
+        "fast=1",
+        "--price",
+        "fast=1000000/1000000",
+        "--price",
+        "balanced=1/1",
+        "--price",
+        "powerful=10/10",
+    ])
+    .await;
+    s.fast.set(Behavior::Slow(Duration::from_millis(800)));
+    let query = |i: usize| {
+        let c = s.c.clone();
+        async move {
+            c.post(
+                "/api/query",
+                &json!({"query": format!("What is Python, take {i}?")}),
+            )
+            .await
+        }
+    };
+    let answers = futures_util::future::join_all((0..4).map(query)).await;
+    for (code, body) in &answers {
+        assert_eq!(*code, 200, "{body}");
+    }
+    assert_eq!(
+        s.fast.hits(),
+        1,
+        "one assessor call at a time, as --max-inflight fast=1 says"
+    );
+    let status = s.c.status().await;
+    let a = &status["assessor"];
+    assert_eq!(a["modelCalls"], 4);
+    assert_eq!(a["fallbacks"]["busy"], 3, "{a}");
+    assert_eq!(a["fallbacks"]["badAnswer"], 1, "{a}");
+    let q2 = &status["tierMetrics"][0];
+    assert_eq!(
+        q2["requests"], 0,
+        "assessor calls are not Q2 requests: {q2}"
+    );
+    assert_eq!(
+        (q2["tokensIn"].as_u64(), q2["tokensOut"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(status["tierUtilization"][0]["totalProcessed"], 0);
+    // Its tokens (one per word of its prompt; one more out) at Q2's price
+    // (1 USD a token), in the spend.
+    let cost = &status["cost"];
+    let (tin, tout) = (
+        cost["assessor"]["promptTokens"].as_u64().unwrap(),
+        cost["assessor"]["completionTokens"].as_u64().unwrap(),
+    );
+    assert!(tin > 5 && tout == tin + 1, "{cost}");
+    let assessor_usd = cost["assessor"]["spentUsd"].as_f64().unwrap();
+    assert!((assessor_usd - (tin + tout) as f64).abs() < 1e-6, "{cost}");
+    let tiers_usd: f64 = cost["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["spentUsd"].as_f64())
+        .sum();
+    assert!((cost["spentUsd"].as_f64().unwrap() - tiers_usd - assessor_usd).abs() < 1e-9);
+    let m = s.c.text("/metrics").await;
+    assert_eq!(
+        metric(&m, "orch_assessor_tokens_total", &[("direction", "in")]),
+        Some(tin as f64)
+    );
+    assert_eq!(
+        metric(&m, "orch_assessor_fallbacks_total", &[("reason", "busy")]),
+        Some(3.0)
+    );
+    // A failing call: the heuristic, counted as `error`.
+    s.fast.set(Behavior::Fail);
+    let (code, body) =
+        s.c.post("/api/query", &json!({"query": "What is Rust?"}))
+            .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["decision"]["signals"][0]["name"], "length", "{body}");
+    let status = s.c.status().await;
+    assert_eq!(status["assessor"]["fallbacks"]["error"], 1);
+}
+
+/// What real upstreams answer within OpenAI's format is relayed as OpenAI
+/// does: a refusal, empty content cut by length, a legacy function call,
+/// every choice of `n: 2`; each read by OpenAI's own types.
+#[tokio::test]
+async fn every_openai_answer_shape_is_relayed() {
+    let s = setup(&[]).await;
+    let ask = |b: Behavior| {
+        s.balanced.set(b);
+        let c = s.c.clone();
+        async move { post(&c, &chat("balanced", "What is Python?")).await }
+    };
+    let r = ask(Behavior::Refusal).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let typed: CreateChatCompletionResponse = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(
+        typed.choices[0].message.refusal.as_deref(),
+        Some("I can't help with that.")
+    );
+    assert_eq!(body["choices"][0]["message"]["content"], Value::Null);
+    let r = ask(Behavior::EmptyLength).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let r = ask(Behavior::FunctionCall).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["function_call"]["name"],
+        "lookup"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "function_call");
+    let r = ask(Behavior::TwoChoices).await;
+    assert_eq!(r.status(), 200);
+    let typed: CreateChatCompletionResponse = r.json().await.unwrap();
+    let texts: Vec<_> = typed
+        .choices
+        .iter()
+        .map(|c| c.message.content.clone().unwrap())
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+}
+
+/// A user message of an image alone is routed (on no text: the lowest
+/// score), recorded by its parts' kinds, and sent upstream as it came.
+#[tokio::test]
+async fn a_message_of_only_an_image_is_routed() {
+    let s = setup(&[]).await;
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]}]});
+    let r = post(&s.c, &body).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let id = header(&r, "x-router-decision-id").to_owned();
+    let d = decision(&s.c, &id).await;
+    assert_eq!(d["query"], "[image_url]");
+    assert_eq!(d["score"], 0.0);
+    let sent = s.balanced.last_body();
+    assert_eq!(sent["messages"][0]["content"][0]["type"], "image_url");
+    // Text beside the image is what is scored and recorded.
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]}]});
+    let r = post(&s.c, &body).await;
+    let id = header(&r, "x-router-decision-id").to_owned();
+    assert_eq!(
+        decision(&s.c, &id).await["query"],
+        "What is in this picture?"
+    );
+}
+
+/// `benchmark` with tools: each member's tool calls and finish reason are
+/// kept, whole and streamed.
+#[tokio::test]
+async fn benchmark_keeps_each_members_tool_calls() {
+    let s = setup(&[]).await;
+    for up in [&s.fast, &s.balanced, &s.powerful] {
+        up.set(Behavior::ToolCalls);
+    }
+    let mut body = chat("benchmark", "Look up the weather");
+    body["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
+    let r = post(&s.c, &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let typed: CreateChatCompletionResponse = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(typed.choices.len(), 3);
+    for c in &v["choices"].as_array().unwrap()[..] {
+        assert_eq!(c["finish_reason"], "tool_calls", "{c}");
+        assert_eq!(
+            c["message"]["tool_calls"][0]["function"]["name"], "lookup",
+            "{c}"
+        );
+        assert_eq!(c["message"]["content"], Value::Null, "{c}");
+    }
+    body["stream"] = json!(true);
+    let r = post(&s.c, &body).await;
+    let chunks: Vec<Value> = data_lines(r)
+        .await
+        .into_iter()
+        .filter(|d| d != "[DONE]")
+        .map(|d| serde_json::from_str(&d).unwrap())
+        .collect();
+    for c in &chunks {
+        let _: CreateChatCompletionStreamResponse = serde_json::from_value(c.clone()).unwrap();
+    }
+    let finishes = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["finish_reason"] == "tool_calls")
+        .count();
+    let calls = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "lookup")
+        .count();
+    assert_eq!((finishes, calls), (3, 3));
+}
+
+/// An upstream whose URL is wrong (404) is a failing upstream: 502, and
+/// its circuit counts the failures until it opens.
+#[tokio::test]
+async fn a_wrong_upstream_url_is_a_failing_upstream() {
+    let fake = FakeUpstream::start_model(Behavior::Ok, "m").await;
+    let wrong = format!("{}/not-here", fake.base_url);
+    let server = Server::start(&[
+        "--in-memory",
+        "--upstream",
+        &format!("balanced={wrong}"),
+        "--circuit-failures",
+        "2",
+    ]);
+    let c = Client::new(&server.base);
+    for _ in 0..2 {
+        let r = post(&c, &chat("balanced", "What is Python?")).await;
+        assert_eq!(r.status(), 502);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "upstream_failed", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("404"),
+            "{body}"
+        );
+    }
+    let status = c.status().await;
+    let up = &status["tierMetrics"][1]["upstreams"][0];
+    assert_eq!(up["circuit"], "open", "{up}");
+    let r = post(&c, &chat("balanced", "What is Python?")).await;
+    assert_eq!(r.status(), 503, "the open circuit refuses at once");
+}
+
+/// `include_usage` promises a usage chunk before `[DONE]`: sent even when
+/// the upstream sends none.
+#[tokio::test]
+async fn include_usage_always_gets_a_usage_chunk() {
+    let s = setup(&[]).await;
+    s.balanced.set(Behavior::NoStreamUsage);
+    let mut body = chat("balanced", "What is Python?");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = post(&s.c, &body).await;
+    let lines = data_lines(r).await;
+    assert_eq!(lines.last().map(String::as_str), Some("[DONE]"));
+    let last: Value = serde_json::from_str(&lines[lines.len() - 2]).unwrap();
+    let typed: CreateChatCompletionStreamResponse = serde_json::from_value(last.clone()).unwrap();
+    assert!(typed.choices.is_empty(), "{last}");
+    assert!(last.as_object().unwrap().contains_key("usage"), "{last}");
+    // Without include_usage: none.
+    let mut body = chat("balanced", "What is Python?");
+    body["stream"] = json!(true);
+    let lines = data_lines(post(&s.c, &body).await).await;
+    assert!(lines.iter().all(|l| !l.contains("\"usage\"")), "{lines:?}");
+}
+
+/// Everything under `/v1` answers OpenAI's error object, whatever refused.
+#[tokio::test]
+async fn every_v1_error_is_an_openai_error_object() {
+    let s = setup(&["--api-key", "sk-test-key"]).await;
+    let http = s.c.http();
+    let key = ("authorization", "Bearer sk-test-key");
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (
+            http.get(s.server.url("/v1/chat/completions"))
+                .header(key.0, key.1),
+            405,
+        ),
+        (
+            http.delete(s.server.url("/v1/models")).header(key.0, key.1),
+            405,
+        ),
+        (
+            http.get(s.server.url("/v1/nothing")).header(key.0, key.1),
+            404,
+        ),
+        (http.post(s.server.url("/v1/chat/completions")), 401),
+        (
+            http.post(s.server.url("/v1/chat/completions"))
+                .header(key.0, key.1)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 20 << 20]),
+            413,
+        ),
+        (
+            http.post(s.server.url("/v1/chat/completions"))
+                .header(key.0, key.1)
+                .header("sec-fetch-site", "cross-site")
+                .header("origin", "https://evil.example")
+                .body(chat("auto", "hi").to_string()),
+            403,
+        ),
+    ];
+    for (req, want) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), want);
+        let body: Value = r.json().await.unwrap();
+        let e = &body["error"];
+        assert!(
+            e["message"].is_string() && e["type"].is_string(),
+            "{want}: {body}"
+        );
+        assert!(
+            e.as_object().unwrap().contains_key("param"),
+            "{want}: {body}"
+        );
+        assert!(
+            e.as_object().unwrap().contains_key("code"),
+            "{want}: {body}"
+        );
+    }
+}
+
+/// An upstream's error text reaches the client, the logs and the status
+/// without its control characters, capped.
+#[tokio::test]
+async fn upstream_error_text_loses_its_control_characters() {
+    let s = setup(&[]).await;
+    s.balanced.set(Behavior::ErrorText(
+        400,
+        "\u{1b}[31mboom\u{1b}[0m ".repeat(10_000),
+    ));
+    let r = post(&s.c, &chat("balanced", "What is Python?")).await;
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert!(
+        !message.contains("[31m") && !text.contains("\\u001b"),
+        "{message:?}"
+    );
+    assert!(message.contains("boom") && message.chars().count() < 1_000);
+    let status = s.c.status().await.to_string();
+    assert!(!status.contains("\\u001b") && !status.contains("[31m"));
+}

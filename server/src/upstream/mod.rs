@@ -150,8 +150,14 @@ pub struct Upstreams {
 /// A full answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
-    /// The text; `None` only with tool calls.
+    /// The text, as sent (`""` included); `None` when the upstream sent
+    /// null (with tool calls, a refusal, a legacy function call, or just
+    /// a finish reason such as `length`).
     pub content: Option<String>,
+    /// A refusal in place of content, as OpenAI sends one.
+    pub refusal: Option<String>,
+    /// A legacy `function_call`, as sent.
+    pub function_call: Option<RawJson>,
     /// The model the answer names.
     pub model: Option<String>,
     /// Why it stopped.
@@ -226,6 +232,10 @@ struct Message {
     content: Option<String>,
     #[serde(default)]
     tool_calls: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    function_call: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -346,12 +356,33 @@ impl Upstreams {
     pub async fn complete(
         &self,
         tier: Tier,
+        body: serde_json::Map<String, Value>,
+    ) -> Result<(Answer, Vec<u8>), UpstreamError> {
+        self.complete_as(tier, body, false).await
+    }
+
+    /// [`Self::complete`] for the model assessor: the same failover,
+    /// retries and circuit (a failing upstream is failing whoever calls
+    /// it), but counted apart from the tier's answers (the telemetry's
+    /// assessor figures, not the tier's requests, latency or tokens).
+    pub async fn assess(
+        &self,
+        tier: Tier,
+        body: serde_json::Map<String, Value>,
+    ) -> Result<(Answer, Vec<u8>), UpstreamError> {
+        self.complete_as(tier, body, true).await
+    }
+
+    async fn complete_as(
+        &self,
+        tier: Tier,
         mut body: serde_json::Map<String, Value>,
+        assessor: bool,
     ) -> Result<(Answer, Vec<u8>), UpstreamError> {
         body.insert("stream".into(), Value::Bool(false));
         body.remove("stream_options");
         let won = self
-            .failover(tier, |member| self.call(member, &body))
+            .failover(tier, assessor, |member| self.call(member, &body))
             .await?;
         let (answer, bytes) = won.value;
         let ended = Ended {
@@ -382,7 +413,7 @@ impl Upstreams {
         body.insert("stream".into(), Value::Bool(true));
         body.insert("stream_options".into(), json!({"include_usage": true}));
         let won = self
-            .failover(tier, |member| self.open(member, &body))
+            .failover(tier, false, |member| self.open(member, &body))
             .await?;
         Ok(Streaming {
             response: won.value,
@@ -400,6 +431,7 @@ impl Upstreams {
     async fn failover<'a, T, Fut>(
         &'a self,
         tier: Tier,
+        assessor: bool,
         exchange: impl Fn(&'a Member) -> Fut,
     ) -> Result<Won<'a, T>, UpstreamError>
     where
@@ -433,9 +465,9 @@ impl Upstreams {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.pick(pool, &tried).map(|(index, admission)| {
-                    let call = self
-                        .telemetry
-                        .begin(&pool[index].state, admission, attempt > 0);
+                    let call =
+                        self.telemetry
+                            .begin(&pool[index].state, admission, attempt > 0, assessor);
                     (index, call)
                 })
             };
@@ -581,6 +613,9 @@ impl Upstreams {
             .cloned();
         let outcome = match code {
             429 => Outcome::Http429,
+            // No chat completions endpoint there: a wrong URL is a failing
+            // upstream (its circuit counts it), not a refused request.
+            404 | 405 => Outcome::BadReply,
             400..=499 => Outcome::Http4xx,
             500..=599 => Outcome::Http5xx,
             _ => Outcome::BadReply,
@@ -589,10 +624,14 @@ impl Upstreams {
             .await
             .unwrap_or_default();
         let said = error_message(&text);
+        let hint = match code {
+            404 | 405 => " (no chat completions endpoint at this URL: check --upstream)",
+            _ => "",
+        };
         let message = if said.is_empty() {
-            format!("answered HTTP {code}")
+            format!("answered HTTP {code}{hint}")
         } else {
-            format!("answered HTTP {code}: {said}")
+            format!("answered HTTP {code}{hint}: {said}")
         };
         Err(Failure {
             retry_after: retry_after.filter(|_| code == 429),
@@ -774,26 +813,25 @@ fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
         .next()
         .ok_or("answered a chat completion without choices")?;
     // Kept as sent; only an empty list or null counts as none.
-    let tool_calls = choice
-        .message
-        .tool_calls
-        .filter(|calls| !matches!(calls.get().trim(), "[]" | "null"))
-        .map(RawJson);
-    let content = choice.message.content.filter(|c| !c.is_empty());
-    if content.is_none() && tool_calls.is_none() {
-        return Err(format!(
-            "answered with no content and no tool calls (finish_reason: {})",
-            choice.finish_reason.as_deref().unwrap_or("none")
-        ));
-    }
+    let kept = |raw: Option<Box<serde_json::value::RawValue>>| {
+        raw.filter(|calls| !matches!(calls.get().trim(), "[]" | "null" | "{}"))
+            .map(RawJson)
+    };
+    // Whatever OpenAI's own answers hold is an answer here: null content
+    // with a refusal, tool calls or a legacy function call, and empty or
+    // null content with a finish reason (`length`, `content_filter`). The
+    // front door relays it as sent; `/api/query` needs something to show
+    // and refuses an answer with none ([`Answer::is_empty`]).
     Ok(Answer {
-        content,
+        content: choice.message.content,
+        refusal: choice.message.refusal.map(|r| clean_text(&r)),
+        function_call: kept(choice.message.function_call),
+        tool_calls: kept(choice.message.tool_calls),
         model: completion
             .model
             .map(|m| clean(&m))
             .filter(|m| !m.is_empty()),
         finish_reason: choice.finish_reason.map(|r| clean(&r)),
-        tool_calls,
         usage,
         upstream: String::new(),
         attempts: 1,
@@ -821,7 +859,11 @@ pub fn error_message(body: &str) -> String {
 
 /// Control characters become spaces, runs of whitespace one space, and the
 /// text is cut to [`MAX_MESSAGE_CHARS`] characters (with an ellipsis).
+/// Terminal escape sequences go whole (`ESC[31m`), and so do control
+/// characters written as JSON escapes (`\u001b`), which is how they come
+/// in an error body too long to parse as JSON.
 pub fn clean(text: &str) -> String {
+    let text = without_escapes(text);
     let joined = text
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|w| !w.is_empty())
@@ -831,6 +873,62 @@ pub fn clean(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &joined[..cut]),
         None => joined,
     }
+}
+
+/// A model's text with its control characters removed but for newlines
+/// and tabs (terminal escapes and the like never reach a client, a log or
+/// the panel); not cut.
+pub fn clean_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect()
+}
+
+impl Answer {
+    /// Whether it holds nothing to show: no content (null), no refusal, no
+    /// tool or function call. `/api/query` refuses such an answer; the
+    /// front door relays it as OpenAI would.
+    pub fn is_empty(&self) -> bool {
+        self.content.is_none()
+            && self.refusal.is_none()
+            && self.tool_calls.is_none()
+            && self.function_call.is_none()
+    }
+}
+
+/// `text` without terminal escape sequences (ESC, and with `[` its
+/// parameters and final letter) and without control characters written as
+/// JSON `\uXXXX` escapes.
+fn without_escapes(text: &str) -> String {
+    /// The control character a `\uXXXX` escape at the start of `s` writes.
+    fn escaped_control(s: &str) -> Option<char> {
+        let hex = s.strip_prefix("\\u")?.get(..4)?;
+        let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+        c.is_control().then_some(c)
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let (control, len) = match escaped_control(rest) {
+            Some(c) => (Some(c), 6),
+            None => (c.is_control().then_some(c), c.len_utf8()),
+        };
+        rest = &rest[len..];
+        match control {
+            Some('\u{1b}') => {
+                // A CSI sequence: `[`, parameters, one final letter.
+                if let Some(csi) = rest.strip_prefix('[') {
+                    let end = csi
+                        .find(|c: char| ('@'..='~').contains(&c))
+                        .map_or(csi.len(), |at| at + 1);
+                    rest = &csi[end..];
+                }
+            }
+            Some(_) => out.push(' '),
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 enum BodyError {
@@ -897,7 +995,7 @@ mod tests {
         let long = error_message(&"é".repeat(2_000));
         assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS + 1);
         assert!(long.ends_with('…'));
-        assert_eq!(clean("a\u{0}b\u{1b}[31mc"), "a b [31mc");
+        assert_eq!(clean("a\u{0}b\u{1b}[31mc"), "a bc");
     }
 
     #[test]
@@ -922,16 +1020,52 @@ mod tests {
                 .get()
                 .starts_with(r#"[{"id": "c1""#)
         );
+        // As OpenAI answers them: kept, for the front door to relay.
         let empty = parse_completion(
             br#"{"choices": [{"message": {"content": null}, "finish_reason": "length"}]}"#,
         )
-        .unwrap_err();
-        assert!(
-            empty.contains("no content") && empty.contains("length"),
-            "{empty}"
-        );
+        .unwrap();
+        assert!(empty.is_empty() && empty.finish_reason.as_deref() == Some("length"));
+        let cut = parse_completion(
+            br#"{"choices": [{"message": {"content": ""}, "finish_reason": "length"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(cut.content.as_deref(), Some(""));
+        assert!(!cut.is_empty());
+        let refused = parse_completion(
+            br#"{"choices": [{"message": {"content": null, "refusal": "I can't help with that."}, "finish_reason": "stop"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(refused.refusal.as_deref(), Some("I can't help with that."));
+        let legacy = parse_completion(
+            br#"{"choices": [{"message": {"content": null, "function_call": {"name": "f", "arguments": "{}"}}, "finish_reason": "function_call"}]}"#,
+        )
+        .unwrap();
+        assert!(legacy.function_call.is_some() && !legacy.is_empty());
         assert!(parse_completion(br#"{"choices": []}"#).is_err());
         assert!(parse_completion(b"<html>").is_err());
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_message() {
+        let red = "\u{1b}[31mred\u{1b}[0m alert\u{7}\u{9b}";
+        assert_eq!(clean(red), "red alert");
+        // 100 KB of escapes as JSON writes them, cut before its end: not
+        // JSON any more, read as text.
+        let body = format!(
+            r#"{{"error": {{"message": "{}"}}}}"#,
+            "\\u001b[31mx".repeat(10_000)
+        );
+        let cut = &body[..MAX_ERROR_BODY];
+        let said = error_message(cut);
+        assert!(!said.chars().any(char::is_control), "{said:?}");
+        assert!(
+            !said.contains("\\u001b") && !said.contains("[31m"),
+            "{said:?}"
+        );
+        assert!(said.chars().count() <= MAX_MESSAGE_CHARS + 1);
+        assert_eq!(clean("tab\there \\u0007bell"), "tab here bell");
+        assert_eq!(clean_text("a\u{1b}b\nc\td"), "ab\nc\td");
     }
 
     #[test]
