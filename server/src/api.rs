@@ -773,19 +773,45 @@ pub enum IngestAnswer {
     Many(Vec<RoutingDecision>),
 }
 
+/// `GET /api/health` answer: the details, or liveness alone.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the document's shape only
+pub enum HealthAnswer {
+    /// To a reader (or to everyone without `--read-key`).
+    Details(Box<Health>),
+    /// With `--read-key`, to a request without a key or session.
+    Liveness(Liveness),
+}
+
+/// Liveness alone: `{"status": "ok"}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok` when the server answers.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
 /// Liveness and configuration summary.
 #[utoipa::path(
     get,
     path = "/api/health",
     tag = "status",
-    responses((status = 200, description = "The server is up", body = Health))
+    responses((status = 200, description = "The server is up: its details, or with `--read-key` and no key or session liveness alone (`{\"status\": \"ok\"}`)", body = HealthAnswer))
 )]
-pub async fn health(State(state): State<AppState>) -> Json<Health> {
+pub async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.readers.allows(&headers) {
+        return Json(Liveness { status: "ok" }).into_response();
+    }
+    Json(health_details(&state)).into_response()
+}
+
+fn health_details(state: &AppState) -> Health {
     let cluster = state
         .service
         .cluster()
         .map(|c| c.info(&state.service.instance().id));
-    Json(Health {
+    Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
@@ -816,7 +842,72 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         },
         redis: cluster.as_ref().map(|c| c.redis),
         cluster,
-    })
+    }
+}
+
+/// `POST /api/session` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    /// A `--read-key` (or an `--api-key`).
+    #[schema(example = "a-read-key")]
+    pub key: String,
+}
+
+/// Opens a session for a panel: a read key in, an `HttpOnly`,
+/// `SameSite=Strict` cookie out, good for reads (status, stream, history,
+/// decisions) for 12 hours or until the server restarts.
+#[utoipa::path(
+    post,
+    path = "/api/session",
+    tag = "status",
+    request_body = SessionRequest,
+    responses(
+        (status = 204, description = "A session: its cookie is in `Set-Cookie`",
+         headers(("Set-Cookie" = String, description = "`orch_session=...; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200`"))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Not a read key or API key", body = ErrorBody),
+        (status = 404, description = "No `--read-key` is set: reads are open, no session is needed", body = ErrorBody),
+        (status = 422, description = "The body is not `{\"key\": string}`", body = ErrorBody),
+    )
+)]
+pub async fn open_session(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<SessionRequest>,
+) -> Result<Response, ApiError> {
+    if !state.readers.required() {
+        return Err(ApiError::NotFound(
+            "no session is needed: this server has no --read-key".into(),
+        ));
+    }
+    if !state.readers.is_key(&req.key) {
+        return Err(ApiError::Unauthorized);
+    }
+    let token = state
+        .readers
+        .open_session()
+        .map_err(|e| ApiError::Internal(format!("no random bytes for a session: {e}")))?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, crate::readers::set_cookie(Some(&token)))],
+    )
+        .into_response())
+}
+
+/// Ends the request's session (signs the panel out).
+#[utoipa::path(
+    delete,
+    path = "/api/session",
+    tag = "status",
+    responses((status = 204, description = "The session, if any, is over; its cookie is cleared"))
+)]
+pub async fn close_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    state.readers.close_session(&headers);
+    (
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, crate::readers::set_cookie(None))],
+    )
+        .into_response()
 }
 
 /// Prometheus metrics.
@@ -1024,6 +1115,8 @@ fn invalid(err: DecisionError) -> ApiError {
         crate::history::history,
         calibrate,
         health,
+        open_session,
+        close_session,
         metrics,
         openapi,
         crate::openai::chat_completions,
@@ -1041,6 +1134,9 @@ fn invalid(err: DecisionError) -> ApiError {
         IngestAnswer,
         TierName,
         Health,
+        HealthAnswer,
+        Liveness,
+        SessionRequest,
         TierUpstream,
         ConnectionUse,
         StreamUse,

@@ -77,6 +77,15 @@ pub struct Config {
           value_delimiter = ',', value_parser = parse_api_key)]
     pub api_keys: Vec<String>,
 
+    /// A key that may read (status, stream, decisions, history, calibrate,
+    /// health details, `/metrics`): with any, those reads need one of them
+    /// or an `--api-key` as `Authorization: Bearer KEY`, or the session a
+    /// panel opens with one (`POST /api/session`). Repeatable; the
+    /// environment variable takes a comma-separated list. Never logged.
+    #[arg(long = "read-key", env = "ORCH_READ_KEYS", hide_env_values = true,
+          value_delimiter = ',', value_parser = parse_api_key)]
+    pub read_keys: Vec<String>,
+
     /// The council's members, as a comma-separated list of tiers: a council
     /// query goes to each of them in parallel.
     #[arg(
@@ -498,7 +507,9 @@ fn parse_target_value(raw: &str) -> Result<(Target, String), String> {
 fn parse_api_key(raw: &str) -> Result<String, String> {
     let key = raw.trim();
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("an --api-key must be non-empty printable ASCII without spaces".into());
+        return Err(
+            "a key (--api-key, --read-key) must be non-empty printable ASCII without spaces".into(),
+        );
     }
     Ok(key.to_owned())
 }

@@ -18,6 +18,7 @@ pub mod modes;
 pub mod openai;
 pub mod panel;
 pub mod places;
+pub mod readers;
 pub mod routing;
 pub mod serve;
 pub mod service;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub streams: Arc<Hub>,
     /// One place per decision-log export being sent (`--max-exports`).
     pub exports: Arc<Places>,
+    /// Who may read, and their sessions (`--read-key`).
+    pub readers: Arc<readers::Readers>,
 }
 
 /// Access, privacy and capacity settings of the API.
@@ -87,6 +90,8 @@ pub struct Options {
     /// When any, `/v1/*` and `POST /api/query` require one of them as
     /// `Authorization: Bearer <key>`.
     pub api_keys: Vec<String>,
+    /// When any, every read needs one of them, an API key or a session.
+    pub read_keys: Vec<String>,
     /// The council's members.
     pub council: Vec<shared::Tier>,
     /// The tier that writes a council's final answer.
@@ -112,6 +117,7 @@ impl Default for Options {
             max_streams: stream::DEFAULT_MAX_STREAMS,
             metrics_token: None,
             api_keys: Vec::new(),
+            read_keys: Vec::new(),
             council: shared::Tier::ALL.to_vec(),
             moderator: shared::Tier::Q4,
             assessor: assessor::AssessorKind::Heuristic,
@@ -145,6 +151,10 @@ impl AppState {
         let service = Arc::new(service.with_telemetry(Arc::clone(upstreams.telemetry())));
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         let exports = Arc::new(Places::new(options.max_exports));
+        let readers = Arc::new(readers::Readers::new(
+            &options.read_keys,
+            &options.api_keys,
+        ));
         AppState {
             service,
             upstreams: Arc::new(upstreams),
@@ -153,6 +163,7 @@ impl AppState {
             connections,
             streams,
             exports,
+            readers,
         }
     }
 }
@@ -194,23 +205,37 @@ pub fn app(state: AppState) -> Router {
             Arc::clone(&state.options),
             require_api_key,
         ));
-    let api = Router::new()
+    // Reads of what was decided: behind `--read-key` when one is set.
+    let reads = Router::new()
         .route("/api/orchestrator/status", get(api::status))
         .route("/api/orchestrator/stream", get(api::stream))
         .route("/api/orchestrator/calibrate", get(api::calibrate))
         .route("/api/orchestrator/history", get(history::history))
         .route("/api/orchestrator/decisions", get(history::decisions))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.readers),
+            require_reader,
+        ));
+    let session = Router::new()
+        .route(
+            "/api/session",
+            post(api::open_session).delete(api::close_session),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_cross_site,
+        ));
+    let api = Router::new()
+        .merge(reads)
         .merge(writes)
         .merge(models)
+        .merge(session)
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(api::openapi))
         .merge(
             Router::new()
                 .route("/metrics", get(api::metrics))
-                .route_layer(middleware::from_fn_with_state(
-                    state.options.metrics_token.clone(),
-                    require_token,
-                )),
+                .route_layer(middleware::from_fn_with_state(state.clone(), require_metrics_reader)),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
@@ -263,6 +288,42 @@ async fn require_token(
             ApiError::Unauthorized.into_response()
         }
         _ => next.run(req).await,
+    }
+}
+
+/// With `--read-key`, only a read key, an API key or a session reads.
+async fn require_reader(
+    State(readers): State<Arc<readers::Readers>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if readers.allows(req.headers()) {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+/// `/metrics`: with `--metrics-token` that token, with `--read-key` any
+/// reader; with both, either; with neither, everyone.
+async fn require_metrics_reader(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let token = state.options.metrics_token.as_deref();
+    let allowed = match (token, state.readers.required()) {
+        (None, false) => true,
+        (Some(t), false) => bearer_matches(req.headers(), t),
+        (None, true) => state.readers.allows(req.headers()),
+        (Some(t), true) => {
+            bearer_matches(req.headers(), t) || state.readers.allows(req.headers())
+        }
+    };
+    if allowed {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
     }
 }
 

@@ -79,10 +79,12 @@ pub async fn call_tier(
 /// they would skew the cost, so they are left out of it.
 pub fn add_usage(state: &AppState, decision: &mut RoutingDecision, usage: Option<Usage>) {
     if let Some(usage) = usage.filter(|u| validate_usage(u).is_ok()) {
-        let member = decision.group_id.is_some();
-        state
-            .service
-            .add_usage(decision.seq, decision.tier, usage, member);
+        match decision.group_id {
+            Some(_) => state
+                .service
+                .add_member_usage(decision.seq, decision.tier, usage),
+            None => state.service.add_usage(decision.seq, decision.tier, usage),
+        }
         decision.usage = Some(usage);
     }
 }

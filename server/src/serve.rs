@@ -408,8 +408,11 @@ impl FastPath {
 
     /// The fast path of `state` in front of any router (a test puts one
     /// there that answers nothing right, to see which requests skip it).
+    /// Off with CORS (its layer must see every request) or read keys
+    /// (every read is checked).
     pub fn with_router(state: AppState, router: Router) -> Self {
-        let fast = state.options.cors_origin.is_none().then_some(state);
+        let fast = (state.options.cors_origin.is_none() && !state.readers.required())
+            .then_some(state);
         FastPath { app: router, fast }
     }
 }

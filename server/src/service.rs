@@ -718,7 +718,17 @@ impl StatusService {
     /// to the tier's totals, and to the decision while it is buffered. A
     /// single-tier answer's tokens are also its saving's baseline; a group
     /// member's are not (the group adds one answer's, [`Self::add_baseline`]).
-    pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage, member: bool) {
+    pub fn add_usage(&self, seq: u64, tier: Tier, usage: Usage) {
+        self.count_usage(seq, tier, usage, false);
+    }
+
+    /// [`Self::add_usage`] for a council or benchmark member: its tokens are
+    /// spent, not its query's baseline.
+    pub fn add_member_usage(&self, seq: u64, tier: Tier, usage: Usage) {
+        self.count_usage(seq, tier, usage, true);
+    }
+
+    fn count_usage(&self, seq: u64, tier: Tier, usage: Usage, member: bool) {
         if let Some(store) = &self.store {
             store.add_usage(seq, tier, usage, !member);
         }
