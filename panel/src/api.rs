@@ -22,6 +22,8 @@ pub const STATUS_PATH: &str = "/api/orchestrator/status";
 pub const STREAM_PATH: &str = "/api/orchestrator/stream";
 /// The router endpoint, relative to the API base.
 pub const QUERY_PATH: &str = "/api/query";
+/// Opens a read session (`--read-key`), relative to the API base.
+pub const SESSION_PATH: &str = "/api/session";
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +154,28 @@ pub async fn post_query(
         Ok((response.status(), value))
     };
     with_timeout(call, controller, timeout_ms).await
+}
+
+/// Opens a read session with `key`: the server sets its cookie (which
+/// the browser then sends with every poll and the event stream).
+pub async fn open_session(base: &str, key: &str) -> Result<(), ApiError> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        key: &'a str,
+    }
+    let request = Request::post(&format!("{base}{SESSION_PATH}"))
+        .json(&Body { key })
+        .map_err(|e| ApiError::Malformed(gloo_error(e)))?;
+    let response = request.send().await.map_err(network)?;
+    if response.ok() {
+        return Ok(());
+    }
+    let text = response.text().await.map_err(network)?;
+    let body: Option<ErrorText> = serde_json::from_str(&text).ok();
+    Err(ApiError::Status {
+        code: response.status(),
+        message: body.map(|b| b.error),
+    })
 }
 
 async fn with_timeout<T>(

@@ -30,7 +30,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{AbortController, EventSource, MessageEvent};
 
-use crate::api::{self, STREAM_PATH, StatusFetch};
+use crate::api::{self, ApiError, STREAM_PATH, StatusFetch};
 use crate::time;
 
 /// Which transport brings live data.
@@ -105,6 +105,13 @@ pub struct StatusFeed {
     pub last_live_ms: ReadSignal<Option<f64>>,
     /// The status's JSON when it has the cluster's fields (`--redis`).
     pub cluster: ReadSignal<Option<String>>,
+    /// The server wants a read key (`--read-key`): the status answered 401.
+    pub needs_key: ReadSignal<bool>,
+    /// Opens a read session with the key given; on success the feed goes
+    /// on at once, else the reason is in [`Self::key_error`].
+    pub unlock: Callback<String>,
+    /// Why the last key was not taken.
+    pub key_error: ReadSignal<Option<String>>,
 }
 
 /// The most decisions the panel holds, whatever the server's buffer size.
@@ -141,6 +148,7 @@ struct Feed {
     set_source: WriteSignal<Option<DataSource>>,
     set_last_live_ms: WriteSignal<Option<f64>>,
     set_cluster: WriteSignal<Option<String>>,
+    set_needs_key: WriteSignal<bool>,
     last_live: Cell<Option<f64>>,
     stopped: Cell<bool>,
     /// True from a stream's `status` event until its error.
@@ -488,6 +496,8 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
     let (source, set_source) = signal(None::<DataSource>);
     let (last_live_ms, set_last_live_ms) = signal(None::<f64>);
     let (cluster, set_cluster) = signal(None::<String>);
+    let (needs_key, set_needs_key) = signal(false);
+    let (key_error, set_key_error) = signal(None::<String>);
 
     let (wake_tx, mut wake_rx) = mpsc::unbounded::<()>();
     let feed = Rc::new(Feed {
@@ -499,6 +509,7 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         set_source,
         set_last_live_ms,
         set_cluster,
+        set_needs_key,
         last_live: Cell::new(None),
         stopped: Cell::new(false),
         stream_live: Cell::new(false),
@@ -529,6 +540,29 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
 
     let cleanup = SendWrapper::new(Rc::clone(&feed));
     on_cleanup(move || cleanup.stop());
+
+    let unlocking = SendWrapper::new(Rc::clone(&feed));
+    let unlock = Callback::new(move |key: String| {
+        let feed = Rc::clone(&unlocking);
+        leptos::task::spawn_local(async move {
+            match api::open_session(&feed.config.api_base, key.trim()).await {
+                Ok(()) => {
+                    set_key_error.set(None);
+                    feed.set_needs_key.set(false);
+                    // The stream was refused without the cookie: open it now.
+                    if feed.events.borrow().is_none() {
+                        feed.backoff_ms.set(0);
+                        open_stream(&feed);
+                    }
+                    feed.wake();
+                }
+                Err(ApiError::Status { code: 401, .. }) => {
+                    set_key_error.set(Some("not a read key of this server".into()));
+                }
+                Err(e) => set_key_error.set(Some(e.reason())),
+            }
+        });
+    });
 
     open_stream(&feed);
 
@@ -582,7 +616,12 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
                         // What the ETag names may be off screen now: ask
                         // for the whole status next time.
                         etag = None;
-                        feed.failed(err.reason());
+                        if matches!(err, ApiError::Status { code: 401, .. }) {
+                            feed.set_needs_key.set(true);
+                            feed.failed("a read key is needed (--read-key)".into());
+                        } else {
+                            feed.failed(err.reason());
+                        }
                     }
                 }
             } else {
@@ -601,5 +640,8 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         source,
         last_live_ms,
         cluster,
+        needs_key,
+        unlock,
+        key_error,
     }
 }

@@ -370,3 +370,148 @@ async fn slow_and_idle_connections_do_not_starve_the_status() {
     }
     assert_eq!(closed, 300, "every stalled connection was closed");
 }
+
+/// With `--read-key`, the prompts a key-guarded front door took are
+/// readable only with a read key, an API key or a session: every read of
+/// decisions, status, stream, history, calibration, health details and
+/// `/metrics`; health stays open with liveness alone.
+#[tokio::test]
+async fn read_keys_guard_every_read_of_decisions() {
+    let up = FakeUpstream::start(Behavior::Ok).await;
+    let server = Server::start(&[
+        "--upstream",
+        &format!("powerful={}", up.base_url),
+        "--api-key",
+        "ak-front-door",
+        "--read-key",
+        "rk-reader",
+    ]);
+    let c = Client::new(&server.base);
+    let http = c.http();
+    let (code, _) = c
+        .post_with(
+            "/api/query",
+            json!({"query": SECRET}).to_string(),
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer ak-front-door"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 200);
+    let reads = [
+        "/api/orchestrator/status",
+        "/api/orchestrator/status?limit=100",
+        "/api/orchestrator/stream",
+        "/api/orchestrator/decisions",
+        "/api/orchestrator/decisions?format=ndjson&q=vault",
+        "/api/orchestrator/decisions?format=csv",
+        "/api/orchestrator/history",
+        "/api/orchestrator/calibrate",
+        "/metrics",
+    ];
+    for path in reads {
+        let r = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("vault"), "{path}: {text}");
+        let r = http
+            .get(server.url(path))
+            .header("authorization", "Bearer rk-wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} with a wrong key");
+    }
+    // Health: liveness only, details with a key.
+    let (code, h) = c.get("/api/health").await;
+    assert_eq!((code, h), (200, json!({"status": "ok"})));
+    let h: serde_json::Value = http
+        .get(server.url("/api/health"))
+        .header("authorization", "Bearer rk-reader")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(h["upstreams"].is_array(), "{h}");
+    // A read key or an API key reads.
+    for key in ["rk-reader", "ak-front-door"] {
+        for path in reads.iter().filter(|p| !p.ends_with("stream")) {
+            let r = http
+                .get(server.url(path))
+                .header("authorization", format!("Bearer {key}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path} with {key}");
+        }
+    }
+    // A session, as the panel opens one: a wrong key is refused; the
+    // cookie reads the status and the stream; signing out ends it.
+    let (code, _) = c.post("/api/session", &json!({"key": "nope"})).await;
+    assert_eq!(code, 401);
+    let r = http
+        .post(server.url("/api/session"))
+        .json(&json!({"key": "rk-reader"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = http
+        .get(server.url("/api/orchestrator/status"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("vault"));
+    let r = http
+        .get(server.url("/api/orchestrator/stream"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    drop(r);
+    // Another site's page cannot open a session.
+    let r = http
+        .post(server.url("/api/session"))
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "https://evil.example")
+        .json(&json!({"key": "rk-reader"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .delete(server.url("/api/session"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http
+        .get(server.url("/api/orchestrator/status"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "signed out");
+}
+
+/// Without `--read-key`, reads stay open and no session is needed.
+#[tokio::test]
+async fn without_read_keys_reads_are_open() {
+    let server = Server::start(&["--in-memory"]);
+    let c = Client::new(&server.base);
+    assert_eq!(c.get("/api/orchestrator/status").await.0, 200);
+    assert!(c.get("/api/health").await.1["upstreams"].is_array());
+    let (code, body) = c.post("/api/session", &json!({"key": "x"})).await;
+    assert_eq!(code, 404, "{body}");
+}

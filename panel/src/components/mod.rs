@@ -9,6 +9,7 @@ pub mod history_view;
 pub mod mode_mix;
 pub mod orchestrator_status_panel;
 pub mod query_form;
+pub mod read_key_prompt;
 pub mod recent_decisions;
 pub mod routing_insight;
 pub mod signal_bars;

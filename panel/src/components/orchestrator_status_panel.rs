@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use crate::components::read_key_prompt::ReadKeyPrompt;
 use crate::components::status_view::StatusView;
 use crate::hooks::{PollConfig, use_orchestrator_status};
 
@@ -27,6 +28,7 @@ pub fn OrchestratorStatusPanel(
         ..defaults
     });
     view! {
+        <ReadKeyPrompt needs_key=feed.needs_key error=feed.key_error unlock=feed.unlock/>
         <StatusView
             status=feed.status
             decisions=feed.decisions
