@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and running Orchestrator Status needs and is missing;
 # skips what is there, so a second run takes seconds.
-#   scripts/install.sh          the WASM toolchain (target, trunk, wasm-bindgen, wasm-opt)
-#   scripts/install.sh --test   also Chromium, chromedriver, wrk, Prometheus (with
+#   scripts/install.sh          the WASM toolchain (target, wasm-bindgen, wasm-opt)
+#   scripts/install.sh --test   also trunk (the edit loop, `trunk serve`, is tested),
+#                               Chromium, chromedriver, wrk, Prometheus (with
 #                               promtool) and Redis for the tests, and the Python tools
 #                               (schemathesis, the openai client, LiteLLM's proxy) in .tools/venv
 set -euo pipefail
@@ -14,12 +15,6 @@ say() { printf '==> %s\n' "$*" >&2; }
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "adding the wasm32-unknown-unknown target"
   rustup target add wasm32-unknown-unknown
-fi
-
-# trunk 0.22 needs a newer rustc than this machine has: stay on 0.21.
-if ! trunk --version 2>/dev/null | grep -q '^trunk 0\.21\.'; then
-  say "installing trunk 0.21 (a few minutes, once)"
-  cargo install trunk --version '^0.21' --locked
 fi
 
 # The CLI must equal the wasm-bindgen crate in Cargo.lock; read it from there.
@@ -42,6 +37,13 @@ if ! wasm-opt --version 2>/dev/null | grep -q 'version 132'; then
 fi
 
 if [ "${1:-}" = "--test" ]; then
+  # trunk 0.22 needs a newer rustc than this machine has: stay on 0.21. The
+  # build does without it; `trunk serve` and its test need it.
+  if ! trunk --version 2>/dev/null | grep -q '^trunk 0\.21\.'; then
+    say "installing trunk 0.21 (a few minutes, once)"
+    cargo install trunk --version '^0.21' --locked
+  fi
+
   missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   [ -x "$CHROMEDRIVER" ] || command -v chromedriver >/dev/null || missing+=(chromium-driver)

@@ -151,10 +151,7 @@ impl AppState {
         let service = Arc::new(service.with_telemetry(Arc::clone(upstreams.telemetry())));
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         let exports = Arc::new(Places::new(options.max_exports));
-        let readers = Arc::new(readers::Readers::new(
-            &options.read_keys,
-            &options.api_keys,
-        ));
+        let readers = Arc::new(readers::Readers::new(&options.read_keys, &options.api_keys));
         AppState {
             service,
             upstreams: Arc::new(upstreams),
@@ -235,7 +232,10 @@ pub fn app(state: AppState) -> Router {
         .merge(
             Router::new()
                 .route("/metrics", get(api::metrics))
-                .route_layer(middleware::from_fn_with_state(state.clone(), require_metrics_reader)),
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    require_metrics_reader,
+                )),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
@@ -316,9 +316,7 @@ async fn require_metrics_reader(
         (None, false) => true,
         (Some(t), false) => bearer_matches(req.headers(), t),
         (None, true) => state.readers.allows(req.headers()),
-        (Some(t), true) => {
-            bearer_matches(req.headers(), t) || state.readers.allows(req.headers())
-        }
+        (Some(t), true) => bearer_matches(req.headers(), t) || state.readers.allows(req.headers()),
     };
     if allowed {
         next.run(req).await

@@ -51,9 +51,9 @@ impl Readers {
     /// True when `key` is a read key or an API key (compared in constant
     /// time).
     pub fn is_key(&self, key: &str) -> bool {
-        self.keys
-            .iter()
-            .fold(false, |hit, k| hit | bool::from(k.as_bytes().ct_eq(key.as_bytes())))
+        self.keys.iter().fold(false, |hit, k| {
+            hit | bool::from(k.as_bytes().ct_eq(key.as_bytes()))
+        })
     }
 
     /// True when the request may read: nothing is required, or it carries
@@ -171,10 +171,16 @@ mod tests {
         let cookie = format!("theme=dark; {COOKIE}={token}");
         let h = with(header::COOKIE, &cookie);
         assert!(r.allows(&h));
-        assert!(!r.allows(&with(header::COOKIE, &format!("{COOKIE}=00{}", &token[2..]))));
+        assert!(!r.allows(&with(
+            header::COOKIE,
+            &format!("{COOKIE}=00{}", &token[2..])
+        )));
         r.close_session(&h);
         assert!(!r.allows(&h), "a closed session reads no more");
         let set = set_cookie(Some("ab")).to_str().unwrap().to_owned();
-        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
     }
 }

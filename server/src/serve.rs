@@ -411,8 +411,8 @@ impl FastPath {
     /// Off with CORS (its layer must see every request) or read keys
     /// (every read is checked).
     pub fn with_router(state: AppState, router: Router) -> Self {
-        let fast = (state.options.cors_origin.is_none() && !state.readers.required())
-            .then_some(state);
+        let fast =
+            (state.options.cors_origin.is_none() && !state.readers.required()).then_some(state);
         FastPath { app: router, fast }
     }
 }

@@ -187,3 +187,60 @@ fn trunk_pins_the_wasm_bindgen_of_cargo_lock() {
         "Trunk.toml must pin wasm_bindgen = \"{locked}\""
     );
 }
+
+/// The edit loop's Trunk (`trunk serve`, `trunk build`) builds the very
+/// panel `scripts/build-panel.sh` builds without it: the same WASM and JS,
+/// and pages that load them the same way.
+#[test]
+fn trunk_builds_the_panel_the_build_script_builds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("trunk")
+        .args(["build", "--release", "--offline", "--dist"])
+        .arg(out.path())
+        .current_dir(&root)
+        .status()
+        .expect("trunk is on PATH (scripts/install.sh --test installs it)");
+    assert!(status.success(), "trunk build failed");
+    // Names differ (each hashes its own way); contents must not.
+    let files = |dir: &std::path::Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?.to_owned();
+                let kind = if name.ends_with("_bg.wasm") {
+                    "wasm"
+                } else if name.ends_with(".js") {
+                    "js"
+                } else if name.ends_with(".css") {
+                    "css"
+                } else {
+                    return None;
+                };
+                Some((kind.to_owned(), std::fs::read(&p).unwrap()))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let ours = files(&root.join("dist"));
+    let trunks = files(out.path());
+    assert_eq!(ours.len(), 3, "dist/ holds the panel's wasm, js and css");
+    for ((kind, a), (_, b)) in ours.iter().zip(&trunks) {
+        assert!(
+            a == b,
+            "{kind} differs between Trunk's build and build-panel.sh's"
+        );
+    }
+    let page = std::fs::read_to_string(out.path().join("index.html")).unwrap();
+    let mine = std::fs::read_to_string(root.join("dist/index.html")).unwrap();
+    for page in [&page, &mine] {
+        assert!(
+            page.contains("import init, * as bindings from '/panel-"),
+            "{page}"
+        );
+        assert!(page.contains("rel=\"stylesheet\" href=\"/style-"), "{page}");
+    }
+}
