@@ -784,8 +784,10 @@ pub enum HealthAnswer {
     Liveness(Liveness),
 }
 
-/// Liveness alone: `{"status": "ok"}`.
+/// Liveness alone: `{"status": "ok"}` (nothing else, so the document
+/// tells it from the details).
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Liveness {
     /// Always `ok` when the server answers.
     #[schema(example = "ok")]

@@ -82,24 +82,18 @@ fn parse_any_time(name: &str, raw: &str, now: DateTime<Utc>) -> Result<DateTime<
         return Ok(now);
     }
     if let Some(ago) = raw.strip_prefix("now-").or_else(|| raw.strip_prefix('-')) {
+        // The document's form only (humantime would take `1h30m` or
+        // `2days` too): 1 to 6 digits and one unit.
         let (digits, unit) = ago.split_at(ago.len().saturating_sub(1));
-        let seconds: i64 = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3_600,
-            "d" => 86_400,
-            "w" => 604_800,
-            _ => return Err(bad()),
-        };
         if !(1..=RELATIVE_DIGITS).contains(&digits.len())
             || !digits.bytes().all(|b| b.is_ascii_digit())
+            || !matches!(unit, "s" | "m" | "h" | "d" | "w")
         {
             return Err(bad());
         }
-        let n: i64 = digits.parse().map_err(|_| bad())?;
-        return n
-            .checked_mul(seconds)
-            .and_then(chrono::Duration::try_seconds)
+        return humantime::parse_duration(ago)
+            .ok()
+            .and_then(|d| chrono::Duration::from_std(d).ok())
             .and_then(|ago| now.checked_sub_signed(ago))
             .ok_or_else(bad);
     }

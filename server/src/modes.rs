@@ -397,3 +397,62 @@ pub async fn assessed_route(state: &AppState, query: &str) -> routing::Route {
         signals: Some(scored.assessment.signals),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(tier: Tier, answer: Option<&str>) -> MemberAnswer {
+        let decision =
+            RoutingDecision::new("i-1".into(), "q", tier, 1.0, chrono::Utc::now()).unwrap();
+        MemberAnswer {
+            tier,
+            decision,
+            answer: answer.map(str::to_owned),
+            model: None,
+            latency_ms: 1.0,
+            usage: None,
+            error: answer.is_none().then(|| "failed".to_owned()),
+            error_status: answer.is_none().then_some(502),
+            finish_reason: None,
+            tool_calls: None,
+        }
+    }
+
+    #[test]
+    fn a_query_body_is_one_user_message_and_its_limit() {
+        let body = query_body("What is Rust?", Some(64));
+        assert_eq!(
+            Value::Object(body),
+            json!({"messages": [{"role": "user", "content": "What is Rust?"}], "max_tokens": 64})
+        );
+        assert!(!query_body("x", None).contains_key("max_tokens"));
+    }
+
+    #[test]
+    fn the_moderator_reads_the_question_and_only_the_answers_that_came() {
+        let members = [
+            answered(Tier::Q2, Some("a cat")),
+            answered(Tier::Q3, None),
+            answered(Tier::Q4, Some("a small cat")),
+        ];
+        let prompt = moderator_prompt("What purrs?", &members);
+        assert!(prompt.contains("Question:\nWhat purrs?"));
+        assert!(prompt.contains("Answer of member Q2 (fast):\na cat"));
+        assert!(prompt.contains("Answer of member Q4 (powerful):\na small cat"));
+        assert!(!prompt.contains("member Q3"), "{prompt}");
+        assert!(prompt.contains("AGREED:"), "it asks for the verdict line");
+    }
+
+    #[test]
+    fn group_ids_are_unique_and_name_their_time() {
+        let ids: std::collections::HashSet<String> = (0..1_000).map(|_| new_group_id()).collect();
+        assert_eq!(ids.len(), 1_000);
+        let id = ids.iter().next().unwrap();
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(parts[0], "g");
+        let ms = i64::from_str_radix(parts[1], 16).unwrap();
+        assert!((chrono::Utc::now().timestamp_millis() - ms).abs() < 60_000);
+        assert_eq!(parts[2].len(), 8);
+    }
+}

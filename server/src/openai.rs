@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use eventsource_stream::Eventsource as _;
 use futures_util::{Stream, StreamExt as _};
@@ -733,7 +734,7 @@ struct Relay {
     started: Instant,
     done: bool,
     /// `[DONE]`, held back while a usage chunk of our own goes first.
-    last: Option<Bytes>,
+    last: Option<Event>,
     _hold: Hold,
 }
 
@@ -765,7 +766,7 @@ impl Relay {
         }
     }
 
-    fn into_stream(self) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, std::convert::Infallible>> + Send {
         futures_util::stream::unfold(self, |mut relay| async move {
             let bytes = relay.next().await?;
             Some((Ok(bytes), relay))
@@ -773,7 +774,7 @@ impl Relay {
     }
 
     /// The next bytes for the client; `None` once the stream has ended.
-    async fn next(&mut self) -> Option<Bytes> {
+    async fn next(&mut self) -> Option<Event> {
         if self.done {
             return self.last.take();
         }
@@ -802,7 +803,7 @@ impl Relay {
             let data = event.data.trim();
             if data == "[DONE]" {
                 self.finish();
-                let done = Bytes::from_static(b"data: [DONE]\n\n");
+                let done = Event::default().data(DONE);
                 if self.include_usage && !self.usage_sent {
                     // Promised by include_usage, whether or not the upstream
                     // sent one: its counts if it said them, else null.
@@ -908,7 +909,7 @@ impl Relay {
 
     /// The stream broke: counted as `outcome`, and the client gets an
     /// error event (and no `[DONE]`).
-    fn fail(&mut self, outcome: Outcome, message: String) -> Bytes {
+    fn fail(&mut self, outcome: Outcome, message: String) -> Event {
         self.done = true;
         tracing::warn!(tier = %self.decision.tier, id = %self.decision.id, error = %message, "stream failed");
         if let Some(call) = self.call.take() {
@@ -943,25 +944,23 @@ fn has_token(chunk: &Value) -> bool {
     })
 }
 
-fn sse_data(v: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"data: ");
-    serde_json::to_writer(&mut out, v).expect("a JSON value serialises");
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
+/// The data that ends an OpenAI stream.
+const DONE: &str = "[DONE]";
+
+/// One `data:` event of JSON (axum frames it: a newline in the data could
+/// never end the event early).
+fn sse_data(v: &Value) -> Event {
+    Event::default().data(serde_json::to_string(v).expect("a JSON value serialises"))
 }
 
 fn sse_response(
-    stream: impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
+    stream: impl Stream<Item = Result<Event, std::convert::Infallible>> + Send + 'static,
 ) -> Response {
-    let mut response = Response::new(HttpBody::from_stream(stream));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut response = Sse::new(stream).into_response();
+    // Proxies (nginx) would buffer the stream otherwise.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
@@ -1044,7 +1043,7 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
     });
     let extension = serde_json::to_value(g).expect("a group answer serialises");
     let mut response = if req.stream {
-        let mut events: Vec<Bytes> = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
         for (i, c) in answers.iter().enumerate() {
             let chunk = |delta: Value, finish: Value| {
                 json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -1068,7 +1067,7 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
             last[mode.name()] = extension;
             events.push(sse_data(&last));
         }
-        events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        events.push(Event::default().data(DONE));
         sse_response(futures_util::stream::iter(events.into_iter().map(Ok)))
     } else {
         let choices: Vec<Value> = answers

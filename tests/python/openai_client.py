@@ -69,7 +69,12 @@ check("models.retrieve", client.models.retrieve("council").id == "council")
 # Council and benchmark through the same client.
 council = client.chat.completions.create(model="council", messages=MESSAGES)
 extra = council.model_extra or {}
-check("council synthesis", council.choices[0].message.content != "", council)
+# The moderator (Q4's double) echoes the prompt it was given: the question
+# and each member's answer, so the synthesis shows it read them.
+synthesis = council.choices[0].message.content
+check("council synthesis is the moderator's answer",
+      synthesis.startswith("echo: ") and "What is Python?" in synthesis
+      and synthesis.count("echo: What is Python?") == 3, synthesis)
 check("council members", len(extra["council"]["members"]) == 3, extra)
 check("council moderator", extra["council"]["moderator"]["tier"] == "Q4", extra)
 bench = client.chat.completions.create(model="benchmark", messages=MESSAGES)

@@ -200,7 +200,26 @@ Transfer/sec:    200.00MB
 
     #[test]
     fn reads_own_rss() {
-        assert!(rss_kib(std::process::id()).unwrap() > 0);
+        let me = std::process::id();
+        let before = rss_kib(me).unwrap();
+        // 64 MiB, every page touched: the resident size must grow by it.
+        let block = vec![1u8; 64 << 20];
+        let during = rss_kib(me).unwrap();
+        assert!(
+            during >= before + 60 * 1024,
+            "RSS {before} KiB, then {during} KiB with 64 MiB touched"
+        );
+        // The kernel's other count of the same (resident pages) agrees.
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let statm_kib = pages * 4;
+        let now = rss_kib(me).unwrap();
+        assert!(
+            now.abs_diff(statm_kib) < 2 * 1024,
+            "{now} vs {statm_kib} KiB"
+        );
+        assert_eq!(block.iter().map(|b| *b as u64).sum::<u64>(), 64 << 20);
+        assert!(rss_kib(u32::MAX).is_none(), "no such process");
     }
 
     #[test]

@@ -247,6 +247,8 @@ struct FakeState {
     model: Option<String>,
     hits: Arc<AtomicU64>,
     finished: Arc<AtomicU64>,
+    /// Streams whose writer found its reader gone before the end.
+    cut: Arc<AtomicU64>,
     last_body: Arc<std::sync::Mutex<Value>>,
     last_auth: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -272,6 +274,7 @@ impl FakeUpstream {
             model,
             hits: Arc::default(),
             finished: Arc::default(),
+            cut: Arc::default(),
             last_body: Arc::new(std::sync::Mutex::new(Value::Null)),
             last_auth: Arc::default(),
         };
@@ -307,6 +310,12 @@ impl FakeUpstream {
     /// Requests whose handler ran to its end (a cancelled one does not).
     pub fn finished(&self) -> u64 {
         self.state.finished.load(Ordering::SeqCst)
+    }
+
+    /// Streamed answers it stopped writing because the reader (the
+    /// router) closed the connection before the end.
+    pub fn streams_cut(&self) -> u64 {
+        self.state.cut.load(Ordering::SeqCst)
     }
 
     /// The last request body received.
@@ -348,7 +357,8 @@ async fn completion(
     if body["stream"] == json!(true) {
         let include_usage = body["stream_options"]["include_usage"] == json!(true)
             && !matches!(behavior, Behavior::NoStreamUsage);
-        let response = stream_answer(&query, model, include_usage, behavior).await;
+        let response =
+            stream_answer(&query, model, include_usage, behavior, Arc::clone(&s.cut)).await;
         s.finished.fetch_add(1, Ordering::SeqCst);
         return response;
     }
@@ -479,6 +489,7 @@ async fn stream_answer(
     model: Option<&str>,
     include_usage: bool,
     behavior: Behavior,
+    cut_short: Arc<AtomicU64>,
 ) -> Response {
     let words = match &behavior {
         Behavior::Says(text) => text.split_inclusive(' ').map(str::to_owned).collect(),
@@ -543,6 +554,7 @@ async fn stream_answer(
             let mut c = chunk(json!({"content": w}), Value::Null);
             c["sent"] = json!(unix_micros());
             if tx.send(Ok(send(c))).await.is_err() {
+                cut_short.fetch_add(1, Ordering::SeqCst);
                 return;
             }
         }

@@ -346,14 +346,52 @@ async fn openapi_document_lists_every_endpoint() {
     let server = Server::start(&[]);
     let (code, doc) = Client::new(&server.base).get("/api/openapi.json").await;
     assert_eq!(code, 200);
-    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    for p in [
-        "/api/orchestrator/status",
-        "/api/query",
-        "/api/orchestrator/decisions",
-        "/api/health",
-    ] {
-        assert!(paths.iter().any(|k| k.as_str() == p), "{p} in {paths:?}");
+    // Every route the server answers, with its methods: no more, no less.
+    let mut documented: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    documented.sort();
+    let mut routes = vec![
+        "GET /api/orchestrator/status",
+        "GET /api/orchestrator/stream",
+        "GET /api/orchestrator/calibrate",
+        "GET /api/orchestrator/history",
+        "GET /api/orchestrator/decisions",
+        "POST /api/orchestrator/decisions",
+        "POST /api/query",
+        "GET /api/health",
+        "GET /api/openapi.json",
+        "POST /api/session",
+        "DELETE /api/session",
+        "GET /metrics",
+        "POST /v1/chat/completions",
+        "GET /v1/models",
+        "GET /v1/models/{model}",
+    ];
+    routes.sort();
+    assert_eq!(documented, routes);
+    // And each documented route is served (not the fallback's 404 or 405).
+    let c = Client::new(&server.base);
+    for route in &routes {
+        let (method, path) = route.split_once(' ').unwrap();
+        let url = server.url(&path.replace("{model}", "auto"));
+        let req = match method {
+            "GET" => c.http().get(&url),
+            "POST" => c
+                .http()
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{}"),
+            _ => c.http().delete(&url),
+        };
+        let code = req.send().await.unwrap().status().as_u16();
+        assert!(
+            !matches!(code, 404 | 405) || path == "/api/session",
+            "{route}: {code}"
+        );
     }
 }
 
@@ -374,13 +412,58 @@ fn bad_flags_exit_with_a_message() {
     }
 }
 
-#[test]
-fn sigterm_shuts_down_gracefully() {
-    let server = Server::start(&[]);
-    let status = server
-        .terminate(Duration::from_secs(5))
-        .expect("exits within 5 s");
+/// SIGTERM with connections open, as reliability.md says: a request in
+/// progress finishes with its answer, an event stream ends cleanly, an idle
+/// kept-alive connection is closed, and the process exits 0 well within
+/// the 10 s drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully() {
+    use futures_util::StreamExt as _;
+    let up = FakeUpstream::start(Behavior::Slow(Duration::from_millis(1_500))).await;
+    let server = Server::start(&["--in-memory", "--upstream", &upstream_arg("fast", &up)]);
+    let c = Client::new(&server.base);
+    // An idle kept-alive connection.
+    assert_eq!(c.get("/api/health").await.0, 200);
+    // An open event stream.
+    let stream = c
+        .http()
+        .get(server.url("/api/orchestrator/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    // A request in progress (its upstream takes 1.5 s).
+    let query = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.post("/api/query", &json!({"query": "hello", "mode": "simple"}))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let exit = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(9)));
+    // The stream ends (a clean end of its body, not a reset).
+    let mut body = stream.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = body.next().await {
+            chunk.expect("the stream's body ends cleanly");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream was ended");
+    let (code, answer) = query.await.unwrap();
+    assert_eq!(
+        code, 200,
+        "the request in progress got its answer: {answer}"
+    );
+    let status = exit.await.unwrap().expect("exits within the drain");
     assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

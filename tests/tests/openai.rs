@@ -181,15 +181,32 @@ async fn a_stream_is_relayed_chunk_by_chunk_with_usage_when_asked() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-type"), "text/event-stream");
     let id = header(&r, "x-router-decision-id").to_owned();
-    // Chunks come as they are written: the first before the last is sent.
+    // Chunks come as they are written: the first word reaches the client
+    // before the mock even sends the last (its chunks carry their send
+    // times, `sent`, in µs).
     let mut events = r.bytes_stream();
-    let first = events.next().await.unwrap().unwrap();
-    assert!(std::str::from_utf8(&first).unwrap().starts_with("data: "));
-    let mut rest = first.to_vec();
+    let mut rest = Vec::new();
+    let mut first_word_at = None;
     while let Some(b) = events.next().await {
         rest.extend_from_slice(&b.unwrap());
+        if first_word_at.is_none() && String::from_utf8_lossy(&rest).contains("\"sent\"") {
+            first_word_at = Some(tests::unix_micros());
+        }
     }
     let text = String::from_utf8(rest).unwrap();
+    assert!(text.starts_with("data: "));
+    let last_sent = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|c| c["sent"].as_u64())
+        .max()
+        .expect("the mock's chunks say when they were sent");
+    let first_word_at = first_word_at.expect("a word arrived");
+    assert!(
+        first_word_at < last_sent,
+        "the first word arrived at {first_word_at} µs, after the last was sent at {last_sent} µs"
+    );
     let lines: Vec<&str> = text
         .split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
@@ -308,8 +325,13 @@ async fn a_client_that_goes_away_cancels_the_upstream_and_releases_the_tier() {
         "{}",
         s.c.status().await["tierMetrics"][0]
     );
-    // The upstream's stream was closed too: its writer stopped early.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The upstream's stream was closed too: its writer found nobody
+    // reading long before its last word (eight words, 300 ms apart).
+    let cut = eventually(Duration::from_millis(1_200), || async {
+        s.fast.streams_cut() == 1
+    })
+    .await;
+    assert!(cut, "the upstream's stream was not closed early");
     assert_eq!(s.fast.hits(), 1);
 }
 
@@ -513,6 +535,29 @@ async fn a_council_without_answers_is_a_502_and_members_are_configurable() {
     // Two members recorded; no moderator call without any answer.
     assert_eq!(status["totalDecisions"], 2);
     assert_eq!(s.powerful.hits(), 0);
+    // With answers, the configured moderator (balanced) writes the final
+    // one: its upstream is called once more, with the moderator's prompt,
+    // and the powerful tier never.
+    s.fast.set(Behavior::Ok);
+    s.balanced
+        .set(Behavior::Says("Both say hi.\nAGREED: Q2".into()));
+    let before = s.balanced.hits();
+    let r = post(&s.c, &chat("council", "hi")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-router-tier"), "Q3", "the moderator's tier");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Both say hi.");
+    assert_eq!(body["council"]["moderator"]["tier"], "Q3");
+    assert_eq!(s.balanced.hits(), before + 2, "member, then moderator");
+    let prompt = s.balanced.last_body()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        prompt.contains("member Q2") && prompt.contains("AGREED"),
+        "{prompt}"
+    );
+    assert_eq!(s.powerful.hits(), 0);
 }
 
 #[tokio::test]
@@ -544,6 +589,33 @@ async fn a_benchmark_asks_every_tier_at_once_and_lists_each() {
     assert_eq!(status["totalDecisions"], 3);
     assert_eq!(status["modeMix"]["benchmark"], 3);
     assert_eq!(status["tierMetrics"][0]["outcomes"]["http5xx"], 1);
+
+    // In parallel: with every tier 300 ms slow, the whole takes well under
+    // the sum of the members' latencies.
+    for up in [&s.fast, &s.balanced, &s.powerful] {
+        up.set(Behavior::Slow(Duration::from_millis(300)));
+    }
+    let started = std::time::Instant::now();
+    let (code, g) =
+        s.c.post(
+            "/api/query",
+            &json!({"query": "Compare B-trees and LSM-trees", "mode": "benchmark"}),
+        )
+        .await;
+    let wall = started.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(code, 200, "{g}");
+    let sum: f64 = members(&g)
+        .iter()
+        .map(|m| m["latencyMs"].as_f64().unwrap())
+        .sum();
+    assert!(sum >= 900.0, "{sum}");
+    assert!(
+        wall < sum * 2.0 / 3.0,
+        "{wall} ms for members taking {sum} ms in all"
+    );
+    s.fast.set(Behavior::Fail);
+    s.balanced.set(Behavior::Ok);
+    s.powerful.set(Behavior::Ok);
 
     // Through /v1 (streamed): one choice per tier that answered.
     let mut body = chat("benchmark", "Compare B-trees and LSM-trees");

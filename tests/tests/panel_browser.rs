@@ -156,14 +156,11 @@ async fn panel_lifecycle_in_a_real_browser() {
     assert_eq!(cell["imgs"], 0);
     assert_eq!(cell["pwned"], false);
 
-    // The screenshot of live data for the README.
+    // A screenshot of live data, to look at (the README's picture of
+    // routed traffic is `panel_setup.rs`'s).
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/panel.png");
     b.screenshot(&shot).await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
-    if std::env::var_os("ORCH_UPDATE_SCREENSHOT").is_some() {
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/panel.png");
-        std::fs::copy(&shot, docs).unwrap();
-    }
 
     // The backend dies: its last numbers stay, marked stale, at once (the
     // stream drops; no poll timeout to wait out).

@@ -193,6 +193,23 @@ pub fn StatusView(
             })
         })
     };
+    // Live tiers without an upstream: queries routed there answer 503 and
+    // nothing on screen would say why. (Mock data and an older server that
+    // reports no upstreams say nothing.)
+    let unconfigured = move || {
+        if !matches!(source.get(), Some(DataSource::Live(_))) {
+            return None;
+        }
+        status.with(|s| {
+            let metrics = s.as_ref()?.tier_metrics.as_ref()?;
+            let missing: Vec<String> = metrics
+                .iter()
+                .filter(|m| m.upstreams.is_empty())
+                .map(|m| format!("{} ({})", m.tier.label(), m.tier.internal_name()))
+                .collect();
+            (!missing.is_empty()).then(|| missing.join(", "))
+        })
+    };
     view! {
         <section
             class="panel"
@@ -209,6 +226,14 @@ pub fn StatusView(
             </header>
             <p class="banner" role="alert" data-testid="persistence-banner" hidden=move || persistence().is_none()>
                 {persistence}
+            </p>
+            <p class="banner hint" data-testid="setup-hint" hidden=move || unconfigured().is_none()>
+                "No upstream for "{move || unconfigured().unwrap_or_default()}
+                ": queries routed there are recorded but answer 503, as no model is there to write the answer. Give each tier an OpenAI-compatible server (llama.cpp, Ollama, vLLM) with "
+                <code>"--upstream fast=http://127.0.0.1:8081/v1"</code>
+                " (likewise balanced, powerful), or let your own router report what it decided to "
+                <code>"POST /api/orchestrator/decisions"</code>
+                ": this panel shows those decisions live."
             </p>
             <ClusterCard json=cluster/>
             <div class="data">

@@ -781,23 +781,19 @@ impl Failure {
     }
 }
 
-/// Whole seconds of a `Retry-After` (delta-seconds or an HTTP date).
+/// Whole seconds of a `Retry-After`: delta-seconds, or an HTTP date in any
+/// of the three forms RFC 9110 makes recipients accept (IMF-fixdate,
+/// RFC 850, asctime; `httpdate` parses them); a date past is 0.
 pub fn retry_after_secs(value: &HeaderValue) -> Option<u64> {
     let text = value.to_str().ok()?.trim();
     if let Ok(secs) = text.parse::<u64>() {
         return Some(secs);
     }
-    let at = httpdate_secs(text)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    Some(at.saturating_sub(now))
-}
-
-fn httpdate_secs(text: &str) -> Option<u64> {
-    let t = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    u64::try_from(t.timestamp()).ok()
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .map_or(0, |d| d.as_secs()),
+    )
 }
 
 fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
@@ -1077,6 +1073,19 @@ mod tests {
             Some(0),
             "a date in the past means now"
         );
+        // The two obsolete forms recipients must accept too (RFC 9110).
+        for past in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+            assert_eq!(
+                retry_after_secs(&HeaderValue::from_static(past)),
+                Some(0),
+                "{past}"
+            );
+        }
+        let soon = httpdate::fmt_http_date(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(120),
+        );
+        let secs = retry_after_secs(&HeaderValue::from_str(&soon).unwrap()).unwrap();
+        assert!((110..=120).contains(&secs), "{secs}");
     }
 
     #[test]
