@@ -9,7 +9,18 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
-cargo build -p panel --bins --target wasm32-unknown-unknown --profile wasm-release
+rustup target list --installed | grep -qx wasm32-unknown-unknown ||
+  rustup target add wasm32-unknown-unknown
+# The panel compiles while the tools it needs next install (on a first run,
+# wasm-bindgen-cli compiles too): cargo install builds in a directory of its
+# own, so the two share no lock and fill each other's single-threaded spells.
+cargo build -p panel --bins --target wasm32-unknown-unknown --profile wasm-release &
+build=$!
+if ! scripts/install.sh; then
+  kill "$build" 2>/dev/null || true
+  exit 1
+fi
+wait "$build"
 wasm_dir=target/wasm32-unknown-unknown/wasm-release
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

@@ -5,6 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
-scripts/install.sh
+# build.sh installs what is missing (scripts/install.sh) while the panel
+# compiles.
 scripts/build.sh
 exec target/release/server "$@"
