@@ -349,13 +349,7 @@ async fn require_api_key(
 
 /// True when `Authorization: Bearer <token>` carries exactly `token`.
 fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
+    readers::bearer(headers).is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
 }
 
 /// A browser marks a request another site's page makes with

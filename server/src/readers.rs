@@ -67,7 +67,7 @@ impl Readers {
         {
             return true;
         }
-        session_cookie(headers).is_some_and(|token| self.has_session(token))
+        session_cookie(headers).is_some_and(|token| self.has_session(&token))
     }
 
     /// A new session for a client that showed a key: its token.
@@ -93,7 +93,7 @@ impl Readers {
     /// Ends the session the request carries, if any.
     pub fn close_session(&self, headers: &HeaderMap) {
         if let Some(token) = session_cookie(headers) {
-            self.lock().remove(token);
+            self.lock().remove(&token);
         }
     }
 
@@ -131,15 +131,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The session token among the request's cookies, if any.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.trim())
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    use headers::HeaderMapExt as _;
+    let cookies = headers.typed_get::<headers::Cookie>()?;
+    cookies.get(COOKIE).map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -949,14 +949,9 @@ fn restore(conn: &Connection, capacity: usize) -> rusqlite::Result<Restored> {
         .query_map([capacity as i64], |r| decision_from_row(r, &out.instance))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     buffer.reverse();
-    // Sequence numbers are contiguous in the buffer: keep the newest run
-    // without a gap (rows of a failed commit may be missing below it).
-    if let Some(gap) = buffer
-        .windows(2)
-        .rposition(|w| w[1].decision.seq != w[0].decision.seq + 1)
-    {
-        buffer.drain(..=gap);
-    }
+    // Gaps are fine (a refused batch's seqs, rows a failed commit kept in
+    // memory only): the buffer is in seq order, which is all it needs, so
+    // the newest `capacity` come back as they were before the restart.
     if buffer.last().is_some_and(|d| d.decision.seq != out.seq) {
         buffer.clear();
     }

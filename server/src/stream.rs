@@ -30,8 +30,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
-use axum::response::Response;
-use bytes::{BufMut as _, Bytes, BytesMut};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse as _, Response};
+use bytes::Bytes;
 use shared::{DEFAULT_RECENT, RoutingDecision};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
@@ -49,8 +50,7 @@ pub const COALESCE: Duration = Duration::from_millis(50);
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// How soon a browser's `EventSource` reconnects after the stream drops.
-const RETRY: &[u8] = b"retry: 1000\n\n";
-const HEARTBEAT_FRAME: &[u8] = b": heartbeat\n\n";
+const RETRY_AFTER_DROP: Duration = Duration::from_millis(1_000);
 
 /// What every stream is sent from: one value, shared.
 #[derive(Debug)]
@@ -61,8 +61,9 @@ pub struct Published {
     seq: u64,
     /// `id: <seq>`, `event: status`, `data: <the status JSON>`.
     status: Bytes,
-    /// `decision` frames of the buffered decisions, oldest first, with
-    /// contiguous `seq`s ending at `seq`.
+    /// `decision` frames of the buffered decisions, oldest first, in `seq`
+    /// order ending at `seq` (with gaps where a refused batch took seqs
+    /// that were never published).
     decisions: Vec<(u64, Bytes)>,
     /// Counts publications: a stream that saw the one before this one sends
     /// its `updated` frames; one that skipped some learns of them from the
@@ -89,16 +90,17 @@ impl Published {
         if cursor + 1 < first {
             return None;
         }
-        Some(&self.decisions[(cursor + 1 - first) as usize..])
+        let at = self.decisions.partition_point(|(seq, _)| *seq <= cursor);
+        Some(&self.decisions[at..])
     }
 
     /// A `resync` event: the decisions after `cursor` cannot all be sent.
     fn resync(&self, cursor: u64) -> Bytes {
         let oldest = self.decisions.first().map_or(self.seq, |d| d.0);
-        Bytes::from(format!(
-            "event: resync\ndata: {{\"after\":{cursor},\"oldest\":{oldest},\"newest\":{}}}\n\n",
+        event_bytes(Event::default().event("resync").data(format!(
+            "{{\"after\":{cursor},\"oldest\":{oldest},\"newest\":{}}}",
             self.seq
-        ))
+        )))
     }
 }
 
@@ -169,7 +171,10 @@ impl Hub {
             cursor: now.seq,
             number: now.number,
             last_sent: Instant::now(),
-            pending: VecDeque::from([Bytes::from_static(RETRY), now.status.clone()]),
+            pending: VecDeque::from([
+                event_bytes(Event::default().retry(RETRY_AFTER_DROP)),
+                now.status.clone(),
+            ]),
             done: now.closed,
             _place: place,
         };
@@ -222,12 +227,8 @@ impl Hub {
             if decision.seq > ring.seq {
                 continue; // new in this publication: its frame is current
             }
-            let first = ring.frames.front().map_or(u64::MAX, |f| f.0);
-            if let Some(kept) = decision
-                .seq
-                .checked_sub(first)
-                .and_then(|at| ring.frames.get_mut(at as usize))
-            {
+            let at = ring.frames.partition_point(|f| f.0 < decision.seq);
+            if let Some(kept) = ring.frames.get_mut(at).filter(|f| f.0 == decision.seq) {
                 kept.1 = frame(Some(decision.seq), "decision", &decision);
             }
             updated.push(frame(None, "update", &decision));
@@ -241,15 +242,17 @@ impl Hub {
             }
         }
         ring.seq = snapshot.seq;
-        let mut status = BytesMut::with_capacity(snapshot.body.len() + 48);
-        status.put_slice(format!("id: {}\nevent: status\ndata: ", snapshot.seq).as_bytes());
-        status.put_slice(&snapshot.body);
-        status.put_slice(b"\n\n");
+        let status = event_bytes(
+            Event::default()
+                .id(snapshot.seq.to_string())
+                .event("status")
+                .data(std::str::from_utf8(&snapshot.body).expect("JSON is UTF-8")),
+        );
         let number = self.tx.borrow().number + 1;
         self.tx.send_replace(Arc::new(Published {
             version: snapshot.version,
             seq: snapshot.seq,
-            status: status.freeze(),
+            status,
             decisions: ring.frames.iter().cloned().collect(),
             number,
             updated,
@@ -293,15 +296,29 @@ async fn publish_loop(hub: Arc<Hub>) {
 
 /// An SSE event of `kind` carrying decision `d`, with `id: <seq>` when given.
 fn frame(id: Option<u64>, kind: &str, d: &RoutingDecision) -> Bytes {
-    let json = serde_json::to_vec(d).expect("a decision always serialises");
-    let mut frame = BytesMut::with_capacity(json.len() + 48);
+    let json = serde_json::to_string(d).expect("a decision always serialises");
+    let mut event = Event::default();
     if let Some(seq) = id {
-        frame.put_slice(format!("id: {seq}\n").as_bytes());
+        event = event.id(seq.to_string());
     }
-    frame.put_slice(format!("event: {kind}\ndata: ").as_bytes());
-    frame.put_slice(&json);
-    frame.put_slice(b"\n\n");
-    frame.freeze()
+    event_bytes(event.event(kind).data(json))
+}
+
+/// The bytes of one event as axum frames it (a newline in its data
+/// becomes another `data:` line, never the event's end). Made once per
+/// publication and shared by every stream, so built here, not per stream.
+fn event_bytes(event: Event) -> Bytes {
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    let body = Sse::new(futures_util::stream::iter([Ok::<_, Infallible>(event)]))
+        .into_response()
+        .into_body();
+    // One ready event: the body is whole at its first poll.
+    body.collect()
+        .now_or_never()
+        .and_then(Result::ok)
+        .map(http_body_util::Collected::to_bytes)
+        .expect("an event renders at once")
 }
 
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
@@ -344,7 +361,8 @@ impl Stream {
                     self.catch_up(&now);
                 }
                 () = tokio::time::sleep_until(self.last_sent + HEARTBEAT) => {
-                    self.pending.push_back(Bytes::from_static(HEARTBEAT_FRAME));
+                    self.pending
+                        .push_back(event_bytes(Event::default().comment("heartbeat")));
                 }
             }
         }

@@ -422,18 +422,19 @@ async fn a_refused_batch_is_counted_nowhere() {
     })
     .await;
     assert!(resumed, "the store recovers once there is space");
-    // The client retries the refused batch: counted once.
-    let (code, got) = c.post("/api/orchestrator/decisions", &json!(big)).await;
-    assert_eq!(code, 201, "{got}");
+    // A few more after the refused one: the buffer now spans its gap.
+    for i in 0..5 {
+        assert_eq!(
+            c.post("/api/orchestrator/decisions", &decision(i)).await.0,
+            201
+        );
+    }
     let before = c.status().await;
-    assert_eq!(
-        before["totalDecisions"].as_u64().unwrap(),
-        acknowledged + 1000
-    );
-    assert_eq!(stored_seqs(&c).await.len() as u64, acknowledged + 1000);
+    assert_eq!(before["totalDecisions"].as_u64().unwrap(), acknowledged + 5);
+    assert_eq!(stored_seqs(&c).await.len() as u64, acknowledged + 5);
     assert_eq!(
         decisions_metric(&c.text("/metrics").await),
-        (acknowledged + 1000) as f64
+        (acknowledged + 5) as f64
     );
     let comparable = |mut s: Value| {
         s.as_object_mut().unwrap().remove("timestamp");
@@ -444,4 +445,13 @@ async fn a_refused_batch_is_counted_nowhere() {
     let server = Server::start(&args);
     let c = Client::new(&server.base);
     assert_eq!(comparable(c.status().await), comparable(before));
+    // The client retries the refused batch: counted once.
+    let (code, got) = c.post("/api/orchestrator/decisions", &json!(big)).await;
+    assert_eq!(code, 201, "{got}");
+    let after = c.status().await;
+    assert_eq!(
+        after["totalDecisions"].as_u64().unwrap(),
+        acknowledged + 1_005
+    );
+    assert_eq!(stored_seqs(&c).await.len() as u64, acknowledged + 1_005);
 }
