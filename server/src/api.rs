@@ -869,7 +869,10 @@ pub struct SessionRequest {
          headers(("Set-Cookie" = String, description = "`orch_session=...; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200`"))),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Not a read key or API key", body = ErrorBody),
+        (status = 403, description = "Another site's page (`Sec-Fetch-Site: cross-site`) may not open a session", body = ErrorBody),
         (status = 404, description = "No `--read-key` is set: reads are open, no session is needed", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "The body is not `{\"key\": string}`", body = ErrorBody),
     )
 )]

@@ -80,6 +80,20 @@ async fn a_batch_is_all_or_nothing() {
     assert_eq!(c.status().await["totalDecisions"], 1000);
 }
 
+/// Every decision a history answer counts, over its tiers and points.
+fn decisions_in(h: &Value) -> u64 {
+    (0..3)
+        .map(|t| {
+            h["series"][t]["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Which of the ingested decisions a filter keeps.
 type Keep = Box<dyn Fn(&Value) -> bool>;
 
@@ -243,17 +257,7 @@ async fn history_counts_match_the_reference() {
             .get(&format!("/api/orchestrator/history?from=-2d&step={step}"))
             .await;
         assert_eq!(code, 200, "{h2}");
-        let total: u64 = (0..3)
-            .map(|t| {
-                h2["series"][t]["decisions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap())
-                    .sum::<u64>()
-            })
-            .sum();
-        assert_eq!(total, 600, "{step}");
+        assert_eq!(decisions_in(&h2), 600, "{step}");
     }
     // Seven days at one hour (168 steps, 169 points off the hour); a span
     // of more than 1440 steps is a 400.
@@ -366,17 +370,11 @@ async fn history_points_cover_the_whole_range() {
             ))
             .await;
         assert_eq!(code, 200, "{step}: {h}");
-        let total: u64 = (0..3)
-            .map(|t| {
-                h["series"][t]["decisions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap())
-                    .sum::<u64>()
-            })
-            .sum();
-        assert_eq!(total, 1, "{step}: the decision made in the range");
+        assert_eq!(
+            decisions_in(&h),
+            1,
+            "{step}: the decision made in the range"
+        );
         let from: chrono::DateTime<chrono::Utc> = h["from"].as_str().unwrap().parse().unwrap();
         assert!(
             from <= now() - chrono::Duration::minutes(5),

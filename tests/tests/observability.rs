@@ -398,7 +398,9 @@ async fn upstream_errors_keep_their_status_class_message_and_retry_after() {
 
     for (upstream_status, ours) in [
         (400, 400),
-        (404, 404),
+        // No chat completions endpoint there: a wrong URL is a failing
+        // upstream, not the client's refused request.
+        (404, 502),
         (422, 422),
         (401, 502),
         (403, 502),
@@ -419,7 +421,8 @@ async fn upstream_errors_keep_their_status_class_message_and_retry_after() {
     }
     let m = fast_metrics(&c).await;
     assert_eq!(m["outcomes"]["http429"], 3);
-    assert_eq!(m["outcomes"]["http4xx"], 5);
+    assert_eq!(m["outcomes"]["http4xx"], 4);
+    assert_eq!(m["outcomes"]["badReply"], 1, "the 404");
     assert_eq!(m["outcomes"]["http5xx"], 2);
 }
 

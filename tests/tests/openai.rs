@@ -989,23 +989,19 @@ async fn every_v1_error_is_an_openai_error_object() {
         (
             http.post(s.server.url("/v1/chat/completions"))
                 .header(key.0, key.1)
-                .header("content-type", "application/json")
-                .body(vec![b' '; 20 << 20]),
-            413,
-        ),
-        (
-            http.post(s.server.url("/v1/chat/completions"))
-                .header(key.0, key.1)
                 .header("sec-fetch-site", "cross-site")
                 .header("origin", "https://evil.example")
                 .body(chat("auto", "hi").to_string()),
             403,
         ),
     ];
+    let mut answers = Vec::new();
     for (req, want) in cases {
         let r = req.send().await.unwrap();
         assert_eq!(r.status().as_u16(), want);
-        let body: Value = r.json().await.unwrap();
+        answers.push((want, r.json::<Value>().await.unwrap()));
+    }
+    for (want, body) in answers {
         let e = &body["error"];
         assert!(
             e["message"].is_string() && e["type"].is_string(),

@@ -44,6 +44,10 @@ async fn a_tier_without_upstream_is_named_on_the_page() {
     ] {
         assert!(hint.contains(part), "{part} in {hint}");
     }
+    // A newcomer's first view, to look at.
+    let shot =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/first-run.png");
+    b.screenshot(&shot).await;
     b.close().await;
 
     // Every tier served: no hint.

@@ -465,20 +465,15 @@ async fn read_keys_guard_every_read_of_decisions() {
         "{cookie}"
     );
     let session = cookie.split(';').next().unwrap().to_owned();
-    let r = http
-        .get(server.url("/api/orchestrator/status"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let with_session = |path: &str| {
+        http.get(server.url(path))
+            .header("cookie", session.as_str())
+            .send()
+    };
+    let r = with_session("/api/orchestrator/status").await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("vault"));
-    let r = http
-        .get(server.url("/api/orchestrator/stream"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let r = with_session("/api/orchestrator/stream").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     drop(r);
@@ -494,17 +489,12 @@ async fn read_keys_guard_every_read_of_decisions() {
     assert_eq!(r.status(), 403);
     let r = http
         .delete(server.url("/api/session"))
-        .header("cookie", &session)
+        .header("cookie", session.as_str())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let r = http
-        .get(server.url("/api/orchestrator/status"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let r = with_session("/api/orchestrator/status").await.unwrap();
     assert_eq!(r.status(), 401, "signed out");
 }
 
