@@ -42,7 +42,7 @@ fn upstreams() -> Upstreams {
             let outcome = Outcome::ALL[(i + k) % Outcome::ALL.len()];
             let admission = u.admit(t, Instant::now());
             let Some(admission) = admission else { break };
-            t.begin(u, admission, k % 7 == 0).finish(
+            t.begin(u, admission, k % 7 == 0, false).finish(
                 outcome,
                 Ended {
                     model: Some(format!("model-{}", k % 3)),
