@@ -395,14 +395,7 @@ async fn history_points_cover_the_whole_range() {
 async fn exports_nobody_reads_are_bounded_and_closed() {
     let server = Server::start(&["--max-exports", "3", "--write-timeout", "2"]);
     let c = Client::new(&server.base);
-    // About 10 MB of NDJSON: more than the socket buffers hold.
-    for chunk in 0..40 {
-        let batch: Vec<Value> = (chunk * 1000..(chunk + 1) * 1000).map(decision).collect();
-        assert_eq!(
-            c.post("/api/orchestrator/decisions", &json!(batch)).await.0,
-            201
-        );
-    }
+    ingest_40k(&c).await;
     let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
     let stalled = stall_exports(addr, 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -444,13 +437,7 @@ async fn exports_nobody_reads_are_bounded_and_closed() {
 async fn a_stalled_export_holds_no_thread() {
     let server = Server::start(&["--max-exports", "20", "--write-timeout", "120"]);
     let c = Client::new(&server.base);
-    for chunk in 0..40 {
-        let batch: Vec<Value> = (chunk * 1000..(chunk + 1) * 1000).map(decision).collect();
-        assert_eq!(
-            c.post("/api/orchestrator/decisions", &json!(batch)).await.0,
-            201
-        );
-    }
+    ingest_40k(&c).await;
     let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
     let before = threads(server.pid());
     let stalled = stall_exports(addr, 20).await;
@@ -462,6 +449,18 @@ async fn a_stalled_export_holds_no_thread() {
     );
     assert_eq!(c.get("/api/orchestrator/decisions?limit=5").await.0, 200);
     drop(stalled);
+}
+
+/// 40,000 decisions in batches of 1,000: about 10 MB of NDJSON, more than
+/// the socket buffers hold.
+async fn ingest_40k(c: &Client) {
+    for chunk in 0..40 {
+        let batch: Vec<Value> = (chunk * 1000..(chunk + 1) * 1000).map(decision).collect();
+        assert_eq!(
+            c.post("/api/orchestrator/decisions", &json!(batch)).await.0,
+            201
+        );
+    }
 }
 
 /// `n` connections that ask for an NDJSON export and never read (with a
