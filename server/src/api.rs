@@ -856,14 +856,15 @@ pub struct SessionRequest {
     pub key: String,
 }
 
-/// Opens a session for a panel: a read key in, an `HttpOnly`,
+/// Opens a session for a panel: a read key in (the JSON body, or as
+/// `Authorization: Bearer KEY` with no body), an `HttpOnly`,
 /// `SameSite=Strict` cookie out, good for reads (status, stream, history,
 /// decisions) for 12 hours or until the server restarts.
 #[utoipa::path(
     post,
     path = "/api/session",
     tag = "status",
-    request_body = SessionRequest,
+    request_body(content = SessionRequest, description = "The key; or send it as `Authorization: Bearer KEY` with no body"),
     responses(
         (status = 204, description = "A session: its cookie is in `Set-Cookie`",
          headers(("Set-Cookie" = String, description = "`orch_session=...; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200`"))),
@@ -878,14 +879,26 @@ pub struct SessionRequest {
 )]
 pub async fn open_session(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<SessionRequest>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     if !state.readers.required() {
         return Err(ApiError::NotFound(
             "no session is needed: this server has no --read-key".into(),
         ));
     }
-    if !state.readers.is_key(&req.key) {
+    let body =
+        body.map_err(|r| crate::extract::body_rejected(&r, crate::extract::MAX_BODY_BYTES))?;
+    // The key as a bearer token (a script's way) needs no body; else the
+    // JSON body `{"key": ...}` (the panel's).
+    let key = match crate::readers::bearer(&headers) {
+        Some(key) if body.iter().all(u8::is_ascii_whitespace) => key.to_owned(),
+        _ => {
+            crate::extract::require_json_content_type(&headers)?;
+            crate::extract::decode_json::<SessionRequest>(&body)?.key
+        }
+    };
+    if !state.readers.is_key(&key) {
         return Err(ApiError::Unauthorized);
     }
     let token = state

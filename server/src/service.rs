@@ -932,6 +932,8 @@ impl StatusService {
                     error,
                     busy,
                 },
+                prompt_tokens: assessor.prompt,
+                completion_tokens: assessor.completion,
             });
         }
         if let Some(c) = &self.cluster {

@@ -563,6 +563,13 @@ pub struct AssessorInfo {
     pub model_calls: u64,
     /// Of those, the ones the heuristic replaced, by reason.
     pub fallbacks: AssessorFallbacks,
+    /// Prompt tokens its calls took since start (restored ones included;
+    /// priced into the spend as `cost.assessor`); apart from Q2's own.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Completion tokens its calls took since start.
+    #[serde(default)]
+    pub completion_tokens: u64,
 }
 
 /// Model assessments replaced by the heuristic, by reason.

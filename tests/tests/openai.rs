@@ -764,6 +764,11 @@ async fn the_model_assessor_is_admitted_counted_apart_and_priced() {
         cost["assessor"]["completionTokens"].as_u64().unwrap(),
     );
     assert!(tin > 5 && tout == tin + 1, "{cost}");
+    assert_eq!(
+        (a["promptTokens"].as_u64(), a["completionTokens"].as_u64()),
+        (Some(tin), Some(tout)),
+        "the assessor's own figures"
+    );
     let assessor_usd = cost["assessor"]["spentUsd"].as_f64().unwrap();
     assert!((assessor_usd - (tin + tout) as f64).abs() < 1e-6, "{cost}");
     let tiers_usd: f64 = cost["tiers"]

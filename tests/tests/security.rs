@@ -477,6 +477,15 @@ async fn read_keys_guard_every_read_of_decisions() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     drop(r);
+    // A script opens one with the key as a bearer token, no body.
+    let r = http
+        .post(server.url("/api/session"))
+        .header("authorization", "Bearer rk-reader")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.headers().contains_key("set-cookie"));
     // Another site's page cannot open a session.
     let r = http
         .post(server.url("/api/session"))
