@@ -163,8 +163,8 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
         None => Step::fitting(span_minutes),
     };
     let m = step.minutes();
-    if step.points(span_minutes) > MAX_POINTS {
-        let n = step.points(span_minutes);
+    let n = step.points(span_minutes);
+    if n > MAX_POINTS {
         return Err(ApiError::BadParameter(format!(
             "{n} points of {} from {} to {}: at most {MAX_POINTS}; use a longer step or a shorter range",
             step.name(),
