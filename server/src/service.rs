@@ -527,12 +527,16 @@ impl StatusService {
     /// ingested batch still committing, right after it); the store gets
     /// them through the returned [`Pending`].
     pub fn record_batch(&self, drafts: Vec<Draft>) -> (Vec<RoutingDecision>, Pending) {
-        let (public, published, evicted) = {
+        let (public, published_now, evicted) = {
             let mut inner = self.lock();
             let recorded = self.stamp(&mut inner, drafts);
             let public = Self::public(&recorded);
-            let (published, evicted) = if inner.held.is_empty() {
-                self.publish_all(&mut inner, recorded)
+            if inner.held.is_empty() {
+                let mut evicted = Vec::new();
+                for r in recorded {
+                    evicted.extend(inner.publish(r, self.capacity));
+                }
+                (public, true, evicted)
             } else {
                 let first = recorded.first().map_or(0, |d| d.decision.seq);
                 inner.held.push_back(Held {
@@ -540,12 +544,13 @@ impl StatusService {
                     decisions: recorded,
                     state: HeldState::Ready,
                 });
-                (Vec::new(), Vec::new())
-            };
-            (public, published, evicted)
+                (public, false, Vec::new())
+            }
         };
         drop(evicted);
-        self.announce(&published);
+        if published_now {
+            self.announce(&public);
+        }
         let pending = Pending {
             store: self.store.clone(),
             rows: self.rows_of(&public),
