@@ -459,7 +459,12 @@ pub async fn query(
     }
     let route = match req.mode {
         Mode::TwoStage => crate::modes::assessed_route(&state, &req.query).await,
-        mode => routing::route(&req.query, mode, state.service.routing().q4_threshold),
+        mode => routing::route(
+            &req.query,
+            mode,
+            state.service.q4_threshold(),
+            state.options.scorer,
+        ),
     };
     let (decision, pending) = state
         .service
@@ -574,7 +579,8 @@ pub struct CalibrateResponse {
     pub current_threshold: f64,
     /// The Q4 share at the current threshold, 0..=1.
     pub current_q4_share: f64,
-    /// The Q4 share at every threshold 0, 0.5, ... 15 (31 points).
+    /// The Q4 share at every threshold 0, 0.5, ... 15 (31 points), with
+    /// the quality gap each is expected to recover on the labelled data.
     pub curve: Vec<CurvePoint>,
 }
 
@@ -607,7 +613,7 @@ struct CalibrateParams {
 pub async fn calibrate(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let asked = parse_share(req.uri().query())?;
     let population = state.service.population();
-    let current = state.service.routing().q4_threshold;
+    let current = state.service.q4_threshold();
     let body = CalibrateResponse {
         asked_q4_share: asked,
         calibration: asked.and_then(|q| population.calibrate(q)),
@@ -618,6 +624,16 @@ pub async fn calibrate(State(state): State<AppState>, req: Request) -> Result<Re
         current_q4_share: population.what_if(current, &[None; 3]).q4_share(),
         curve: population.curve(),
     };
+    let mut body = body;
+    if let Some(eq) = &state.service.routing().expected_quality {
+        for point in &mut body.curve {
+            point.expected_gap_recovered = eq
+                .curve
+                .iter()
+                .find(|q| q.threshold == point.threshold)
+                .map(|q| q.gap_recovered);
+        }
+    }
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
@@ -1185,7 +1201,10 @@ fn invalid(err: DecisionError) -> ApiError {
         shared::group::CouncilAnalysis,
         shared::group::ModeMix,
         shared::metrics::AssessorInfo,
-        shared::metrics::AssessorFallbacks
+        shared::metrics::AssessorFallbacks,
+        shared::quality::ExpectedQuality,
+        shared::quality::QualitySource,
+        shared::quality::QualityPoint
     ))
 )]
 pub struct ApiDoc;

@@ -1,6 +1,6 @@
 //! Stage 1 of two-stage routing: how complex a query is, 0..=15.
 //!
-//! `heuristic` (the default) is [`crate::routing::assess`]: explainable
+//! `heuristic` (the default) is the local scorer (`--scorer`): explainable
 //! features, no call, the same score for the same text. `model` asks the
 //! fast tier's upstream, as the seed's stage 1 did, with the fixed prompt
 //! [`PROMPT`], and reads its answer strictly: one number in 0..=15 and
@@ -16,7 +16,7 @@ use shared::Tier;
 use shared::api::Usage;
 use shared::insight::validate_usage;
 
-use crate::routing::{Assessment, assess};
+use crate::routing::Assessment;
 use crate::telemetry::Fallback;
 use crate::upstream::Upstreams;
 
@@ -68,6 +68,7 @@ pub struct Scored {
 /// are handed to `spent`, to be priced into the spend.
 pub async fn score(
     kind: AssessorKind,
+    scorer: crate::routing::Scorer,
     upstreams: &Upstreams,
     query: &str,
     timeout: Duration,
@@ -110,7 +111,7 @@ pub async fn score(
         );
     }
     Scored {
-        assessment: assess(query),
+        assessment: scorer.assess(query),
         ms: started.elapsed().as_secs_f64() * 1e3,
         fallback,
     }

@@ -65,6 +65,24 @@ pub struct Config {
           value_parser = parse_threshold)]
     pub q4_threshold: f64,
 
+    /// How two-stage routing scores a query: `learned` (the linear model
+    /// trained on labelled prompts, embedded in the binary) or `heuristic`
+    /// (the hand-written keyword table).
+    #[arg(long, env = "ORCH_SCORER", value_enum, default_value_t = crate::routing::Scorer::Learned)]
+    pub scorer: crate::routing::Scorer,
+
+    /// Sets the Q4 threshold by quality: the share (0 < G <= 1) of the
+    /// weak-to-strong quality gap to recover on the labelled data
+    /// (`--quality-data`). Instead of `--q4-threshold`.
+    #[arg(long, env = "ORCH_QUALITY_TARGET", value_parser = parse_quality_target,
+          conflicts_with = "q4_threshold")]
+    pub quality_target: Option<f64>,
+
+    /// Labelled prompts (JSON Lines, as `server eval` reads) on which the
+    /// expected quality is measured; default the embedded set.
+    #[arg(long, env = "ORCH_QUALITY_DATA")]
+    pub quality_data: Option<std::path::PathBuf>,
+
     /// A tier's price, TIER=IN/OUT in USD per million prompt/completion
     /// tokens (e.g. `powerful=5/15`). Repeatable, one per tier.
     #[arg(long = "price", env = "ORCH_PRICES", value_delimiter = ',', value_parser = parse_price)]
@@ -535,6 +553,13 @@ fn parse_inflight(raw: &str) -> Result<(Option<Tier>, usize), String> {
     match n.trim().parse::<usize>() {
         Ok(n) if (1..=1_000_000).contains(&n) => Ok((tier, n)),
         _ => Err(format!("{raw:?} is not N or TIER=N with N in 1..=1000000")),
+    }
+}
+
+fn parse_quality_target(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(g) if g > 0.0 && g <= 1.0 => Ok(g),
+        _ => Err(format!("must be a number with 0 < G <= 1, got {raw:?}")),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod changes;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod extract;
 pub mod history;
 pub mod logwriter;
@@ -20,6 +21,7 @@ pub mod panel;
 pub mod places;
 pub mod readers;
 pub mod routing;
+pub mod scorer;
 pub mod serve;
 pub mod service;
 pub mod store;
@@ -75,6 +77,8 @@ pub struct AppState {
 /// Access, privacy and capacity settings of the API.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// How two-stage routing scores queries (`--scorer`).
+    pub scorer: routing::Scorer,
     /// When set, ingestion requires `Authorization: Bearer <token>`.
     pub ingest_token: Option<String>,
     /// The one browser origin granted CORS, if any.
@@ -110,6 +114,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            scorer: routing::Scorer::default(),
             ingest_token: None,
             cors_origin: None,
             log_queries: false,

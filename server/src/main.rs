@@ -23,6 +23,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = server::eval::run(&args) {
+        std::process::exit(code);
+    }
     let config = Config::parse();
     if let Err(msg) = config.validate() {
         eprintln!("error: {msg}");
@@ -68,9 +72,26 @@ async fn main() {
     let addr = listener
         .local_addr()
         .expect("a bound socket has an address");
+    let (threshold, expected) = match server::eval::expected(
+        config.quality_data.as_deref(),
+        config.scorer,
+        config.q4_threshold,
+        config.quality_target,
+    ) {
+        Ok(x) => x,
+        Err(msg) => {
+            eprintln!("error: --quality-data: {msg}");
+            std::process::exit(2);
+        }
+    };
+    let routing = shared::Routing {
+        scorer: Some(config.scorer.name().to_owned()),
+        expected_quality: Some(expected),
+        ..shared::Routing::new(threshold)
+    };
     let mut service = StatusService::new(config.buffer_size, config.window)
         .with_redaction(config.redact_queries)
-        .with_routing(shared::Routing::new(config.q4_threshold), config.prices())
+        .with_routing(routing, config.prices())
         .with_assessor(config.assessor);
     if !config.in_memory {
         let settings = server::store::Settings {
@@ -135,6 +156,7 @@ async fn main() {
             },
         ),
         Options {
+            scorer: config.scorer,
             ingest_token: config.ingest_token(),
             cors_origin: config
                 .cors_origin

@@ -150,7 +150,12 @@ pub struct GroupOutcome {
 /// done). Fails only on input that cannot be recorded; a failing member is
 /// in the answer (`error`) and in its tier's counts.
 pub async fn run_group(state: &AppState, q: GroupQuery<'_>) -> Result<GroupOutcome, ApiError> {
-    let route = routing::route(q.query, q.mode, state.service.routing().q4_threshold);
+    let route = routing::route(
+        q.query,
+        q.mode,
+        state.service.q4_threshold(),
+        state.options.scorer,
+    );
     let tiers: Vec<Tier> = match q.mode {
         Mode::Council => state.options.council.clone(),
         _ => Tier::ALL.to_vec(),
@@ -383,13 +388,14 @@ fn new_group_id() -> String {
 pub async fn assessed_route(state: &AppState, query: &str) -> routing::Route {
     let scored = crate::assessor::score(
         state.options.assessor,
+        state.options.scorer,
         &state.upstreams,
         query,
         state.options.assessor_timeout,
         |usage| state.service.add_assessor_usage(usage),
     )
     .await;
-    let threshold = state.service.routing().q4_threshold;
+    let threshold = state.service.q4_threshold();
     routing::Route {
         tier: Mode::TwoStage.tier_for(scored.assessment.score, threshold),
         score: scored.assessment.score,

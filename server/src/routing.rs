@@ -41,7 +41,7 @@ pub struct Route {
 
 /// Picks the tier for `query` in `mode`; two-stage sends a score at or
 /// above `q4_threshold` to Q4.
-pub fn route(query: &str, mode: Mode, q4_threshold: f64) -> Route {
+pub fn route(query: &str, mode: Mode, q4_threshold: f64, scorer: Scorer) -> Route {
     match mode {
         Mode::Simple => Route {
             tier: Tier::Q2,
@@ -53,13 +53,42 @@ pub fn route(query: &str, mode: Mode, q4_threshold: f64) -> Route {
         // the query (the caller picks each member's tier).
         Mode::TwoStage | Mode::Council | Mode::Benchmark => {
             let started = Instant::now();
-            let Assessment { score, signals } = assess(query);
+            let Assessment { score, signals } = scorer.assess(query);
             Route {
                 tier: mode.tier_for(score, q4_threshold),
                 score,
                 decision_time_ms: started.elapsed().as_secs_f64() * 1_000.0,
                 signals: Some(signals),
             }
+        }
+    }
+}
+
+/// Which scorer two-stage routing uses (`--scorer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Scorer {
+    /// The linear model trained on labelled prompts and embedded in the
+    /// binary ([`crate::scorer`]).
+    #[default]
+    Learned,
+    /// The hand-written keyword table of this module.
+    Heuristic,
+}
+
+impl Scorer {
+    /// The score of `query` and the signals that make it.
+    pub fn assess(self, query: &str) -> Assessment {
+        match self {
+            Scorer::Learned => crate::scorer::embedded().assess(query),
+            Scorer::Heuristic => assess(query),
+        }
+    }
+
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scorer::Learned => "learned",
+            Scorer::Heuristic => "heuristic",
         }
     }
 }
@@ -333,6 +362,7 @@ mod tests {
             "Design a distributed system and prove it correct",
             Mode::Simple,
             7.0,
+            Scorer::Heuristic,
         );
         assert_eq!(
             r,
@@ -347,7 +377,7 @@ mod tests {
 
     #[test]
     fn two_stage_goes_to_balanced_or_powerful_by_the_threshold() {
-        let easy = route("What is Python?", Mode::TwoStage, 7.0);
+        let easy = route("What is Python?", Mode::TwoStage, 7.0, Scorer::Heuristic);
         assert_eq!(easy.tier, Tier::Q3);
         assert!(easy.decision_time_ms >= 0.0);
         let hard = route(
@@ -355,6 +385,7 @@ mod tests {
              then implement it in Rust with tests",
             Mode::TwoStage,
             7.0,
+            Scorer::Heuristic,
         );
         assert_eq!(hard.tier, Tier::Q4);
         assert!(hard.score >= 7.0);
@@ -364,6 +395,7 @@ mod tests {
              then implement it in Rust with tests",
             Mode::TwoStage,
             14.0,
+            Scorer::Heuristic,
         );
         assert_eq!((strict.tier, strict.score), (Tier::Q3, hard.score));
     }

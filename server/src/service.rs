@@ -409,9 +409,14 @@ impl StatusService {
         self.store.as_ref()
     }
 
-    /// The thresholds decisions are routed by.
-    pub fn routing(&self) -> Routing {
-        self.routing
+    /// The thresholds decisions are routed by, and the quality expected.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// The Q4 threshold decisions are routed by.
+    pub fn q4_threshold(&self) -> f64 {
+        self.routing.q4_threshold
     }
 
     /// How many decisions are kept.
@@ -912,7 +917,7 @@ impl StatusService {
         drop(inner);
         status.instance = Some(self.instance());
         status.buffer_capacity = Some(self.capacity);
-        status.routing = Some(self.routing);
+        status.routing = Some(self.routing.clone());
         status.cost = Some(cost_summary(&tokens, &baseline, &assessor, &self.prices));
         status.persistence = Some(match &self.store {
             Some(store) => store.persistence(),

@@ -147,7 +147,7 @@ pub fn valid_threshold(t: f64) -> bool {
 }
 
 /// The score classes and the Q4 threshold a server routes by.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Routing {
@@ -164,6 +164,15 @@ pub struct Routing {
     /// COMPLEX from this score.
     #[cfg_attr(feature = "openapi", schema(example = 7.0))]
     pub complex_from: f64,
+    /// Beyond the seed: how two-stage routing scores (`learned` or
+    /// `heuristic`, `--scorer`); absent from an older server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "learned"))]
+    pub scorer: Option<String>,
+    /// Beyond the seed: the answer quality expected at `q4Threshold`,
+    /// measured on labelled prompts; absent from an older server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_quality: Option<crate::quality::ExpectedQuality>,
 }
 
 impl Routing {
@@ -173,6 +182,8 @@ impl Routing {
             q4_threshold,
             moderate_from: Complexity::MODERATE_FROM,
             complex_from: Complexity::COMPLEX_FROM,
+            scorer: None,
+            expected_quality: None,
         }
     }
 
@@ -506,6 +517,12 @@ pub struct CurvePoint {
     /// The share (0..=1) of the decisions it would send to Q4.
     #[cfg_attr(feature = "openapi", schema(example = 0.15))]
     pub q4_share: f64,
+    /// Beyond the first calibrate: the share of the weak-to-strong quality
+    /// gap this threshold recovers on the labelled data (the status's
+    /// `routing.expectedQuality`); absent when the server measured none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = 0.35))]
+    pub expected_gap_recovered: Option<f64>,
 }
 
 impl Population {
@@ -639,6 +656,7 @@ impl Population {
                 CurvePoint {
                     threshold,
                     q4_share: share(n, self.len()),
+                    expected_gap_recovered: None,
                 }
             })
             .collect()

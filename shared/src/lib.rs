@@ -14,6 +14,7 @@ pub mod history;
 pub mod insight;
 pub mod metrics;
 mod mock;
+pub mod quality;
 mod status;
 mod tier;
 
