@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use shared::quality::{QualityCurve, Scored};
 use std::path::{Path, PathBuf};
 
-/// The labelled data shipped in the binary (`data/routing-quality/`).
+/// The labelled data shipped in the binary (`datasets/routing-quality/`).
 pub const EMBEDDED_NAME: &str = "embedded:labelled.jsonl";
-const EMBEDDED: &str = include_str!("../../data/routing-quality/labelled.jsonl");
+const EMBEDDED: &str = include_str!("../../datasets/routing-quality/labelled.jsonl");
 
 /// One labelled prompt and where it came from.
 #[derive(Debug, Clone)]
