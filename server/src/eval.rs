@@ -571,6 +571,12 @@ pub struct EvalArgs {
     /// Draws quality against strong-call share here (SVG).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// With `--scorer learned` on the shipped file only: each prompt's
+    /// score by a model trained without its fold (whole subjects), the
+    /// cross-validated figures, instead of the embedded model's own
+    /// (which was trained on these very prompts).
+    #[arg(long)]
+    pub held_out: bool,
 }
 
 /// `server train`.
@@ -632,16 +638,28 @@ fn run_eval(a: EvalArgs) -> Result<(), String> {
         ));
     }
     let data = load_all(&a.data)?;
-    let scores: Vec<f64> = data
-        .iter()
-        .map(|l| a.scorer.assess(&l.prompt).score)
-        .collect();
-    let r = report(a.scorer.name(), &data, &scores, a.q4_threshold);
+    let (name, scores) = if a.held_out {
+        let shipped =
+            a.data.len() == 1 && std::fs::read_to_string(&a.data[0]).is_ok_and(|t| t == EMBEDDED);
+        if a.scorer != Scorer::Learned || !shipped {
+            return Err("--held-out needs --scorer learned and the shipped file \
+                 (datasets/routing-quality/labelled.jsonl) as the only --data"
+                .into());
+        }
+        ("learned (held-out)", scorer::embedded().held_out.clone())
+    } else {
+        let scores = data
+            .iter()
+            .map(|l| a.scorer.assess(&l.prompt).score)
+            .collect();
+        (a.scorer.name(), scores)
+    };
+    let r = report(name, &data, &scores, a.q4_threshold);
     if let Some(p) = &a.scores_out {
         write(p, &scores_out(&data, &scores))?;
     }
     if let Some(p) = &a.plot {
-        plot(p, a.scorer.name(), &data, &scores)?;
+        plot(p, name, &data, &scores)?;
     }
     if a.format == "json" {
         println!(

@@ -96,6 +96,10 @@ fn skeleton() -> String {
 <p class="covers calibrate"><label>Send <input id="calibrate-share" data-testid="calibrate-share" type="number" min="0" max="100" step="1" value="20"> % of them to Q4:</label> <button class="link" data-testid="calibrate-run" data-calibrate="1">find the threshold</button> <span data-k="calibrated" data-testid="calibrate-result" aria-live="polite"></span></p>
 <table class="shares"><thead><tr><th scope="col">Tier</th><th scope="col" class="num">What-if</th><th scope="col" class="num">Decisions</th><th scope="col" class="num">As routed</th></tr></thead><tbody>{rows}</tbody></table>
 <p class="covers" data-k="cost" data-testid="whatif-cost"></p>
+<figure class="quality-curve">
+<svg viewBox="-14 -4 124 118" role="img" aria-labelledby="quality-title" data-testid="quality-curve"><title id="quality-title">Expected share of the quality gap recovered against the share of labelled prompts sent to Q4, as the Q4 threshold falls from 15 to 0</title><rect class="track" x="0" y="0" width="100" height="100"></rect><line class="axis" x1="0" x2="100" y1="100" y2="0"></line><polyline class="qcurve" data-k="qcurve" points=""></polyline><circle class="qmark" data-k="qmark" data-testid="quality-marker" r="3" cx="0" cy="100"></circle><text class="tick" x="0" y="112">0</text><text class="tick" x="86" y="112">Q4 100%</text><text class="tick" x="-13" y="4">1</text></svg>
+<figcaption class="covers" data-k="quality" data-testid="whatif-quality"></figcaption>
+</figure>
 </div>
 </div>"#
     )
@@ -120,7 +124,7 @@ fn puts(m: &Model) -> Vec<(String, Put)> {
             Put::Text(format!("score {range}: {n} decisions")),
         ));
     }
-    let r = m.routing;
+    let r = &m.routing;
     let at = [r.moderate_from, r.complex_from, r.q4_threshold, m.threshold];
     for (j, ((_, what), t)) in LINES.iter().zip(at).enumerate() {
         let x = hist_x(t).to_string();
@@ -167,11 +171,66 @@ fn puts(m: &Model) -> Vec<(String, Put)> {
         .map_or_else(String::new, |c| c.to_string());
     v.push(("cost".into(), Put::Attr("data-value", cost)));
     v.push(("cost".into(), Put::Text(cost_text(m))));
+    let eq = r.expected_quality.as_ref();
+    let points = eq.map_or_else(String::new, |eq| {
+        eq.curve
+            .iter()
+            .map(|p| {
+                format!(
+                    "{:.1},{:.1}",
+                    p.q4_share * 100.0,
+                    100.0 - p.gap_recovered.clamp(-0.1, 1.1) * 100.0
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    v.push(("qcurve".into(), Put::Attr("points", points)));
+    let near = eq.and_then(|eq| {
+        if m.threshold == r.q4_threshold {
+            Some((eq.q4_share, eq.gap_recovered))
+        } else {
+            eq.point_near(m.threshold)
+                .map(|p| (p.q4_share, p.gap_recovered))
+        }
+    });
+    let (cx, cy) = near.map_or((0.0, 100.0), |(share, gap)| {
+        (share * 100.0, 100.0 - gap.clamp(-0.1, 1.1) * 100.0)
+    });
+    v.push(("qmark".into(), Put::Attr("cx", format!("{cx:.1}"))));
+    v.push(("qmark".into(), Put::Attr("cy", format!("{cy:.1}"))));
+    v.push(("quality".into(), Put::Text(quality_text(m.threshold, r))));
     v
 }
 
+/// The quality expected at `threshold` on the server's labelled data: "at
+/// 7.0: 28 % on Q4, 35 % of the quality gap recovered on the labelled data".
+/// At the server's own threshold its exact figures, else the curve's point
+/// nearest (the slider moves in its steps).
+pub fn quality_text(threshold: f64, r: &Routing) -> String {
+    let Some(eq) = r.expected_quality.as_ref() else {
+        return "Expected quality: not measured by this server".to_owned();
+    };
+    let (t, share, gap) = if threshold == r.q4_threshold {
+        (threshold, eq.q4_share, eq.gap_recovered)
+    } else {
+        match eq.point_near(threshold) {
+            Some(p) => (p.threshold, p.q4_share, p.gap_recovered),
+            None => return "Expected quality: no curve from this server".to_owned(),
+        }
+    };
+    format!(
+        "at {}: {:.0} % on Q4, {:.0} % of the quality gap recovered on the labelled data ({}, {} prompts)",
+        score_text(t),
+        share * 100.0,
+        gap * 100.0,
+        eq.source.name,
+        eq.source.prompts
+    )
+}
+
 /// A threshold as an operator writes it: `7.0`, `6.5`, `4.25`.
-fn score_text(t: f64) -> String {
+pub fn score_text(t: f64) -> String {
     if t.fract() == 0.0 {
         format!("{t:.1}")
     } else {
@@ -259,10 +318,10 @@ pub fn RoutingInsight(
         population.with(|p| Model {
             counts,
             borderline: near,
-            routing,
             threshold,
             what_if: p.what_if(threshold, &prices),
             actual: p.actual(routing.q4_threshold, &prices),
+            routing,
             calibrated: calibrated.get(),
         })
     });

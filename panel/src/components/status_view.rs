@@ -10,7 +10,7 @@ use crate::components::announcer::Announcer;
 use crate::components::cluster_view::ClusterCard;
 use crate::components::complexity_distribution::ComplexityDistributionView;
 use crate::components::recent_decisions::RecentDecisions;
-use crate::components::routing_insight::{RoutingInsight, usd};
+use crate::components::routing_insight::{self, RoutingInsight, usd};
 use crate::components::source_badge::SourceBadge;
 use crate::components::tier_metrics::TierMetricsView;
 use crate::components::tier_utilization::TierUtilizationView;
@@ -89,8 +89,13 @@ pub fn StatusView(
     };
     let since_start_title = move || started.get().map(time::full);
     // An older server says nothing of its thresholds: the seed's.
-    let routing =
-        Memo::new(move |_| status.with(|s| s.as_ref().and_then(|s| s.routing).unwrap_or_default()));
+    let routing = Memo::new(move |_| {
+        status.with(|s| {
+            s.as_ref()
+                .and_then(|s| s.routing.clone())
+                .unwrap_or_default()
+        })
+    });
     let prices = Memo::new(move |_| {
         status.with(|s| {
             let mut prices: Prices = [None; 3];
@@ -119,6 +124,17 @@ pub fn StatusView(
             match cost.and_then(|c| c.saved_usd.zip(c.saving_percent)) {
                 Some((usd_saved, pct)) => format!("{} ({pct:.1}%)", usd(usd_saved)),
                 None => "—".to_owned(),
+            }
+        })
+    };
+    // A saving never stands alone: beside it, the quality it comes with.
+    let saved_quality = move || {
+        routing.with(|r| {
+            let q = routing_insight::quality_text(r.q4_threshold, r);
+            if r.expected_quality.is_some() {
+                format!("expected quality {q}")
+            } else {
+                q
             }
         })
     };
@@ -254,6 +270,7 @@ pub fn StatusView(
                         <span class="stat-label">"Saved vs all on Q4"</span>
                         <span class="stat-value mono" data-testid="headline-cost-saved">{saved}</span>
                         <span class="stat-covers" data-testid="headline-cost-covers">{saved_covers}</span>
+                        <span class="stat-covers" data-testid="headline-quality">{saved_quality}</span>
                     </div>
                     <div class="stat">
                         <span class="stat-label">"Average decision time"</span>
