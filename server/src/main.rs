@@ -32,6 +32,18 @@ async fn main() {
         eprintln!("error: {msg}");
         std::process::exit(2);
     }
+    let (threshold, expected) = match server::eval::expected(
+        config.quality_data.as_deref(),
+        config.scorer,
+        config.q4_threshold,
+        config.quality_target,
+    ) {
+        Ok(x) => x,
+        Err(msg) => {
+            eprintln!("error: --quality-data: {msg}");
+            std::process::exit(2);
+        }
+    };
     // Lines are gathered in memory and written by a thread of their own
     // (server::logwriter): logging costs a request a copy, never a write.
     let (writer, _flush_on_exit) = BatchedWriter::new(std::io::stderr());
@@ -72,18 +84,6 @@ async fn main() {
     let addr = listener
         .local_addr()
         .expect("a bound socket has an address");
-    let (threshold, expected) = match server::eval::expected(
-        config.quality_data.as_deref(),
-        config.scorer,
-        config.q4_threshold,
-        config.quality_target,
-    ) {
-        Ok(x) => x,
-        Err(msg) => {
-            eprintln!("error: --quality-data: {msg}");
-            std::process::exit(2);
-        }
-    };
     let routing = shared::Routing {
         scorer: Some(config.scorer.name().to_owned()),
         expected_quality: Some(expected),

@@ -1,11 +1,12 @@
 //! The query router: which tier a query goes to, and why.
 //!
 //! `simple` mode sends everything to the fast tier, as the seed did.
-//! `two-stage` mode scores the text with [`assess_complexity`] (stage 1) and
-//! sends it to the balanced tier below 7 points and to the powerful tier from 7
-//! on (stage 2).
+//! `two-stage` mode scores the text with the configured [`Scorer`] (stage 1)
+//! and sends it to the balanced tier below the Q4 threshold (7 by default)
+//! and to the powerful tier from it on (stage 2). The default scorer is the
+//! learned one ([`crate::scorer`]); this module holds the heuristic.
 //!
-//! The assessor is a deterministic, explainable heuristic, not a model: the
+//! The heuristic is deterministic and explainable, not a model: the
 //! same text always gets the same score, and each point can be traced to a
 //! feature below. It adds up, each part capped so no single feature dominates:
 //!

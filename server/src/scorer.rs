@@ -18,8 +18,8 @@
 //! average prompt has 0 from each. Training is ridge regression (conjugate
 //! gradients, a fixed order of operations: the same data gives the same
 //! model, byte for byte) of the gain of the strong model over the weak one
-//! (`strong - weak`) on those features, with one unpenalised level per
-//! benchmark (so the model learns what makes a prompt hard within a
+//! (`strong - weak`) on those features, with one level per benchmark (scaled
+//! so the penalty barely touches it) (so the model learns what makes a prompt hard within a
 //! benchmark, not which benchmark is harder). The raw prediction is then
 //! mapped linearly onto the score scale so that on the training prompts its
 //! 10th percentile scores 3 (MODERATE from there) and its 70th scores 7 (the
@@ -33,10 +33,10 @@
 //! folds they cost MMLU 0.002 of APGR and gain GSM8K 0.003).
 //!
 //! Signals: `base` (the score of a prompt with no words and every dense
-//! feature 0), one per dense feature the prompt has, the three words or pairs that moved
-//! the score most (`word "integral"`, `words "how many"`), the rest as
-//! `other words`, and a cap at 0 or 15
-//! when the sum leaves the scale.
+//! feature 0), one per dense feature the prompt has, the three words or
+//! pairs that moved the score most (`word "integral"`, `words "how many"`),
+//! the rest as `other words`, the kept keyword signals, and a cap at 0 or
+//! 15 when the sum leaves the scale.
 
 use crate::routing::Assessment;
 use serde::{Deserialize, Serialize};
@@ -255,6 +255,14 @@ impl LearnedModel {
 
     /// The score of `text` (0..=15) and the signals that sum to it.
     pub fn assess(&self, text: &str) -> Assessment {
+        // Nothing to read (an image alone, punctuation): the lowest score,
+        // as the heuristic gives it, not the base of an empty prompt.
+        if !text.chars().any(char::is_alphanumeric) {
+            return Assessment {
+                score: 0.0,
+                signals: Vec::new(),
+            };
+        }
         let f = features(text);
         let mut signals = vec![Signal::new("base", hundredths(self.base()))];
         for (k, name) in DENSE.iter().enumerate() {
@@ -485,6 +493,8 @@ mod tests {
     #[test]
     fn signals_sum_to_the_score_and_stay_on_the_scale() {
         let m = embedded();
+        assert_eq!(m.assess("").score, 0.0);
+        assert_eq!(m.assess(" ?! ").signals, vec![]);
         for text in [
             "",
             "hi",

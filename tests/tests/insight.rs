@@ -105,10 +105,20 @@ async fn the_q4_threshold_is_configuration_and_is_shown() {
     let server = Server::start(&["--q4-threshold", "12.5"]);
     let c = Client::new(&server.base);
     let status = c.status().await;
+    let mut routing = status["routing"].clone();
+    let expected = routing
+        .as_object_mut()
+        .unwrap()
+        .remove("expectedQuality")
+        .expect("the quality expected at the threshold");
     assert_eq!(
-        status["routing"],
-        json!({"q4Threshold": 12.5, "moderateFrom": 3.0, "complexFrom": 7.0})
+        routing,
+        json!({"q4Threshold": 12.5, "moderateFrom": 3.0, "complexFrom": 7.0, "scorer": "learned"})
     );
+    // At 12.5 the learned scorer sends few labelled prompts to Q4.
+    assert_eq!(expected["curve"][25]["threshold"], 12.5);
+    assert_eq!(expected["q4Share"], expected["curve"][25]["q4Share"]);
+    assert!(expected["q4Share"].as_f64().unwrap() < 0.05, "{expected}");
     // COMPLEX by class, but below the threshold: Q3.
     let (code, body) = c
         .post("/api/query", &json!({"query": tests::COMPLEX_QUERY}))

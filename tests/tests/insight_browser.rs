@@ -293,6 +293,30 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
     assert!((wire["allOnQ4Usd"].as_f64().unwrap() - all_q4).abs() < 1e-9);
     assert!((wire["savingPercent"].as_f64().unwrap() - percent).abs() < 1e-9);
 
+    // The saving never alone: beside it, the quality expected at the
+    // server's threshold on the labelled data.
+    let eq = &status["routing"]["expectedQuality"];
+    let quality_words = |t: f64, share: f64, gap: f64| {
+        format!(
+            "at {t:.1}: {:.0} % on Q4, {:.0} % of the quality gap recovered on the labelled data ({}, {} prompts)",
+            share * 100.0,
+            gap * 100.0,
+            eq["source"]["name"].as_str().unwrap(),
+            eq["source"]["prompts"]
+        )
+    };
+    assert_eq!(
+        text(&b, "headline-quality").await,
+        format!(
+            "expected quality {}",
+            quality_words(
+                7.0,
+                eq["q4Share"].as_f64().unwrap(),
+                eq["gapRecovered"].as_f64().unwrap()
+            )
+        )
+    );
+
     // The what-if slider at three positions: shares and cost recomputed.
     assert_eq!(text(&b, "server-threshold").await, "7.0");
     let routed_score = routed["score"].as_f64().unwrap();
@@ -322,6 +346,36 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
                 .await;
             assert_eq!(count, counts[i].to_string());
         }
+        // The quality marker moves along the labelled data's curve.
+        let point = eq["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["threshold"].as_f64() == Some(to))
+            .unwrap();
+        let (share, gap) = (
+            point["q4Share"].as_f64().unwrap(),
+            point["gapRecovered"].as_f64().unwrap(),
+        );
+        assert_eq!(
+            text(&b, "whatif-quality").await,
+            quality_words(to, share, gap)
+        );
+        let marker = b
+            .eval(
+                "const m = document.querySelector('[data-testid=quality-marker]'); \
+                 return [m.getAttribute('cx'), m.getAttribute('cy')];",
+                json!([]),
+            )
+            .await;
+        assert_eq!(
+            marker,
+            json!([
+                format!("{:.1}", share * 100.0),
+                format!("{:.1}", 100.0 - gap * 100.0)
+            ]),
+            "marker at {to}"
+        );
         // The routed query has no tokens: the cost covers the posted ones.
         let shown = b
             .eval(

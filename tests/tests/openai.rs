@@ -661,10 +661,10 @@ async fn the_model_assessor_scores_falls_back_and_counts_why() {
         .unwrap()
         .to_owned();
     assert!(prompt.starts_with("Rate how complex") && prompt.ends_with("What is Python?"));
-    // Garbage: the heuristic, counted.
+    // Garbage: the local scorer (`--scorer`, learned by default), counted.
     s.fast.set(Behavior::Says("quite hard, maybe 9".into()));
     let (_, body) = s.c.post("/api/query", &json!({"query": complex})).await;
-    assert!(body["decision"]["signals"][0]["name"] == "length", "{body}");
+    assert!(body["decision"]["signals"][0]["name"] == "base", "{body}");
     // Nothing within the timeout: the heuristic, after the wait.
     s.fast.set(Behavior::Slow(Duration::from_secs(3)));
     let (_, body) = s.c.post("/api/query", &json!({"query": complex})).await;
@@ -787,13 +787,13 @@ async fn the_model_assessor_is_admitted_counted_apart_and_priced() {
         metric(&m, "orch_assessor_fallbacks_total", &[("reason", "busy")]),
         Some(3.0)
     );
-    // A failing call: the heuristic, counted as `error`.
+    // A failing call: the local scorer, counted as `error`.
     s.fast.set(Behavior::Fail);
     let (code, body) =
         s.c.post("/api/query", &json!({"query": "What is Rust?"}))
             .await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body["decision"]["signals"][0]["name"], "length", "{body}");
+    assert_eq!(body["decision"]["signals"][0]["name"], "base", "{body}");
     let status = s.c.status().await;
     assert_eq!(status["assessor"]["fallbacks"]["error"], 1);
 }
