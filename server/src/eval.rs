@@ -257,6 +257,9 @@ pub fn text(r: &Report) -> String {
     out
 }
 
+/// A plotted line: its label, points and colour.
+type Plotted<'a> = (&'a str, Vec<(f64, f64)>, plotters::style::RGBColor);
+
 /// Draws quality against the share of strong calls, one panel per set:
 /// the scorer, a random router and the oracle.
 pub fn plot(path: &Path, scorer: &str, data: &[Labelled], scores: &[f64]) -> Result<(), String> {
@@ -295,7 +298,7 @@ pub fn plot(path: &Path, scorer: &str, data: &[Labelled], scores: &[f64]) -> Res
             .y_desc("mean quality")
             .draw()
             .map_err(|e| err(&e))?;
-        let lines: [(&str, Vec<(f64, f64)>, RGBColor); 3] = [
+        let lines: [Plotted; 3] = [
             (scorer, c.points().to_vec(), RGBColor(37, 99, 235)),
             (
                 "random",

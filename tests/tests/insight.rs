@@ -102,7 +102,8 @@ async fn routed_answers_name_their_decision_in_headers_and_carry_signals_and_tok
 
 #[tokio::test]
 async fn the_q4_threshold_is_configuration_and_is_shown() {
-    let server = Server::start(&["--q4-threshold", "12.5"]);
+    // The heuristic scores COMPLEX_QUERY between 7 and 12.5.
+    let server = Server::start(&["--q4-threshold", "12.5", "--scorer", "heuristic"]);
     let c = Client::new(&server.base);
     let status = c.status().await;
     let mut routing = status["routing"].clone();
@@ -113,9 +114,9 @@ async fn the_q4_threshold_is_configuration_and_is_shown() {
         .expect("the quality expected at the threshold");
     assert_eq!(
         routing,
-        json!({"q4Threshold": 12.5, "moderateFrom": 3.0, "complexFrom": 7.0, "scorer": "learned"})
+        json!({"q4Threshold": 12.5, "moderateFrom": 3.0, "complexFrom": 7.0, "scorer": "heuristic"})
     );
-    // At 12.5 the learned scorer sends few labelled prompts to Q4.
+    // At 12.5 the heuristic sends few labelled prompts to Q4.
     assert_eq!(expected["curve"][25]["threshold"], 12.5);
     assert_eq!(expected["q4Share"], expected["curve"][25]["q4Share"]);
     assert!(expected["q4Share"].as_f64().unwrap() < 0.05, "{expected}");

@@ -479,6 +479,18 @@ async fn routing_insight_in_a_real_browser_matches_its_own_arithmetic() {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/insight.png");
         std::fs::copy(&shot, docs).unwrap();
     }
+    // And the card itself: the quality curve beside the what-if cost.
+    b.eval(
+        "document.getElementById('insight-h').scrollIntoView({block: 'start'});",
+        json!([]),
+    )
+    .await;
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/quality.png");
+    b.screenshot(&shot).await;
+    if std::env::var_os("ORCH_UPDATE_SCREENSHOT").is_some() {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/quality.png");
+        std::fs::copy(&shot, docs).unwrap();
+    }
 
     // A signal's name from a router elsewhere is text, never markup.
     let hostile = "<img src=x onerror=__pwned=1>";
