@@ -614,7 +614,7 @@ pub async fn calibrate(State(state): State<AppState>, req: Request) -> Result<Re
     let asked = parse_share(req.uri().query())?;
     let population = state.service.population();
     let current = state.service.q4_threshold();
-    let body = CalibrateResponse {
+    let mut body = CalibrateResponse {
         asked_q4_share: asked,
         calibration: asked.and_then(|q| population.calibrate(q)),
         source: "buffer",
@@ -624,7 +624,6 @@ pub async fn calibrate(State(state): State<AppState>, req: Request) -> Result<Re
         current_q4_share: population.what_if(current, &[None; 3]).q4_share(),
         curve: population.curve(),
     };
-    let mut body = body;
     if let Some(eq) = &state.service.routing().expected_quality {
         for point in &mut body.curve {
             point.expected_gap_recovered = eq

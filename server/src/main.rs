@@ -84,6 +84,14 @@ async fn main() {
     let addr = listener
         .local_addr()
         .expect("a bound socket has an address");
+    tracing::info!(
+        scorer = config.scorer.name(),
+        q4_threshold = threshold,
+        expected_gap_recovered = expected.gap_recovered,
+        expected_q4_share = expected.q4_share,
+        labelled = %expected.source.name,
+        "two-stage routing: the quality expected at the threshold, on labelled prompts"
+    );
     let routing = shared::Routing {
         scorer: Some(config.scorer.name().to_owned()),
         expected_quality: Some(expected),
