@@ -210,16 +210,22 @@ impl QualityCurve {
     /// distinct scores (each sends itself and all above to the strong model)
     /// and one above every score (no strong call).
     pub fn threshold_for(&self, target: f64, above_all: f64) -> f64 {
+        let gap = self.gap();
+        let n = self.sorted.len() as f64;
+        let recovered = |gained: f64| if gap > 0.0 { gained / n / gap } else { 0.0 };
         let mut best = (above_all, (self.gap_recovered_at(above_all) - target).abs());
+        // One pass, the gain summed as the threshold falls block by block.
+        let mut gained = 0.0;
         let mut i = 0;
         while i < self.sorted.len() {
             let t = self.sorted[i].score;
-            let off = (self.gap_recovered_at(t) - target).abs();
+            while i < self.sorted.len() && self.sorted[i].score == t {
+                gained += self.sorted[i].strong - self.sorted[i].weak;
+                i += 1;
+            }
+            let off = (recovered(gained) - target).abs();
             if off < best.1 - 1e-12 {
                 best = (t, off);
-            }
-            while i < self.sorted.len() && self.sorted[i].score == t {
-                i += 1;
             }
         }
         best.0
