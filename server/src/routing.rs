@@ -203,7 +203,7 @@ pub fn assess(query: &str) -> Assessment {
 
     // Each part in hundredths, so the parts read cleanly and their sum is
     // the score exactly (up to the last bit of a float).
-    let mut signals: Vec<Signal> = [
+    let signals: Vec<Signal> = [
         ("length", length),
         ("demanding verbs", demanding.min(4.5)),
         ("technical vocabulary", technical.min(3.0)),
@@ -215,15 +215,25 @@ pub fn assess(query: &str) -> Assessment {
     .map(|(name, points)| Signal::new(name, hundredths(points)))
     .filter(|s| s.weight > 0.0)
     .collect();
+    on_the_scale(signals)
+}
+
+/// The assessment whose score is the sum of `signals`, put on the 0..=15
+/// scale: a sum beyond it gets a `cap at 15` (or `floor at 0`) signal that
+/// takes back the excess, so the signals still sum to the score.
+pub(crate) fn on_the_scale(mut signals: Vec<Signal>) -> Assessment {
     let total = hundredths(signals.iter().map(|s| s.weight).sum());
-    let score = total.min(shared::MAX_SCORE);
+    let score = total.clamp(0.0, shared::MAX_SCORE);
     if total > score {
         signals.push(Signal::new("cap at 15", hundredths(score - total)));
+    } else if total < score {
+        signals.push(Signal::new("floor at 0", hundredths(score - total)));
     }
     Assessment { score, signals }
 }
 
-fn hundredths(x: f64) -> f64 {
+/// `x` rounded to hundredths, the unit signals are given in.
+pub(crate) fn hundredths(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 

@@ -38,9 +38,9 @@
 //! the rest as `other words`, the kept keyword signals, and a cap at 0 or
 //! 15 when the sum leaves the scale.
 
-use crate::routing::Assessment;
+use crate::routing::{Assessment, hundredths, on_the_scale};
 use serde::{Deserialize, Serialize};
-use shared::{MAX_SCORE, Signal};
+use shared::Signal;
 use std::sync::OnceLock;
 
 /// How many buckets the words are hashed into.
@@ -215,10 +215,6 @@ pub fn features(text: &str) -> Features {
     Features { dense, words }
 }
 
-fn hundredths(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
 /// At most 32 characters: `word "…"` (or `words "…"` for a pair) with
 /// the text cut to fit.
 fn word_signal(word: &str) -> String {
@@ -302,14 +298,7 @@ impl LearnedModel {
                 .into_iter()
                 .filter(|s| KEPT_HEURISTIC.contains(&s.name.as_str())),
         );
-        let total = hundredths(signals.iter().map(|s| s.weight).sum());
-        let score = total.clamp(0.0, MAX_SCORE);
-        if total > score {
-            signals.push(Signal::new("cap at 15", hundredths(score - total)));
-        } else if total < score {
-            signals.push(Signal::new("floor at 0", hundredths(score - total)));
-        }
-        Assessment { score, signals }
+        on_the_scale(signals)
     }
 }
 
@@ -504,7 +493,7 @@ mod tests {
             let a = m.assess(text);
             let sum: f64 = a.signals.iter().map(|s| s.weight).sum();
             assert!((sum - a.score).abs() < 1e-9, "{a:?}");
-            assert!((0.0..=MAX_SCORE).contains(&a.score));
+            assert!((0.0..=shared::MAX_SCORE).contains(&a.score));
             assert!(
                 shared::insight::validate_signals(&a.signals).is_ok(),
                 "{a:?}"
