@@ -14,6 +14,8 @@
 //! scores routed fractionally (linearly inside the block), so a scorer that
 //! gives every prompt the same score is exactly the random router.
 
+use crate::MAX_SCORE;
+use crate::insight::CURVE_STEP;
 use serde::{Deserialize, Serialize};
 
 /// One labelled prompt as a curve needs it: its score and the two qualities.
@@ -152,7 +154,7 @@ impl QualityCurve {
                 let hi = pos.ceil() as usize;
                 let t = asc[lo] + (asc[hi] - asc[lo]) * (pos - lo as f64);
                 let (share, quality) = self.at_threshold(t);
-                (share, (quality - self.weak) / gap)
+                (share, self.recovered(quality))
             })
             .collect();
         pts.push((0.0, 0.0));
@@ -198,11 +200,16 @@ impl QualityCurve {
 
     /// The share of the gap recovered at `threshold` (0 when there is no gap).
     pub fn gap_recovered_at(&self, threshold: f64) -> f64 {
+        self.recovered(self.at_threshold(threshold).1)
+    }
+
+    /// The share of the gap a mean quality recovers (0 when there is no gap).
+    fn recovered(&self, quality: f64) -> f64 {
         let gap = self.gap();
         if gap <= 0.0 {
             return 0.0;
         }
-        (self.at_threshold(threshold).1 - self.weak) / gap
+        (quality - self.weak) / gap
     }
 
     /// The threshold whose gap recovered is closest to `target`; of equally
@@ -210,9 +217,7 @@ impl QualityCurve {
     /// distinct scores (each sends itself and all above to the strong model)
     /// and one above every score (no strong call).
     pub fn threshold_for(&self, target: f64, above_all: f64) -> f64 {
-        let gap = self.gap();
         let n = self.sorted.len() as f64;
-        let recovered = |gained: f64| if gap > 0.0 { gained / n / gap } else { 0.0 };
         let mut best = (above_all, (self.gap_recovered_at(above_all) - target).abs());
         // One pass, the gain summed as the threshold falls block by block.
         let mut gained = 0.0;
@@ -223,7 +228,7 @@ impl QualityCurve {
                 gained += self.sorted[i].strong - self.sorted[i].weak;
                 i += 1;
             }
-            let off = (recovered(gained) - target).abs();
+            let off = (self.recovered(self.weak + gained / n) - target).abs();
             if off < best.1 - 1e-12 {
                 best = (t, off);
             }
@@ -233,22 +238,28 @@ impl QualityCurve {
 
     /// The expected quality at `threshold`, for the status.
     pub fn expected(&self, threshold: f64, source: QualitySource) -> ExpectedQuality {
-        let (q4_share, quality) = self.at_threshold(threshold);
+        let point = |threshold: f64| {
+            let (q4_share, quality) = self.at_threshold(threshold);
+            (q4_share, quality, self.recovered(quality))
+        };
+        let (q4_share, quality, gap_recovered) = point(threshold);
+        // The thresholds of the calibrate endpoint's curve, so the two line up.
+        let steps = (MAX_SCORE / CURVE_STEP) as usize;
         ExpectedQuality {
-            gap_recovered: self.gap_recovered_at(threshold),
+            gap_recovered,
             q4_share,
             quality_at_threshold: quality,
             weak: self.weak,
             strong: self.strong,
             source,
-            curve: (0..=30)
+            curve: (0..=steps)
                 .map(|i| {
-                    let t = i as f64 * 0.5;
-                    let (share, _) = self.at_threshold(t);
+                    let t = i as f64 * CURVE_STEP;
+                    let (q4_share, _, gap_recovered) = point(t);
                     QualityPoint {
                         threshold: t,
-                        q4_share: share,
-                        gap_recovered: self.gap_recovered_at(t),
+                        q4_share,
+                        gap_recovered,
                     }
                 })
                 .collect(),
