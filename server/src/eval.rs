@@ -165,6 +165,22 @@ fn curve(rows: &[&Labelled], scores: &[f64]) -> Option<QualityCurve> {
     QualityCurve::new(&scored)
 }
 
+/// The rows at `idx` and their scores.
+fn pick<'a>(data: &'a [Labelled], scores: &[f64], idx: &[usize]) -> (Vec<&'a Labelled>, Vec<f64>) {
+    (
+        idx.iter().map(|&i| &data[i]).collect(),
+        idx.iter().map(|&i| scores[i]).collect(),
+    )
+}
+
+/// The distinct sets of `data`, sorted.
+fn set_names(data: &[Labelled]) -> Vec<&str> {
+    let mut names: Vec<&str> = data.iter().map(|l| l.set.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 fn set_report(name: &str, rows: &[&Labelled], scores: &[f64], threshold: f64) -> SetReport {
     let c = curve(rows, scores).expect("a set has a prompt");
     let random = curve(rows, &vec![0.0; rows.len()]).expect("a set has a prompt");
@@ -204,8 +220,7 @@ pub fn report(scorer: &str, data: &[Labelled], scores: &[f64], threshold: f64) -
     let sets = sets(data)
         .into_iter()
         .map(|(name, idx)| {
-            let rows: Vec<&Labelled> = idx.iter().map(|&i| &data[i]).collect();
-            let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+            let (rows, s) = pick(data, scores, &idx);
             set_report(&name, &rows, &s, threshold)
         })
         .collect();
@@ -270,8 +285,7 @@ pub fn plot(path: &Path, scorer: &str, data: &[Labelled], scores: &[f64]) -> Res
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let panels = root.split_evenly((1, sets.len()));
     for ((name, idx), area) in sets.iter().zip(panels.iter()) {
-        let rows: Vec<&Labelled> = idx.iter().map(|&i| &data[i]).collect();
-        let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+        let (rows, s) = pick(data, scores, idx);
         let oracle: Vec<f64> = rows.iter().map(|l| l.strong - l.weak).collect();
         let (Some(c), Some(o)) = (curve(&rows, &s), curve(&rows, &oracle)) else {
             continue;
@@ -409,10 +423,7 @@ fn examples<'a>(data: &'a [Labelled], idx: &[usize]) -> Vec<Example<'a>> {
 /// on prompts it never saw.
 pub fn held_out_scores(data: &[Labelled], alpha: f64) -> Vec<f64> {
     let mut scores = vec![0.0; data.len()];
-    let mut set_names: Vec<&str> = data.iter().map(|l| l.set.as_str()).collect();
-    set_names.sort_unstable();
-    set_names.dedup();
-    for set in set_names {
+    for set in set_names(data) {
         for (train, test) in within_folds(data, set).1 {
             let model = scorer::train(&examples(data, &train), alpha);
             for i in test {
@@ -429,9 +440,7 @@ pub fn held_out_scores(data: &[Labelled], alpha: f64) -> Vec<f64> {
 /// set held out whole. Each figure weights the folds' APGR by their gap.
 pub fn cross_validate(data: &[Labelled], alpha: f64) -> Vec<HeldOut> {
     let mut out = Vec::new();
-    let mut set_names: Vec<&str> = data.iter().map(|l| l.set.as_str()).collect();
-    set_names.sort_unstable();
-    set_names.dedup();
+    let set_names = set_names(data);
     let figures = |name: String, folds: Vec<(Vec<usize>, Vec<usize>)>| {
         let mut per: [Vec<(Vec<&Labelled>, Vec<f64>)>; 3] = Default::default();
         for (train_idx, test_idx) in folds {
@@ -520,20 +529,15 @@ pub fn expected(
     // prompt counts with the score a model trained without it gave it.
     let held_out = &scorer::embedded().held_out;
     let use_held_out = data.is_none() && scorer == Scorer::Learned && held_out.len() == rows.len();
-    let scored: Vec<Scored> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Scored {
-            score: if use_held_out {
-                held_out[i]
-            } else {
-                scorer.assess(&l.prompt).score
-            },
-            weak: l.weak,
-            strong: l.strong,
-        })
-        .collect();
-    let c = QualityCurve::new(&scored).expect("load refuses an empty file");
+    let scores: Vec<f64> = if use_held_out {
+        held_out.clone()
+    } else {
+        rows.iter()
+            .map(|l| scorer.assess(&l.prompt).score)
+            .collect()
+    };
+    let all: Vec<&Labelled> = rows.iter().collect();
+    let c = curve(&all, &scores).expect("load refuses an empty file");
     let threshold = match target {
         Some(g) => c.threshold_for(g, shared::MAX_SCORE),
         None => threshold,
