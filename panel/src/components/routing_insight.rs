@@ -9,6 +9,7 @@
 
 use leptos::prelude::*;
 use shared::insight::{BUCKETS, Calibration, Population, Prices, WhatIf, borderline, histogram};
+use shared::quality::QualityPoint;
 use shared::{MAX_SCORE, Routing, RoutingDecision, Tier};
 use wasm_bindgen::JsCast;
 
@@ -171,61 +172,66 @@ fn puts(m: &Model) -> Vec<(String, Put)> {
         .map_or_else(String::new, |c| c.to_string());
     v.push(("cost".into(), Put::Attr("data-value", cost)));
     v.push(("cost".into(), Put::Text(cost_text(m))));
-    let eq = r.expected_quality.as_ref();
-    let points = eq.map_or_else(String::new, |eq| {
+    let points = r.expected_quality.as_ref().map_or_else(String::new, |eq| {
         eq.curve
             .iter()
             .map(|p| {
-                format!(
-                    "{:.1},{:.1}",
-                    p.q4_share * 100.0,
-                    100.0 - p.gap_recovered.clamp(-0.1, 1.1) * 100.0
-                )
+                let (x, y) = chart_xy(p);
+                format!("{x:.1},{y:.1}")
             })
             .collect::<Vec<_>>()
             .join(" ")
     });
     v.push(("qcurve".into(), Put::Attr("points", points)));
-    let near = eq.and_then(|eq| {
-        if m.threshold == r.q4_threshold {
-            Some((eq.q4_share, eq.gap_recovered))
-        } else {
-            eq.point_near(m.threshold)
-                .map(|p| (p.q4_share, p.gap_recovered))
-        }
-    });
-    let (cx, cy) = near.map_or((0.0, 100.0), |(share, gap)| {
-        (share * 100.0, 100.0 - gap.clamp(-0.1, 1.1) * 100.0)
-    });
+    let (cx, cy) = quality_point(m.threshold, r).map_or((0.0, 100.0), |p| chart_xy(&p));
     v.push(("qmark".into(), Put::Attr("cx", format!("{cx:.1}"))));
     v.push(("qmark".into(), Put::Attr("cy", format!("{cy:.1}"))));
     v.push(("quality".into(), Put::Text(quality_text(m.threshold, r))));
     v
 }
 
-/// The quality expected at `threshold` on the server's labelled data: "at
-/// 7.0: 28 % on Q4, 35 % of the quality gap recovered on the labelled data".
-/// At the server's own threshold its exact figures, else the curve's point
-/// nearest (the slider moves in its steps).
+/// The quality expected at `threshold` on the server's labelled data (see
+/// [`quality_point`]): "at 7.0: 34 % on Q4, 42 % of the quality gap
+/// recovered on the labelled data".
 pub fn quality_text(threshold: f64, r: &Routing) -> String {
     let Some(eq) = r.expected_quality.as_ref() else {
         return "Expected quality: not measured by this server".to_owned();
     };
-    let (t, share, gap) = if threshold == r.q4_threshold {
-        (threshold, eq.q4_share, eq.gap_recovered)
-    } else {
-        match eq.point_near(threshold) {
-            Some(p) => (p.threshold, p.q4_share, p.gap_recovered),
-            None => return "Expected quality: no curve from this server".to_owned(),
-        }
+    let Some(p) = quality_point(threshold, r) else {
+        return "Expected quality: no curve from this server".to_owned();
     };
     format!(
         "at {}: {:.0} % on Q4, {:.0} % of the quality gap recovered on the labelled data ({}, {} prompts)",
-        score_text(t),
-        share * 100.0,
-        gap * 100.0,
+        score_text(p.threshold),
+        p.q4_share * 100.0,
+        p.gap_recovered * 100.0,
         eq.source.name,
         eq.source.prompts
+    )
+}
+
+/// The expected quality at `threshold`: the server's exact figures at its
+/// own threshold, else the curve's point nearest (the slider moves in its
+/// steps).
+fn quality_point(threshold: f64, r: &Routing) -> Option<QualityPoint> {
+    let eq = r.expected_quality.as_ref()?;
+    if threshold == r.q4_threshold {
+        Some(QualityPoint {
+            threshold,
+            q4_share: eq.q4_share,
+            gap_recovered: eq.gap_recovered,
+        })
+    } else {
+        eq.point_near(threshold)
+    }
+}
+
+/// Where a point of the quality curve is drawn: x the Q4 share, y the gap
+/// recovered (up), both in percent of the 100-unit plot.
+fn chart_xy(p: &QualityPoint) -> (f64, f64) {
+    (
+        p.q4_share * 100.0,
+        100.0 - p.gap_recovered.clamp(-0.1, 1.1) * 100.0,
     )
 }
 
