@@ -25,6 +25,7 @@ use futures::future::{Either, select};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
+use shared::wire::event;
 use shared::{OrchestratorStatus, RoutingDecision, merge_newest_first, mock_status};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
@@ -358,7 +359,7 @@ fn open_stream(feed: &Rc<Feed>) {
         listeners.push(closure);
     };
     on(
-        "status",
+        event::STATUS,
         Box::new(|feed, e| match parse::<OrchestratorStatus>(&e) {
             Some(status) => {
                 feed.set_cluster
@@ -375,7 +376,7 @@ fn open_stream(feed: &Rc<Feed>) {
         }),
     );
     on(
-        "decision",
+        event::DECISION,
         Box::new(|feed, e| {
             if let Some(d) = parse::<RoutingDecision>(&e) {
                 feed.decision(d);
@@ -383,7 +384,7 @@ fn open_stream(feed: &Rc<Feed>) {
         }),
     );
     on(
-        "update",
+        event::UPDATE,
         Box::new(|feed, e| {
             if let Some(d) = parse::<RoutingDecision>(&e) {
                 feed.update(d);
@@ -391,7 +392,7 @@ fn open_stream(feed: &Rc<Feed>) {
         }),
     );
     on(
-        "resync",
+        event::RESYNC,
         // Decisions were missed: the status that follows is the truth.
         Box::new(|feed, _| {
             let list = feed.status.with_untracked(|s| {

@@ -1,4 +1,4 @@
-//! The HTTP handlers of `/api` and the OpenAPI document generated from them.
+//! The HTTP handlers of `/api` (the OpenAPI document is [`crate::openapi`]).
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -10,7 +10,6 @@ use shared::api::{MAX_TOKENS, Mode, Usage};
 use shared::insight::{Calibration, CurvePoint, validate_signals, validate_usage};
 use shared::metrics::CircuitState;
 use shared::{DEFAULT_RECENT, DecisionError, OrchestratorStatus, RoutingDecision, Signal, Tier};
-use utoipa::OpenApi;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -452,7 +451,7 @@ pub async fn query(
             },
         )
         .await?;
-        let headers = crate::openai::group_headers(&outcome.answer);
+        let headers = crate::router_headers::group(&outcome.answer);
         let mut response = Json(outcome.answer).into_response();
         response.headers_mut().extend(headers);
         return Ok(response);
@@ -482,7 +481,7 @@ pub async fn query(
     let committing = pending.commit();
     log_decision(&state, &decision, "routed");
     // Every answer to a routed query says what was decided, failed or not.
-    let headers = router_headers(&decision);
+    let headers = crate::router_headers::single(&decision);
     let mut response = generate(&state, &req, decision).await.into_response();
     response.headers_mut().extend(headers);
     if let Some(committing) = committing {
@@ -491,25 +490,6 @@ pub async fn query(
         let _ = committing.await;
     }
     Ok(response)
-}
-
-/// `X-Router-Tier`, `-Score`, `-Complexity` and `-Decision-Id` of a decision.
-pub fn router_headers(d: &RoutingDecision) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(4);
-    let mut put = |name: &'static str, value: &str| {
-        // Ids, labels and numbers are ASCII; nothing here can fail.
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    put("x-router-tier", d.tier.label());
-    put(
-        "x-router-score",
-        &serde_json::to_string(&d.score).unwrap_or_default(),
-    );
-    put("x-router-complexity", d.complexity.label());
-    put("x-router-decision-id", &d.id);
-    headers
 }
 
 /// Stage 3 of a routed query: the tier's upstream writes the answer.
@@ -666,8 +646,7 @@ fn parse_share(raw: Option<&str>) -> Result<Option<f64>, ApiError> {
 /// Most decisions one ingestion request may carry.
 pub const MAX_BATCH: usize = 1_000;
 
-/// The most an ingestion request body may weigh (a full batch).
-pub const MAX_BATCH_BODY_BYTES: usize = 4 << 20;
+pub use crate::extract::MAX_BATCH_BODY_BYTES;
 
 /// Records a decision made by a router that lives elsewhere, or a batch.
 #[utoipa::path(
@@ -966,158 +945,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// This document.
-#[utoipa::path(
-    get,
-    path = "/api/openapi.json",
-    tag = "meta",
-    responses((status = 200, description = "The OpenAPI document of this API",
-               content_type = "application/json", body = Object))
-)]
-pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(document(
-        state.service.capacity(),
-        state.options.ingest_token.is_some(),
-        !state.options.api_keys.is_empty(),
-    ))
-}
-
-/// The OpenAPI document as this server enforces it: what the derive cannot
-/// know is filled in here (the buffer size bounding `limit`, the query
-/// pattern shared with the validator, the bearer token when one is set).
-pub fn document(capacity: usize, ingest_token: bool, api_key: bool) -> serde_json::Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
-    // Sets `key` of the object at `parent`, which the derive generated.
-    let mut set = |pointer: &str, value: serde_json::Value| {
-        let (parent, key) = pointer.rsplit_once('/').expect("a pointer with a key");
-        let object = doc
-            .pointer_mut(parent)
-            .and_then(serde_json::Value::as_object_mut)
-            .unwrap_or_else(|| panic!("{parent} is an object of the generated document"));
-        object.insert(key.to_owned(), value);
-    };
-    set(
-        "/paths/~1api~1orchestrator~1status/get/parameters/0/schema/maximum",
-        capacity.into(),
-    );
-    set(
-        "/paths/~1api~1orchestrator~1stream/get/parameters/1/schema",
-        serde_json::json!({"type": "string", "pattern": "^[0-9]*$"}),
-    );
-    let pattern = serde_json::Value::from(shared::visible_query_pattern());
-    for schema in ["IngestRequest", "QueryRequest"] {
-        set(
-            &format!("/components/schemas/{schema}/properties/query/pattern"),
-            pattern.clone(),
-        );
-    }
-    // A signal's name must show something within its 32 characters; an
-    // ingested decision's token counts are bounded (an answer's are not).
-    set(
-        "/components/schemas/Signal/properties/name/pattern",
-        shared::visible_pattern(shared::insight::MAX_SIGNAL_NAME).into(),
-    );
-    let count = serde_json::json!({
-        "type": "integer", "format": "int64", "minimum": 0,
-        "maximum": shared::insight::MAX_DECISION_TOKENS
-    });
-    set(
-        "/components/schemas/IngestRequest/properties/usage",
-        serde_json::json!({
-            "type": ["object", "null"],
-            "description": "The tokens the answer took, when the router knows them; priced by `--price` into the status's `cost`.",
-            "required": ["promptTokens", "completionTokens"],
-            "properties": {"promptTokens": count, "completionTokens": count},
-        }),
-    );
-    // A batch holds 1 to 1000 decisions.
-    set("/components/schemas/IngestBody/oneOf/1/minItems", 1.into());
-    set(
-        "/components/schemas/IngestBody/oneOf/1/maxItems",
-        MAX_BATCH.into(),
-    );
-    // The history's and the log's parameters, exactly as they are parsed.
-    let time = serde_json::json!({"anyOf": [
-        {"type": "string", "format": "date-time"},
-        {"type": "integer", "minimum": 0, "maximum": crate::history::MAX_EPOCH},
-        {"type": "string", "pattern": crate::history::RELATIVE_PATTERN},
-    ]});
-    let choice = |values: &[&str]| serde_json::json!({"type": "string", "enum": values});
-    let history = "/paths/~1api~1orchestrator~1history/get/parameters";
-    set(&format!("{history}/0/schema"), time.clone());
-    set(&format!("{history}/1/schema"), time);
-    set(
-        &format!("{history}/2/schema"),
-        choice(&["1m", "5m", "1h", "1d"]),
-    );
-    let log = "/paths/~1api~1orchestrator~1decisions/get/parameters";
-    set(&format!("{log}/0/schema/maximum"), i64::MAX.into());
-    set(
-        &format!("{log}/2/schema"),
-        choice(&["Q2", "Q3", "Q4", "fast", "balanced", "powerful"]),
-    );
-    set(
-        &format!("{log}/3/schema"),
-        choice(&["SIMPLE", "MODERATE", "COMPLEX"]),
-    );
-    set(
-        &format!("{log}/4/schema"),
-        choice(&["simple", "two-stage", "council", "benchmark", "none"]),
-    );
-    set(
-        &format!("{log}/5/schema"),
-        serde_json::json!({"type": "string", "maxLength": 200}),
-    );
-    set(
-        &format!("{log}/6/schema"),
-        choice(&["json", "ndjson", "csv"]),
-    );
-    // The front door: its request body as `parse_request` checks it, the
-    // models it serves, and (below) the event stream `stream: true` answers.
-    set(
-        "/paths/~1v1~1chat~1completions/post/requestBody/content/application~1json/schema",
-        crate::openai::request_schema(),
-    );
-    set(
-        "/paths/~1v1~1models~1{model}/get/parameters/0/schema",
-        serde_json::json!({"type": "string", "enum": crate::openai::MODELS}),
-    );
-    doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]["text/event-stream"] = serde_json::json!({"schema": {
-        "type": "object",
-        "description": "One event as an SSE parser reads it: `data` is a `chat.completion.chunk` (or an OpenAI error object when the upstream stalls or breaks mid-stream), or `[DONE]` last",
-        "required": ["data"],
-        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
-    }});
-    if api_key {
-        doc["components"]["securitySchemes"]["apiKey"] =
-            serde_json::json!({"type": "http", "scheme": "bearer"});
-        for (path, method) in [
-            ("/api/query", "post"),
-            ("/v1/chat/completions", "post"),
-            ("/v1/models", "get"),
-            ("/v1/models/{model}", "get"),
-        ] {
-            let op = &mut doc["paths"][path][method];
-            op["security"] = serde_json::json!([{"apiKey": []}]);
-            op["responses"]["401"] = serde_json::json!({
-                "description": "Missing or wrong API key; nothing recorded",
-                "content": {"application/json": {"schema": {"type": "object"}}}
-            });
-        }
-    }
-    if ingest_token {
-        doc["components"]["securitySchemes"]["ingestToken"] =
-            serde_json::json!({"type": "http", "scheme": "bearer"});
-        let ingest = &mut doc["paths"]["/api/orchestrator/decisions"]["post"];
-        ingest["security"] = serde_json::json!([{"ingestToken": []}]);
-        ingest["responses"]["401"] = serde_json::json!({
-            "description": "Missing or wrong bearer token; nothing recorded",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-        });
-    }
-    doc
-}
-
 /// Query text reaches the log only when asked for (and is the placeholder
 /// when redacting, since the service never stores the text then).
 fn log_decision(state: &AppState, d: &RoutingDecision, what: &'static str) {
@@ -1131,82 +958,6 @@ fn log_decision(state: &AppState, d: &RoutingDecision, what: &'static str) {
 fn invalid(err: DecisionError) -> ApiError {
     ApiError::Invalid(err.to_string())
 }
-
-/// The OpenAPI document, generated from the handlers and types above.
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Orchestrator Status",
-        description = "Live telemetry of a multi-tier LLM query router: how queries are routed to the fast (Q2), balanced (Q3) and powerful (Q4) tiers."
-    ),
-    paths(
-        status,
-        stream,
-        query,
-        ingest,
-        crate::history::decisions,
-        crate::history::history,
-        calibrate,
-        health,
-        open_session,
-        close_session,
-        metrics,
-        openapi,
-        crate::openai::chat_completions,
-        crate::openai::models,
-        crate::openai::model
-    ),
-    components(schemas(
-        OrchestratorStatus,
-        RoutingDecision,
-        ErrorBody,
-        QueryRequest,
-        QueryResponse,
-        IngestRequest,
-        IngestBody,
-        IngestAnswer,
-        TierName,
-        Health,
-        HealthAnswer,
-        Liveness,
-        SessionRequest,
-        TierUpstream,
-        ConnectionUse,
-        StreamUse,
-        StreamEvent,
-        shared::api::UpstreamFailure,
-        shared::api::Usage,
-        CalibrateResponse,
-        shared::history::History,
-        shared::history::TierSeries,
-        shared::history::DecisionPage,
-        shared::history::Persistence,
-        shared::history::PersistenceState,
-        shared::cluster::ClusterInfo,
-        shared::cluster::RedisState,
-        shared::cluster::ClusterView,
-        shared::cluster::ClusterInstance,
-        shared::cluster::InstanceState,
-        Signal,
-        shared::Routing,
-        shared::CostSummary,
-        shared::insight::TierCost,
-        shared::insight::Price,
-        Calibration,
-        CurvePoint,
-        QueryAnswer,
-        shared::group::GroupAnswer,
-        shared::group::MemberAnswer,
-        shared::group::CouncilAnalysis,
-        shared::group::ModeMix,
-        shared::metrics::AssessorInfo,
-        shared::metrics::AssessorFallbacks,
-        shared::quality::ExpectedQuality,
-        shared::quality::QualitySource,
-        shared::quality::QualityPoint
-    ))
-)]
-pub struct ApiDoc;
 
 #[cfg(test)]
 mod tests {

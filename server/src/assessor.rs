@@ -16,7 +16,7 @@ use shared::Tier;
 use shared::api::Usage;
 use shared::insight::validate_usage;
 
-use crate::routing::Assessment;
+use crate::heuristic::Assessment;
 use crate::telemetry::Fallback;
 use crate::upstream::Upstreams;
 

@@ -15,6 +15,10 @@ use crate::error::ApiError;
 /// The most a request body may weigh.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The most an ingestion request body, or a chat request, may weigh (a
+/// full batch of decisions).
+pub const MAX_BATCH_BODY_BYTES: usize = 4 << 20;
+
 /// A request body decoded from JSON into `T`.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);

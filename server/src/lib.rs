@@ -13,13 +13,16 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod extract;
+pub mod heuristic;
 pub mod history;
 pub mod logwriter;
 pub mod modes;
 pub mod openai;
+pub mod openapi;
 pub mod panel;
 pub mod places;
 pub mod readers;
+pub mod router_headers;
 pub mod routing;
 pub mod scorer;
 pub mod serve;
@@ -233,7 +236,7 @@ pub fn app(state: AppState) -> Router {
         .merge(models)
         .merge(session)
         .route("/api/health", get(api::health))
-        .route("/api/openapi.json", get(api::openapi))
+        .route("/api/openapi.json", get(openapi::openapi))
         .merge(
             Router::new()
                 .route("/metrics", get(api::metrics))
@@ -265,14 +268,11 @@ pub fn app(state: AppState) -> Router {
                     header::IF_NONE_MATCH,
                 ])
                 // A page on the granted origin may read what was decided.
-                .expose_headers([
-                    header::ETAG,
-                    HeaderName::from_static("x-router-tier"),
-                    HeaderName::from_static("x-router-score"),
-                    HeaderName::from_static("x-router-complexity"),
-                    HeaderName::from_static("x-router-decision-id"),
-                    HeaderName::from_static("x-router-group-id"),
-                ])
+                .expose_headers(
+                    std::iter::once(header::ETAG)
+                        .chain(shared::wire::header::ALL.map(HeaderName::from_static))
+                        .collect::<Vec<_>>(),
+                )
                 .max_age(std::time::Duration::from_secs(600)),
         ),
         None => router,

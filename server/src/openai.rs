@@ -22,14 +22,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use eventsource_stream::Eventsource as _;
 use futures_util::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 use shared::api::{MAX_TOKENS, Mode, Usage};
-use shared::group::GroupAnswer;
 use shared::metrics::Outcome;
 use shared::{RoutingDecision, Tier};
 use tokio::sync::OwnedSemaphorePermit;
@@ -549,7 +548,7 @@ async fn chat(
 ) -> Result<Response, OpenAiError> {
     crate::extract::require_json_content_type(headers)?;
     let body =
-        body.map_err(|r| crate::extract::body_rejected(&r, crate::api::MAX_BATCH_BODY_BYTES))?;
+        body.map_err(|r| crate::extract::body_rejected(&r, crate::extract::MAX_BATCH_BODY_BYTES))?;
     let req = parse_request(&body)?;
     match req.route {
         Route::Group(mode) => group(state, req, mode).await,
@@ -585,7 +584,7 @@ async fn single(state: &AppState, req: ChatRequest) -> Result<Response, OpenAiEr
         )
         .map_err(|e| OpenAiError::invalid("messages", e.to_string()))?;
     let committing = pending.commit();
-    let routed = crate::api::router_headers(&decision);
+    let routed = crate::router_headers::single(&decision);
     let result = if req.stream {
         stream_single(state, &decision, req).await
     } else {
@@ -980,7 +979,7 @@ async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Respons
     )
     .await?;
     let g = &outcome.answer;
-    let headers = group_headers(g);
+    let headers = crate::router_headers::group(g);
     let answers: Vec<Choice> = match mode {
         Mode::Council => g
             .answer
@@ -1126,38 +1125,6 @@ impl Choice {
                 .collect(),
         ))
     }
-}
-
-/// What a group decided: its id; a council's moderator (its tier and
-/// decision), else every member's tier and decision id, comma-separated.
-pub fn group_headers(g: &GroupAnswer) -> HeaderMap {
-    let mut headers = match g.moderator.as_ref() {
-        Some(m) => crate::api::router_headers(&m.decision),
-        None => match g.members.first() {
-            Some(first) => crate::api::router_headers(&first.decision),
-            None => HeaderMap::new(),
-        },
-    };
-    if g.moderator.is_none() {
-        let join = |f: &dyn Fn(&RoutingDecision) -> String| {
-            g.members
-                .iter()
-                .map(|m| f(&m.decision))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let tiers = join(&|d| d.tier.label().to_owned());
-        let ids = join(&|d| d.id.clone());
-        for (name, value) in [("x-router-tier", tiers), ("x-router-decision-id", ids)] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name, v);
-            }
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&g.group_id) {
-        headers.insert(HeaderName::from_static("x-router-group-id"), v);
-    }
-    headers
 }
 
 /// The models this router serves: one per way of routing.

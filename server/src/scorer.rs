@@ -38,7 +38,7 @@
 //! the rest as `other words`, the kept keyword signals, and a cap at 0 or
 //! 15 when the sum leaves the scale.
 
-use crate::routing::{Assessment, hundredths, on_the_scale};
+use crate::heuristic::{Assessment, hundredths, on_the_scale};
 use serde::{Deserialize, Serialize};
 use shared::Signal;
 use std::sync::OnceLock;
@@ -293,7 +293,7 @@ impl LearnedModel {
         // What the labelled data cannot teach (it is multiple choice and
         // maths): the heuristic's keyword signals, at their hand-set points.
         signals.extend(
-            crate::routing::assess(text)
+            crate::heuristic::assess(text)
                 .signals
                 .into_iter()
                 .filter(|s| KEPT_HEURISTIC.contains(&s.name.as_str())),

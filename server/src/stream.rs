@@ -97,10 +97,14 @@ impl Published {
     /// A `resync` event: the decisions after `cursor` cannot all be sent.
     fn resync(&self, cursor: u64) -> Bytes {
         let oldest = self.decisions.first().map_or(self.seq, |d| d.0);
-        event_bytes(Event::default().event("resync").data(format!(
-            "{{\"after\":{cursor},\"oldest\":{oldest},\"newest\":{}}}",
-            self.seq
-        )))
+        event_bytes(
+            Event::default()
+                .event(shared::wire::event::RESYNC)
+                .data(format!(
+                    "{{\"after\":{cursor},\"oldest\":{oldest},\"newest\":{}}}",
+                    self.seq
+                )),
+        )
     }
 }
 
@@ -214,7 +218,7 @@ impl Hub {
             ring.frames.clear();
         }
         for decision in new.into_iter().rev() {
-            let sent = frame(Some(decision.seq), "decision", &decision);
+            let sent = frame(Some(decision.seq), shared::wire::event::DECISION, &decision);
             ring.frames.push_back((decision.seq, sent));
             if ring.frames.len() > capacity {
                 ring.frames.pop_front();
@@ -229,23 +233,23 @@ impl Hub {
             }
             let at = ring.frames.partition_point(|f| f.0 < decision.seq);
             if let Some(kept) = ring.frames.get_mut(at).filter(|f| f.0 == decision.seq) {
-                kept.1 = frame(Some(decision.seq), "decision", &decision);
+                kept.1 = frame(Some(decision.seq), shared::wire::event::DECISION, &decision);
             }
-            updated.push(frame(None, "update", &decision));
+            updated.push(frame(None, shared::wire::event::UPDATE, &decision));
         }
         // Other instances' new decisions (with `--redis`): `decision`
         // events without `id:` (their seqs are their instances'), so a
         // resumed stream goes on from this instance's decisions.
         if let Some(cluster) = self.service.cluster() {
             for decision in cluster.take_fresh() {
-                updated.push(frame(None, "decision", &decision));
+                updated.push(frame(None, shared::wire::event::DECISION, &decision));
             }
         }
         ring.seq = snapshot.seq;
         let status = event_bytes(
             Event::default()
                 .id(snapshot.seq.to_string())
-                .event("status")
+                .event(shared::wire::event::STATUS)
                 .data(std::str::from_utf8(&snapshot.body).expect("JSON is UTF-8")),
         );
         let number = self.tx.borrow().number + 1;

@@ -17,6 +17,7 @@ mod mock;
 pub mod quality;
 mod status;
 mod tier;
+pub mod wire;
 
 pub use decision::{
     DecisionError, INVISIBLE, MAX_DECISION_TIME_MS, MAX_QUERY_CHARS, MAX_SCORE, RecordedDecision,
