@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use server::service::StatusService;
-use server::telemetry::{Ended, Telemetry};
+use server::upstream::Ended;
 use server::upstream::{Settings, UpstreamSpec, Upstreams};
 use shared::api::Usage;
 use shared::metrics::Outcome;
@@ -36,7 +36,7 @@ fn upstreams() -> Upstreams {
         })
         .collect();
     let up = Upstreams::new(specs, Settings::with_timeout(Duration::from_secs(60)));
-    let t = up.telemetry();
+    let t = up.health();
     for (i, u) in t.upstreams().iter().enumerate() {
         for k in 0..200 {
             let outcome = Outcome::ALL[(i + k) % Outcome::ALL.len()];
@@ -58,12 +58,12 @@ fn upstreams() -> Upstreams {
     up
 }
 
-fn telemetry() -> Arc<Telemetry> {
-    Arc::clone(upstreams().telemetry())
-}
-
 fn full_service() -> StatusService {
-    filled(StatusService::new(100, 20).with_telemetry(telemetry()))
+    let up = upstreams();
+    filled(
+        StatusService::new(100, 20)
+            .with_telemetry(Arc::clone(up.telemetry()), Arc::clone(up.health())),
+    )
 }
 
 /// `s` with its buffer full.
@@ -152,6 +152,7 @@ fn scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("metrics");
     let up = upstreams();
     let t = Arc::clone(up.telemetry());
+    let health = Arc::clone(up.health());
     let service = StatusService::new(100, 20);
     let state = server::AppState::new(service, up);
     for i in 0..300 {
@@ -182,7 +183,7 @@ fn scrape(c: &mut Criterion) {
         })
     });
     g.bench_function("tierMetrics + modelUtilization", |b| {
-        b.iter(|| black_box((t.tier_metrics(), t.model_utilization())))
+        b.iter(|| black_box((health.tier_metrics(), health.model_utilization())))
     });
     g.finish();
 }

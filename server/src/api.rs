@@ -814,7 +814,7 @@ fn health_details(state: &AppState) -> Health {
         buffer_size: state.service.capacity(),
         window: state.service.window(),
         upstreams: {
-            let mut metrics = state.upstreams.telemetry().tier_metrics().into_iter();
+            let mut metrics = state.upstreams.health().tier_metrics().into_iter();
             Tier::ALL.map(|tier| {
                 let calls = state.upstreams.in_flight(tier);
                 let upstreams = metrics.next().map(|m| m.upstreams).unwrap_or_default();

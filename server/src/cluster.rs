@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -43,13 +43,17 @@ use shared::cluster::{
     ClusterInfo, ClusterInstance, ClusterView, InstanceState, RedisState, instance_state,
 };
 use shared::insight::Tokens;
-use shared::{RecordedDecision, RoutingDecision, Tier};
+use shared::{Instance, RecordedDecision, RoutingDecision, Tier};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
 use crate::changes::Changes;
-use crate::service::StatusService;
 use crate::store::{Periods, Store};
+use crate::telemetry::{Telemetry, encode_gauge};
 
 /// `--redis-backlog` unless given.
 pub const DEFAULT_BACKLOG: usize = 100_000;
@@ -141,19 +145,36 @@ impl Record {
     }
 }
 
-/// The figures the other instances add to this one's.
+/// An instance's all-time and right-now figures: this one's own, or the
+/// sum of what the other instances add to them.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Others {
-    /// Decisions per tier, all time, of every other instance.
+pub struct Figures {
+    /// Decisions per tier since start (restored ones included).
     pub per_tier: [u64; 3],
-    /// Requests in flight per tier of the live ones.
+    /// Requests in flight per tier (of the live instances).
     pub active: [u64; 3],
     /// Tokens per tier.
     pub tokens: [Tokens; 3],
-    /// The saving's baseline.
+    /// The saving's baseline: the tokens one Q4 answer per query takes.
     pub baseline: Tokens,
     /// The model assessor's tokens.
     pub assessor: Tokens,
+}
+
+/// The figures the other instances add to this one's.
+pub type Others = Figures;
+
+/// What the cluster reads of this instance (the status service), so that
+/// it depends on no more than this.
+pub trait Local: Send + Sync + 'static {
+    /// Who this instance is.
+    fn instance(&self) -> Instance;
+    /// Its own figures.
+    fn figures(&self) -> Figures;
+    /// Its buffered decisions, oldest first, with their decision times.
+    fn buffered(&self) -> Vec<(RoutingDecision, f64)>;
+    /// Its store, when it keeps one.
+    fn store(&self) -> Option<&Arc<Store>>;
 }
 
 /// The other instances' newest decisions; see [`Cluster::remote`].
@@ -304,7 +325,7 @@ impl Cluster {
 
     /// Starts publishing `service`'s decisions and figures and reading the
     /// other instances'.
-    pub fn start(self: &Arc<Self>, service: Arc<StatusService>) {
+    pub fn start(self: &Arc<Self>, service: Arc<dyn Local>) {
         tokio::spawn(Arc::clone(self).publish_loop(Arc::clone(&service)));
         tokio::spawn(Arc::clone(self).read_loop(service));
     }
@@ -416,7 +437,7 @@ impl Cluster {
 
     /// The status's `instances`: this one (from `service`'s live figures)
     /// first, then the others by id.
-    pub fn instances(&self, service: &StatusService) -> Vec<ClusterInstance> {
+    pub fn instances(&self, service: &dyn Local) -> Vec<ClusterInstance> {
         let now = Utc::now();
         let own = self.record(service, now);
         let last_ok = lock(&self.link).last_ok;
@@ -461,13 +482,19 @@ impl Cluster {
         &self.changes
     }
 
+    /// Adds the cluster's series (`orch_cluster_*`) to every scrape of
+    /// `telemetry`.
+    pub fn register_metrics(self: &Arc<Self>, telemetry: &Telemetry) {
+        telemetry.register_collector(Box::new(Collector(Arc::downgrade(self))));
+    }
+
     fn bump(&self) {
         self.changes.bump();
     }
 
     /// Sends what waits and a last record marked stopped (so the others
     /// list this instance as gone at once), within a couple of seconds.
-    pub async fn close(&self, service: &StatusService) {
+    pub async fn close(&self, service: &dyn Local) {
         self.closing.store(true, Ordering::Release);
         let work = async {
             let mut conn = self.publisher.clone();
@@ -493,7 +520,7 @@ impl Cluster {
         let _ = tokio::time::timeout(2 * REDIS_TIMEOUT, work).await;
     }
 
-    fn record(&self, service: &StatusService, now: DateTime<Utc>) -> Record {
+    fn record(&self, service: &dyn Local, now: DateTime<Utc>) -> Record {
         let instance = service.instance();
         let figures = service.figures();
         Record {
@@ -601,7 +628,7 @@ impl Cluster {
         }
     }
 
-    async fn publish_loop(self: Arc<Self>, service: Arc<StatusService>) {
+    async fn publish_loop(self: Arc<Self>, service: Arc<dyn Local>) {
         let mut conn = self.publisher.clone();
         let mut next_beat = Instant::now();
         let mut pause = MIN_PAUSE;
@@ -614,7 +641,7 @@ impl Cluster {
             let began = Instant::now();
             let beat = began >= next_beat;
             let batch = self.take_batch();
-            let record = self.record(&service, Utc::now());
+            let record = self.record(&*service, Utc::now());
             let mut pipe = redis::pipe();
             self.add_send(&mut pipe, &record, &batch);
             let candidate = format!("{}-{}", record.id, record.beat_ms);
@@ -642,7 +669,7 @@ impl Cluster {
                                 if epoch.is_some() {
                                     tracing::warn!(cluster = %self.settings.name, "redis lost its data: republishing");
                                 }
-                                match self.republish(&mut conn, &service).await {
+                                match self.republish(&mut conn, &*service).await {
                                     Ok(()) => {
                                         epoch = Some(current);
                                         self.epoch_gen.fetch_add(1, Ordering::AcqRel);
@@ -679,7 +706,7 @@ impl Cluster {
     async fn republish(
         &self,
         conn: &mut ConnectionManager,
-        service: &StatusService,
+        service: &dyn Local,
     ) -> Result<(), String> {
         let mut pipe = redis::pipe();
         {
@@ -847,7 +874,7 @@ impl Cluster {
         }
     }
 
-    async fn read_loop(self: Arc<Self>, service: Arc<StatusService>) {
+    async fn read_loop(self: Arc<Self>, service: Arc<dyn Local>) {
         let me = service.instance().id;
         let mut conn = self.reader.clone();
         let mut seen_gen = 0;
@@ -1023,6 +1050,55 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The `orch_cluster_*` series, read from the cluster at scrape time.
+#[derive(Debug)]
+struct Collector(Weak<Cluster>);
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match self.0.upgrade() {
+            Some(cluster) => encode_gauges(&cluster.gauges(), &mut encoder),
+            None => Ok(()),
+        }
+    }
+}
+
+fn encode_gauges(g: &Gauges, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let gauge = |encoder: &mut DescriptorEncoder, name, help, value: u64| {
+        encode_gauge(encoder, name, help, value as i64)
+    };
+    gauge(
+        encoder,
+        "orch_cluster_redis_up",
+        "1 while Redis answers (the status covers the cluster), 0 while it is unreachable or not reached yet",
+        u64::from(g.redis_up),
+    )?;
+    gauge(
+        encoder,
+        "orch_cluster_backlog",
+        "Decisions waiting to be sent to Redis",
+        g.backlog,
+    )?;
+    let overflowed = ConstCounter::new(g.overflowed);
+    let e = encoder.encode_descriptor(
+        "orch_cluster_overflowed",
+        "Decisions that found the Redis backlog full (never sent; totals stay exact)",
+        None,
+        overflowed.metric_type(),
+    )?;
+    overflowed.encode(e)?;
+    let mut family = encoder.encode_descriptor(
+        "orch_cluster_instances",
+        "Instances of the cluster this one knows of, by state (itself included)",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (state, n) in ["live", "stale", "gone"].into_iter().zip(g.instances) {
+        ConstGauge::new(n as i64).encode(family.encode_family(&[("state", state)])?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

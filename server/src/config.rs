@@ -251,8 +251,7 @@ pub struct Config {
     pub max_inflight: Vec<(Option<Tier>, usize)>,
 }
 
-/// `/api/query` calls in flight per tier unless `--max-inflight` says otherwise.
-pub const DEFAULT_MAX_INFLIGHT: usize = 64;
+pub use crate::upstream::DEFAULT_MAX_INFLIGHT;
 
 impl Config {
     /// Checks what clap cannot: the window fits in the buffer and every tier

@@ -9,8 +9,6 @@ use shared::Tier;
 pub use shared::api::ErrorBody;
 use shared::api::UpstreamFailure;
 
-use crate::upstream::{Failure, retry_after_secs};
-
 /// Seconds a client told 429 (a busy tier) or 503 (no stream place) should
 /// wait before trying again.
 pub const RETRY_AFTER_SECS: &str = "1";
@@ -220,4 +218,36 @@ fn upstream_status(failure: &Failure) -> StatusCode {
         Some(code @ 400..=499) => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
         _ => StatusCode::BAD_GATEWAY,
     }
+}
+
+/// A failed call, as the client is told of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The upstream's name.
+    pub upstream: String,
+    /// How it ended.
+    pub outcome: shared::metrics::Outcome,
+    /// The HTTP status it answered, if it did.
+    pub status: Option<u16>,
+    /// What happened, safe to show.
+    pub message: String,
+    /// A 429's `Retry-After`, as sent (seconds or an HTTP date).
+    pub retry_after: Option<HeaderValue>,
+    /// Calls made for the query.
+    pub attempts: u32,
+}
+
+/// Whole seconds of a `Retry-After`: delta-seconds, or an HTTP date in any
+/// of the three forms RFC 9110 makes recipients accept (IMF-fixdate,
+/// RFC 850, asctime; `httpdate` parses them); a date past is 0.
+pub fn retry_after_secs(value: &HeaderValue) -> Option<u64> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(secs);
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .map_or(0, |d| d.as_secs()),
+    )
 }

@@ -156,7 +156,10 @@ impl AppState {
     /// State with explicit access and privacy options.
     pub fn with_options(service: StatusService, upstreams: Upstreams, options: Options) -> Self {
         let connections = Arc::new(Places::new(options.max_connections));
-        let service = Arc::new(service.with_telemetry(Arc::clone(upstreams.telemetry())));
+        let service = Arc::new(service.with_telemetry(
+            Arc::clone(upstreams.telemetry()),
+            Arc::clone(upstreams.health()),
+        ));
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         let exports = Arc::new(Places::new(options.max_exports));
         let readers = Arc::new(readers::Readers::new(&options.read_keys, &options.api_keys));

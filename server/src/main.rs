@@ -187,8 +187,8 @@ async fn main() {
     let service_store = state.service.store().cloned();
     let service = std::sync::Arc::clone(&state.service);
     if let Some(cluster) = &cluster {
-        state.upstreams.telemetry().attach_cluster(cluster);
-        cluster.start(std::sync::Arc::clone(&service));
+        cluster.register_metrics(state.upstreams.telemetry());
+        cluster.start(service.clone());
         tracing::info!(cluster = %config.cluster, backlog = config.redis_backlog, "sharing one status through redis");
     }
     for tier in shared::Tier::ALL {
@@ -246,7 +246,7 @@ async fn main() {
     )
     .await;
     if let Some(cluster) = &cluster {
-        cluster.close(&service).await;
+        cluster.close(&*service).await;
     }
     if let Some(store) = service_store {
         store.close().await;

@@ -37,8 +37,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::modes::{self, Body, GroupQuery};
 use crate::service::ActiveGuard;
-use crate::telemetry::{Attempt, Ended};
 use crate::upstream::Streaming;
+use crate::upstream::{Attempt, Ended};
 
 /// The models `GET /v1/models` lists, each a way of routing.
 pub const MODELS: [&str; 9] = [

@@ -34,9 +34,10 @@ use shared::{
 use tokio::sync::Notify;
 
 use crate::changes::Changes;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Figures};
 use crate::store::{CommitError, Restored, Rows, Store};
 use crate::telemetry::Telemetry;
+use crate::upstream::Health;
 
 /// A cached status older than this is rebuilt even if nothing changed, so its
 /// `timestamp` stays close to the time it is served.
@@ -61,7 +62,7 @@ pub struct StatusService {
     rebuild: Mutex<()>,
     /// The upstream calls' figures, counted into every status and the
     /// decision metrics, when attached.
-    telemetry: Option<Arc<Telemetry>>,
+    telemetry: Option<(Arc<Telemetry>, Arc<Health>)>,
     /// The thresholds decisions are routed by, shown in every status.
     routing: Routing,
     /// `--price`, for the status's `cost`.
@@ -76,21 +77,6 @@ pub struct StatusService {
     cluster: Option<Arc<Cluster>>,
     /// `--assessor`, shown in every status.
     assessor: crate::assessor::AssessorKind,
-}
-
-/// This instance's own all-time and right-now figures.
-#[derive(Debug, Clone, Copy)]
-pub struct Figures {
-    /// Decisions per tier since start (restored ones included).
-    pub per_tier: [u64; 3],
-    /// Requests in flight per tier.
-    pub active: [u64; 3],
-    /// Tokens per tier.
-    pub tokens: [Tokens; 3],
-    /// The saving's baseline: the tokens one Q4 answer per query takes.
-    pub baseline: Tokens,
-    /// The model assessor's tokens.
-    pub assessor: Tokens,
 }
 
 /// Decisions recorded in memory on their way to the store.
@@ -329,8 +315,8 @@ impl StatusService {
 
     /// Counts every decision into `telemetry`'s metrics and adds its
     /// upstream figures (`tierMetrics`, `modelUtilization`) to every status.
-    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
-        self.telemetry = Some(telemetry);
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>, health: Arc<Health>) -> Self {
+        self.telemetry = Some((telemetry, health));
         self
     }
 
@@ -687,7 +673,7 @@ impl StatusService {
         if let Some(cluster) = &self.cluster {
             cluster.enqueue(published.iter().map(|(d, ms)| (d, *ms)));
         }
-        if let Some(t) = &self.telemetry {
+        if let Some((t, _)) = &self.telemetry {
             for (d, ms) in published {
                 t.record_decision(d.tier, d.complexity, d.mode, *ms);
             }
@@ -818,7 +804,7 @@ impl StatusService {
         }
         tokio::select! {
             () = self.changed.notified() => {}
-            () = of(self.telemetry.as_ref().map(|t| t.changes())) => {}
+            () = of(self.telemetry.as_ref().map(|(_, h)| h.changes())) => {}
             () = of(self.store.as_ref().map(|s| s.changes())) => {}
             () = of(self.cluster.as_ref().map(|c| c.changes())) => {}
         }
@@ -828,7 +814,10 @@ impl StatusService {
     /// upstream figures included.
     fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
-            + self.telemetry.as_ref().map_or(0, |t| t.changes().version())
+            + self
+                .telemetry
+                .as_ref()
+                .map_or(0, |(_, h)| h.changes().version())
             + self.store.as_ref().map_or(0, |s| s.changes().version())
             + self.cluster.as_ref().map_or(0, |c| c.changes().version())
     }
@@ -929,9 +918,9 @@ impl StatusService {
                 sync: None,
             },
         });
-        if let Some(t) = &self.telemetry {
-            status.tier_metrics = Some(t.tier_metrics());
-            status.model_utilization = Some(t.model_utilization());
+        if let Some((t, health)) = &self.telemetry {
+            status.tier_metrics = Some(health.tier_metrics());
+            status.model_utilization = Some(health.model_utilization());
             let (model_calls, [timeout, bad_answer, error, busy]) = t.assessor_counts();
             status.assessor = Some(shared::metrics::AssessorInfo {
                 kind: self.assessor.name().to_owned(),
@@ -1061,6 +1050,24 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.service.active[self.tier.index()].fetch_sub(1, Ordering::AcqRel);
         self.service.bump();
+    }
+}
+
+impl crate::cluster::Local for StatusService {
+    fn instance(&self) -> Instance {
+        StatusService::instance(self)
+    }
+
+    fn figures(&self) -> Figures {
+        StatusService::figures(self)
+    }
+
+    fn buffered(&self) -> Vec<(RoutingDecision, f64)> {
+        StatusService::buffered(self)
+    }
+
+    fn store(&self) -> Option<&Arc<Store>> {
+        StatusService::store(self)
     }
 }
 

@@ -11,6 +11,7 @@
 //! on, sanitised; an API key is sent as a bearer token and never shown.
 
 pub mod breaker;
+pub mod health;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +25,11 @@ use shared::api::{RawJson, Usage};
 use shared::metrics::Outcome;
 use tokio::sync::OwnedSemaphorePermit;
 
+pub use crate::error::{Failure, retry_after_secs};
 use crate::places::Places;
-use crate::telemetry::{Attempt, Ended, Telemetry, UpstreamLabel, UpstreamState};
+use crate::telemetry::Telemetry;
 use breaker::BreakerSettings;
+pub use health::{Attempt, Ended, Health, UpstreamLabel, UpstreamState};
 
 /// One upstream as configured.
 #[derive(Clone, PartialEq, Eq)]
@@ -54,6 +57,9 @@ impl std::fmt::Debug for UpstreamSpec {
             .finish()
     }
 }
+
+/// Calls in flight per tier unless `--max-inflight` says otherwise.
+pub const DEFAULT_MAX_INFLIGHT: usize = 64;
 
 /// The most bytes of a reply read unless configured otherwise.
 pub const DEFAULT_MAX_BODY: usize = 8 << 20;
@@ -89,7 +95,7 @@ impl Settings {
         Settings {
             timeout,
             max_body: DEFAULT_MAX_BODY,
-            max_inflight: [crate::config::DEFAULT_MAX_INFLIGHT; 3],
+            max_inflight: [DEFAULT_MAX_INFLIGHT; 3],
             retries: 1,
             backoff: Duration::from_millis(50),
             breaker: BreakerSettings::default(),
@@ -140,6 +146,7 @@ pub struct Upstreams {
     pools: [Vec<Member>; 3],
     inflight: [Arc<Places>; 3],
     telemetry: Arc<Telemetry>,
+    health: Arc<Health>,
     /// Breaks ties between equally loaded upstreams in turn.
     turn: AtomicUsize,
     /// Held while choosing an upstream and counting the call in flight, so
@@ -169,23 +176,6 @@ pub struct Answer {
     /// The upstream that answered.
     pub upstream: String,
     /// Calls it took.
-    pub attempts: u32,
-}
-
-/// A failed call, as the client is told of it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// The upstream's name.
-    pub upstream: String,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// The HTTP status it answered, if it did.
-    pub status: Option<u16>,
-    /// What happened, safe to show.
-    pub message: String,
-    /// A 429's `Retry-After`, as sent (seconds or an HTTP date).
-    pub retry_after: Option<HeaderValue>,
-    /// Calls made for the query.
     pub attempts: u32,
 }
 
@@ -267,9 +257,10 @@ impl Upstreams {
                 model: s.model.clone(),
             })
             .collect();
-        let telemetry = Telemetry::new(&layout, settings.breaker);
+        let telemetry = Telemetry::new();
+        let health = Health::new(&layout, settings.breaker, &telemetry);
         let mut pools: [Vec<Member>; 3] = Default::default();
-        for (spec, state) in specs.into_iter().zip(telemetry.upstreams()) {
+        for (spec, state) in specs.into_iter().zip(health.upstreams()) {
             let url = format!("{}/chat/completions", spec.base_url.trim_end_matches('/'));
             let url = reqwest::Url::parse(&url).expect("upstream URLs are checked when parsed");
             let auth = spec.key.as_deref().map(|k| {
@@ -292,6 +283,7 @@ impl Upstreams {
             settings,
             pools,
             telemetry,
+            health,
             turn: AtomicUsize::new(0),
             choosing: std::sync::Mutex::new(()),
         }
@@ -302,9 +294,14 @@ impl Upstreams {
         Self::new(Vec::new(), Settings::with_timeout(Duration::from_secs(60)))
     }
 
-    /// The calls' telemetry.
+    /// The registry of `/metrics` (the upstreams' series among others).
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    /// Every upstream's health and figures.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// The places for `tier`'s calls: how many are under way, and its limit.
@@ -466,7 +463,7 @@ impl Upstreams {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.pick(pool, &tried).map(|(index, admission)| {
                     let call =
-                        self.telemetry
+                        self.health
                             .begin(&pool[index].state, admission, attempt > 0, assessor);
                     (index, call)
                 })
@@ -475,7 +472,7 @@ impl Upstreams {
                 if last.is_some() {
                     break;
                 }
-                self.telemetry.short_circuited(tier);
+                self.health.short_circuited(tier);
                 return Err(self.circuit_open(tier, pool));
             };
             let member = &pool[index];
@@ -538,7 +535,7 @@ impl Upstreams {
         order.into_iter().find_map(|i| {
             pool[i]
                 .state
-                .admit(&self.telemetry, now)
+                .admit(&self.health, now)
                 .map(|admission| (i, admission))
         })
     }
@@ -779,21 +776,6 @@ impl Failure {
         matches!(self.outcome, Outcome::ConnectError | Outcome::Http429)
             || matches!(self.status, Some(502 | 503))
     }
-}
-
-/// Whole seconds of a `Retry-After`: delta-seconds, or an HTTP date in any
-/// of the three forms RFC 9110 makes recipients accept (IMF-fixdate,
-/// RFC 850, asctime; `httpdate` parses them); a date past is 0.
-pub fn retry_after_secs(value: &HeaderValue) -> Option<u64> {
-    let text = value.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(secs);
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .map_or(0, |d| d.as_secs()),
-    )
 }
 
 fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
