@@ -11,10 +11,10 @@ use shared::insight::{Calibration, CurvePoint, validate_signals, validate_usage}
 use shared::metrics::CircuitState;
 use shared::{DEFAULT_RECENT, DecisionError, OrchestratorStatus, RoutingDecision, Signal, Tier};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::routing::{self, QueryRequest, QueryResponse};
+use crate::state::AppState;
 
 /// `POST /api/orchestrator/decisions` body: a decision made by a router that
 /// lives elsewhere.
@@ -286,7 +286,7 @@ pub fn status_response(state: &AppState, query: Option<&str>, headers: &HeaderMa
     let h = response.headers_mut();
     h.insert(header::ETAG, etag);
     h.insert(header::CACHE_CONTROL, NO_CACHE);
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, crate::NOSNIFF);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, crate::state::NOSNIFF);
     response
 }
 

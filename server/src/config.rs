@@ -217,7 +217,7 @@ pub struct Config {
 
     /// Most connections open at once; beyond it new ones wait in the
     /// listen backlog until one closes.
-    #[arg(long, env = "ORCH_MAX_CONNECTIONS", default_value_t = crate::DEFAULT_MAX_CONNECTIONS,
+    #[arg(long, env = "ORCH_MAX_CONNECTIONS", default_value_t = crate::state::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
     pub max_connections: usize,
 
@@ -230,7 +230,7 @@ pub struct Config {
 
     /// Most `GET /api/orchestrator/decisions?format=ndjson|csv` exports
     /// sent at once; beyond it a 503 with Retry-After.
-    #[arg(long, env = "ORCH_MAX_EXPORTS", default_value_t = crate::DEFAULT_MAX_EXPORTS,
+    #[arg(long, env = "ORCH_MAX_EXPORTS", default_value_t = crate::state::DEFAULT_MAX_EXPORTS,
           value_parser = clap::value_parser!(u32).range(1..=10_000).map(|n| n as usize))]
     pub max_exports: usize,
 

@@ -18,8 +18,8 @@ use shared::history::{
 use shared::{Complexity, RoutingDecision, Tier};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::store::{Filter, ROLLUP_SUMS, Store};
 
 /// Decisions a page holds unless `limit` says otherwise.

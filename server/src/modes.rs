@@ -12,9 +12,9 @@ use shared::group::{CouncilAnalysis, GroupAnswer, MemberAnswer, agreement, state
 use shared::insight::validate_usage;
 use shared::{RoutingDecision, Tier};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::routing;
+use crate::state::AppState;
 use crate::upstream::{Answer, UpstreamError};
 
 /// A chat completion request body (OpenAI's fields).

@@ -33,10 +33,10 @@ use shared::metrics::Outcome;
 use shared::{RoutingDecision, Tier};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::modes::{self, Body, GroupQuery};
 use crate::service::ActiveGuard;
+use crate::state::AppState;
 use crate::upstream::Streaming;
 use crate::upstream::{Attempt, Ended};
 

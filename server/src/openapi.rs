@@ -10,10 +10,10 @@ use shared::insight::{Calibration, CurvePoint};
 use shared::{OrchestratorStatus, RoutingDecision, Signal};
 use utoipa::OpenApi;
 
-use crate::AppState;
 use crate::api::*;
 use crate::error::ErrorBody;
 use crate::routing::{QueryRequest, QueryResponse};
+use crate::state::AppState;
 
 /// This document.
 #[utoipa::path(

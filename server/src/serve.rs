@@ -41,7 +41,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Sleep;
 
-use crate::{AppState, access, api, app};
+use crate::app::app;
+use crate::state::AppState;
+use crate::{access, api};
 
 /// How long open connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);

@@ -1,0 +1,137 @@
+//! What every handler shares ([`AppState`]) and the settings of access,
+//! privacy and capacity ([`Options`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::HeaderValue;
+
+use crate::places::Places;
+use crate::service::StatusService;
+use crate::stream::Hub;
+use crate::upstream::Upstreams;
+use crate::{assessor, readers, routing, stream};
+
+/// `X-Content-Type-Options: nosniff`, on every response.
+pub const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The decisions and counters.
+    pub service: Arc<StatusService>,
+    /// The tiers' upstreams.
+    pub upstreams: Arc<Upstreams>,
+    /// Access and privacy settings.
+    pub options: Arc<Options>,
+    /// When the server started.
+    pub started: Instant,
+    /// One place per connection that may be open; the accept loop takes one
+    /// before accepting, and a connection gives it back when it ends.
+    pub connections: Arc<Places>,
+    /// The open event streams and what they are sent.
+    pub streams: Arc<Hub>,
+    /// One place per decision-log export being sent (`--max-exports`).
+    pub exports: Arc<Places>,
+    /// Who may read, and their sessions (`--read-key`).
+    pub readers: Arc<readers::Readers>,
+}
+
+/// Access, privacy and capacity settings of the API.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How two-stage routing scores queries (`--scorer`).
+    pub scorer: routing::Scorer,
+    /// When set, ingestion requires `Authorization: Bearer <token>`.
+    pub ingest_token: Option<String>,
+    /// The one browser origin granted CORS, if any.
+    pub cors_origin: Option<HeaderValue>,
+    /// Log each decision's query (already a placeholder when redacting).
+    pub log_queries: bool,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most event streams open at once.
+    pub max_streams: usize,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
+    /// When any, `/v1/*` and `POST /api/query` require one of them as
+    /// `Authorization: Bearer <key>`.
+    pub api_keys: Vec<String>,
+    /// When any, every read needs one of them, an API key or a session.
+    pub read_keys: Vec<String>,
+    /// The council's members.
+    pub council: Vec<shared::Tier>,
+    /// The tier that writes a council's final answer.
+    pub moderator: shared::Tier,
+    /// How two-stage routing scores a query.
+    pub assessor: assessor::AssessorKind,
+    /// How long the model assessor may take.
+    pub assessor_timeout: std::time::Duration,
+    /// Most decision-log exports sent at once.
+    pub max_exports: usize,
+    /// How long a write to a client may wait for it to read before the
+    /// connection is closed.
+    pub write_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            scorer: routing::Scorer::default(),
+            ingest_token: None,
+            cors_origin: None,
+            log_queries: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams: stream::DEFAULT_MAX_STREAMS,
+            metrics_token: None,
+            api_keys: Vec::new(),
+            read_keys: Vec::new(),
+            council: shared::Tier::ALL.to_vec(),
+            moderator: shared::Tier::Q4,
+            assessor: assessor::AssessorKind::Heuristic,
+            assessor_timeout: std::time::Duration::from_secs(2),
+            max_exports: DEFAULT_MAX_EXPORTS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        }
+    }
+}
+
+/// Exports sent at once unless `--max-exports` says otherwise.
+pub const DEFAULT_MAX_EXPORTS: usize = 8;
+
+/// How long a client may leave a write unread unless `--write-timeout`
+/// says otherwise.
+pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connections open at once unless `--max-connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl AppState {
+    /// State from a service and upstreams with default options, starting the
+    /// uptime clock now.
+    pub fn new(service: StatusService, upstreams: Upstreams) -> Self {
+        Self::with_options(service, upstreams, Options::default())
+    }
+
+    /// State with explicit access and privacy options.
+    pub fn with_options(service: StatusService, upstreams: Upstreams, options: Options) -> Self {
+        let connections = Arc::new(Places::new(options.max_connections));
+        let service = Arc::new(service.with_telemetry(
+            Arc::clone(upstreams.telemetry()),
+            Arc::clone(upstreams.health()),
+        ));
+        let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
+        let exports = Arc::new(Places::new(options.max_exports));
+        let readers = Arc::new(readers::Readers::new(&options.read_keys, &options.api_keys));
+        AppState {
+            service,
+            upstreams: Arc::new(upstreams),
+            options: Arc::new(options),
+            started: Instant::now(),
+            connections,
+            streams,
+            exports,
+            readers,
+        }
+    }
+}
