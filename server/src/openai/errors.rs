@@ -1,0 +1,200 @@
+//! OpenAI's error object: every error of `/v1` in the shape OpenAI's
+//! clients parse, including the router's own plain errors, rewritten.
+
+use super::*;
+
+/// An OpenAI-style error: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug)]
+pub struct OpenAiError {
+    pub(super) status: StatusCode,
+    pub(super) message: String,
+    pub(super) kind: &'static str,
+    pub(super) param: Option<String>,
+    pub(super) code: Option<&'static str>,
+    /// Boxed: errors travel in `Result`s, and a header map is large.
+    pub(super) headers: Box<HeaderMap>,
+}
+
+impl OpenAiError {
+    /// A 400 about `param`.
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        OpenAiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param.to_owned()),
+            code: None,
+            headers: Box::default(),
+        }
+    }
+
+    pub(super) fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+
+    /// The error object, as a stream's error event carries it too.
+    pub(super) fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(err: ApiError) -> Self {
+        let message = err.to_string();
+        let param = match &err {
+            ApiError::Invalid(m) | ApiError::MalformedJson(m) => m
+                .split_once(':')
+                .map(|(p, _)| p.to_owned())
+                .filter(|p| !p.contains(' ')),
+            _ => None,
+        };
+        let (kind, code) = match &err {
+            ApiError::MalformedJson(_)
+            | ApiError::Invalid(_)
+            | ApiError::BadParameter(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::UnsupportedMediaType(_) => ("invalid_request_error", None),
+            ApiError::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
+            ApiError::CrossSite(_) => ("permission_error", None),
+            ApiError::NotFound(_) | ApiError::NoStore => ("not_found_error", None),
+            ApiError::MethodNotAllowed(_) => ("invalid_request_error", None),
+            ApiError::Busy { .. } => ("rate_limit_error", Some("tier_busy")),
+            ApiError::NoUpstream { .. } => ("server_error", Some("no_upstream")),
+            ApiError::CircuitOpen { .. } => ("server_error", Some("circuit_open")),
+            ApiError::Upstream { .. } => match err.status().as_u16() {
+                429 => ("rate_limit_error", Some("upstream_rate_limited")),
+                400..=499 => ("invalid_request_error", Some("upstream_refused")),
+                _ => ("upstream_error", Some("upstream_failed")),
+            },
+            ApiError::TooManyStreams(_)
+            | ApiError::TooManyExports(_)
+            | ApiError::StoreFailing(_) => ("server_error", Some("unavailable")),
+            ApiError::Internal(_) => ("server_error", None),
+        };
+        // OpenAI answers a body it cannot use with 400, never 422.
+        let status = match err.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            other => other,
+        };
+        // The plain error's headers (Retry-After, WWW-Authenticate) stay.
+        let mut headers = HeaderMap::new();
+        let plain = err.into_response();
+        for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+            if let Some(v) = plain.headers().get(&name) {
+                headers.insert(name, v.clone());
+            }
+        }
+        OpenAiError {
+            status,
+            message,
+            kind,
+            param,
+            code,
+            headers: Box::new(headers),
+        }
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let body = self.body();
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.headers_mut().extend(*self.headers);
+        response
+    }
+}
+
+/// Under `/v1`, every error is OpenAI's error object, whoever made it (a
+/// method not allowed, a body too large, another site's browser, a panic):
+/// an answer of ours in the plain `{"error": "..."}` shape is rewritten,
+/// its status and headers kept.
+pub async fn error_objects(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let under_v1 = {
+        let path = req.uri().path();
+        path == "/v1" || path.starts_with("/v1/")
+    };
+    let response = next.run(req).await;
+    if !under_v1 || !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Our own error bodies are small; anything larger is not one of them.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return (parts.status, "").into_response();
+    };
+    let message = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_object) => {
+            return Response::from_parts(parts, HttpBody::from(bytes));
+        }
+        Ok(Value::Object(o)) if o.get("error").is_some_and(Value::is_string) => {
+            o["error"].as_str().unwrap_or_default().to_owned()
+        }
+        // A framework's plain-text rejection, or nothing at all.
+        _ => match crate::upstream::clean(&String::from_utf8_lossy(&bytes)) {
+            text if text.is_empty() => parts
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_owned(),
+            text => text,
+        },
+    };
+    let (kind, code) = match parts.status.as_u16() {
+        401 => ("invalid_request_error", Some("invalid_api_key")),
+        403 => ("permission_error", None),
+        404 => ("not_found_error", None),
+        429 => ("rate_limit_error", None),
+        400..=499 => ("invalid_request_error", None),
+        _ => ("server_error", None),
+    };
+    let error = OpenAiError {
+        status: parts.status,
+        message,
+        kind,
+        param: None,
+        code,
+        headers: Box::default(),
+    };
+    let body = serde_json::to_vec(&error.body()).expect("a JSON value serialises");
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, HttpBody::from(body))
+}
+
+/// The 404 of a model this router does not serve.
+pub(super) fn unknown_model(model: &str) -> OpenAiError {
+    OpenAiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "The model `{}` does not exist; this router serves {}",
+            model.chars().take(100).collect::<String>(),
+            MODELS.join(", ")
+        ),
+        kind: "invalid_request_error",
+        param: Some("model".into()),
+        code: Some("model_not_found"),
+        headers: Box::default(),
+    }
+}
+
+/// The 404 of a `/v1` path that does not exist, OpenAI-style.
+pub fn not_found(path: &str) -> Response {
+    OpenAiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("no endpoint at {path}"),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("unknown_url"),
+        headers: Box::default(),
+    }
+    .into_response()
+}
