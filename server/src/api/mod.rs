@@ -16,18 +16,18 @@ use crate::extract::JsonBody;
 use crate::routing::{self, QueryRequest, QueryResponse};
 use crate::state::AppState;
 
-mod status;
-mod query;
 mod calibrate;
-mod ingest;
 mod health;
+mod ingest;
+mod query;
 mod session;
-pub use status::*;
-pub use query::*;
+mod status;
 pub use calibrate::*;
-pub use ingest::*;
 pub use health::*;
+pub use ingest::*;
+pub use query::*;
 pub use session::*;
+pub use status::*;
 
 /// Prometheus metrics.
 #[utoipa::path(

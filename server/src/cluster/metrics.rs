@@ -15,7 +15,10 @@ impl prometheus_client::collector::Collector for Collector {
     }
 }
 
-pub(super) fn encode_gauges(g: &Gauges, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+pub(super) fn encode_gauges(
+    g: &Gauges,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
     let gauge = |encoder: &mut DescriptorEncoder, name, help, value: u64| {
         encode_gauge(encoder, name, help, value as i64)
     };

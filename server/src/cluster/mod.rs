@@ -55,12 +55,12 @@ use crate::changes::Changes;
 use crate::store::{Periods, Store};
 use crate::telemetry::{Telemetry, encode_gauge};
 
+mod metrics;
 mod publish;
 mod read;
 mod wire;
-mod metrics;
-pub use wire::*;
 use metrics::*;
+pub use wire::*;
 
 /// `--redis-backlog` unless given.
 pub const DEFAULT_BACKLOG: usize = 100_000;
@@ -526,7 +526,6 @@ impl Cluster {
         };
         let _ = tokio::time::timeout(2 * REDIS_TIMEOUT, work).await;
     }
-
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -4,7 +4,11 @@
 use super::*;
 
 /// Council or benchmark: every member asked, the answer assembled.
-pub(super) async fn group(state: &AppState, req: ChatRequest, mode: Mode) -> Result<Response, OpenAiError> {
+pub(super) async fn group(
+    state: &AppState,
+    req: ChatRequest,
+    mode: Mode,
+) -> Result<Response, OpenAiError> {
     let mut body = req.body.clone();
     body.remove("stream");
     body.remove("stream_options");

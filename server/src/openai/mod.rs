@@ -41,13 +41,13 @@ use crate::upstream::Streaming;
 use crate::upstream::{Attempt, Ended};
 
 mod errors;
-mod request;
-mod relay;
 mod group;
+mod relay;
+mod request;
 pub use errors::*;
-pub use request::*;
-use relay::*;
 use group::*;
+use relay::*;
+pub use request::*;
 
 /// The models `GET /v1/models` lists, each a way of routing.
 pub const MODELS: [&str; 9] = [

@@ -113,7 +113,9 @@ impl Relay {
         }
     }
 
-    pub(super) fn into_stream(self) -> impl Stream<Item = Result<Event, std::convert::Infallible>> + Send {
+    pub(super) fn into_stream(
+        self,
+    ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> + Send {
         futures_util::stream::unfold(self, |mut relay| async move {
             let bytes = relay.next().await?;
             Some((Ok(bytes), relay))

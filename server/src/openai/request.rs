@@ -141,7 +141,10 @@ pub fn parse_request(bytes: &[u8]) -> Result<ChatRequest, OpenAiError> {
 /// and the types of its other parts, each once. Each part must be an
 /// object with a string `type`, and a text part a string `text`, as OpenAI
 /// requires.
-pub(super) fn message_text(content: &Value, i: usize) -> Result<(String, Vec<String>), OpenAiError> {
+pub(super) fn message_text(
+    content: &Value,
+    i: usize,
+) -> Result<(String, Vec<String>), OpenAiError> {
     match content {
         Value::String(s) => Ok((s.clone(), Vec::new())),
         Value::Array(parts) => {

@@ -50,9 +50,7 @@ fn requests_are_checked_as_openai_does() {
         (400, "messages".into())
     );
     assert_eq!(
-        param(
-            json!({"model": "auto", "messages": [{"role": "user", "content": " \u{200b} "}]})
-        ),
+        param(json!({"model": "auto", "messages": [{"role": "user", "content": " \u{200b} "}]})),
         (400, "messages".into())
     );
     assert_eq!(
