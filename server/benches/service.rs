@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use server::service::StatusService;
+use server::service::{NewDecision, StatusService};
 use server::upstream::Ended;
 use server::upstream::{Settings, UpstreamSpec, Upstreams};
 use shared::api::Usage;
@@ -69,8 +69,13 @@ fn full_service() -> StatusService {
 /// `s` with its buffer full.
 fn filled(s: StatusService) -> StatusService {
     for i in 0..100 {
-        s.record(QUERY, Tier::ALL[i % 3], (i % 16) as f64 * 0.9, 0.5)
-            .unwrap();
+        s.record(NewDecision::new(
+            QUERY,
+            Tier::ALL[i % 3],
+            (i % 16) as f64 * 0.9,
+            0.5,
+        ))
+        .unwrap();
     }
     s
 }
@@ -82,7 +87,10 @@ fn record(c: &mut Criterion) {
     g.bench_function("1 thread", |b| {
         b.iter(|| {
             i += 1;
-            black_box(s.record(QUERY, Tier::ALL[i % 3], 4.5, 0.5).unwrap());
+            black_box(
+                s.record(NewDecision::new(QUERY, Tier::ALL[i % 3], 4.5, 0.5))
+                    .unwrap(),
+            );
         })
     });
     // Per-operation cost with 8 threads recording at once: wall time for all
@@ -106,8 +114,13 @@ fn record(c: &mut Criterion) {
                         scope.spawn(move || {
                             for i in 0..per_thread {
                                 black_box(
-                                    s.record(QUERY, Tier::ALL[(t + i as usize) % 3], 4.5, 0.5)
-                                        .unwrap(),
+                                    s.record(NewDecision::new(
+                                        QUERY,
+                                        Tier::ALL[(t + i as usize) % 3],
+                                        4.5,
+                                        0.5,
+                                    ))
+                                    .unwrap(),
                                 );
                             }
                         });
@@ -141,7 +154,8 @@ fn snapshot(c: &mut Criterion) {
     g.bench_function("snapshot after a record (rebuild)", |b| {
         b.iter(|| {
             i += 1;
-            s.record(QUERY, Tier::ALL[i % 3], 4.5, 0.5).unwrap();
+            s.record(NewDecision::new(QUERY, Tier::ALL[i % 3], 4.5, 0.5))
+                .unwrap();
             black_box(s.snapshot(DEFAULT_RECENT))
         })
     });
@@ -158,7 +172,12 @@ fn scrape(c: &mut Criterion) {
     for i in 0..300 {
         state
             .service
-            .record(QUERY, Tier::ALL[i % 3], (i % 16) as f64 * 0.9, 0.5)
+            .record(NewDecision::new(
+                QUERY,
+                Tier::ALL[i % 3],
+                (i % 16) as f64 * 0.9,
+                0.5,
+            ))
             .unwrap();
     }
     g.bench_function("encode (3 tiers x 4 upstreams)", |b| {

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use server::service::StatusService;
+use server::service::{NewDecision, StatusService};
 use server::upstream::Upstreams;
 use server::{AppState, app};
 use tower::ServiceExt;
@@ -470,7 +470,12 @@ async fn fast_path_answers_exactly_like_the_router() {
     for i in 0..12 {
         state
             .service
-            .record(&format!("q{i}"), shared::Tier::Q3, 4.0, 1.0)
+            .record(NewDecision::new(
+                &format!("q{i}"),
+                shared::Tier::Q3,
+                4.0,
+                1.0,
+            ))
             .unwrap();
     }
     let etag = router

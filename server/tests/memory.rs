@@ -2,7 +2,7 @@
 //! process's resident memory within 5 MiB of where it started. (A test of
 //! boundedness, not of speed; it runs alone in its own process.)
 
-use server::service::StatusService;
+use server::service::{NewDecision, StatusService};
 use shared::{DEFAULT_RECENT, Tier};
 
 fn rss_kib() -> u64 {
@@ -21,23 +21,23 @@ fn a_million_decisions_leave_memory_fixed() {
     let query = "Compare B-trees and LSM-trees for a write-heavy database and explain the trade-offs, twice over";
     // Fill the buffer and warm the allocator's size classes first.
     for i in 0..10_000 {
-        s.record(
+        s.record(NewDecision::new(
             &query[..(i % query.len()).max(1)],
             Tier::ALL[i % 3],
             4.0,
             1.0,
-        )
+        ))
         .unwrap();
         let _ = s.snapshot(DEFAULT_RECENT);
     }
     let before = rss_kib();
     for i in 0..1_000_000usize {
-        s.record(
+        s.record(NewDecision::new(
             &query[..(i % query.len()).max(1)],
             Tier::ALL[i % 3],
             (i % 16) as f64 * 0.9,
             1.0,
-        )
+        ))
         .unwrap();
         if i % 1_000 == 0 {
             let _ = s.snapshot(DEFAULT_RECENT);

@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode, header};
 use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
 use serde_json::Value;
-use server::service::StatusService;
+use server::service::{NewDecision, StatusService};
 use server::upstream::Upstreams;
 use server::{AppState, Options, app};
 use shared::Tier;
@@ -140,7 +140,12 @@ fn record(state: &AppState, n: usize) {
     for i in 0..n {
         state
             .service
-            .record(&format!("q{i}"), Tier::ALL[i % 3], 4.0, 0.5)
+            .record(NewDecision::new(
+                &format!("q{i}"),
+                Tier::ALL[i % 3],
+                4.0,
+                0.5,
+            ))
             .unwrap();
     }
 }
@@ -167,7 +172,7 @@ async fn each_decision_comes_in_order_then_the_status_covering_it() {
     for i in 0..5u64 {
         let d = state
             .service
-            .record(&format!("d{i}"), Tier::Q4, 9.0, 1.5)
+            .record(NewDecision::new(&format!("d{i}"), Tier::Q4, 9.0, 1.5))
             .unwrap();
         let e = r.next().await.unwrap();
         assert_eq!(e.event, "decision");
@@ -190,7 +195,7 @@ async fn a_decision_whose_tokens_arrive_later_is_sent_again_as_an_update() {
     assert_eq!(r.next().await.unwrap().event, "status");
     let d = state
         .service
-        .record("slow answer", Tier::Q3, 5.0, 0.5)
+        .record(NewDecision::new("slow answer", Tier::Q3, 5.0, 0.5))
         .unwrap();
     assert_eq!(r.next().await.unwrap().event, "decision");
     assert_eq!(r.next().await.unwrap().event, "status");
@@ -220,8 +225,14 @@ async fn a_decision_whose_tokens_arrive_later_is_sent_again_as_an_update() {
     let small = self::state(1, 10);
     let mut r = Reader::open(&small, "/api/orchestrator/stream", None).await;
     assert_eq!(r.next().await.unwrap().event, "status");
-    let first = small.service.record("a", Tier::Q4, 9.0, 0.5).unwrap();
-    small.service.record("b", Tier::Q4, 9.0, 0.5).unwrap();
+    let first = small
+        .service
+        .record(NewDecision::new("a", Tier::Q4, 9.0, 0.5))
+        .unwrap();
+    small
+        .service
+        .record(NewDecision::new("b", Tier::Q4, 9.0, 0.5))
+        .unwrap();
     small.service.add_usage(first.seq, Tier::Q4, usage);
     loop {
         let e = r.within(Duration::from_millis(300)).await;

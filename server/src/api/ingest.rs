@@ -2,6 +2,7 @@
 //! elsewhere, one or a batch, recorded once the store has them.
 
 use super::*;
+use crate::service::NewDecision;
 
 /// `POST /api/orchestrator/decisions` body: a decision made by a router that
 /// lives elsewhere.
@@ -128,15 +129,15 @@ pub async fn ingest(
         }
         let draft = state
             .service
-            .draft(
-                &req.query,
-                req.tier.into(),
-                req.score,
-                req.decision_time_ms,
-                req.mode,
-                req.signals,
-                req.usage,
-            )
+            .draft(NewDecision {
+                query: &req.query,
+                tier: req.tier.into(),
+                score: req.score,
+                decision_time_ms: req.decision_time_ms,
+                mode: req.mode,
+                signals: req.signals,
+                usage: req.usage,
+            })
             .map_err(|e| at(e.to_string()))?;
         drafts.push(draft);
     }
@@ -150,7 +151,7 @@ pub async fn ingest(
         .await
         .map_err(|e| ApiError::StoreFailing(e.0))?;
     for d in &decisions {
-        log_decision(&state, d, "ingested");
+        crate::pipeline::log_decision(&state, d, "ingested");
     }
     Ok(match is_batch {
         true => (StatusCode::CREATED, Json(decisions)).into_response(),

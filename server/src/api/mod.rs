@@ -52,16 +52,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Query text reaches the log only when asked for (and is the placeholder
-/// when redacting, since the service never stores the text then).
-fn log_decision(state: &AppState, d: &RoutingDecision, what: &'static str) {
-    if state.options.log_queries {
-        tracing::info!(id = %d.id, tier = %d.tier, score = d.score, query = %d.query, "{what}");
-    } else {
-        tracing::debug!(id = %d.id, tier = %d.tier, score = d.score, "{what}");
-    }
-}
-
 fn invalid(err: DecisionError) -> ApiError {
     ApiError::Invalid(err.to_string())
 }

@@ -1,6 +1,7 @@
 //! `POST /api/query`: the panel's front door into the pipeline.
 
 use super::*;
+use crate::pipeline::{self, Choice};
 
 /// Routes a query to a tier, records the decision, and has the tier's
 /// upstream answer it.
@@ -52,12 +53,12 @@ pub async fn query(
         )));
     }
     if req.mode.is_group() {
-        let outcome = crate::modes::run_group(
+        let outcome = pipeline::run_group(
             &state,
-            crate::modes::GroupQuery {
+            pipeline::GroupQuery {
                 mode: req.mode,
                 query: &req.query,
-                body: crate::modes::query_body(&req.query, req.max_tokens),
+                body: pipeline::query_body(&req.query, req.max_tokens),
                 max_tokens: req.max_tokens,
             },
         )
@@ -67,39 +68,21 @@ pub async fn query(
         response.headers_mut().extend(headers);
         return Ok(response);
     }
-    let route = match req.mode {
-        Mode::TwoStage => crate::modes::assessed_route(&state, &req.query).await,
-        mode => routing::route(
-            &req.query,
-            mode,
-            state.service.q4_threshold(),
-            state.options.scorer,
-        ),
+    let choice = match req.mode {
+        Mode::TwoStage => Choice::TwoStage,
+        _ => Choice::Simple,
     };
-    let (decision, pending) = state
-        .service
-        .record_pending(
-            &req.query,
-            route.tier,
-            route.score,
-            route.decision_time_ms,
-            Some(req.mode),
-            route.signals,
-            None,
-        )
-        .map_err(invalid)?;
-    // The commit runs while the upstream works; the answer waits for it.
-    let committing = pending.commit();
-    log_decision(&state, &decision, "routed");
+    let query = pipeline::Query {
+        recorded: &req.query,
+        scored: &req.query,
+        choice,
+    };
+    let (decision, commit) = pipeline::decide(&state, query).await.map_err(invalid)?;
     // Every answer to a routed query says what was decided, failed or not.
     let headers = crate::router_headers::single(&decision);
     let mut response = generate(&state, &req, decision).await.into_response();
     response.headers_mut().extend(headers);
-    if let Some(committing) = committing {
-        // A failing store keeps the decision in memory only (counted in the
-        // status's `persistence`); the query is still answered.
-        let _ = committing.await;
-    }
+    commit.settle().await;
     Ok(response)
 }
 
@@ -109,9 +92,8 @@ pub(super) async fn generate(
     req: &QueryRequest,
     mut decision: RoutingDecision,
 ) -> Result<Json<QueryResponse>, ApiError> {
-    let body = crate::modes::query_body(&req.query, req.max_tokens);
-    let (answer, _) = crate::modes::call_tier(state, &decision, body).await?;
-    crate::modes::add_usage(state, &mut decision, answer.usage);
+    let body = pipeline::query_body(&req.query, req.max_tokens);
+    let (answer, _) = pipeline::answer(state, &mut decision, body).await?;
     if answer.is_empty() {
         // Nothing to show: as OpenAI's answer it is valid (the front door
         // relays it), as an answer to a query it is not.

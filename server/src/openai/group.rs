@@ -12,7 +12,7 @@ pub(super) async fn group(
     let mut body = req.body.clone();
     body.remove("stream");
     body.remove("stream_options");
-    let outcome = modes::run_group(
+    let outcome = pipeline::run_group(
         state,
         GroupQuery {
             mode,

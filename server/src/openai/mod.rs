@@ -31,11 +31,9 @@ use serde_json::{Value, json};
 use shared::api::{MAX_TOKENS, Mode, Usage};
 use shared::metrics::Outcome;
 use shared::{RoutingDecision, Tier};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::ApiError;
-use crate::modes::{self, Body, GroupQuery};
-use crate::service::ActiveGuard;
+use crate::pipeline::{self, Admitted, Body, Choice, GroupQuery};
 use crate::state::AppState;
 use crate::upstream::Streaming;
 use crate::upstream::{Attempt, Ended};
@@ -142,41 +140,25 @@ async fn chat(
 
 /// One tier answers: chosen by two-stage routing, or named.
 async fn single(state: &AppState, req: ChatRequest) -> Result<Response, OpenAiError> {
-    let route = match req.route {
-        Route::Tier(tier) => crate::routing::Route {
-            tier,
-            score: 0.0,
-            decision_time_ms: 0.0,
-            signals: None,
-        },
-        _ => modes::assessed_route(state, &req.text).await,
+    let choice = match req.route {
+        Route::Tier(tier) => Choice::Tier(tier),
+        _ => Choice::TwoStage,
     };
-    let mode = match req.route {
-        Route::Tier(_) => Mode::Simple,
-        _ => Mode::TwoStage,
+    let query = pipeline::Query {
+        recorded: &req.query,
+        scored: &req.text,
+        choice,
     };
-    let (mut decision, pending) = state
-        .service
-        .record_pending(
-            &req.query,
-            route.tier,
-            route.score,
-            route.decision_time_ms,
-            Some(mode),
-            route.signals,
-            None,
-        )
+    let (mut decision, commit) = pipeline::decide(state, query)
+        .await
         .map_err(|e| OpenAiError::invalid("messages", e.to_string()))?;
-    let committing = pending.commit();
     let routed = crate::router_headers::single(&decision);
     let result = if req.stream {
         stream_single(state, &decision, req).await
     } else {
         whole_single(state, &mut decision, req).await
     };
-    if let Some(committing) = committing {
-        let _ = committing.await;
-    }
+    commit.settle().await;
     let mut response = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -190,8 +172,7 @@ async fn whole_single(
     decision: &mut RoutingDecision,
     req: ChatRequest,
 ) -> Result<Response, OpenAiError> {
-    let (answer, bytes) = modes::call_tier(state, decision, req.body).await?;
-    modes::add_usage(state, decision, answer.usage);
+    let (answer, bytes) = pipeline::answer(state, decision, req.body).await?;
     let mut completion: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
     let model = answer
         .model

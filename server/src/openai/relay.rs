@@ -10,47 +10,16 @@ pub(super) async fn stream_single(
     decision: &RoutingDecision,
     req: ChatRequest,
 ) -> Result<Response, OpenAiError> {
-    let tier = decision.tier;
-    if !state.upstreams.configured(tier) {
-        return Err(ApiError::NoUpstream {
-            tier,
-            decision: Box::new(decision.clone()),
-        }
-        .into());
-    }
-    let place = state
-        .upstreams
-        .try_begin(tier)
-        .map_err(|limit| ApiError::Busy {
-            tier,
-            limit,
-            decision: Box::new(decision.clone()),
-        })?;
-    let active = state.service.begin(tier);
-    let started = Instant::now();
-    let streaming = state
-        .upstreams
-        .open_stream(tier, req.body)
-        .await
-        .map_err(|e| modes::failed(state, decision, e, started))?;
+    let opened = pipeline::open_stream(state, decision, req.body).await?;
     let relay = Relay::new(
         state.clone(),
         decision.clone(),
-        streaming,
+        opened.streaming,
         req.include_usage,
-        started,
-        Hold {
-            _active: active,
-            _place: place,
-        },
+        opened.started,
+        opened.admitted,
     );
     Ok(sse_response(relay.into_stream()))
-}
-
-/// What a stream holds until it ends: the tier's active count and place.
-pub(super) struct Hold {
-    pub(super) _active: ActiveGuard,
-    pub(super) _place: OwnedSemaphorePermit,
 }
 
 pub(super) type Events = Pin<
@@ -82,7 +51,7 @@ pub(super) struct Relay {
     pub(super) done: bool,
     /// `[DONE]`, held back while a usage chunk of our own goes first.
     pub(super) last: Option<Event>,
-    pub(super) _hold: Hold,
+    pub(super) _hold: Admitted,
 }
 
 impl Relay {
@@ -92,7 +61,7 @@ impl Relay {
         s: Streaming,
         include_usage: bool,
         started: Instant,
-        hold: Hold,
+        hold: Admitted,
     ) -> Relay {
         Relay {
             state,
@@ -253,7 +222,7 @@ impl Relay {
         let ms = self.started.elapsed().as_secs_f64() * 1e3;
         self.state.service.add_call(self.decision.tier, ms, true);
         let usage = self.usage;
-        modes::add_usage(&self.state, &mut self.decision, usage);
+        pipeline::add_usage(&self.state, &mut self.decision, usage);
     }
 
     /// The stream broke: counted as `outcome`, and the client gets an

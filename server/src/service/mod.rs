@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 
 use crate::changes::Changes;
 use crate::cluster::{Cluster, Figures};
-use crate::store::{CommitError, Restored, Rows, Store};
+use crate::store::{CommitError, Committing, Restored, Rows, Store};
 use crate::telemetry::Telemetry;
 use crate::upstream::Health;
 
@@ -95,7 +95,7 @@ pub struct Pending {
 impl Pending {
     /// Sends them to the store now; what it returns resolves once they
     /// are committed (`None` without a store). Sent even if nobody waits.
-    pub fn commit(self) -> Option<impl Future<Output = Result<(), CommitError>> + Send + use<>> {
+    pub fn commit(self) -> Option<Committing> {
         self.store.map(|store| store.commit(self.rows))
     }
 
@@ -103,6 +103,41 @@ impl Pending {
     pub fn write(self) {
         if let Some(store) = self.store {
             store.write(self.rows);
+        }
+    }
+}
+
+/// One decision to record, as a front door or an ingested report gives it
+/// (the signals and usage already validated: see `shared::insight`).
+#[derive(Debug, Clone)]
+pub struct NewDecision<'a> {
+    /// The query text (the placeholder is recorded instead when redacting).
+    pub query: &'a str,
+    /// The tier it goes to.
+    pub tier: Tier,
+    /// Its complexity score.
+    pub score: f64,
+    /// How long choosing took, in milliseconds.
+    pub decision_time_ms: f64,
+    /// The router's mode, when known.
+    pub mode: Option<Mode>,
+    /// The signals that sum to the score.
+    pub signals: Option<Vec<Signal>>,
+    /// The tokens the answer took, when already known.
+    pub usage: Option<Usage>,
+}
+
+impl<'a> NewDecision<'a> {
+    /// A decision reported without a mode, signals or usage.
+    pub fn new(query: &'a str, tier: Tier, score: f64, decision_time_ms: f64) -> Self {
+        NewDecision {
+            query,
+            tier,
+            score,
+            decision_time_ms,
+            mode: None,
+            signals: None,
+            usage: None,
         }
     }
 }
@@ -284,90 +319,36 @@ impl StatusService {
         }
     }
 
-    /// Validates and records a decision reported without a mode; on error
-    /// nothing is recorded.
-    pub fn record(
-        &self,
-        query: &str,
-        tier: Tier,
-        score: f64,
-        decision_time_ms: f64,
-    ) -> Result<RoutingDecision, DecisionError> {
-        self.record_routed(query, tier, score, decision_time_ms, None)
-    }
-
-    /// Validates and records a decision made in `mode` (if known); on error
-    /// nothing is recorded. It gets the next `seq`, its id and its time
-    /// under the lock that buffers it, so all three follow buffer order.
-    pub fn record_routed(
-        &self,
-        query: &str,
-        tier: Tier,
-        score: f64,
-        decision_time_ms: f64,
-        mode: Option<Mode>,
-    ) -> Result<RoutingDecision, DecisionError> {
-        self.record_explained(query, tier, score, decision_time_ms, mode, None, None)
-    }
-
-    /// [`Self::record_routed`] with the signals that made the score and,
-    /// when already known, the tokens the answer took (both validated by
-    /// the caller: see `shared::insight`). With a store, the decision is
-    /// sent to it without waiting for the commit.
-    #[allow(clippy::too_many_arguments)] // the fields of one decision
-    pub fn record_explained(
-        &self,
-        query: &str,
-        tier: Tier,
-        score: f64,
-        decision_time_ms: f64,
-        mode: Option<Mode>,
-        signals: Option<Vec<Signal>>,
-        usage: Option<Usage>,
-    ) -> Result<RoutingDecision, DecisionError> {
-        let (decision, pending) =
-            self.record_pending(query, tier, score, decision_time_ms, mode, signals, usage)?;
+    /// Validates and records `d`; on error nothing is recorded. It gets the
+    /// next `seq`, its id and its time under the lock that buffers it, so
+    /// all three follow buffer order. With a store, the decision is sent to
+    /// it without waiting for the commit.
+    pub fn record(&self, d: NewDecision<'_>) -> Result<RoutingDecision, DecisionError> {
+        let (decision, pending) = self.record_pending(d)?;
         pending.write();
         Ok(decision)
     }
 
-    /// [`Self::record_explained`], leaving it to the caller to commit the
-    /// decision to the store (and to wait for that).
-    #[allow(clippy::too_many_arguments)] // the fields of one decision
+    /// [`Self::record`], leaving it to the caller to commit the decision to
+    /// the store (and to wait for that).
     pub fn record_pending(
         &self,
-        query: &str,
-        tier: Tier,
-        score: f64,
-        decision_time_ms: f64,
-        mode: Option<Mode>,
-        signals: Option<Vec<Signal>>,
-        usage: Option<Usage>,
+        d: NewDecision<'_>,
     ) -> Result<(RoutingDecision, Pending), DecisionError> {
-        let draft = self.draft(query, tier, score, decision_time_ms, mode, signals, usage)?;
+        let draft = self.draft(d)?;
         let (mut decisions, pending) = self.record_batch(vec![draft]);
         Ok((decisions.pop().expect("one recorded"), pending))
     }
 
     /// Validates one decision without recording it; see [`Self::record_batch`].
-    #[allow(clippy::too_many_arguments)] // the fields of one decision
-    pub fn draft(
-        &self,
-        query: &str,
-        tier: Tier,
-        score: f64,
-        decision_time_ms: f64,
-        mode: Option<Mode>,
-        signals: Option<Vec<Signal>>,
-        usage: Option<Usage>,
-    ) -> Result<Draft, DecisionError> {
-        let query = shared::stored_query(query)?;
+    pub fn draft(&self, d: NewDecision<'_>) -> Result<Draft, DecisionError> {
+        let query = shared::stored_query(d.query)?;
         let shown = if self.redact { "[redacted]" } else { query };
-        let decision = RoutingDecision::new(String::new(), shown, tier, score, Utc::now())?;
-        let mut recorded = RecordedDecision::new(decision, decision_time_ms)?;
-        recorded.decision.signals = signals;
-        recorded.decision.usage = usage;
-        recorded.decision.mode = mode;
+        let decision = RoutingDecision::new(String::new(), shown, d.tier, d.score, Utc::now())?;
+        let mut recorded = RecordedDecision::new(decision, d.decision_time_ms)?;
+        recorded.decision.signals = d.signals;
+        recorded.decision.usage = d.usage;
+        recorded.decision.mode = d.mode;
         Ok(Draft(recorded))
     }
 

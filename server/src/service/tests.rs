@@ -5,7 +5,8 @@ use shared::Complexity;
 fn ring_buffer_keeps_the_newest_capacity() {
     let s = StatusService::new(5, 3);
     for i in 0..12 {
-        s.record(&format!("q{i}"), Tier::Q2, 1.0, 0.0).unwrap();
+        s.record(NewDecision::new(&format!("q{i}"), Tier::Q2, 1.0, 0.0))
+            .unwrap();
     }
     let st = s.status(100);
     let queries: Vec<&str> = st
@@ -21,14 +22,18 @@ fn ring_buffer_keeps_the_newest_capacity() {
 #[test]
 fn redaction_keeps_decisions_apart_without_their_text() {
     let s = StatusService::new(10, 5).with_redaction(true);
-    let a = s.record("my secret plan", Tier::Q2, 1.0, 0.0).unwrap();
-    let b = s.record("my secret plan", Tier::Q3, 4.0, 0.0).unwrap();
+    let a = s
+        .record(NewDecision::new("my secret plan", Tier::Q2, 1.0, 0.0))
+        .unwrap();
+    let b = s
+        .record(NewDecision::new("my secret plan", Tier::Q3, 4.0, 0.0))
+        .unwrap();
     assert!(a.query.starts_with("[redacted #") && b.query.starts_with("[redacted #"));
     assert_ne!(a.query, b.query);
     let body = String::from_utf8(s.snapshot(DEFAULT_RECENT).body.to_vec()).unwrap();
     assert!(!body.contains("secret"));
     assert!(
-        s.record(" ", Tier::Q2, 1.0, 0.0).is_err(),
+        s.record(NewDecision::new(" ", Tier::Q2, 1.0, 0.0)).is_err(),
         "still validated"
     );
 }
@@ -36,10 +41,22 @@ fn redaction_keeps_decisions_apart_without_their_text() {
 #[test]
 fn invalid_input_records_nothing() {
     let s = StatusService::new(5, 3);
-    assert!(s.record("  ", Tier::Q2, 1.0, 0.0).is_err());
-    assert!(s.record("q", Tier::Q2, 15.5, 0.0).is_err());
-    assert!(s.record("q", Tier::Q2, f64::NAN, 0.0).is_err());
-    assert!(s.record("q", Tier::Q2, 1.0, -1.0).is_err());
+    assert!(
+        s.record(NewDecision::new("  ", Tier::Q2, 1.0, 0.0))
+            .is_err()
+    );
+    assert!(
+        s.record(NewDecision::new("q", Tier::Q2, 15.5, 0.0))
+            .is_err()
+    );
+    assert!(
+        s.record(NewDecision::new("q", Tier::Q2, f64::NAN, 0.0))
+            .is_err()
+    );
+    assert!(
+        s.record(NewDecision::new("q", Tier::Q2, 1.0, -1.0))
+            .is_err()
+    );
     let st = s.status(10);
     assert_eq!(st.total_decisions, 0);
     assert!(st.recent_decisions.is_empty());
@@ -71,7 +88,8 @@ fn snapshot_is_shared_until_something_changes() {
     let a = s.snapshot(DEFAULT_RECENT);
     let b = s.snapshot(DEFAULT_RECENT);
     assert!(Arc::ptr_eq(&a, &b));
-    s.record("hello", Tier::Q3, 4.0, 1.0).unwrap();
+    s.record(NewDecision::new("hello", Tier::Q3, 4.0, 1.0))
+        .unwrap();
     let c = s.snapshot(DEFAULT_RECENT);
     assert!(!Arc::ptr_eq(&a, &c));
     assert_ne!(a.etag, c.etag);
@@ -136,8 +154,13 @@ fn concurrent_writers_and_readers_lose_nothing() {
                 for i in 0..PER_WRITER {
                     let tier = Tier::ALL[(w + i) % 3];
                     let _g = s.begin(tier);
-                    s.record(&format!("w{w}-{i}"), tier, (i % 16) as f64 * 0.9, 0.5)
-                        .unwrap();
+                    s.record(NewDecision::new(
+                        &format!("w{w}-{i}"),
+                        tier,
+                        (i % 16) as f64 * 0.9,
+                        0.5,
+                    ))
+                    .unwrap();
                 }
             })
         })

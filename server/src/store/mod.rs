@@ -169,6 +169,25 @@ pub struct Restored {
 #[error("{0}")]
 pub struct CommitError(pub String);
 
+/// A commit under way: `.await` it for its outcome (sent to the writer
+/// whether or not anybody waits).
+#[must_use = "the outcome of the commit is only known when awaited"]
+pub struct Committing(oneshot::Receiver<Result<(), CommitError>>);
+
+impl std::future::IntoFuture for Committing {
+    type Output = Result<(), CommitError>;
+    type IntoFuture = futures_util::future::Map<
+        oneshot::Receiver<Result<(), CommitError>>,
+        fn(Result<Result<(), CommitError>, oneshot::error::RecvError>) -> Result<(), CommitError>,
+    >;
+
+    fn into_future(self) -> Self::IntoFuture {
+        futures_util::FutureExt::map(self.0, |r| {
+            r.unwrap_or_else(|_| Err(CommitError(WRITER_STOPPED.into())))
+        })
+    }
+}
+
 enum Msg {
     Decisions {
         rows: Rows,
@@ -360,28 +379,18 @@ impl Store {
     /// what resolves once their group is committed (or failed). The rows
     /// reach the writer whether or not anyone waits: when the channel is
     /// full, a task of their own waits for room.
-    pub fn commit(
-        self: &Arc<Self>,
-        rows: Rows,
-    ) -> impl Future<Output = Result<(), CommitError>> + Send + use<> {
+    pub fn commit(self: &Arc<Self>, rows: Rows) -> Committing {
         self.send_rows(rows, false)
     }
 
     /// [`Self::commit`] for rows whose client is refused if the commit
     /// fails (an ingested batch): a failure does not count them among the
     /// decisions kept in memory only.
-    pub fn commit_or_refuse(
-        self: &Arc<Self>,
-        rows: Rows,
-    ) -> impl Future<Output = Result<(), CommitError>> + Send + use<> {
+    pub fn commit_or_refuse(self: &Arc<Self>, rows: Rows) -> Committing {
         self.send_rows(rows, true)
     }
 
-    fn send_rows(
-        self: &Arc<Self>,
-        rows: Rows,
-        refusable: bool,
-    ) -> impl Future<Output = Result<(), CommitError>> + Send + use<> {
+    fn send_rows(self: &Arc<Self>, rows: Rows, refusable: bool) -> Committing {
         let stopped = || CommitError(WRITER_STOPPED.into());
         let n = if refusable { 0 } else { rows.len() as u64 };
         let (done, wait) = oneshot::channel();
@@ -402,7 +411,7 @@ impl Store {
             }
             Err(flume::TrySendError::Disconnected(_)) => self.health.fail(stopped().0, n),
         }
-        async move { wait.await.unwrap_or_else(|_| Err(stopped())) }
+        Committing(wait)
     }
 
     /// Sends `rows` to the writer without waiting for the commit (from code

@@ -1,125 +1,8 @@
-//! How a recorded decision gets its answer, for one tier or a group of them:
-//! the single call every mode makes (`call_tier`), council mode (members in
-//! parallel, then the moderator) and benchmark mode (every tier at once).
-//! `/api/query` and `/v1/chat/completions` both go through here, so a
-//! decision is recorded, counted and answered the same on either path.
+//! Council and benchmark: every member's decision recorded at once, every
+//! member asked in parallel, and for a council the moderator's final answer
+//! and analysis.
 
-use std::time::Instant;
-
-use serde_json::{Value, json};
-use shared::api::{Mode, Usage};
-use shared::group::{CouncilAnalysis, GroupAnswer, MemberAnswer, agreement, stated_agreement};
-use shared::insight::validate_usage;
-use shared::{RoutingDecision, Tier};
-
-use crate::error::ApiError;
-use crate::routing;
-use crate::state::AppState;
-use crate::upstream::{Answer, UpstreamError};
-
-/// A chat completion request body (OpenAI's fields).
-pub type Body = serde_json::Map<String, Value>;
-
-/// The body of a plain query: one user message, and `max_tokens` if given.
-pub fn query_body(query: &str, max_tokens: Option<u64>) -> Body {
-    let mut body = Body::new();
-    body.insert(
-        "messages".into(),
-        json!([{"role": "user", "content": query}]),
-    );
-    if let Some(n) = max_tokens {
-        body.insert("max_tokens".into(), json!(n));
-    }
-    body
-}
-
-/// Has `decision`'s tier answer `body`: the tier's in-flight place, its
-/// active count while the upstream works (released however this ends,
-/// including the future being dropped), the call, and the call's place in
-/// the rollups. The caller adds the answer's tokens ([`add_usage`]). An
-/// error carries the decision, which stays recorded.
-pub async fn call_tier(
-    state: &AppState,
-    decision: &RoutingDecision,
-    body: Body,
-) -> Result<(Answer, Vec<u8>), ApiError> {
-    let tier = decision.tier;
-    if !state.upstreams.configured(tier) {
-        return Err(ApiError::NoUpstream {
-            tier,
-            decision: Box::new(decision.clone()),
-        });
-    }
-    let _place = state
-        .upstreams
-        .try_begin(tier)
-        .map_err(|limit| ApiError::Busy {
-            tier,
-            limit,
-            decision: Box::new(decision.clone()),
-        })?;
-    let _active = state.service.begin(tier);
-    let started = Instant::now();
-    match state.upstreams.complete(tier, body).await {
-        Ok((answer, bytes)) => {
-            let ms = started.elapsed().as_secs_f64() * 1e3;
-            // Debug, not info: the access log already has a line per
-            // request, and this one cost about 5 % of a routed query's time
-            // in the router (docs/performance.md, front door).
-            tracing::debug!(%tier, id = %decision.id, upstream = %answer.upstream, attempts = answer.attempts, ms = ms as u64, "answered");
-            state.service.add_call(tier, ms, true);
-            Ok((answer, bytes))
-        }
-        Err(err) => Err(failed(state, decision, err, started)),
-    }
-}
-
-/// Counts the tokens an answer took into the decision and its tier's
-/// totals. Counts beyond any context window are the upstream's garbage:
-/// they would skew the cost, so they are left out of it.
-pub fn add_usage(state: &AppState, decision: &mut RoutingDecision, usage: Option<Usage>) {
-    if let Some(usage) = usage.filter(|u| validate_usage(u).is_ok()) {
-        match decision.group_id {
-            Some(_) => state
-                .service
-                .add_member_usage(decision.seq, decision.tier, usage),
-            None => state.service.add_usage(decision.seq, decision.tier, usage),
-        }
-        decision.usage = Some(usage);
-    }
-}
-
-/// The API error of a failed upstream exchange for `decision`, counted.
-pub fn failed(
-    state: &AppState,
-    decision: &RoutingDecision,
-    err: UpstreamError,
-    started: Instant,
-) -> ApiError {
-    let tier = decision.tier;
-    let message = err.to_string();
-    tracing::warn!(%tier, id = %decision.id, error = %message, "upstream failed");
-    if matches!(err, UpstreamError::Failed(_)) {
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        state.service.add_call(tier, ms, false);
-    }
-    let decision = Box::new(decision.clone());
-    match err {
-        UpstreamError::NotConfigured(tier) => ApiError::NoUpstream { tier, decision },
-        UpstreamError::CircuitOpen {
-            retry_after_secs, ..
-        } => ApiError::CircuitOpen {
-            message,
-            retry_after_secs,
-            decision,
-        },
-        UpstreamError::Failed(failure) => ApiError::Upstream {
-            tier,
-            failure: Box::new(failure),
-            decision,
-        },
-    }
-}
+use super::*;
 
 /// A group query: what every member is asked, and the text the moderator
 /// reads as the question.
@@ -165,15 +48,7 @@ pub async fn run_group(state: &AppState, q: GroupQuery<'_>) -> Result<GroupOutco
     for &tier in &tiers {
         let draft = state
             .service
-            .draft(
-                q.query,
-                tier,
-                route.score,
-                route.decision_time_ms,
-                Some(q.mode),
-                route.signals.clone(),
-                None,
-            )
+            .draft(new_decision(q.query, tier, &route, q.mode))
             .map_err(|e| ApiError::Invalid(e.to_string()))?;
         drafts.push(draft.in_group(&group_id, None));
     }
@@ -223,24 +98,21 @@ pub async fn run_group(state: &AppState, q: GroupQuery<'_>) -> Result<GroupOutco
 /// One member's call, whatever its outcome.
 async fn member(state: &AppState, mut decision: RoutingDecision, body: Body) -> MemberAnswer {
     let started = Instant::now();
-    let result = call_tier(state, &decision, body).await;
+    let result = answer(state, &mut decision, body).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     match result {
-        Ok((answer, _)) => {
-            add_usage(state, &mut decision, answer.usage);
-            MemberAnswer {
-                tier: decision.tier,
-                usage: decision.usage,
-                decision,
-                answer: Some(answer.content.or(answer.refusal).unwrap_or_default()),
-                model: answer.model,
-                latency_ms,
-                error: None,
-                error_status: None,
-                finish_reason: answer.finish_reason,
-                tool_calls: answer.tool_calls,
-            }
-        }
+        Ok((answer, _)) => MemberAnswer {
+            tier: decision.tier,
+            usage: decision.usage,
+            decision,
+            answer: Some(answer.content.or(answer.refusal).unwrap_or_default()),
+            model: answer.model,
+            latency_ms,
+            error: None,
+            error_status: None,
+            finish_reason: answer.finish_reason,
+            tool_calls: answer.tool_calls,
+        },
         Err(err) => MemberAnswer {
             tier: decision.tier,
             decision,
@@ -284,7 +156,7 @@ async fn moderate(
     ) else {
         return;
     };
-    let result = call_tier(state, &probe, query_body(&prompt, q.max_tokens)).await;
+    let result = call(state, &probe, query_body(&prompt, q.max_tokens)).await;
     let moderation_ms = started.elapsed().as_secs_f64() * 1e3;
     let (text, model, usage, error) = match result {
         Ok((answer, _)) => (
@@ -315,15 +187,7 @@ async fn moderate(
     };
     let recorded = state
         .service
-        .draft(
-            q.query,
-            tier,
-            route.score,
-            route.decision_time_ms,
-            Some(Mode::Council),
-            route.signals.clone(),
-            None,
-        )
+        .draft(new_decision(q.query, tier, route, Mode::Council))
         .map(|d| d.in_group(&group.group_id, Some(analysis.clone())));
     let Ok(draft) = recorded else {
         return;
@@ -381,27 +245,6 @@ pub fn moderator_prompt(query: &str, members: &[MemberAnswer]) -> String {
 fn new_group_id() -> String {
     let ms = chrono::Utc::now().timestamp_millis();
     format!("g-{ms:x}-{:08x}", fastrand::u32(..))
-}
-
-/// Two-stage routing of `query` with the configured assessor (stage 1)
-/// and the threshold (stage 2); the decision time is the assessment's.
-pub async fn assessed_route(state: &AppState, query: &str) -> routing::Route {
-    let scored = crate::assessor::score(
-        state.options.assessor,
-        state.options.scorer,
-        &state.upstreams,
-        query,
-        state.options.assessor_timeout,
-        |usage| state.service.add_assessor_usage(usage),
-    )
-    .await;
-    let threshold = state.service.q4_threshold();
-    routing::Route {
-        tier: Mode::TwoStage.tier_for(scored.assessment.score, threshold),
-        score: scored.assessment.score,
-        decision_time_ms: scored.ms,
-        signals: Some(scored.assessment.signals),
-    }
 }
 
 #[cfg(test)]

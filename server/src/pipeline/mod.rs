@@ -1,0 +1,313 @@
+//! The one decision pipeline behind every front door: route -> record ->
+//! admit -> call -> account.
+//!
+//! - [`decide`] routes a query (the configured scorer, or the model
+//!   assessor, for two-stage; a named tier; simple mode) and records its
+//!   decision, starting the store's commit ([`Commit`]).
+//! - [`admit`] takes the tier's in-flight place and counts it active while
+//!   the upstream works: the only admission, for whole and streamed answers.
+//! - [`answer`] admits, calls and accounts (the call into the rollups, the
+//!   answer's tokens into the decision and its tier); [`open_stream`] admits
+//!   and opens a stream, whose relay accounts as it ends ([`add_usage`]).
+//! - [`group`] runs council and benchmark queries through the same steps.
+//!
+//! `POST /api/query` ([`crate::api`]) and `/v1/chat/completions`
+//! ([`crate::openai`]) only translate their wire into these calls and back,
+//! so a decision is routed, recorded, counted and answered the same on
+//! either door.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use shared::api::{Mode, Usage};
+use shared::group::{CouncilAnalysis, GroupAnswer, MemberAnswer, agreement, stated_agreement};
+use shared::insight::validate_usage;
+use shared::{DecisionError, RoutingDecision, Tier};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::error::ApiError;
+use crate::routing::{self, Route};
+use crate::service::{ActiveGuard, NewDecision};
+use crate::state::AppState;
+use crate::store::Committing;
+use crate::upstream::{Answer, Streaming, UpstreamError};
+
+mod group;
+pub use group::*;
+
+/// How a door asks for a query to be routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Everything to the fast tier, as the seed did.
+    Simple,
+    /// Scored (stage 1: the scorer or the model assessor), then the tier by
+    /// the Q4 threshold (stage 2).
+    TwoStage,
+    /// The tier the client named, recorded like simple mode.
+    Tier(Tier),
+}
+
+/// A query as a door hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// What is recorded as the decision's query.
+    pub recorded: &'a str,
+    /// What is scored (the front door: the last user message's text).
+    pub scored: &'a str,
+    /// How it is routed.
+    pub choice: Choice,
+}
+
+/// The store's commit of a decision, under way while the upstream works.
+#[must_use = "await the commit before the answer is complete"]
+pub struct Commit(Option<Committing>);
+
+impl Commit {
+    /// Waits for the commit. A failing store keeps the decision in memory
+    /// only (counted in the status's `persistence`); the query is still
+    /// answered, so the outcome is not the caller's concern.
+    pub async fn settle(self) {
+        if let Some(committing) = self.0 {
+            let _ = committing.await;
+        }
+    }
+}
+
+/// Routes `q` and records its decision; the commit runs while the caller
+/// has the upstream answer. Nothing is recorded when the query cannot be.
+pub async fn decide(
+    state: &AppState,
+    q: Query<'_>,
+) -> Result<(RoutingDecision, Commit), DecisionError> {
+    let (route, mode) = match q.choice {
+        Choice::Simple => (
+            routing::route(q.scored, Mode::Simple, 0.0, state.options.scorer),
+            Mode::Simple,
+        ),
+        Choice::TwoStage => (assessed_route(state, q.scored).await, Mode::TwoStage),
+        Choice::Tier(tier) => (
+            Route {
+                tier,
+                score: 0.0,
+                decision_time_ms: 0.0,
+                signals: None,
+            },
+            Mode::Simple,
+        ),
+    };
+    let (decision, pending) = state.service.record_pending(NewDecision {
+        mode: Some(mode),
+        signals: route.signals,
+        ..NewDecision::new(q.recorded, route.tier, route.score, route.decision_time_ms)
+    })?;
+    let commit = Commit(pending.commit());
+    log_decision(state, &decision, "routed");
+    Ok((decision, commit))
+}
+
+/// Query text reaches the log only when asked for (and is the placeholder
+/// when redacting, since the service never stores the text then).
+pub fn log_decision(state: &AppState, d: &RoutingDecision, what: &'static str) {
+    if state.options.log_queries {
+        tracing::info!(id = %d.id, tier = %d.tier, score = d.score, query = %d.query, "{what}");
+    } else {
+        tracing::debug!(id = %d.id, tier = %d.tier, score = d.score, "{what}");
+    }
+}
+
+/// What a call holds while its upstream works: the tier's in-flight place
+/// (`--max-inflight`) and its active count, released however the call ends
+/// (including its future being dropped, or a stream's client going away).
+pub struct Admitted {
+    _place: OwnedSemaphorePermit,
+    _active: ActiveGuard,
+}
+
+/// Admits a call for `decision`'s tier: 503 without an upstream, 429 at
+/// the tier's in-flight limit. An error carries the decision, which stays
+/// recorded.
+pub fn admit(state: &AppState, decision: &RoutingDecision) -> Result<Admitted, ApiError> {
+    let tier = decision.tier;
+    if !state.upstreams.configured(tier) {
+        return Err(ApiError::NoUpstream {
+            tier,
+            decision: Box::new(decision.clone()),
+        });
+    }
+    let place = state
+        .upstreams
+        .try_begin(tier)
+        .map_err(|limit| ApiError::Busy {
+            tier,
+            limit,
+            decision: Box::new(decision.clone()),
+        })?;
+    Ok(Admitted {
+        _place: place,
+        _active: state.service.begin(tier),
+    })
+}
+
+/// Has `decision`'s tier answer `body` and accounts for it: the call in
+/// the rollups, the answer's tokens in the decision and its tier's totals.
+pub async fn answer(
+    state: &AppState,
+    decision: &mut RoutingDecision,
+    body: Body,
+) -> Result<(Answer, Vec<u8>), ApiError> {
+    let (answer, bytes) = call(state, decision, body).await?;
+    add_usage(state, decision, answer.usage);
+    Ok((answer, bytes))
+}
+
+/// Admits and makes the call for `decision` (recorded or not yet: a
+/// council's moderator is recorded with its analysis once it answered);
+/// the call is counted in the rollups, the tokens are the caller's.
+pub async fn call(
+    state: &AppState,
+    decision: &RoutingDecision,
+    body: Body,
+) -> Result<(Answer, Vec<u8>), ApiError> {
+    let _admitted = admit(state, decision)?;
+    let tier = decision.tier;
+    let started = Instant::now();
+    match state.upstreams.complete(tier, body).await {
+        Ok((answer, bytes)) => {
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            // Debug, not info: the access log already has a line per
+            // request, and this one cost about 5 % of a routed query's time
+            // in the router (docs/performance.md, front door).
+            tracing::debug!(%tier, id = %decision.id, upstream = %answer.upstream, attempts = answer.attempts, ms = ms as u64, "answered");
+            state.service.add_call(tier, ms, true);
+            Ok((answer, bytes))
+        }
+        Err(err) => Err(failed(state, decision, err, started)),
+    }
+}
+
+/// A stream opened for a decision: the upstream's events, what the call
+/// holds until the stream ends, and when it began.
+pub struct Opened {
+    /// The upstream's stream.
+    pub streaming: Streaming,
+    /// Released when the relay ends.
+    pub admitted: Admitted,
+    /// When the call began.
+    pub started: Instant,
+}
+
+/// Admits and opens `decision`'s tier's stream for `body`; errors before
+/// its first byte are ordinary error answers. The relay accounts for the
+/// answer as it ends ([`add_usage`]).
+pub async fn open_stream(
+    state: &AppState,
+    decision: &RoutingDecision,
+    body: Body,
+) -> Result<Opened, ApiError> {
+    let admitted = admit(state, decision)?;
+    let started = Instant::now();
+    let streaming = state
+        .upstreams
+        .open_stream(decision.tier, body)
+        .await
+        .map_err(|e| failed(state, decision, e, started))?;
+    Ok(Opened {
+        streaming,
+        admitted,
+        started,
+    })
+}
+
+/// A chat completion request body (OpenAI's fields).
+pub type Body = serde_json::Map<String, Value>;
+
+/// The body of a plain query: one user message, and `max_tokens` if given.
+pub fn query_body(query: &str, max_tokens: Option<u64>) -> Body {
+    let mut body = Body::new();
+    body.insert(
+        "messages".into(),
+        json!([{"role": "user", "content": query}]),
+    );
+    if let Some(n) = max_tokens {
+        body.insert("max_tokens".into(), json!(n));
+    }
+    body
+}
+
+/// Counts the tokens an answer took into the decision and its tier's
+/// totals. Counts beyond any context window are the upstream's garbage:
+/// they would skew the cost, so they are left out of it.
+pub fn add_usage(state: &AppState, decision: &mut RoutingDecision, usage: Option<Usage>) {
+    if let Some(usage) = usage.filter(|u| validate_usage(u).is_ok()) {
+        match decision.group_id {
+            Some(_) => state
+                .service
+                .add_member_usage(decision.seq, decision.tier, usage),
+            None => state.service.add_usage(decision.seq, decision.tier, usage),
+        }
+        decision.usage = Some(usage);
+    }
+}
+
+/// The API error of a failed upstream exchange for `decision`, counted.
+pub fn failed(
+    state: &AppState,
+    decision: &RoutingDecision,
+    err: UpstreamError,
+    started: Instant,
+) -> ApiError {
+    let tier = decision.tier;
+    let message = err.to_string();
+    tracing::warn!(%tier, id = %decision.id, error = %message, "upstream failed");
+    if matches!(err, UpstreamError::Failed(_)) {
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        state.service.add_call(tier, ms, false);
+    }
+    let decision = Box::new(decision.clone());
+    match err {
+        UpstreamError::NotConfigured(tier) => ApiError::NoUpstream { tier, decision },
+        UpstreamError::CircuitOpen {
+            retry_after_secs, ..
+        } => ApiError::CircuitOpen {
+            message,
+            retry_after_secs,
+            decision,
+        },
+        UpstreamError::Failed(failure) => ApiError::Upstream {
+            tier,
+            failure: Box::new(failure),
+            decision,
+        },
+    }
+}
+
+/// Two-stage routing of `query` with the configured assessor (stage 1)
+/// and the threshold (stage 2); the decision time is the assessment's.
+async fn assessed_route(state: &AppState, query: &str) -> Route {
+    let scored = crate::assessor::score(
+        state.options.assessor,
+        state.options.scorer,
+        &state.upstreams,
+        query,
+        state.options.assessor_timeout,
+        |usage| state.service.add_assessor_usage(usage),
+    )
+    .await;
+    let threshold = state.service.q4_threshold();
+    Route {
+        tier: Mode::TwoStage.tier_for(scored.assessment.score, threshold),
+        score: scored.assessment.score,
+        decision_time_ms: scored.ms,
+        signals: Some(scored.assessment.signals),
+    }
+}
+
+/// The decision of one member of a group (or its moderator) in `mode`,
+/// scored as the query was.
+fn new_decision<'a>(query: &'a str, tier: Tier, route: &Route, mode: Mode) -> NewDecision<'a> {
+    NewDecision {
+        mode: Some(mode),
+        signals: route.signals.clone(),
+        ..NewDecision::new(query, tier, route.score, route.decision_time_ms)
+    }
+}
