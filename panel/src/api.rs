@@ -6,7 +6,8 @@ use futures::future::{Either, select};
 use gloo_net::http::{Request, Response};
 use gloo_timers::future::TimeoutFuture;
 use shared::OrchestratorStatus;
-use shared::api::QueryRequest;
+use shared::api::{ErrorBody, QueryRequest, QueryResponse};
+use shared::group::GroupAnswer;
 
 /// The one field of an error body the panel shows (the rest of
 /// `ErrorBody` would cost a decoder it never uses).
@@ -93,8 +94,6 @@ pub enum StatusFetch {
         status: Box<OrchestratorStatus>,
         /// Its ETag, if the server sent one.
         etag: Option<String>,
-        /// The JSON, when it has a `cluster` (see [`cluster_json`]).
-        cluster: Option<String>,
     },
     /// 304: the status the panel holds is still current.
     NotModified,
@@ -122,36 +121,53 @@ pub async fn fetch_status(
             return Ok(StatusFetch::NotModified);
         }
         let etag = response.headers().get("etag");
-        let (status, text) = decode_text::<OrchestratorStatus>(&response).await?;
+        let (status, _) = decode_text::<OrchestratorStatus>(&response).await?;
         Ok(StatusFetch::Fresh {
             status: Box::new(status),
             etag,
-            cluster: cluster_json(text),
         })
     };
     with_timeout(call, controller, timeout_ms).await
 }
 
-/// Sends a query to the router: the HTTP status and the answer as the
-/// browser parsed it (`JSON.parse`), for any mode's answer or error; the
-/// panel reads its fields from the parsed value, so the WASM carries no
-/// decoder for answers. A body that is not JSON is [`ApiError::Malformed`].
+/// What `POST /api/query` answered, decoded through the shared types.
+#[derive(Debug)]
+pub enum QueryOutcome {
+    /// `simple` and `two-stage`: one tier's answer.
+    One(Box<QueryResponse>),
+    /// `council` and `benchmark`: every member's answer.
+    Group(Box<GroupAnswer>),
+    /// Any other status: its code and the server's error (with the
+    /// decision, when one was recorded).
+    Refused(u16, Box<ErrorBody>),
+}
+
+/// Sends a query to the router and decodes its answer as the mode asked
+/// answers (a group's for council and benchmark), or its error. A 2xx
+/// body that is not that answer is [`ApiError::Malformed`].
 pub async fn post_query(
     base: &str,
     body: &QueryRequest,
     controller: &AbortController,
     timeout_ms: u32,
-) -> Result<(u16, wasm_bindgen::JsValue), ApiError> {
+) -> Result<QueryOutcome, ApiError> {
+    let group = body.mode.is_group();
     let request = Request::post(&format!("{base}{QUERY_PATH}"))
         .abort_signal(Some(&controller.signal()))
         .json(body)
         .map_err(|e| ApiError::Malformed(gloo_error(e)))?;
     let call = async move {
         let response = request.send().await.map_err(network)?;
+        let code = response.status();
         let text = response.text().await.map_err(network)?;
-        let value = js_sys::JSON::parse(&text)
-            .map_err(|_| ApiError::Malformed(format!("HTTP {}: not JSON", response.status())))?;
-        Ok((response.status(), value))
+        let malformed = |e: serde_json::Error| ApiError::Malformed(format!("HTTP {code}: {e}"));
+        Ok(match code {
+            200..=299 if group => {
+                QueryOutcome::Group(serde_json::from_str(&text).map_err(malformed)?)
+            }
+            200..=299 => QueryOutcome::One(serde_json::from_str(&text).map_err(malformed)?),
+            _ => QueryOutcome::Refused(code, serde_json::from_str(&text).map_err(malformed)?),
+        })
     };
     with_timeout(call, controller, timeout_ms).await
 }
@@ -191,14 +207,6 @@ async fn with_timeout<T>(
             Err(ApiError::Timeout(timeout_ms))
         }
     }
-}
-
-/// A status's JSON when it has the cluster's fields (a server run with
-/// `--redis`), which the panel reads from the browser-parsed JSON.
-pub fn cluster_json(text: String) -> Option<String> {
-    // A window compare: str::contains would bring a substring searcher.
-    let found = text.as_bytes().windows(10).any(|w| w == b"\"cluster\":");
-    found.then_some(text)
 }
 
 /// A 2xx body decoded as `T`, with its JSON text; any other status as

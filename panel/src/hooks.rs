@@ -104,8 +104,6 @@ pub struct StatusFeed {
     pub source: ReadSignal<Option<DataSource>>,
     /// When live data last arrived (ms since the epoch), if ever.
     pub last_live_ms: ReadSignal<Option<f64>>,
-    /// The status's JSON when it has the cluster's fields (`--redis`).
-    pub cluster: ReadSignal<Option<String>>,
     /// The server wants a read key (`--read-key`): the status answered 401.
     pub needs_key: ReadSignal<bool>,
     /// Opens a read session with the key given; on success the feed goes
@@ -148,7 +146,6 @@ struct Feed {
     source: ReadSignal<Option<DataSource>>,
     set_source: WriteSignal<Option<DataSource>>,
     set_last_live_ms: WriteSignal<Option<f64>>,
-    set_cluster: WriteSignal<Option<String>>,
     set_needs_key: WriteSignal<bool>,
     last_live: Cell<Option<f64>>,
     stopped: Cell<bool>,
@@ -235,7 +232,6 @@ impl Feed {
                 .borrow_mut()
                 .get_or_insert_with(|| mock_status(now as u64, time::now_utc()))
                 .clone();
-            self.set_cluster.set(None);
             self.set_decisions.set(mock.recent_decisions.clone());
             self.set_status.set(Some(mock));
         }
@@ -362,8 +358,6 @@ fn open_stream(feed: &Rc<Feed>) {
         event::STATUS,
         Box::new(|feed, e| match parse::<OrchestratorStatus>(&e) {
             Some(status) => {
-                feed.set_cluster
-                    .set(e.data().as_string().and_then(api::cluster_json));
                 if !feed.stream_live.replace(true) {
                     // A new connection: what it missed is in the buffer.
                     feed.needs_buffer.set(true);
@@ -459,12 +453,8 @@ fn fetch_buffer(feed: &Rc<Feed>) {
             return;
         }
         // Failures are the transports' to report; the next status retries.
-        if let Ok(StatusFetch::Fresh {
-            status, cluster, ..
-        }) = result
-        {
+        if let Ok(StatusFetch::Fresh { status, .. }) = result {
             feed.needs_buffer.set(false);
-            feed.set_cluster.set(cluster);
             feed.show(*status);
         }
     });
@@ -496,7 +486,6 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
     let (decisions, set_decisions) = signal(Vec::<RoutingDecision>::new());
     let (source, set_source) = signal(None::<DataSource>);
     let (last_live_ms, set_last_live_ms) = signal(None::<f64>);
-    let (cluster, set_cluster) = signal(None::<String>);
     let (needs_key, set_needs_key) = signal(false);
     let (key_error, set_key_error) = signal(None::<String>);
 
@@ -509,7 +498,6 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         source,
         set_source,
         set_last_live_ms,
-        set_cluster,
         set_needs_key,
         last_live: Cell::new(None),
         stopped: Cell::new(false),
@@ -603,13 +591,8 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
             // The stream came back while this poll was out: it wins.
             if !feed.stream_live.get() {
                 match result {
-                    Ok(StatusFetch::Fresh {
-                        status,
-                        etag: tag,
-                        cluster,
-                    }) => {
+                    Ok(StatusFetch::Fresh { status, etag: tag }) => {
                         etag = tag;
-                        feed.set_cluster.set(cluster);
                         feed.live(Transport::Polling, Some(*status));
                     }
                     Ok(StatusFetch::NotModified) => feed.live(Transport::Polling, None),
@@ -640,7 +623,6 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         decisions,
         source,
         last_live_ms,
-        cluster,
         needs_key,
         unlock,
         key_error,

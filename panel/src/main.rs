@@ -1,9 +1,7 @@
-//! Mounts the panel's [`panel::App`] on the page body; nothing else.
+//! Mounts the panel's [`panel::App`] on the page body, with a panic hook
+//! that writes a panic's message to the console.
 
 fn main() {
-    // No panic hook on the live page: even a minimal one costs about 1 KiB
-    // of the 200 KiB budget. A panic still stops the page, shown in the
-    // console as "unreachable" with its stack; the History page, which has
-    // room, keeps console_error_panic_hook's full message.
+    console_error_panic_hook::set_once();
     leptos::mount::mount_to_body(panel::App);
 }

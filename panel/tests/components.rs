@@ -485,11 +485,18 @@ async fn insight_histogram_slider_and_signals() {
 #[wasm_bindgen_test]
 async fn the_cluster_card_lists_instances_and_says_a_local_view() {
     let root = container();
-    let (status, _) = signal(Some(status_of(3, panel::time::now_utc())));
+    let (status, set_status) = signal(Some(status_of(3, panel::time::now_utc())));
     let decisions = decisions_of(status);
-    let (cluster, set_cluster) = signal(None::<String>);
+    // The server's JSON, decoded through the shared types as the feed does.
+    let set_cluster = move |json: serde_json::Value| {
+        set_status.update(|s| {
+            let s = s.as_mut().unwrap();
+            s.cluster = Some(serde_json::from_value(json["cluster"].clone()).unwrap());
+            s.instances = Some(serde_json::from_value(json["instances"].clone()).unwrap());
+        })
+    };
     let _handle = leptos::mount::mount_to(root.clone(), move || {
-        view! { <StatusView status=status decisions=decisions source=Signal::stored(None) last_live_ms=Signal::stored(None) cluster=cluster/> }
+        view! { <StatusView status=status decisions=decisions source=Signal::stored(None) last_live_ms=Signal::stored(None)/> }
     });
     settle().await;
     let card = root
@@ -510,7 +517,7 @@ async fn the_cluster_card_lists_instances_and_says_a_local_view() {
             "backlog": 12, "backlogCapacity": 100, "overflowed": 3},
         "instances": [instance("a1", "live", true), instance("<b>b2</b>", "stale", false)]
     });
-    set_cluster.set(Some(json.to_string()));
+    set_cluster(json.clone());
     settle().await;
     assert!(!card.has_attribute("hidden"));
     let rows = root
@@ -551,7 +558,7 @@ async fn the_cluster_card_lists_instances_and_says_a_local_view() {
     let mut json = json;
     json["cluster"]["view"] = "cluster".into();
     json["cluster"].as_object_mut().unwrap().remove("label");
-    set_cluster.set(Some(json.to_string()));
+    set_cluster(json);
     settle().await;
     assert!(
         root.query_selector("[data-testid=cluster-banner]")

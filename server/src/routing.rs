@@ -106,23 +106,13 @@ mod tests {
         let easy = route("What is Python?", Mode::TwoStage, 7.0, Scorer::Heuristic);
         assert_eq!(easy.tier, Tier::Q3);
         assert!(easy.decision_time_ms >= 0.0);
-        let hard = route(
-            "Design a distributed rate limiter, prove it is fair under concurrent load, \
-             then implement it in Rust with tests",
-            Mode::TwoStage,
-            7.0,
-            Scorer::Heuristic,
-        );
+        let demanding = "Design a distributed rate limiter, prove it is fair under concurrent \
+             load, then implement it in Rust with tests";
+        let hard = route(demanding, Mode::TwoStage, 7.0, Scorer::Heuristic);
         assert_eq!(hard.tier, Tier::Q4);
         assert!(hard.score >= 7.0);
         // The threshold is the server's to set: the same query to Q3 at 14.
-        let strict = route(
-            "Design a distributed rate limiter, prove it is fair under concurrent load, \
-             then implement it in Rust with tests",
-            Mode::TwoStage,
-            14.0,
-            Scorer::Heuristic,
-        );
+        let strict = route(demanding, Mode::TwoStage, 14.0, Scorer::Heuristic);
         assert_eq!((strict.tier, strict.score), (Tier::Q3, hard.score));
     }
 }

@@ -119,6 +119,17 @@ pub enum InstanceState {
     Gone,
 }
 
+impl InstanceState {
+    /// As on the wire: `live`, `stale` or `gone`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            InstanceState::Live => "live",
+            InstanceState::Stale => "stale",
+            InstanceState::Gone => "gone",
+        }
+    }
+}
+
 /// The state of an instance whose last heartbeat is `age_ms` old.
 pub fn instance_state(age_ms: i64, stopped: bool) -> InstanceState {
     if stopped || age_ms >= STALE_MS {

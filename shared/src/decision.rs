@@ -159,7 +159,6 @@ pub struct RoutingDecision {
     /// Beyond the seed: on a council's moderator decision, the moderator's
     /// analysis (whose answer it agreed with, how long it took).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub analysis: Option<crate::group::CouncilAnalysis>,
 }
 

@@ -78,17 +78,14 @@ pub struct OrchestratorStatus {
     #[cfg_attr(feature = "openapi", schema(minimum = 1, example = 100))]
     pub buffer_capacity: Option<usize>,
     /// Beyond the seed, only with `?since=SEQ`: the buffered decisions whose
-    /// `seq` is greater than SEQ, newest first. (The panel never asks for
-    /// it, and carries no decoder for it or `resync`.)
+    /// `seq` is greater than SEQ, newest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub decisions_since: Option<Vec<RoutingDecision>>,
     /// Beyond the seed, only with `?since=SEQ`: true when `decisionsSince`
     /// cannot be complete (decisions after SEQ were already dropped from the
     /// buffer, or SEQ is beyond this instance's newest): start over from this
     /// status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub resync: Option<bool>,
     /// Beyond the seed: each tier's upstream calls (latency percentiles,
     /// tokens, outcomes, retries, and each upstream's circuit and health).
@@ -111,25 +108,20 @@ pub struct OrchestratorStatus {
     pub persistence: Option<crate::history::Persistence>,
     /// Beyond the seed, only with `--redis`: the link to Redis and whether
     /// this status covers the whole cluster or (Redis unreachable) this
-    /// instance only. (The panel reads this and `instances` from the JSON
-    /// the browser parsed, not through serde: its WASM stays smaller.)
+    /// instance only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub cluster: Option<crate::cluster::ClusterInfo>,
     /// Beyond the seed, only with `--redis`: every instance of the cluster
     /// this one knows of, this one first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub instances: Option<Vec<crate::cluster::ClusterInstance>>,
     /// Beyond the seed: how many of the buffered decisions each mode made
     /// (the same decisions as `complexityDistribution`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub mode_mix: Option<crate::group::ModeMix>,
     /// Beyond the seed: how two-stage routing scores queries (`--assessor`)
     /// and how often the model assessor fell back to the heuristic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(target_arch = "wasm32", serde(skip_deserializing))]
     pub assessor: Option<crate::metrics::AssessorInfo>,
 }
 

@@ -1,32 +1,29 @@
-//! A routed query's answer, read from the JSON as the browser parsed it
-//! and drawn with plain DOM calls (all text set as text): one tier's answer
-//! with its decision, a council's or benchmark's answers side by side per
-//! tier with latency and tokens, or the server's error.
+//! A routed query's answer, decoded through the shared types and drawn
+//! with plain DOM calls (all text set as text): one tier's answer with its
+//! decision, a council's or benchmark's answers side by side per tier with
+//! latency and tokens, or the server's error.
 
-use wasm_bindgen::JsValue;
+use shared::RoutingDecision;
+use shared::api::Usage;
+use shared::group::{GroupAnswer, MemberAnswer};
 use web_sys::Element;
 
-use crate::api::ApiError;
-use crate::components::history_view::{field, text};
+use crate::api::{ApiError, QueryOutcome};
 use crate::dom::element;
 use crate::time;
 
-/// A number of a parsed JSON value, if it is one.
-fn number(v: &JsValue) -> Option<f64> {
-    v.as_f64()
-}
-
 /// "Routed to Q3 (balanced) · SIMPLE · score 0.20 · decided in 12 µs ·
-/// two-stage" of a parsed decision.
-fn decision_line(d: &JsValue) -> Element {
+/// two-stage" of a decision.
+fn decision_line(d: &RoutingDecision) -> Element {
     let line = format!(
         "Routed to {} ({}) · {} · score {:.2} · decided in {} · {}",
-        text(&field(d, "tier")),
-        text(&field(d, "tierName")),
-        text(&field(d, "complexity")),
-        number(&field(d, "score")).unwrap_or(0.0),
-        number(&field(d, "decisionTimeMs")).map_or_else(|| "—".into(), time::duration),
-        field(d, "mode").as_string().unwrap_or_else(|| "—".into()),
+        d.tier,
+        d.tier_name,
+        d.complexity,
+        d.score,
+        d.decision_time_ms
+            .map_or_else(|| "—".into(), time::duration),
+        d.mode.map_or("—", |m| m.name()),
     );
     element(None, "p", &[("class", "decision-line mono")], Some(&line))
 }
@@ -42,66 +39,58 @@ fn error_line(message: &str) -> Element {
 }
 
 /// "model · 420 ms · 12 in / 30 out tokens" of one call.
-fn call_line(m: &JsValue) -> String {
-    let mut parts = Vec::new();
-    if let Some(model) = field(m, "model").as_string() {
-        parts.push(model);
-    }
-    if let Some(ms) = number(&field(m, "latencyMs")) {
-        parts.push(time::latency(ms));
-    }
-    let usage = field(m, "usage");
-    if usage.is_object() {
+fn call_line(model: Option<&str>, latency_ms: f64, usage: Option<Usage>) -> String {
+    let mut parts: Vec<String> = model.map(str::to_owned).into_iter().collect();
+    parts.push(time::latency(latency_ms));
+    if let Some(u) = usage {
         parts.push(format!(
             "{} in / {} out tokens",
-            number(&field(&usage, "promptTokens")).unwrap_or(0.0),
-            number(&field(&usage, "completionTokens")).unwrap_or(0.0)
+            u.prompt_tokens, u.completion_tokens
         ));
     }
     parts.join(" · ")
 }
 
+/// One member's call line.
+fn member_call(m: &MemberAnswer) -> String {
+    call_line(m.model.as_deref(), m.latency_ms, m.usage)
+}
+
 /// One member's card: its tier, how its call went, its answer or error.
-fn member_card(m: &JsValue, role: &str) -> Element {
-    let tier = text(&field(m, "tier"));
-    let failed = field(m, "error").as_string();
+fn member_card(m: &MemberAnswer, role: &str) -> Element {
+    let tier = m.tier.label();
+    let ok = m.ok();
     let card = element(
         None,
         "article",
         &[
-            (
-                "class",
-                if failed.is_some() {
-                    "member failed"
-                } else {
-                    "member"
-                },
-            ),
+            ("class", if ok { "member" } else { "member failed" }),
             ("data-testid", role),
-            ("data-tier", &tier),
-            ("data-ok", if failed.is_some() { "false" } else { "true" }),
+            ("data-tier", tier),
+            ("data-ok", if ok { "true" } else { "false" }),
         ],
         None,
     );
-    let name = text(&field(&field(m, "decision"), "tierName"));
-    let _ = card.append_child(&element(None, "h3", &[], Some(&format!("{tier} {name}"))));
+    let title = format!("{tier} {}", m.decision.tier_name);
+    let _ = card.append_child(&element(None, "h3", &[], Some(&title)));
     let _ = card.append_child(&element(
         None,
         "p",
         &[("class", "mono muted")],
-        Some(&call_line(m)),
+        Some(&member_call(m)),
     ));
-    let body = match &failed {
+    let body = match &m.error {
         Some(e) => {
-            let status =
-                number(&field(m, "errorStatus")).map_or(String::new(), |s| format!("HTTP {s}: "));
+            let status = m
+                .error_status
+                .map_or(String::new(), |s| format!("HTTP {s}: "));
             error_line(&format!("{status}{e}"))
         }
         None => element(
             None,
             "pre",
             &[("class", "answer")],
-            Some(&text(&field(m, "answer"))),
+            Some(m.answer.as_deref().unwrap_or_default()),
         ),
     };
     let _ = card.append_child(&body);
@@ -110,27 +99,23 @@ fn member_card(m: &JsValue, role: &str) -> Element {
 
 /// A council's or benchmark's answer: the group line, a council's
 /// synthesis with its analysis, and every member side by side.
-fn group_view(g: &JsValue) -> Element {
-    let mode = text(&field(g, "mode"));
+fn group_view(g: &GroupAnswer) -> Element {
+    let mode = g.mode.name();
     let root = element(
         None,
         "div",
         &[
             ("class", "result ok group"),
             ("data-testid", "group-answer"),
-            ("data-mode", &mode),
+            ("data-mode", mode),
         ],
         None,
     );
-    let members: Vec<JsValue> = js_sys::Array::from(&field(g, "members")).iter().collect();
-    let answered = members
-        .iter()
-        .filter(|m| field(m, "error").is_undefined())
-        .count();
+    let answered = g.members.iter().filter(|m| m.ok()).count();
     let head = format!(
         "{mode} · group {} · {answered} of {} tiers answered",
-        text(&field(g, "groupId")),
-        members.len()
+        g.group_id,
+        g.members.len()
     );
     let _ = root.append_child(&element(
         None,
@@ -138,14 +123,12 @@ fn group_view(g: &JsValue) -> Element {
         &[("class", "decision-line mono")],
         Some(&head),
     ));
-    let moderator = field(g, "moderator");
-    if moderator.is_object() || mode == "council" {
-        let analysis = field(g, "analysis");
-        let agreed = match field(&analysis, "agreedWith").as_string() {
-            Some(t) => format!(
+    if g.moderator.is_some() || g.mode == shared::api::Mode::Council {
+        let agreed = match g.analysis.as_ref().and_then(|a| Some((a, a.agreed_with?))) {
+            Some((a, t)) => format!(
                 "agrees with {t} ({}, overlap {:.0}%)",
-                text(&field(&analysis, "basis")),
-                number(&field(&analysis, "similarity")).unwrap_or(0.0) * 100.0
+                a.basis,
+                a.similarity.unwrap_or(0.0) * 100.0
             ),
             None => "agrees with no member".into(),
         };
@@ -155,26 +138,19 @@ fn group_view(g: &JsValue) -> Element {
             &[("class", "synthesis"), ("data-testid", "synthesis")],
             None,
         );
-        let title = if moderator.is_object() {
-            format!(
-                "Synthesis by {} · {} · {agreed}",
-                text(&field(&moderator, "tier")),
-                call_line(&moderator)
-            )
-        } else {
-            "No synthesis: no member answered".into()
+        let title = match &g.moderator {
+            Some(m) => format!("Synthesis by {} · {} · {agreed}", m.tier, member_call(m)),
+            None => "No synthesis: no member answered".into(),
         };
         let _ = synthesis.append_child(&element(None, "h3", &[], Some(&title)));
-        match (
-            field(g, "answer").as_string(),
-            field(&moderator, "error").as_string(),
-        ) {
+        let failed = g.moderator.as_ref().and_then(|m| m.error.as_deref());
+        match (&g.answer, failed) {
             (Some(a), _) => {
                 let _ =
-                    synthesis.append_child(&element(None, "pre", &[("class", "answer")], Some(&a)));
+                    synthesis.append_child(&element(None, "pre", &[("class", "answer")], Some(a)));
             }
             (None, Some(e)) => {
-                let _ = synthesis.append_child(&error_line(&e));
+                let _ = synthesis.append_child(&error_line(e));
             }
             (None, None) => {}
         }
@@ -186,7 +162,7 @@ fn group_view(g: &JsValue) -> Element {
         &[("class", "members"), ("data-testid", "members")],
         None,
     );
-    for m in &members {
+    for m in &g.members {
         let _ = grid.append_child(&member_card(m, "member"));
     }
     let _ = root.append_child(&grid);
@@ -194,31 +170,26 @@ fn group_view(g: &JsValue) -> Element {
 }
 
 /// Replaces what `out` shows with a query's outcome.
-pub fn show(out: &Element, outcome: Result<(u16, JsValue), ApiError>) {
+pub fn show(out: &Element, outcome: Result<QueryOutcome, ApiError>) {
     out.set_text_content(None);
     let view = match outcome {
-        Ok((code, v))
-            if (200..300).contains(&code) && js_sys::Array::is_array(&field(&v, "members")) =>
-        {
-            group_view(&v)
-        }
-        Ok((code, v)) if (200..300).contains(&code) => {
+        Ok(QueryOutcome::Group(g)) => group_view(&g),
+        Ok(QueryOutcome::One(a)) => {
             let root = element(None, "div", &[("class", "result ok")], None);
-            let _ = root.append_child(&decision_line(&field(&v, "decision")));
-            let answer = field(&v, "answer")
-                .as_string()
-                .unwrap_or_else(|| "(the model returned no text)".into());
-            let _ = root.append_child(&element(None, "pre", &[("class", "answer")], Some(&answer)));
+            let _ = root.append_child(&decision_line(&a.decision));
+            let answer = a
+                .answer
+                .as_deref()
+                .unwrap_or("(the model returned no text)");
+            let _ = root.append_child(&element(None, "pre", &[("class", "answer")], Some(answer)));
             root
         }
-        Ok((code, v)) => {
+        Ok(QueryOutcome::Refused(code, body)) => {
             let root = element(None, "div", &[("class", "result err")], None);
-            let decision = field(&v, "decision");
-            if decision.is_object() {
-                let _ = root.append_child(&decision_line(&decision));
+            if let Some(d) = &body.decision {
+                let _ = root.append_child(&decision_line(d));
             }
-            let message = field(&v, "error").as_string().unwrap_or_default();
-            let _ = root.append_child(&error_line(&format!("HTTP {code}: {message}")));
+            let _ = root.append_child(&error_line(&format!("HTTP {code}: {}", body.error)));
             root
         }
         Err(err) => {

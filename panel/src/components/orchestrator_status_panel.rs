@@ -34,7 +34,6 @@ pub fn OrchestratorStatusPanel(
             decisions=feed.decisions
             source=feed.source
             last_live_ms=feed.last_live_ms
-            cluster=feed.cluster
         />
     }
 }

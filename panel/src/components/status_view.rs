@@ -42,9 +42,6 @@ pub fn StatusView(
     /// When live data last arrived (ms since the epoch).
     #[prop(into)]
     last_live_ms: Signal<Option<f64>>,
-    /// The status's JSON when it has the cluster's fields (`--redis`).
-    #[prop(optional, into)]
-    cluster: Signal<Option<String>>,
 ) -> impl IntoView {
     let tiers = Signal::derive(move || {
         status.with(|s| {
@@ -251,7 +248,7 @@ pub fn StatusView(
                 <code>"POST /api/orchestrator/decisions"</code>
                 ": this panel shows those decisions live."
             </p>
-            <ClusterCard json=cluster/>
+            <ClusterCard status=status/>
             <div class="data">
                 <div class="totals">
                     <div class="stat">
