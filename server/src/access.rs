@@ -3,22 +3,21 @@
 //! `RUST_LOG=info,access=off`). Never the query string, headers or bodies:
 //! they may carry users' text or tokens.
 //!
-//! The router's requests are logged by tower-http's trace layer (method and
-//! path in its span, status and duration in its event), written by the
-//! [`AccessLog`] layer; the status fast path, which skips the router, writes
-//! the same line with the same formatter straight to the same sink when the
-//! `access` target is enabled. The formatter is compact and the path short
-//! because the general ones cost more than the fast path's whole answer.
+//! The router's requests are logged by [`AccessLayer`] and the status fast
+//! path's by [`answered_fast`]: both write the line straight to the sink of
+//! the [`AccessLog`] layer when the `access` target is enabled (which that
+//! layer's filter decides), and that layer writes the same line for
+//! `access` events logged through tracing ([`span`], [`answered`]). The
+//! formatter is compact and the path short because the general ones cost
+//! more than the fast path's whole answer.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{Method, Request, Response};
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::{MakeSpan, OnResponse, TraceLayer};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Span, Subscriber};
@@ -58,10 +57,7 @@ static FAST_PATH_LOGS: OnceLock<bool> = OnceLock::new();
 /// Logs the status fast path's request, the same line the layer writes for
 /// the router's, when the `access` target is enabled.
 pub fn answered_fast(method: &str, path: &str, status: u16, latency: Duration) {
-    let Some(sink) = SINK.get() else {
-        return;
-    };
-    if *FAST_PATH_LOGS.get_or_init(|| tracing::enabled!(target: TARGET, tracing::Level::INFO)) {
+    if let Some(sink) = SINK.get().filter(|_| logging()) {
         LINE.with(|line| {
             let line = &mut *line.borrow_mut();
             line.start(&tracing::Level::INFO);
@@ -205,36 +201,102 @@ where
     }
 }
 
-/// The trace layer that logs every request the router handles.
-pub fn layer()
--> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, AccessSpan, (), AccessLine, (), (), ()> {
-    TraceLayer::new_for_http()
-        .make_span_with(AccessSpan)
-        .on_request(())
-        .on_response(AccessLine)
-        .on_body_chunk(())
-        .on_eos(())
-        .on_failure(())
+/// The layer that logs every request the router handles: one line when
+/// the response head is ready, written straight to the sink like the fast
+/// path's. No tracing span: making one per request cost more than the line
+/// (the span carried only what the line says, and no other log line shows
+/// it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLayer;
+
+/// The layer of [`AccessLayer`].
+pub fn layer() -> AccessLayer {
+    AccessLayer
 }
 
-/// Makes the span of [`span`] for each request.
-#[derive(Debug, Clone, Copy)]
-pub struct AccessSpan;
+impl<S> tower::Layer<S> for AccessLayer {
+    type Service = Access<S>;
 
-impl<B> MakeSpan<B> for AccessSpan {
-    fn make_span(&mut self, request: &Request<B>) -> Span {
-        span(request.method(), request.uri().path())
+    fn layer(&self, inner: S) -> Access<S> {
+        Access { inner }
     }
 }
 
-/// Logs the line of [`answered`] once the response head is ready.
-#[derive(Debug, Clone, Copy)]
-pub struct AccessLine;
+/// A service whose requests are logged by [`AccessLayer`].
+#[derive(Debug, Clone)]
+pub struct Access<S> {
+    inner: S,
+}
 
-impl<B> OnResponse<B> for AccessLine {
-    fn on_response(self, response: &Response<B>, latency: Duration, _span: &Span) {
-        answered(response.status().as_u16(), latency);
+impl<S, B, R> tower::Service<Request<B>> for Access<S>
+where
+    S: tower::Service<Request<B>, Response = Response<R>>,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = Logged<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
     }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let what = logging().then(|| {
+            let path = request.uri().path();
+            let path = match path.char_indices().nth(MAX_LOGGED_PATH) {
+                Some((cut, _)) => &path[..cut],
+                None => path,
+            };
+            (request.method().clone(), path.to_owned(), Instant::now())
+        });
+        Logged {
+            inner: self.inner.call(request),
+            what,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way, logged once its head is ready.
+    pub struct Logged<F> {
+        #[pin]
+        inner: F,
+        what: Option<(Method, String, Instant)>,
+    }
+}
+
+impl<F, R, E> std::future::Future for Logged<F>
+where
+    F: std::future::Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some((method, path, started))) = (&output, this.what.take()) {
+            answered_fast(
+                method.as_str(),
+                &path,
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+        }
+        std::task::Poll::Ready(output)
+    }
+}
+
+/// Whether access lines are written at all: a sink, and the `access`
+/// target enabled (asked once: filters are fixed at start).
+fn logging() -> bool {
+    SINK.get().is_some()
+        && *FAST_PATH_LOGS.get_or_init(|| tracing::enabled!(target: TARGET, tracing::Level::INFO))
 }
 
 #[cfg(test)]

@@ -20,13 +20,13 @@ use crate::{access, api, extract, history, openai, openapi, panel, readers};
 
 /// The whole application: `/api` and the panel.
 pub fn app(state: AppState) -> Router {
+    // Everything that changes state refuses other sites' browsers first,
+    // then asks for its token or key (one middleware each: a layer costs a
+    // request a clone of everything below it).
     let ingest = Router::new()
         .route("/api/orchestrator/decisions", post(api::ingest))
         .route_layer(DefaultBodyLimit::max(api::MAX_BATCH_BODY_BYTES))
-        .route_layer(middleware::from_fn_with_state(
-            state.options.ingest_token.clone(),
-            require_token,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard_ingest));
     // The router's front doors: the panel's query endpoint and the OpenAI
     // API, behind `--api-key` when one is set.
     let keyed = Router::new()
@@ -36,18 +36,10 @@ pub fn app(state: AppState) -> Router {
             post(openai::chat_completions).layer(DefaultBodyLimit::max(api::MAX_BATCH_BODY_BYTES)),
         )
         .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state.options),
-            require_api_key,
+            state.clone(),
+            guard_front_door,
         ));
-    // Everything that changes state refuses other sites' browsers first.
-    let writes =
-        Router::new()
-            .merge(ingest)
-            .merge(keyed)
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                refuse_cross_site,
-            ));
+    let writes = Router::new().merge(ingest).merge(keyed);
     let models = Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{model}", get(openai::model))
@@ -95,7 +87,7 @@ pub fn app(state: AppState) -> Router {
     let router = api
         .fallback(fallback)
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn(openai::error_objects))
+        .layer(openai::ErrorObjects)
         .layer(access::layer())
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -125,19 +117,37 @@ pub fn app(state: AppState) -> Router {
     router.with_state(state)
 }
 
-/// With a token configured (`--ingest-token` for ingestion,
-/// `--metrics-token` for `/metrics`), only `Authorization: Bearer <token>`
-/// gets through, compared in constant time; before the body is even read.
-async fn require_token(
-    State(token): State<Option<String>>,
+/// Ingestion: other sites' browsers refused, then with `--ingest-token`
+/// only `Authorization: Bearer <token>` gets through, compared in constant
+/// time; before the body is even read.
+async fn guard_ingest(
+    State(state): State<AppState>,
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match &token {
+    if let Err(refused) = same_site(&state, &req) {
+        return refused;
+    }
+    match &state.options.ingest_token {
         Some(token) if !bearer_matches(req.headers(), token) => {
             ApiError::Unauthorized.into_response()
         }
         _ => next.run(req).await,
+    }
+}
+
+/// The front doors: other sites' browsers refused, then the API key.
+async fn guard_front_door(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if let Err(refused) = same_site(&state, &req) {
+        return refused;
+    }
+    match api_key_refused(&state.options, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
     }
 }
 
@@ -182,19 +192,27 @@ async fn require_api_key(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
+    match api_key_refused(&options, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+/// The 401 of a request without one of the `--api-key`s, if it is one.
+fn api_key_refused(options: &Options, req: &axum::extract::Request) -> Option<Response> {
     if options.api_keys.is_empty()
         || options
             .api_keys
             .iter()
             .any(|k| bearer_matches(req.headers(), k))
     {
-        return next.run(req).await;
+        return None;
     }
-    if req.uri().path().starts_with("/v1/") {
+    Some(if req.uri().path().starts_with("/v1/") {
         openai::OpenAiError::from(ApiError::Unauthorized).into_response()
     } else {
         ApiError::Unauthorized.into_response()
-    }
+    })
 }
 
 /// True when `Authorization: Bearer <token>` carries exactly `token`.
@@ -211,6 +229,14 @@ async fn refuse_cross_site(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
+    match same_site(&state, &req) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The 403 of [`refuse_cross_site`], if `req` earns it.
+fn same_site(state: &AppState, req: &axum::extract::Request) -> Result<(), Response> {
     let headers = req.headers();
     let cross_site = headers
         .get("sec-fetch-site")
@@ -225,10 +251,10 @@ async fn refuse_cross_site(
             let shown = origin
                 .map(|o| format!("{:?}", String::from_utf8_lossy(o.as_bytes())))
                 .unwrap_or_else(|| "(none)".into());
-            return ApiError::CrossSite(shown).into_response();
+            return Err(ApiError::CrossSite(shown).into_response());
         }
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// Unknown `/api` paths are JSON 404s; everything else is the panel.

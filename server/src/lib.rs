@@ -37,5 +37,6 @@ pub mod upstream;
 
 pub use app::app;
 pub use state::{
-    AppState, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EXPORTS, DEFAULT_WRITE_TIMEOUT, NOSNIFF, Options,
+    AppState, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EXPORTS, DEFAULT_WRITE_TIMEOUT, NOSNIFF,
+    Options, Shared,
 };

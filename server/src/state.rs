@@ -15,9 +15,21 @@ use crate::{assessor, readers, routing, stream};
 /// `X-Content-Type-Options: nosniff`, on every response.
 pub const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
-/// What every handler shares.
+/// What every handler shares: one pointer, so that the layers and
+/// handlers a request passes through clone it for the price of one count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     /// The decisions and counters.
     pub service: Arc<StatusService>,
     /// The tiers' upstreams.
@@ -123,7 +135,7 @@ impl AppState {
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         let exports = Arc::new(Places::new(options.max_exports));
         let readers = Arc::new(readers::Readers::new(&options.read_keys, &options.api_keys));
-        AppState {
+        AppState(Arc::new(Shared {
             service,
             upstreams: Arc::new(upstreams),
             options: Arc::new(options),
@@ -132,6 +144,6 @@ impl AppState {
             streams,
             exports,
             readers,
-        }
+        }))
     }
 }

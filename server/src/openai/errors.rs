@@ -113,16 +113,95 @@ impl IntoResponse for OpenAiError {
 /// Under `/v1`, every error is OpenAI's error object, whoever made it (a
 /// method not allowed, a body too large, another site's browser, a panic):
 /// an answer of ours in the plain `{"error": "..."}` shape is rewritten,
-/// its status and headers kept.
-pub async fn error_objects(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let under_v1 = {
-        let path = req.uri().path();
-        path == "/v1" || path.starts_with("/v1/")
-    };
-    let response = next.run(req).await;
-    if !under_v1 || !(response.status().is_client_error() || response.status().is_server_error()) {
-        return response;
+/// its status and headers kept. A layer of its own rather than a
+/// `from_fn` middleware: a request that is not an error costs it one look
+/// at the path and the status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorObjects;
+
+impl<S> tower::Layer<S> for ErrorObjects {
+    type Service = ErrorObjectsService<S>;
+
+    fn layer(&self, inner: S) -> ErrorObjectsService<S> {
+        ErrorObjectsService { inner }
     }
+}
+
+/// A service whose `/v1` errors are OpenAI's error objects.
+#[derive(Debug, Clone)]
+pub struct ErrorObjectsService<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for ErrorObjectsService<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ErrorObjectsFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        let under_v1 = path == "/v1" || path.starts_with("/v1/");
+        ErrorObjectsFuture {
+            inner: self.inner.call(req),
+            under_v1,
+            rewriting: None,
+        }
+    }
+}
+
+type Rewriting = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The answer of [`ErrorObjectsService`]: the inner one, rewritten
+    /// when it is an error under `/v1`.
+    pub struct ErrorObjectsFuture<F> {
+        #[pin]
+        inner: F,
+        under_v1: bool,
+        rewriting: Option<Rewriting>,
+    }
+}
+
+impl<F, E> std::future::Future for ErrorObjectsFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let Some(rewriting) = this.rewriting {
+            return rewriting.as_mut().poll(cx).map(Ok);
+        }
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let status = response.status();
+        if !*this.under_v1 || !(status.is_client_error() || status.is_server_error()) {
+            return std::task::Poll::Ready(Ok(response));
+        }
+        let mut rewriting: Rewriting = Box::pin(as_error_object(response));
+        let polled = rewriting.as_mut().poll(cx);
+        if polled.is_pending() {
+            *this.rewriting = Some(rewriting);
+        }
+        polled.map(Ok)
+    }
+}
+
+/// `response`, an error under `/v1`, as OpenAI's error object.
+async fn as_error_object(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     // Our own error bodies are small; anything larger is not one of them.
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {

@@ -5,18 +5,16 @@ use super::*;
 
 impl Upstreams {
     /// `body` with `member`'s `--model` (or without a model: the router's
-    /// own model names mean nothing upstream).
-    pub(super) fn with_model(
+    /// own model names mean nothing upstream), written as it is sent.
+    pub(super) fn with_model<'a>(
         &self,
-        member: &Member,
-        body: &serde_json::Map<String, Value>,
-    ) -> serde_json::Map<String, Value> {
-        let mut body = body.clone();
-        match &member.spec.model {
-            Some(model) => body.insert("model".into(), json!(model)),
-            None => body.remove("model"),
-        };
-        body
+        member: &'a Member,
+        body: &'a serde_json::Map<String, Value>,
+    ) -> WithModel<'a> {
+        WithModel {
+            body,
+            model: member.spec.model.as_deref(),
+        }
     }
 
     /// Sends `request` (with `member`'s key) and turns anything but a 2xx
@@ -125,8 +123,8 @@ impl Upstreams {
             retry_after: None,
             attempts: 1,
         };
-        // The client's own timeout covers connect + send + body; the outer
-        // one also bounds anything the client does not.
+        // One clock for connect + send + body: the client has none of its
+        // own.
         let call = async {
             let request = self
                 .client
@@ -178,5 +176,33 @@ impl Upstreams {
             Some(key) if key.len() >= 4 => message.replace(key.as_str(), "***"),
             _ => message.to_owned(),
         }
+    }
+}
+
+/// A request body with the upstream's model in place of the client's,
+/// serialised without copying the body.
+pub(super) struct WithModel<'a> {
+    body: &'a serde_json::Map<String, Value>,
+    model: Option<&'a str>,
+}
+
+impl serde::Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        // In the map's own (sorted) order, the model where it belongs.
+        let mut model = self.model;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.body.iter().filter(|(k, _)| *k != "model") {
+            if key.as_str() > "model"
+                && let Some(m) = model.take()
+            {
+                map.serialize_entry("model", m)?;
+            }
+            map.serialize_entry(key, value)?;
+        }
+        if let Some(m) = model {
+            map.serialize_entry("model", m)?;
+        }
+        map.end()
     }
 }

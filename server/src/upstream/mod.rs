@@ -209,9 +209,11 @@ impl Upstreams {
     /// Upstreams for the given specs (in order; each tier's in its own pool)
     /// and settings, with their telemetry.
     pub fn new(specs: Vec<UpstreamSpec>, settings: Settings) -> Self {
+        // No client-wide timeout: each call is bounded as a whole by
+        // `--upstream-timeout` ([`Self::call`]), and a second clock per
+        // request costs a timer for nothing.
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
-            .timeout(settings.timeout)
             .build()
             .expect("a plain HTTP client always builds");
         let stream_client = reqwest::Client::builder()
