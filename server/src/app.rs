@@ -125,7 +125,7 @@ async fn guard_ingest(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if let Err(refused) = same_site(&state, &req) {
+    if let Some(refused) = cross_site_refused(&state, &req) {
         return refused;
     }
     match &state.options.ingest_token {
@@ -142,7 +142,7 @@ async fn guard_front_door(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if let Err(refused) = same_site(&state, &req) {
+    if let Some(refused) = cross_site_refused(&state, &req) {
         return refused;
     }
     match api_key_refused(&state.options, &req) {
@@ -229,14 +229,14 @@ async fn refuse_cross_site(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match same_site(&state, &req) {
-        Ok(()) => next.run(req).await,
-        Err(refused) => refused,
+    match cross_site_refused(&state, &req) {
+        None => next.run(req).await,
+        Some(refused) => refused,
     }
 }
 
 /// The 403 of [`refuse_cross_site`], if `req` earns it.
-fn same_site(state: &AppState, req: &axum::extract::Request) -> Result<(), Response> {
+fn cross_site_refused(state: &AppState, req: &axum::extract::Request) -> Option<Response> {
     let headers = req.headers();
     let cross_site = headers
         .get("sec-fetch-site")
@@ -251,10 +251,10 @@ fn same_site(state: &AppState, req: &axum::extract::Request) -> Result<(), Respo
             let shown = origin
                 .map(|o| format!("{:?}", String::from_utf8_lossy(o.as_bytes())))
                 .unwrap_or_else(|| "(none)".into());
-            return Err(ApiError::CrossSite(shown).into_response());
+            return Some(ApiError::CrossSite(shown).into_response());
         }
     }
-    Ok(())
+    None
 }
 
 /// Unknown `/api` paths are JSON 404s; everything else is the panel.

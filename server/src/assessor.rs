@@ -16,8 +16,11 @@ use shared::Tier;
 use shared::api::Usage;
 use shared::insight::validate_usage;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::heuristic::Assessment;
-use crate::telemetry::Fallback;
+use crate::telemetry::Telemetry;
 use crate::upstream::Upstreams;
 
 /// Which assessor scores two-stage queries.
@@ -62,6 +65,101 @@ pub struct Scored {
     pub fallback: Option<Fallback>,
 }
 
+/// Why the model assessor's score was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// No answer within `--assessor-timeout`.
+    Timeout,
+    /// An answer that is not one number in 0..=15.
+    BadAnswer,
+    /// The call failed (no upstream, circuit open, HTTP error...).
+    Error,
+    /// The fast tier had `--max-inflight` calls in flight: no place.
+    Busy,
+}
+
+impl Fallback {
+    /// Every reason, in label order.
+    pub const ALL: [Fallback; 4] = [
+        Fallback::Timeout,
+        Fallback::BadAnswer,
+        Fallback::Error,
+        Fallback::Busy,
+    ];
+
+    /// The `reason` label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Fallback::Timeout => "timeout",
+            Fallback::BadAnswer => "bad_answer",
+            Fallback::Error => "error",
+            Fallback::Busy => "busy",
+        }
+    }
+}
+
+/// The model assessor's own counters: calls asked for, fallbacks by reason
+/// and the tokens its calls took (`orch_assessor_*` on `/metrics` once
+/// [`Counts::registered`]; the status's `assessor`).
+#[derive(Debug, Default)]
+pub struct Counts {
+    calls: Counter,
+    fallbacks: [Counter; 4],
+    /// Prompt, completion.
+    tokens: [Counter; 2],
+}
+
+impl Counts {
+    /// Counters at zero, registered in `telemetry`.
+    pub fn registered(telemetry: &Telemetry) -> Self {
+        type Labels = Vec<(&'static str, String)>;
+        let calls = Family::<Labels, Counter>::default();
+        telemetry.register(
+            "orch_assessor_calls",
+            "Complexity assessments asked of the fast tier's model (--assessor model)",
+            calls.clone(),
+        );
+        let fallbacks = Family::<Labels, Counter>::default();
+        telemetry.register(
+            "orch_assessor_fallbacks",
+            "Model assessments replaced by the heuristic, by reason (timeout, bad_answer, error, busy)",
+            fallbacks.clone(),
+        );
+        let tokens = Family::<Labels, Counter>::default();
+        telemetry.register(
+            "orch_assessor_tokens",
+            "Tokens the model assessor's calls took, by direction (in: prompt, out: completion); apart from the tier's",
+            tokens.clone(),
+        );
+        Counts {
+            calls: calls.get_or_create(&Vec::new()).clone(),
+            fallbacks: Fallback::ALL.map(|f| {
+                fallbacks
+                    .get_or_create(&vec![("reason", f.label().to_owned())])
+                    .clone()
+            }),
+            tokens: ["in", "out"].map(|d| {
+                tokens
+                    .get_or_create(&vec![("direction", d.to_owned())])
+                    .clone()
+            }),
+        }
+    }
+
+    /// Model assessments asked for, and fallbacks by reason.
+    pub fn counts(&self) -> (u64, [u64; 4]) {
+        (
+            self.calls.get(),
+            self.fallbacks.each_ref().map(Counter::get),
+        )
+    }
+
+    /// The prompt and completion tokens the model assessor's calls took.
+    pub fn tokens(&self) -> [u64; 2] {
+        self.tokens.each_ref().map(Counter::get)
+    }
+}
+
 /// Scores `query` as `kind` says, within `timeout` for the model. The
 /// model's call is admitted like any call of the fast tier (one of its
 /// `--max-inflight` places, or the heuristic at once); the tokens it took
@@ -70,6 +168,7 @@ pub async fn score(
     kind: AssessorKind,
     scorer: crate::routing::Scorer,
     upstreams: &Upstreams,
+    counts: &Counts,
     query: &str,
     timeout: Duration,
     spent: impl FnOnce(Usage),
@@ -78,13 +177,15 @@ pub async fn score(
     let fallback = match kind {
         AssessorKind::Heuristic => None,
         AssessorKind::Model => {
-            upstreams.telemetry().assessed();
+            counts.calls.inc();
             let asked = tokio::time::timeout(timeout, ask(upstreams, query)).await;
             let usage = match &asked {
                 Ok(Ok((_, usage)) | Err((_, usage))) => *usage,
                 Err(_) => None,
             };
             if let Some(usage) = usage {
+                counts.tokens[0].inc_by(usage.prompt_tokens);
+                counts.tokens[1].inc_by(usage.completion_tokens);
                 spent(usage);
             }
             match asked {
@@ -104,7 +205,7 @@ pub async fn score(
         }
     };
     if let Some(why) = fallback {
-        upstreams.telemetry().fell_back(why);
+        counts.fallbacks[why as usize].inc();
         tracing::warn!(
             reason = why.label(),
             "model assessment not used: the heuristic decides"

@@ -1,8 +1,9 @@
 //! The Prometheus registry of `GET /metrics`, at the bottom of the server:
 //! every part registers its own series here (the upstreams' health in
-//! [`crate::upstream::health`], the cluster's gauges in [`crate::cluster`]),
-//! and this module keeps only what belongs to no other part: the routing
-//! decisions, the model assessor's counters, the build and the process.
+//! [`crate::upstream::health`], the cluster's gauges in [`crate::cluster`],
+//! the model assessor's in [`crate::assessor`]), and this module keeps only
+//! what belongs to no other part: the routing decisions, the build and the
+//! process.
 //!
 //! Labels are bounded by construction: `tier` (3), `upstream` (from the
 //! configuration), `outcome` (9), `mode` (5), `complexity` (3), `direction`
@@ -21,31 +22,22 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
-use shared::api::{Mode, Usage};
+use shared::api::Mode;
 use shared::{Complexity, Tier};
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The registry, and the series of the decisions and the model assessor.
+/// The registry, and the series of the decisions.
 pub struct Telemetry {
     /// Indexed by tier, complexity, mode (simple, two-stage, unspecified).
     decisions: Vec<Counter>,
     decision_time: Histogram,
     registry: Mutex<Registry>,
-    assessor: Assessor,
-}
-
-/// The model assessor's calls, fallbacks and the tokens its calls took.
-struct Assessor {
-    calls: Counter,
-    fallbacks: [Counter; 4],
-    /// Prompt, completion.
-    tokens: [Counter; 2],
 }
 
 impl Telemetry {
-    /// The registry with the decisions', the assessor's, the build's and
-    /// the process's series, every one at zero.
+    /// The registry with the decisions', the build's and the process's
+    /// series, every one at zero.
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::default();
 
@@ -82,37 +74,6 @@ impl Telemetry {
             decision_time.clone(),
         );
 
-        let assessed = Family::<Labels, Counter>::default();
-        registry.register(
-            "orch_assessor_calls",
-            "Complexity assessments asked of the fast tier's model (--assessor model)",
-            assessed.clone(),
-        );
-        let fallbacks = Family::<Labels, Counter>::default();
-        registry.register(
-            "orch_assessor_fallbacks",
-            "Model assessments replaced by the heuristic, by reason (timeout, bad_answer, error, busy)",
-            fallbacks.clone(),
-        );
-        let assessor_tokens = Family::<Labels, Counter>::default();
-        registry.register(
-            "orch_assessor_tokens",
-            "Tokens the model assessor's calls took, by direction (in: prompt, out: completion); apart from the tier's",
-            assessor_tokens.clone(),
-        );
-        let assessor = Assessor {
-            calls: assessed.get_or_create(&Vec::new()).clone(),
-            fallbacks: Fallback::ALL.map(|f| {
-                fallbacks
-                    .get_or_create(&vec![("reason", f.label().to_owned())])
-                    .clone()
-            }),
-            tokens: ["in", "out"].map(|d| {
-                assessor_tokens
-                    .get_or_create(&vec![("direction", d.to_owned())])
-                    .clone()
-            }),
-        };
         registry.register_collector(Box::new(BuildInfo));
         registry.register_collector(Box::new(ProcessCollector {
             started: SystemTime::now(),
@@ -121,7 +82,6 @@ impl Telemetry {
             decisions,
             decision_time,
             registry: Mutex::new(registry),
-            assessor,
         })
     }
 
@@ -151,35 +111,6 @@ impl Telemetry {
         self.decision_time.observe(decision_time_ms / 1_000.0);
     }
 
-    /// Counts one model assessment asked for.
-    pub fn assessed(&self) {
-        self.assessor.calls.inc();
-    }
-
-    /// Counts one model assessment replaced by the heuristic.
-    pub fn fell_back(&self, why: Fallback) {
-        self.assessor.fallbacks[why as usize].inc();
-    }
-
-    /// Model assessments asked for, and fallbacks by reason.
-    pub fn assessor_counts(&self) -> (u64, [u64; 4]) {
-        (
-            self.assessor.calls.get(),
-            self.assessor.fallbacks.each_ref().map(Counter::get),
-        )
-    }
-
-    /// Counts the tokens one model assessor's call took.
-    pub fn count_assessor_tokens(&self, usage: Usage) {
-        self.assessor.tokens[0].inc_by(usage.prompt_tokens);
-        self.assessor.tokens[1].inc_by(usage.completion_tokens);
-    }
-
-    /// The prompt and completion tokens the model assessor's calls took.
-    pub fn assessor_tokens(&self) -> [u64; 2] {
-        self.assessor.tokens.each_ref().map(Counter::get)
-    }
-
     /// Adds `collector`'s series to every scrape from now on (the cluster
     /// registers its `orch_cluster_*` this way).
     pub fn register_collector(&self, collector: Box<dyn Collector>) {
@@ -204,39 +135,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const MODE_LABELS: [&str; 5] = ["simple", "two-stage", "council", "benchmark", "unspecified"];
-
-/// Why the model assessor's score was not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
-    /// No answer within `--assessor-timeout`.
-    Timeout,
-    /// An answer that is not one number in 0..=15.
-    BadAnswer,
-    /// The call failed (no upstream, circuit open, HTTP error...).
-    Error,
-    /// The fast tier had `--max-inflight` calls in flight: no place.
-    Busy,
-}
-
-impl Fallback {
-    /// Every reason, in label order.
-    pub const ALL: [Fallback; 4] = [
-        Fallback::Timeout,
-        Fallback::BadAnswer,
-        Fallback::Error,
-        Fallback::Busy,
-    ];
-
-    /// The `reason` label.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Fallback::Timeout => "timeout",
-            Fallback::BadAnswer => "bad_answer",
-            Fallback::Error => "error",
-            Fallback::Busy => "busy",
-        }
-    }
-}
 
 fn complexity_label(c: Complexity) -> &'static str {
     match c {

@@ -288,6 +288,7 @@ async fn assessed_route(state: &AppState, query: &str) -> Route {
         state.options.assessor,
         state.options.scorer,
         &state.upstreams,
+        state.service.assessor_counts(),
         query,
         state.options.assessor_timeout,
         |usage| state.service.add_assessor_usage(usage),

@@ -69,6 +69,8 @@ pub struct StatusService {
     /// The upstream calls' figures, counted into every status and the
     /// decision metrics, when attached.
     telemetry: Option<(Arc<Telemetry>, Arc<Health>)>,
+    /// The model assessor's counters (registered with the telemetry).
+    assessor_counts: crate::assessor::Counts,
     /// The thresholds decisions are routed by, shown in every status.
     routing: Routing,
     /// `--price`, for the status's `cost`.
@@ -193,6 +195,7 @@ impl StatusService {
             }),
             rebuild: Mutex::new(()),
             telemetry: None,
+            assessor_counts: crate::assessor::Counts::default(),
             routing: Routing::default(),
             prices: [None; 3],
         };
@@ -211,8 +214,14 @@ impl StatusService {
     /// Counts every decision into `telemetry`'s metrics and adds its
     /// upstream figures (`tierMetrics`, `modelUtilization`) to every status.
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>, health: Arc<Health>) -> Self {
+        self.assessor_counts = crate::assessor::Counts::registered(&telemetry);
         self.telemetry = Some((telemetry, health));
         self
+    }
+
+    /// The model assessor's counters, shown in every status.
+    pub fn assessor_counts(&self) -> &crate::assessor::Counts {
+        &self.assessor_counts
     }
 
     /// Routes two-stage queries by `routing` and prices tokens by `prices`

@@ -92,10 +92,10 @@ impl StatusService {
                 sync: None,
             },
         });
-        if let Some((t, health)) = &self.telemetry {
+        if let Some((_, health)) = &self.telemetry {
             status.tier_metrics = Some(health.tier_metrics());
             status.model_utilization = Some(health.model_utilization());
-            let (model_calls, [timeout, bad_answer, error, busy]) = t.assessor_counts();
+            let (model_calls, [timeout, bad_answer, error, busy]) = self.assessor_counts.counts();
             status.assessor = Some(shared::metrics::AssessorInfo {
                 kind: self.assessor.name().to_owned(),
                 model_calls,

@@ -62,8 +62,6 @@ pub struct Health {
     upstreams: Vec<Arc<UpstreamState>>,
     tiers: [TierState; 3],
     changes: Changes,
-    /// Where the model assessor's tokens are counted.
-    telemetry: Arc<Telemetry>,
 }
 
 struct TierState {
@@ -219,7 +217,6 @@ impl Health {
             upstreams,
             tiers,
             changes: Changes::default(),
-            telemetry: Arc::clone(telemetry),
         });
         telemetry.register_collector(Box::new(Gauges(Arc::downgrade(&health))));
         health
@@ -468,11 +465,7 @@ impl Attempt {
         let u = &self.upstream;
         let ms = self.elapsed_ms();
         if self.assessor {
-            if outcome == Outcome::Ok
-                && let Some(usage) = ended.usage
-            {
-                self.health.telemetry.count_assessor_tokens(usage);
-            }
+            // Its tokens are the assessor's to count (`assessor::Counts`).
             self.settle(outcome);
             return;
         }
@@ -733,6 +726,7 @@ mod tests {
     fn the_exposition_has_bounded_labels_and_every_series_from_the_start() {
         let t = Telemetry::new();
         let _health = Health::new(&layout(), BreakerSettings::default(), &t);
+        let _assessor = crate::assessor::Counts::registered(&t);
         t.record_decision(Tier::Q3, Complexity::Moderate, Some(Mode::TwoStage), 0.02);
         let text = t.encode();
         assert!(text.contains(
