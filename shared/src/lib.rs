@@ -32,4 +32,4 @@ pub use status::{
     OrchestratorStatus, StatusCounters, TierUtilization, Windows, build_status,
     complexity_distribution, mean_decision_time, tier_utilization,
 };
-pub use tier::{Complexity, Tier};
+pub use tier::{Complexity, PerTier, Tier};

@@ -121,9 +121,73 @@ impl fmt::Display for Complexity {
     }
 }
 
+/// One value per tier, indexed by the tier itself: `per_tier[Tier::Q4]`,
+/// never a position. On the wire it is the array `[Q2, Q3, Q4]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PerTier<T>(pub [T; 3]);
+
+impl<T> PerTier<T> {
+    /// The value of each tier, from `f`.
+    pub fn from_fn(mut f: impl FnMut(Tier) -> T) -> Self {
+        PerTier(Tier::ALL.map(&mut f))
+    }
+
+    /// Each tier with its value, in the order of [`Tier::ALL`].
+    pub fn iter(&self) -> impl Iterator<Item = (Tier, &T)> {
+        Tier::ALL.into_iter().zip(&self.0)
+    }
+
+    /// Each tier's value through `f`.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> PerTier<U> {
+        PerTier(self.0.map(f))
+    }
+
+    /// The values, in the order of [`Tier::ALL`].
+    pub fn values(&self) -> &[T; 3] {
+        &self.0
+    }
+}
+
+impl<T> std::ops::Index<Tier> for PerTier<T> {
+    type Output = T;
+
+    fn index(&self, tier: Tier) -> &T {
+        &self.0[tier.index()]
+    }
+}
+
+impl<T> std::ops::IndexMut<Tier> for PerTier<T> {
+    fn index_mut(&mut self, tier: Tier) -> &mut T {
+        &mut self.0[tier.index()]
+    }
+}
+
+impl<T> From<[T; 3]> for PerTier<T> {
+    fn from(values: [T; 3]) -> Self {
+        PerTier(values)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_tier_values_are_found_by_their_tier_and_sent_as_an_array() {
+        let mut t = PerTier::from_fn(|tier| tier.label().to_owned());
+        assert_eq!(t[Tier::Q3], "Q3");
+        t[Tier::Q4].push('!');
+        assert_eq!(
+            t.iter()
+                .map(|(tier, v)| format!("{tier}={v}"))
+                .collect::<Vec<_>>(),
+            ["Q2=Q2", "Q3=Q3", "Q4=Q4!"]
+        );
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"["Q2","Q3","Q4!"]"#);
+        let back: PerTier<String> = serde_json::from_str(r#"["a","b","c"]"#).unwrap();
+        assert_eq!(back.map(|v| v.len()), PerTier([1, 1, 1]));
+    }
 
     #[test]
     fn internal_names_map_to_wire_labels() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use shared::insight::{Price, Prices};
-use shared::{DEFAULT_CAPACITY, DEFAULT_WINDOW, Tier};
+use shared::{DEFAULT_CAPACITY, DEFAULT_WINDOW, PerTier, Tier};
 
 use crate::upstream::UpstreamSpec;
 
@@ -364,13 +364,13 @@ impl Config {
 
     /// The in-flight limit of each tier: its own `TIER=N`, else the plain
     /// `N`, else 64.
-    pub fn max_inflight(&self) -> [usize; 3] {
+    pub fn max_inflight(&self) -> PerTier<usize> {
         let all = self
             .max_inflight
             .iter()
             .find(|(t, _)| t.is_none())
             .map_or(DEFAULT_MAX_INFLIGHT, |&(_, n)| n);
-        Tier::ALL.map(|tier| {
+        PerTier::from_fn(|tier| {
             self.max_inflight
                 .iter()
                 .find(|(t, _)| *t == Some(tier))

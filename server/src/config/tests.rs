@@ -29,7 +29,7 @@ fn defaults() {
     assert_eq!(c.max_exports, 8);
     assert_eq!(c.write_timeout, Duration::from_secs(30));
     assert_eq!(c.max_upstream_body, 8 << 20);
-    assert_eq!(c.max_inflight(), [64; 3]);
+    assert_eq!(c.max_inflight(), PerTier([64; 3]));
     assert_eq!(c.data_dir, std::path::PathBuf::from("./data"));
     assert!(!c.in_memory);
     assert_eq!(c.sync, crate::store::SyncMode::Normal);
@@ -69,12 +69,12 @@ fn limits_in_either_form() {
         "50",
     ])
     .unwrap();
-    assert_eq!(c.max_inflight(), [8, 8, 2]);
+    assert_eq!(c.max_inflight(), PerTier([8, 8, 2]));
     assert_eq!(c.max_upstream_body, 512 << 10);
     assert_eq!(c.max_connections, 50);
     assert_eq!(
         parse(&["--max-inflight", "Q2=3"]).unwrap().max_inflight(),
-        [3, 64, 64]
+        PerTier([3, 64, 64])
     );
     assert_eq!(
         parse(&["--max-upstream-body", "1000"])

@@ -34,7 +34,7 @@ impl StatusService {
             // A decision still held is counted when it is published.
             let held = seq > inner.published;
             if !held {
-                inner.tokens[tier.index()].add(&usage);
+                inner.tokens[tier].add(&usage);
                 if !member {
                     inner.baseline.add(&usage);
                 }

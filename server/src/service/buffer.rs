@@ -7,7 +7,7 @@ pub(super) struct Inner {
     /// Oldest first, in `seq` order (with gaps where a batch was refused).
     pub(super) buffer: VecDeque<RecordedDecision>,
     pub(super) total: u64,
-    pub(super) per_tier: [u64; 3],
+    pub(super) per_tier: PerTier<u64>,
     /// The last `seq` handed out (0 before the first decision).
     pub(super) seq: u64,
     /// The newest `seq` published: what statuses and the stream cover.
@@ -17,7 +17,7 @@ pub(super) struct Inner {
     /// turn.
     pub(super) held: VecDeque<Held>,
     /// Tokens per tier since start, by [`Tier::index`].
-    pub(super) tokens: [Tokens; 3],
+    pub(super) tokens: PerTier<Tokens>,
     /// The tokens one Q4 answer per query would have taken: a single-tier
     /// answer's own, one answer per group (see [`StatusService::add_baseline`]).
     pub(super) baseline: Tokens,
@@ -104,7 +104,7 @@ impl Inner {
         };
         let tier = recorded.decision.tier;
         if let Some(u) = &recorded.decision.usage {
-            self.tokens[tier.index()].add(u);
+            self.tokens[tier].add(u);
             if recorded.decision.group_id.is_none() {
                 self.baseline.add(u);
             }
@@ -112,7 +112,7 @@ impl Inner {
         self.published = recorded.decision.seq;
         self.buffer.push_back(recorded);
         self.total += 1;
-        self.per_tier[tier.index()] += 1;
+        self.per_tier[tier] += 1;
         evicted
     }
 }

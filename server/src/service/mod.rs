@@ -28,8 +28,8 @@ use shared::api::{Mode, Usage};
 use shared::history::{Persistence, PersistenceState};
 use shared::insight::{Population, Prices, Tokens, cost_summary};
 use shared::{
-    DEFAULT_RECENT, DecisionError, Instance, OrchestratorStatus, RecordedDecision, Routing,
-    RoutingDecision, Signal, StatusCounters, Tier, build_status,
+    DEFAULT_RECENT, DecisionError, Instance, OrchestratorStatus, PerTier, RecordedDecision,
+    Routing, RoutingDecision, Signal, StatusCounters, Tier, build_status,
 };
 use tokio::sync::Notify;
 
@@ -52,7 +52,7 @@ const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 /// The status service. Cheap to share behind an `Arc`.
 pub struct StatusService {
     inner: Mutex<Inner>,
-    active: [AtomicU64; 3],
+    active: PerTier<AtomicU64>,
     /// Bumped after every change anyone could see in a status.
     version: AtomicU64,
     /// Woken after every bump of `version`.
@@ -168,7 +168,7 @@ impl StatusService {
             inner: Mutex::new(Inner {
                 buffer: VecDeque::with_capacity(capacity),
                 total: 0,
-                per_tier: [0; 3],
+                per_tier: PerTier::default(),
                 seq: 0,
                 published: 0,
                 held: VecDeque::new(),
@@ -239,9 +239,9 @@ impl StatusService {
             let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
             let skip = restored.buffer.len().saturating_sub(self.capacity);
             inner.buffer = restored.buffer.into_iter().skip(skip).collect();
-            inner.per_tier = restored.per_tier;
+            inner.per_tier = PerTier(restored.per_tier);
             inner.total = restored.per_tier.iter().sum();
-            inner.tokens = restored.tokens;
+            inner.tokens = PerTier(restored.tokens);
             inner.baseline = restored.baseline;
             inner.assessor = restored.assessor;
             inner.seq = restored.seq;
@@ -276,9 +276,9 @@ impl StatusService {
         let active = Tier::ALL.map(|t| self.active(t));
         let inner = self.lock();
         Figures {
-            per_tier: inner.per_tier,
+            per_tier: inner.per_tier.0,
             active,
-            tokens: inner.tokens,
+            tokens: inner.tokens.0,
             baseline: inner.baseline,
             assessor: inner.assessor,
         }
@@ -616,7 +616,7 @@ impl StatusService {
 
     /// Marks one request of `tier` as in flight until the guard is dropped.
     pub fn begin(self: &Arc<Self>, tier: Tier) -> ActiveGuard {
-        self.active[tier.index()].fetch_add(1, Ordering::AcqRel);
+        self.active[tier].fetch_add(1, Ordering::AcqRel);
         self.bump();
         ActiveGuard {
             service: Arc::clone(self),
@@ -626,7 +626,7 @@ impl StatusService {
 
     /// Requests of `tier` in flight right now.
     pub fn active(&self, tier: Tier) -> u64 {
-        self.active[tier.index()].load(Ordering::Acquire)
+        self.active[tier].load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -646,7 +646,7 @@ pub struct ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.service.active[self.tier.index()].fetch_sub(1, Ordering::AcqRel);
+        self.service.active[self.tier].fetch_sub(1, Ordering::AcqRel);
         self.service.bump();
     }
 }

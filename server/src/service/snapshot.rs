@@ -38,13 +38,13 @@ impl StatusService {
         let cluster = self.cluster.as_ref().filter(|c| c.is_cluster_view());
         let others = cluster.map(|c| c.others()).unwrap_or_default();
         let inner = self.lock();
-        let per_tier: [u64; 3] = std::array::from_fn(|i| inner.per_tier[i] + others.per_tier[i]);
+        let per_tier: [u64; 3] = std::array::from_fn(|i| inner.per_tier.0[i] + others.per_tier[i]);
         let counters = StatusCounters {
             total_decisions: per_tier.iter().sum(),
             total_processed: per_tier,
             active_requests: std::array::from_fn(|i| active[i] + others.active[i]),
         };
-        let mut tokens = inner.tokens;
+        let mut tokens = inner.tokens.0;
         for (t, o) in tokens.iter_mut().zip(&others.tokens) {
             t.merge(o);
         }

@@ -18,12 +18,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
-use shared::Tier;
 use shared::api::Usage;
 use shared::metrics::{
     CircuitState, LastError, LatencyWindow, ModelUtilization, Outcome, OutcomeCounts, TierMetrics,
     UpstreamMetrics, error_rate, model_shares,
 };
+use shared::{PerTier, Tier};
 
 use super::breaker::{Admission, Breaker, BreakerSettings, Transition, Verdict};
 use crate::changes::Changes;
@@ -60,7 +60,7 @@ type Labels = Vec<(&'static str, String)>;
 /// Every upstream's health and figures, and each tier's.
 pub struct Health {
     upstreams: Vec<Arc<UpstreamState>>,
-    tiers: [TierState; 3],
+    tiers: PerTier<TierState>,
     changes: Changes,
 }
 
@@ -205,7 +205,7 @@ impl Health {
                 })
             })
             .collect();
-        let tiers = Tier::ALL.map(|tier| TierState {
+        let tiers = PerTier::from_fn(|tier| TierState {
             latency: Mutex::new(LatencyWindow::default()),
             ttft: Mutex::new(LatencyWindow::default()),
             short_circuited: AtomicU64::new(0),
@@ -229,7 +229,7 @@ impl Health {
 
     /// Counts a query refused because every upstream of `tier` is open.
     pub fn short_circuited(&self, tier: Tier) {
-        let t = &self.tiers[tier.index()];
+        let t = &self.tiers[tier];
         t.short_circuited.fetch_add(1, Ordering::Relaxed);
         t.short_circuited_total.inc();
         self.changes.bump();
@@ -271,7 +271,7 @@ impl Health {
         Tier::ALL
             .iter()
             .map(|&tier| {
-                let t = &self.tiers[tier.index()];
+                let t = &self.tiers[tier];
                 let mut outcomes = [0u64; 9];
                 let (mut tokens_in, mut tokens_out, mut retries, mut in_flight) = (0, 0, 0, 0);
                 let upstreams: Vec<UpstreamMetrics> = self
@@ -450,7 +450,7 @@ impl Attempt {
     pub fn first_token(&self) {
         let ms = self.elapsed_ms();
         self.upstream.ttft.observe(ms / 1_000.0);
-        lock(&self.health.tiers[self.upstream.label.tier.index()].ttft).push(ms);
+        lock(&self.health.tiers[self.upstream.label.tier].ttft).push(ms);
     }
 
     /// Records how the call ended.
@@ -501,7 +501,7 @@ impl Attempt {
             }
         }
         if outcome == Outcome::Ok {
-            lock(&self.health.tiers[u.label.tier.index()].latency).push(ms);
+            lock(&self.health.tiers[u.label.tier].latency).push(ms);
         }
         self.settle(outcome);
     }

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderValue;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::Tier;
 use shared::api::{RawJson, Usage};
 use shared::metrics::Outcome;
+use shared::{PerTier, Tier};
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use crate::error::{Failure, retry_after_secs};
@@ -84,7 +84,7 @@ pub struct Settings {
     /// Most bytes of a reply read.
     pub max_body: usize,
     /// Most calls in flight per tier (Q2, Q3, Q4).
-    pub max_inflight: [usize; 3],
+    pub max_inflight: PerTier<usize>,
     /// Calls after the first for a query whose call failed retryably.
     pub retries: u32,
     /// The first retry's backoff (doubling after, up to 16x); each wait is
@@ -100,7 +100,7 @@ impl Settings {
         Settings {
             timeout,
             max_body: DEFAULT_MAX_BODY,
-            max_inflight: [DEFAULT_MAX_INFLIGHT; 3],
+            max_inflight: PerTier([DEFAULT_MAX_INFLIGHT; 3]),
             retries: 1,
             backoff: Duration::from_millis(50),
             breaker: BreakerSettings::default(),
@@ -148,8 +148,8 @@ pub struct Upstreams {
     /// minutes); the first byte and every gap between chunks are bounded.
     stream_client: reqwest::Client,
     settings: Settings,
-    pools: [Vec<Member>; 3],
-    inflight: [Arc<Places>; 3],
+    pools: PerTier<Vec<Member>>,
+    inflight: PerTier<Arc<Places>>,
     telemetry: Arc<Telemetry>,
     health: Arc<Health>,
     /// Breaks ties between equally loaded upstreams in turn.
@@ -230,7 +230,7 @@ impl Upstreams {
             .collect();
         let telemetry = Telemetry::new();
         let health = Health::new(&layout, settings.breaker, &telemetry);
-        let mut pools: [Vec<Member>; 3] = Default::default();
+        let mut pools: PerTier<Vec<Member>> = PerTier::default();
         for (spec, state) in specs.into_iter().zip(health.upstreams()) {
             let url = format!("{}/chat/completions", spec.base_url.trim_end_matches('/'));
             let url = reqwest::Url::parse(&url).expect("upstream URLs are checked when parsed");
@@ -240,7 +240,7 @@ impl Upstreams {
                 v.set_sensitive(true);
                 v
             });
-            pools[spec.tier.index()].push(Member {
+            pools[spec.tier].push(Member {
                 spec,
                 url,
                 auth,
@@ -277,7 +277,7 @@ impl Upstreams {
 
     /// The places for `tier`'s calls: how many are under way, and its limit.
     pub fn in_flight(&self, tier: Tier) -> &Places {
-        &self.inflight[tier.index()]
+        &self.inflight[tier]
     }
 
     /// A place for one query on `tier`, held until the permit is dropped; or
@@ -289,12 +289,12 @@ impl Upstreams {
 
     /// The specs of `tier`'s upstreams.
     pub fn specs(&self, tier: Tier) -> impl Iterator<Item = &UpstreamSpec> {
-        self.pools[tier.index()].iter().map(|m| &m.spec)
+        self.pools[tier].iter().map(|m| &m.spec)
     }
 
     /// Whether `tier` has an upstream.
     pub fn configured(&self, tier: Tier) -> bool {
-        !self.pools[tier.index()].is_empty()
+        !self.pools[tier].is_empty()
     }
 
     /// Has one of `tier`'s upstreams answer `query`, retrying and failing
@@ -396,7 +396,7 @@ impl Upstreams {
     /// Warns about each upstream without a `--model` whose `/models` lists
     /// several: which one answers is then the upstream's choice.
     pub async fn check_models(&self) {
-        for member in self.pools.iter().flatten() {
+        for member in self.pools.values().iter().flatten() {
             if member.spec.model.is_some() {
                 continue;
             }

@@ -16,7 +16,7 @@ impl Upstreams {
     where
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let pool = &self.pools[tier.index()];
+        let pool = &self.pools[tier];
         if pool.is_empty() {
             return Err(UpstreamError::NotConfigured(tier));
         }
