@@ -694,7 +694,7 @@ async fn routing_insight_headers_threshold_and_calibration() {
     let app = server::app(AppState::new(
         StatusService::new(100, 20).with_routing(
             shared::Routing::new(9.0),
-            [None, None, shared::insight::Price::new(5.0, 15.0)],
+            shared::PerTier([None, None, shared::insight::Price::new(5.0, 15.0)]),
         ),
         Upstreams::none(),
     ));

@@ -163,6 +163,12 @@ impl<T> std::ops::IndexMut<Tier> for PerTier<T> {
     }
 }
 
+impl<T: PartialEq> PartialEq<[T; 3]> for PerTier<T> {
+    fn eq(&self, other: &[T; 3]) -> bool {
+        self.0 == *other
+    }
+}
+
 impl<T> From<[T; 3]> for PerTier<T> {
     fn from(values: [T; 3]) -> Self {
         PerTier(values)

@@ -154,7 +154,7 @@ fn puts(m: &Model) -> Vec<(String, Put)> {
     ));
     v.push(("calibrated".into(), Put::Text(m.calibrated.clone())));
     for tier in Tier::ALL {
-        let n = m.what_if.counts[tier.index()].to_string();
+        let n = m.what_if.counts[tier].to_string();
         v.push((format!("share-{tier}"), Put::Attr("data-count", n.clone())));
         v.push((
             format!("share-{tier}"),

@@ -95,10 +95,10 @@ pub fn StatusView(
     });
     let prices = Memo::new(move |_| {
         status.with(|s| {
-            let mut prices: Prices = [None; 3];
+            let mut prices: Prices = shared::PerTier([None; 3]);
             if let Some(cost) = s.as_ref().and_then(|s| s.cost.as_ref()) {
                 for t in &cost.tiers {
-                    prices[t.tier.index()] = t.price;
+                    prices[t.tier] = t.price;
                 }
             }
             prices

@@ -72,7 +72,9 @@ pub async fn calibrate(State(state): State<AppState>, req: Request) -> Result<Re
         decisions: population.len(),
         score_routed: population.score_routed(),
         current_threshold: current,
-        current_q4_share: population.what_if(current, &[None; 3]).q4_share(),
+        current_q4_share: population
+            .what_if(current, &shared::PerTier([None; 3]))
+            .q4_share(),
         curve: population.curve(),
     };
     if let Some(eq) = &state.service.routing().expected_quality {

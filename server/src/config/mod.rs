@@ -380,7 +380,7 @@ impl Config {
 
     /// Each tier's price, where `--price` set one.
     pub fn prices(&self) -> Prices {
-        Tier::ALL.map(|tier| {
+        PerTier::from_fn(|tier| {
             self.prices
                 .iter()
                 .find(|(t, _)| *t == tier)

@@ -197,7 +197,7 @@ impl StatusService {
             telemetry: None,
             assessor_counts: crate::assessor::Counts::default(),
             routing: Routing::default(),
-            prices: [None; 3],
+            prices: PerTier([None; 3]),
         };
         let first = service.build_snapshot(DEFAULT_RECENT, None);
         service.snapshot.store(Arc::new(first));

@@ -34,7 +34,7 @@ impl Price {
 }
 
 /// The price of each tier, where one is known; indexed by [`Tier::index`].
-pub type Prices = [Option<Price>; 3];
+pub type Prices = crate::PerTier<Option<Price>>;
 
 /// Tokens of one tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -132,7 +132,7 @@ pub fn cost_summary(
     prices: &Prices,
 ) -> CostSummary {
     let priced = |tier: Tier, t: &Tokens| {
-        let price = prices[tier.index()];
+        let price = prices[tier];
         TierCost {
             tier,
             prompt_tokens: t.prompt,
@@ -156,7 +156,7 @@ pub fn cost_summary(
             (None, true) => None,
         }
     });
-    let all_on_q4 = prices[Tier::Q4.index()].map(|p| p.cost(baseline.prompt, baseline.completion));
+    let all_on_q4 = prices[Tier::Q4].map(|p| p.cost(baseline.prompt, baseline.completion));
     let (saved, percent) = match (spent, all_on_q4) {
         (Some(s), Some(q4)) => (Some(q4 - s), Some(saving_percent(s, q4))),
         _ => (None, None),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::PerTier;
 use crate::decision::at;
 use proptest::prelude::*;
 
@@ -53,7 +54,7 @@ fn what_if_moves_only_score_routed_decisions() {
     let p = Population::new(&ds);
     assert_eq!(p.len(), 7);
     assert_eq!(p.score_routed(), 5);
-    let none = [None; 3];
+    let none = PerTier([None; 3]);
     assert_eq!(p.what_if(7.0, &none).counts, [2, 3, 2]);
     assert_eq!(p.what_if(0.0, &none).counts, [2, 0, 5]);
     assert_eq!(p.what_if(15.0, &none).counts, [2, 5, 0]);
@@ -74,11 +75,11 @@ fn what_if_cost_prices_each_decision_at_its_new_tier() {
     for d in &mut ds {
         d.usage = Some(usage);
     }
-    let prices: Prices = [
+    let prices: Prices = PerTier([
         Price::new(0.1, 0.2),
         Price::new(1.0, 2.0),
         Price::new(10.0, 20.0),
-    ];
+    ]);
     let p = Population::new(&ds);
     // 7.0: one on Q3 (1 + 1 = 2), one on Q4 (10 + 10 = 20).
     let w = p.what_if(7.0, &prices);
@@ -86,7 +87,7 @@ fn what_if_cost_prices_each_decision_at_its_new_tier() {
     assert_eq!(w.all_on_q4_usd, Some(40.0));
     assert_eq!(p.what_if(0.0, &prices).cost_usd, Some(40.0));
     // A tier without a price makes the cost unknown, not zero.
-    let partial: Prices = [None, None, Price::new(10.0, 20.0)];
+    let partial: Prices = PerTier([None, None, Price::new(10.0, 20.0)]);
     assert_eq!(p.what_if(7.0, &partial).cost_usd, None);
     assert_eq!(p.what_if(0.0, &partial).cost_usd, Some(40.0));
 }
@@ -102,7 +103,7 @@ fn cost_summary_prices_tokens_and_the_all_on_q4_alternative() {
         prompt_tokens: 1_000_000,
         completion_tokens: 0,
     });
-    let prices: Prices = [Price::new(0.5, 1.0), None, Price::new(5.0, 15.0)];
+    let prices: Prices = PerTier([Price::new(0.5, 1.0), None, Price::new(5.0, 15.0)]);
     // Single-tier answers: the baseline is their own tokens.
     let mut baseline = tokens[0];
     baseline.merge(&tokens[2]);
@@ -114,7 +115,7 @@ fn cost_summary_prices_tokens_and_the_all_on_q4_alternative() {
     assert_eq!(c.saved_usd, Some(23.0));
     assert!((c.saving_percent.unwrap() - 23.0 / 30.0 * 100.0).abs() < 1e-9);
     // Without prices: token counts only.
-    let bare = cost_summary(&tokens, &baseline, &Tokens::default(), &[None; 3]);
+    let bare = cost_summary(&tokens, &baseline, &Tokens::default(), &PerTier([None; 3]));
     assert_eq!(bare.tiers[0].prompt_tokens, 2_000_000);
     assert!(bare.spent_usd.is_none() && bare.all_on_q4_usd.is_none());
     assert!(bare.saving_percent.is_none());
@@ -156,11 +157,11 @@ fn a_group_query_is_weighed_against_one_q4_answer() {
     assert_eq!(one, u, "its Q4 member's tokens");
     let mut baseline = Tokens::default();
     baseline.add(&one);
-    let prices: Prices = [
+    let prices: Prices = PerTier([
         Price::new(0.1, 0.1),
         Price::new(1.0, 1.0),
         Price::new(10.0, 10.0),
-    ];
+    ]);
     let c = cost_summary(&tokens, &baseline, &Tokens::default(), &prices);
     assert!((c.spent_usd.unwrap() - 22.2).abs() < 1e-9);
     assert!((c.all_on_q4_usd.unwrap() - 20.0).abs() < 1e-9);
@@ -281,7 +282,7 @@ proptest! {
         let n = ds.len() as f64;
         // Reachable: at most the score-routed decisions can go to Q4.
         let target = (q * n).min(distinct.len() as f64);
-        let got = p.what_if(c.threshold, &[None; 3]).counts[Tier::Q4.index()];
+        let got = p.what_if(c.threshold, &PerTier([None; 3])).counts[Tier::Q4];
         prop_assert_eq!(got, c.q4_decisions);
         prop_assert!((got as f64 - target).abs() <= 1.0, "{} vs {}", got, target);
         prop_assert!(valid_threshold(c.threshold));
@@ -294,7 +295,7 @@ proptest! {
     ) {
         let p = Population::new(&routed(&raw));
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        prop_assert!(p.what_if(hi, &[None; 3]).q4_share() <= p.what_if(lo, &[None; 3]).q4_share());
+        prop_assert!(p.what_if(hi, &PerTier([None; 3])).q4_share() <= p.what_if(lo, &PerTier([None; 3])).q4_share());
         let curve = p.curve();
         for w in curve.windows(2) {
             prop_assert!(w[1].q4_share <= w[0].q4_share);
@@ -307,7 +308,7 @@ proptest! {
     fn buckets_and_what_if_counts_cover_every_decision(raw in scores(), t in 0.0f64..=15.0) {
         let ds = routed(&raw);
         prop_assert_eq!(histogram(&ds).iter().sum::<u64>(), ds.len() as u64);
-        let w = Population::new(&ds).what_if(t, &[None; 3]);
-        prop_assert_eq!(w.counts.iter().sum::<usize>(), ds.len());
+        let w = Population::new(&ds).what_if(t, &PerTier([None; 3]));
+        prop_assert_eq!(w.counts.values().iter().sum::<usize>(), ds.len());
     }
 }

@@ -21,7 +21,7 @@ pub struct WhatIf {
     /// The threshold.
     pub threshold: f64,
     /// Decisions per tier, indexed by [`Tier::index`].
-    pub counts: [usize; 3],
+    pub counts: crate::PerTier<usize>,
     /// All decisions.
     pub total: usize,
     /// What the decisions with token counts would have cost; `None` when
@@ -34,12 +34,12 @@ pub struct WhatIf {
 impl WhatIf {
     /// A tier's share in percent (0 when there are no decisions).
     pub fn percent(&self, tier: Tier) -> f64 {
-        share(self.counts[tier.index()], self.total) * 100.0
+        share(self.counts[tier], self.total) * 100.0
     }
 
     /// Q4's share as a fraction 0..=1.
     pub fn q4_share(&self) -> f64 {
-        share(self.counts[Tier::Q4.index()], self.total)
+        share(self.counts[Tier::Q4], self.total)
     }
 }
 
@@ -134,12 +134,12 @@ impl Population {
         prices: &Prices,
         tier_of: impl Fn(f64, Tier) -> Tier,
     ) -> WhatIf {
-        let mut counts = [0; 3];
+        let mut counts = crate::PerTier([0; 3]);
         let mut cost = Some(0.0);
         let mut add = |tier: Tier, usage: &Option<Usage>| {
-            counts[tier.index()] += 1;
+            counts[tier] += 1;
             if let Some(u) = usage {
-                cost = match (cost, prices[tier.index()]) {
+                cost = match (cost, prices[tier]) {
                     (Some(c), Some(p)) => Some(c + p.cost(u.prompt_tokens, u.completion_tokens)),
                     _ => None,
                 };
@@ -151,7 +151,7 @@ impl Population {
         for (score, tier, usage) in &self.routed {
             add(tier_of(*score, *tier), usage);
         }
-        let all_on_q4 = prices[Tier::Q4.index()].map(|p| {
+        let all_on_q4 = prices[Tier::Q4].map(|p| {
             self.fixed
                 .iter()
                 .map(|f| &f.1)
