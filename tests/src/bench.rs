@@ -1,4 +1,4 @@
-//! Pieces of the benchmark program (`src/bin/bench.rs`) that can be checked
+//! Pieces of the benchmark program (`src/bin/bench/`) that can be checked
 //! by tests: the wrk report parser, the wire-byte counter, RSS reading.
 
 use std::io::{Read, Write};
