@@ -4,12 +4,11 @@
 //! they may carry users' text or tokens.
 //!
 //! The router's requests are logged by [`AccessLayer`] and the status fast
-//! path's by [`answered_fast`]: both write the line straight to the sink of
-//! the [`AccessLog`] layer when the `access` target is enabled (which that
-//! layer's filter decides), and that layer writes the same line for
-//! `access` events logged through tracing ([`span`], [`answered`]). The
-//! formatter is compact and the path short because the general ones cost
-//! more than the fast path's whole answer.
+//! path's directly, both through [`answered`]: it writes the line straight
+//! to the sink of the [`AccessLog`] layer when the `access` target is
+//! enabled (which that layer's filter decides). No tracing span or event
+//! per request: the formatter is compact and the path short because the
+//! general ones cost more than the fast path's whole answer.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -18,12 +17,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{Method, Request, Response};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
-use tracing::{Event, Span, Subscriber};
+use tracing::Subscriber;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::layer::Layer;
 
 use crate::logwriter::BatchedWriter;
 
@@ -33,20 +29,6 @@ pub const TARGET: &str = "access";
 /// Paths longer than this are cut in the log (a URI may be kilobytes long).
 const MAX_LOGGED_PATH: usize = 200;
 
-/// The span an access line is logged in: the request's method and path.
-pub fn span(method: &Method, path: &str) -> Span {
-    let path = match path.char_indices().nth(MAX_LOGGED_PATH) {
-        Some((cut, _)) => &path[..cut],
-        None => path,
-    };
-    tracing::info_span!(target: TARGET, "request", method = %method, path = %path)
-}
-
-/// Logs the answer's status and how long it took (in the request's span).
-pub fn answered(status: u16, latency: Duration) {
-    tracing::info!(target: TARGET, status, micros = latency.as_micros() as u64, "answered");
-}
-
 /// Where access lines go; set when the [`AccessLog`] layer is made.
 static SINK: OnceLock<BatchedWriter> = OnceLock::new();
 
@@ -54,13 +36,18 @@ static SINK: OnceLock<BatchedWriter> = OnceLock::new();
 /// start, and asking the subscriber costs more than writing the line.
 static FAST_PATH_LOGS: OnceLock<bool> = OnceLock::new();
 
-/// Logs the status fast path's request, the same line the layer writes for
-/// the router's, when the `access` target is enabled.
-pub fn answered_fast(method: &str, path: &str, status: u16, latency: Duration) {
+/// Logs one request's line (the router's, through [`AccessLayer`], and the
+/// status fast path's) when the `access` target is enabled; a path longer
+/// than [`MAX_LOGGED_PATH`] characters is cut.
+pub fn answered(method: &str, path: &str, status: u16, latency: Duration) {
     if let Some(sink) = SINK.get().filter(|_| logging()) {
+        let path = match path.char_indices().nth(MAX_LOGGED_PATH) {
+            Some((cut, _)) => &path[..cut],
+            None => path,
+        };
         LINE.with(|line| {
             let line = &mut *line.borrow_mut();
-            line.start(&tracing::Level::INFO);
+            line.start();
             line.field("method", method);
             line.field("path", path);
             line.number("status", u64::from(status));
@@ -70,24 +57,22 @@ pub fn answered_fast(method: &str, path: &str, status: u16, latency: Duration) {
     }
 }
 
-/// Writes access events as lines of
+/// The access log in the tracing subscriber: its filter says whether the
+/// `access` target is enabled, and [`answered`] writes the lines of
 /// `2026-11-29T09:30:00.123Z  INFO access: answered method=GET path=/x status=200 micros=12`
-/// taking method and path from the event or its `access` span.
-pub struct AccessLog {
-    writer: BatchedWriter,
-}
+/// to its writer. Nothing is logged through tracing itself.
+pub struct AccessLog;
 
 impl AccessLog {
-    /// A layer writing to `writer` (the fast path writes there too); give
-    /// it only the `access` target.
+    /// A layer whose lines go to `writer`; give it only the `access`
+    /// target.
     pub fn new(writer: BatchedWriter) -> Self {
-        let _ = SINK.set(writer.clone());
-        AccessLog { writer }
+        let _ = SINK.set(writer);
+        AccessLog
     }
 }
 
-/// The fields an access span carried, already formatted.
-struct SpanFields(String);
+impl<S: Subscriber> Layer<S> for AccessLog {}
 
 /// One line being built, and the formatted second it starts with.
 struct Line {
@@ -97,7 +82,7 @@ struct Line {
 }
 
 impl Line {
-    fn start(&mut self, level: &tracing::Level) {
+    fn start(&mut self) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -115,13 +100,8 @@ impl Line {
         for digit in [millis / 100, millis / 10 % 10, millis % 10] {
             self.buf.push(char::from(b'0' + digit as u8));
         }
-        self.buf.push_str("Z ");
-        let level = level.as_str();
-        for _ in level.len()..5 {
-            self.buf.push(' ');
-        }
-        self.buf.push_str(level);
-        self.buf.push(' ');
+        // The level padded to five, as tracing's formatter writes it.
+        self.buf.push_str("Z  INFO ");
         self.buf.push_str(TARGET);
         self.buf.push_str(": answered");
     }
@@ -143,62 +123,10 @@ impl Line {
     }
 }
 
-/// Appends ` name=value` for each field but the message.
-struct Fields<'a>(&'a mut Line);
-
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() != "message" {
-            self.0.field(field.name(), value);
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.number(field.name(), value);
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() != "message" {
-            let _ = write!(self.0.buf, " {}={value:?}", field.name());
-        }
-    }
-}
-
 thread_local! {
     static LINE: RefCell<Line> = const {
         RefCell::new(Line { buf: String::new(), second: u64::MAX, second_text: String::new() })
     };
-}
-
-impl<S> Layer<S> for AccessLog
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut line = Line {
-            buf: String::new(),
-            second: 0,
-            second_text: String::new(),
-        };
-        attrs.record(&mut Fields(&mut line));
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(SpanFields(line.buf));
-        }
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        LINE.with(|line| {
-            let line = &mut *line.borrow_mut();
-            line.start(event.metadata().level());
-            if let Some(span) = ctx.event_span(event)
-                && let Some(fields) = span.extensions().get::<SpanFields>()
-            {
-                line.buf.push_str(&fields.0);
-            }
-            event.record(&mut Fields(line));
-            line.end(&self.writer);
-        });
-    }
 }
 
 /// The layer that logs every request the router handles: one line when
@@ -245,12 +173,11 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let what = logging().then(|| {
-            let path = request.uri().path();
-            let path = match path.char_indices().nth(MAX_LOGGED_PATH) {
-                Some((cut, _)) => &path[..cut],
-                None => path,
-            };
-            (request.method().clone(), path.to_owned(), Instant::now())
+            (
+                request.method().clone(),
+                request.uri().path().to_owned(),
+                Instant::now(),
+            )
         });
         Logged {
             inner: self.inner.call(request),
@@ -281,7 +208,7 @@ where
         let this = self.project();
         let output = std::task::ready!(this.inner.poll(cx));
         if let (Ok(response), Some((method, path, started))) = (&output, this.what.take()) {
-            answered_fast(
+            answered(
                 method.as_str(),
                 &path,
                 response.status().as_u16(),
@@ -327,22 +254,39 @@ mod tests {
             .with(AccessLog::new(writer).with_filter(filter_fn(|m| m.target() == TARGET)));
         tracing::subscriber::with_default(subscriber, || {
             let long = format!("/{}", "p".repeat(500));
-            for (method, path) in [(Method::POST, "/api/query"), (Method::GET, long.as_str())] {
-                let request = span(&method, path);
-                let _in = request.enter();
-                answered(503, Duration::from_micros(42));
+            for (method, path) in [("POST", "/api/query"), ("GET", long.as_str())] {
+                answered(method, path, 503, Duration::from_micros(42));
             }
-            answered_fast(
+            answered(
                 "GET",
                 "/api/orchestrator/status",
                 200,
                 Duration::from_micros(7),
             );
+            // A request through the router's layer: the same line, timed.
+            let app =
+                tower::ServiceBuilder::new()
+                    .layer(layer())
+                    .service_fn(|_: Request<()>| async {
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder().status(204).body(()).unwrap(),
+                        )
+                    });
+            let request = Request::builder()
+                .method(Method::DELETE)
+                .uri("/api/session?x=1")
+                .body(())
+                .unwrap();
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(tower::ServiceExt::oneshot(app, request))
+                .unwrap();
         });
         drop(flush);
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 4, "{text}");
         let rest: Vec<&str> = lines
             .iter()
             .map(|l| {
@@ -361,5 +305,11 @@ mod tests {
             rest[2],
             " INFO access: answered method=GET path=/api/orchestrator/status status=200 micros=7"
         );
+        let (head, micros) = rest[3].rsplit_once("micros=").unwrap();
+        assert_eq!(
+            head,
+            " INFO access: answered method=DELETE path=/api/session status=204 "
+        );
+        assert!(micros.parse::<u64>().is_ok(), "{micros}");
     }
 }

@@ -153,11 +153,6 @@ impl Counts {
             self.fallbacks.each_ref().map(Counter::get),
         )
     }
-
-    /// The prompt and completion tokens the model assessor's calls took.
-    pub fn tokens(&self) -> [u64; 2] {
-        self.tokens.each_ref().map(Counter::get)
-    }
 }
 
 /// Scores `query` as `kind` says, within `timeout` for the model. The

@@ -445,7 +445,7 @@ where
             {
                 let started = Instant::now();
                 let response = api::status_response(state, None, req.headers());
-                access::answered_fast(
+                access::answered(
                     "GET",
                     STATUS_PATH,
                     response.status().as_u16(),

@@ -169,12 +169,6 @@ impl<T: PartialEq> PartialEq<[T; 3]> for PerTier<T> {
     }
 }
 
-impl<T> From<[T; 3]> for PerTier<T> {
-    fn from(values: [T; 3]) -> Self {
-        PerTier(values)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
