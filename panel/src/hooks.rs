@@ -418,7 +418,12 @@ fn open_stream(feed: &Rc<Feed>) {
             if was_live {
                 feed.failed("stream dropped".into());
             }
-            feed.wake();
+            // Polling takes over at once from a stream that was live, or
+            // that failed before anything was on screen; while the loop is
+            // already polling, its interval stands.
+            if was_live || feed.source.get_untracked().is_none() {
+                feed.wake();
+            }
         }),
     );
     *feed.events.borrow_mut() = Some(es);
@@ -611,6 +616,9 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
             } else {
                 fetch_buffer(&feed);
             }
+            // What woke the loop while this poll was out is answered by it;
+            // the next poll waits its interval, never right after an abort.
+            while let Ok(Some(())) = wake_rx.try_next() {}
             let pause = TimeoutFuture::new(feed.config.interval_ms);
             if let Either::Right((None, _)) = select(pause, wake_rx.next()).await {
                 break;
