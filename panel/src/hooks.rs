@@ -618,7 +618,7 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
             }
             // What woke the loop while this poll was out is answered by it;
             // the next poll waits its interval, never right after an abort.
-            while let Ok(Some(())) = wake_rx.try_next() {}
+            while wake_rx.try_recv().is_ok() {}
             let pause = TimeoutFuture::new(feed.config.interval_ms);
             if let Either::Right((None, _)) = select(pause, wake_rx.next()).await {
                 break;
