@@ -160,6 +160,14 @@ pub struct RoutingDecision {
     /// analysis (whose answer it agreed with, how long it took).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<crate::group::CouncilAnalysis>,
+    /// Beyond the seed: the id of the virtual key that asked (never its
+    /// secret); absent for a static `--api-key` or no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "key-3f2a9c0d1e4b5a67"))]
+    pub key_id: Option<String>,
+    /// Beyond the seed: the team of that key, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 impl RoutingDecision {
@@ -207,6 +215,8 @@ impl RoutingDecision {
             usage: None,
             group_id: None,
             analysis: None,
+            key_id: None,
+            team: None,
         })
     }
 

@@ -12,6 +12,7 @@ mod decision;
 pub mod group;
 pub mod history;
 pub mod insight;
+pub mod keys;
 pub mod metrics;
 mod mock;
 pub mod quality;

@@ -123,6 +123,10 @@ pub struct OrchestratorStatus {
     /// and how often the model assessor fell back to the heuristic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assessor: Option<crate::metrics::AssessorInfo>,
+    /// Beyond the seed: with virtual keys, what each spent this period: the
+    /// top 20 by spend, then `other` for the rest (absent without keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<crate::keys::KeySpend>>,
 }
 
 /// The server process a status comes from.
@@ -282,6 +286,7 @@ where
         instances: None,
         mode_mix: Some(mode_mix),
         assessor: None,
+        keys: None,
     }
 }
 

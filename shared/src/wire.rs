@@ -29,6 +29,19 @@ pub mod header {
     pub const DECISION_ID: &str = "x-router-decision-id";
     /// Council and benchmark: the group's id.
     pub const GROUP_ID: &str = "x-router-group-id";
+    /// A virtual key with a budget: USD left in its period.
+    pub const BUDGET_REMAINING: &str = "x-router-budget-remaining-usd";
+    /// A virtual key with a budget under `--brownout`: its brownout level,
+    /// 0..=1 (its Q4 threshold rises with it).
+    pub const BROWNOUT: &str = "x-router-brownout";
     /// All of them, for a CORS grant that lets a page read them.
-    pub const ALL: [&str; 5] = [TIER, SCORE, COMPLEXITY, DECISION_ID, GROUP_ID];
+    pub const ALL: [&str; 7] = [
+        TIER,
+        SCORE,
+        COMPLEXITY,
+        DECISION_ID,
+        GROUP_ID,
+        BUDGET_REMAINING,
+        BROWNOUT,
+    ];
 }
