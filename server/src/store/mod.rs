@@ -32,11 +32,13 @@ use tokio::sync::oneshot;
 
 use crate::changes::Changes;
 
+mod keys;
 mod query;
 mod retention;
 mod rows;
 mod schema;
 mod writer;
+pub use keys::*;
 pub use query::*;
 use retention::*;
 pub use rows::*;
@@ -208,6 +210,8 @@ enum Msg {
     /// Tokens counted in one of the `totals` rows past the tiers':
     /// [`BASELINE_ROW`] or [`ASSESSOR_ROW`].
     Extra(i64, Usage),
+    /// What a virtual key spent on one call, and who waits for its commit.
+    Spend(Spend, Option<oneshot::Sender<Result<(), CommitError>>>),
     Call {
         tier: Tier,
         minute: i64,
@@ -264,6 +268,8 @@ pub struct Store {
     sync: SyncMode,
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
+    /// The connection for key changes, opened at the first.
+    keys_conn: Mutex<Option<Connection>>,
     /// The data dir's instance id, the prefix of every decision's id.
     instance: String,
     /// Held for the life of the process: the second server on the dir
@@ -318,6 +324,7 @@ impl Store {
             sync: settings.sync,
             path: path.clone(),
             readers: Mutex::new(Vec::new()),
+            keys_conn: Mutex::new(None),
             instance: restored.instance.clone(),
             _lock: lock,
         });

@@ -14,6 +14,8 @@ pub struct Filter {
     pub mode: Option<Option<Mode>>,
     /// Only queries holding this text (case-sensitive).
     pub text: Option<String>,
+    /// Only decisions of this virtual key (its id).
+    pub key: Option<String>,
 }
 
 impl Store {
@@ -34,6 +36,7 @@ impl Store {
                    AND (?3 IS NULL OR (?3 = 0 AND score < 3) OR (?3 = 1 AND score >= 3 AND score < 7) OR (?3 = 2 AND score >= 7))
                    AND (?4 = 0 OR mode IS ?5)
                    AND (?6 IS NULL OR instr(query, ?6) > 0)
+                   AND (?8 IS NULL OR key_id = ?8)
                  ORDER BY seq DESC LIMIT ?7"
             ))?;
             let rows = stmt.query_map(
@@ -45,6 +48,7 @@ impl Store {
                     filter.mode.and_then(mode_code),
                     filter.text,
                     limit as i64,
+                    filter.key,
                 ],
                 |r| decision_from_row(r, &self.instance).map(|d| d.decision),
             )?;

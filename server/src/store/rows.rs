@@ -45,6 +45,8 @@ pub(super) struct Row {
     pub(super) signals: Option<(usize, usize)>,
     pub(super) usage: Option<Usage>,
     pub(super) group: Option<(usize, usize)>,
+    pub(super) key_id: Option<(usize, usize)>,
+    pub(super) team: Option<(usize, usize)>,
 }
 
 impl Rows {
@@ -75,6 +77,15 @@ impl Rows {
             serde_json::to_writer(&mut self.text, &stored).expect("a group serialises");
             (start, self.text.len())
         });
+        let mut text = |t: &Option<String>| {
+            t.as_ref().map(|t| {
+                let start = self.text.len();
+                self.text.extend_from_slice(t.as_bytes());
+                (start, self.text.len())
+            })
+        };
+        let key_id = text(&w.key_id);
+        let team = text(&w.team);
         self.rows.push(Row {
             seq: w.seq,
             ts_ms: w.timestamp.timestamp_millis(),
@@ -87,6 +98,8 @@ impl Rows {
             signals,
             usage: w.usage,
             group,
+            key_id,
+            team,
         });
     }
 
@@ -125,7 +138,7 @@ pub(super) fn mode_code(mode: Option<Mode>) -> Option<i64> {
 }
 
 /// The columns [`decision_from_row`] reads, in order.
-pub const DECISION_COLUMNS: &str = "seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens, grp";
+pub const DECISION_COLUMNS: &str = "seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens, grp, key_id, team";
 
 /// A stored decision back as the service keeps it. Its id is not stored:
 /// every decision of a data dir is `INSTANCE-SEQ`.
@@ -160,6 +173,8 @@ pub fn decision_from_row(
         Some(_) => Some(Mode::TwoStage),
         None => None,
     };
+    d.key_id = r.get(11)?;
+    d.team = r.get(12)?;
     let group: Option<String> = r.get(10)?;
     if let Some(group) = group {
         let StoredGroup { id, analysis } =

@@ -58,6 +58,37 @@ INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0, 0), (1, 0, 0, 0, 0), (2, 0, 0, 
 INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('seq', 0);
 ";
 
+/// Virtual keys (only a hash of each secret), what each spent per period,
+/// and `keys_rev`, bumped by every change so that a running server sees
+/// one made by another process (`server keys`).
+pub(super) const KEY_SCHEMA: &str = "
+CREATE INDEX IF NOT EXISTS decisions_key ON decisions (key_id, seq) WHERE key_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    name TEXT NOT NULL,
+    team TEXT,
+    budget_usd REAL,
+    period TEXT NOT NULL,
+    rpm INTEGER,
+    tpm INTEGER,
+    modes TEXT,
+    expires_at INTEGER,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS key_spend (
+    key_id TEXT NOT NULL,
+    period_start INTEGER NOT NULL,
+    spent_usd REAL NOT NULL,
+    requests INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    PRIMARY KEY (key_id, period_start)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta VALUES ('keys_rev', 0);
+";
+
 /// The rollup tables and the minutes each row covers: per minute, and per
 /// hour (kept in the same transaction, so a week at 1 h steps reads 504
 /// rows, not 30,240).
@@ -119,6 +150,22 @@ pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, Ope
         conn.execute_batch("ALTER TABLE decisions ADD COLUMN grp TEXT")
             .map_err(sql)?;
     }
+    // A data dir from before virtual keys: add the key's id and team.
+    let has_key: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('decisions') WHERE name = 'key_id'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(sql)?
+        > 0;
+    if !has_key {
+        conn.execute_batch(
+            "ALTER TABLE decisions ADD COLUMN key_id TEXT; ALTER TABLE decisions ADD COLUMN team TEXT;",
+        )
+        .map_err(sql)?;
+    }
+    conn.execute_batch(KEY_SCHEMA).map_err(sql)?;
     // The saving's baseline (row BASELINE_ROW); a data dir from before it
     // priced every token at Q4, so it starts from all the tokens.
     conn.execute(

@@ -151,7 +151,8 @@ pub(super) fn write_loop(mut conn: Connection, rx: flume::Receiver<Msg>, health:
         for m in group {
             if let Msg::Decisions {
                 done: Some(done), ..
-            } = m
+            }
+            | Msg::Spend(_, Some(done)) = m
             {
                 let _ = done.send(result.clone());
             }
@@ -194,7 +195,7 @@ pub(super) fn upsert_sql(table: &str) -> String {
 /// Rows one multi-row insert carries.
 pub(super) const INSERT_ROWS: usize = 25;
 /// Columns of a stored decision, as [`insert_rows`] binds them.
-pub(super) const INSERT_COLUMNS: usize = 11;
+pub(super) const INSERT_COLUMNS: usize = 13;
 
 /// `INSERT` of `n` decisions in one statement.
 pub(super) fn insert_sql(n: usize) -> String {
@@ -224,6 +225,8 @@ pub(super) fn insert_rows(
         stmt.raw_bind_parameter(at + 9, r.usage.map(|u| u.prompt_tokens as i64))?;
         stmt.raw_bind_parameter(at + 10, r.usage.map(|u| u.completion_tokens as i64))?;
         stmt.raw_bind_parameter(at + 11, r.group.map(|g| batch.text(g)))?;
+        stmt.raw_bind_parameter(at + 12, r.key_id.map(|k| batch.text(k)))?;
+        stmt.raw_bind_parameter(at + 13, r.team.map(|t| batch.text(t)))?;
     }
     stmt.raw_execute().map(drop)
 }
@@ -328,6 +331,7 @@ pub(super) fn commit_group(
                     }
                 }
                 Msg::Extra(row, u) => count(&mut totals, *row, u),
+                Msg::Spend(spend, _) => add_spend(&tx, spend)?,
                 Msg::Close(_) => {}
                 Msg::Call {
                     tier,
