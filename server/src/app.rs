@@ -15,8 +15,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
-use crate::state::{AppState, NOSNIFF, Options};
-use crate::{access, api, extract, history, openai, openapi, panel, readers};
+use crate::state::{AppState, NOSNIFF};
+use crate::{access, api, extract, history, keys, openai, openapi, panel, readers};
 
 /// The whole application: `/api` and the panel.
 pub fn app(state: AppState) -> Router {
@@ -44,8 +44,22 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{model}", get(openai::model))
         .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state.options),
+            state.clone(),
             require_api_key,
+        ));
+    // Virtual keys: the admin's, other sites' browsers refused.
+    let admin = Router::new()
+        .route("/api/keys", get(api::list_keys).post(api::create_key))
+        .route(
+            "/api/keys/{id}",
+            get(api::get_key)
+                .patch(api::patch_key)
+                .delete(api::revoke_key),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_cross_site,
         ));
     // Reads of what was decided: behind `--read-key` when one is set.
     let reads = Router::new()
@@ -71,6 +85,7 @@ pub fn app(state: AppState) -> Router {
         .merge(reads)
         .merge(writes)
         .merge(models)
+        .merge(admin)
         .merge(session)
         .route("/api/health", get(api::health))
         .route("/api/openapi.json", get(openapi::openapi))
@@ -136,18 +151,23 @@ async fn guard_ingest(
     }
 }
 
-/// The front doors: other sites' browsers refused, then the API key.
+/// The front doors: other sites' browsers refused, then the key: a virtual
+/// key (its entry goes with the request, as [`keys::Caller`]), an
+/// `--api-key` or the `--admin-key`.
 async fn guard_front_door(
     State(state): State<AppState>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: Next,
 ) -> Response {
     if let Some(refused) = cross_site_refused(&state, &req) {
         return refused;
     }
-    match api_key_refused(&state.options, &req) {
-        Some(refused) => refused,
-        None => next.run(req).await,
+    match front_door_caller(&state, &req) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(refused) => *refused,
     }
 }
 
@@ -185,34 +205,65 @@ async fn require_metrics_reader(
     }
 }
 
-/// With `--api-key`, only a bearer key among them gets through (each
-/// compared in constant time); `/v1` answers OpenAI's 401.
+/// `/v1/models`: the front doors' keys.
 async fn require_api_key(
-    State(options): State<Arc<Options>>,
+    State(state): State<AppState>,
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match api_key_refused(&options, &req) {
-        Some(refused) => refused,
-        None => next.run(req).await,
+    match front_door_caller(&state, &req) {
+        Ok(_) => next.run(req).await,
+        Err(refused) => *refused,
     }
 }
 
-/// The 401 of a request without one of the `--api-key`s, if it is one.
-fn api_key_refused(options: &Options, req: &axum::extract::Request) -> Option<Response> {
-    if options.api_keys.is_empty()
-        || options
+/// Who calls a front door, or its 401. A usable virtual key is always
+/// let in; without one, a key is needed when `--api-key` or `--admin-key`
+/// is set: one of those (each compared in constant time). `/v1` answers
+/// OpenAI's 401.
+fn front_door_caller(
+    state: &AppState,
+    req: &axum::extract::Request,
+) -> Result<keys::Caller, Box<Response>> {
+    let headers = req.headers();
+    let token = readers::bearer(headers);
+    if let Some(entry) = token
+        .filter(|t| t.starts_with(shared::keys::SECRET_PREFIX))
+        .and_then(|t| state.keys.find(t))
+    {
+        return Ok(keys::Caller(Some(entry)));
+    }
+    let options = &state.options;
+    let required = !options.api_keys.is_empty() || options.admin_key.is_some();
+    let known = || {
+        options
             .api_keys
             .iter()
-            .any(|k| bearer_matches(req.headers(), k))
-    {
-        return None;
+            .chain(&options.admin_key)
+            .fold(false, |hit, k| hit | bearer_matches(headers, k))
+    };
+    if !required || known() {
+        return Ok(keys::Caller(None));
     }
-    Some(if req.uri().path().starts_with("/v1/") {
+    Err(Box::new(if req.uri().path().starts_with("/v1/") {
         openai::OpenAiError::from(ApiError::Unauthorized).into_response()
     } else {
         ApiError::Unauthorized.into_response()
-    })
+    }))
+}
+
+/// `/api/keys`: only the `--admin-key` (compared in constant time); 404
+/// without one, as if there were no such API.
+async fn require_admin(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match &state.options.admin_key {
+        None => ApiError::NotFound(req.uri().path().to_owned()).into_response(),
+        Some(key) if bearer_matches(req.headers(), key) => next.run(req).await,
+        Some(_) => ApiError::Unauthorized.into_response(),
+    }
 }
 
 /// True when `Authorization: Bearer <token>` carries exactly `token`.

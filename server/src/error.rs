@@ -34,6 +34,9 @@ pub enum ApiError {
     /// No route under `/api` matches.
     #[error("no API endpoint at {0}")]
     NotFound(String),
+    /// A thing the request names does not exist (the message says which).
+    #[error("{0}")]
+    Missing(String),
     /// The path exists but not with this method.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
@@ -106,6 +109,54 @@ pub enum ApiError {
     /// A bug; the details go to the log only.
     #[error("internal server error")]
     Internal(String),
+    /// A virtual key's limit or mode refused the request; nothing was
+    /// recorded.
+    #[error("{}", .0.message)]
+    KeyRefused(Box<KeyRefusal>),
+}
+
+/// Which of a virtual key's limits refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Its budget for the period is spent.
+    Budget,
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute.
+    Tokens,
+    /// A mode it may not use.
+    Mode,
+}
+
+/// A virtual key's refusal: what, why, when to retry, and the headers
+/// (`x-ratelimit-*`, the budget's) its answer carries.
+#[derive(Debug, Clone)]
+pub struct KeyRefusal {
+    /// The limit.
+    pub limit: Limit,
+    /// What the client is told.
+    pub message: String,
+    /// Seconds until it may succeed.
+    pub retry_after_secs: u64,
+    /// Headers of the answer.
+    pub headers: axum::http::HeaderMap,
+}
+
+impl KeyRefusal {
+    /// A refusal by `limit`, retryable after `retry_after_secs`.
+    pub fn new(limit: Limit, message: String, retry_after_secs: u64) -> Self {
+        KeyRefusal {
+            limit,
+            message,
+            retry_after_secs,
+            headers: axum::http::HeaderMap::new(),
+        }
+    }
+
+    /// A mode the key may not use.
+    pub fn mode(mode: &str) -> Self {
+        Self::new(Limit::Mode, format!("this key may not use mode {mode}"), 0)
+    }
 }
 
 impl ApiError {
@@ -115,12 +166,14 @@ impl ApiError {
             ApiError::MalformedJson(_) | ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::KeyRefused(r) if r.limit == Limit::Mode => StatusCode::FORBIDDEN,
+            ApiError::KeyRefused(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoStore => StatusCode::NOT_FOUND,
             ApiError::NoUpstream { .. }
             | ApiError::StoreFailing(_)
@@ -145,6 +198,9 @@ impl IntoResponse for ApiError {
             ApiError::CircuitOpen {
                 retry_after_secs, ..
             } => Some(HeaderValue::from(*retry_after_secs)),
+            ApiError::KeyRefused(r) if r.limit != Limit::Mode => {
+                Some(HeaderValue::from(r.retry_after_secs.max(1)))
+            }
             // An upstream's 429 keeps its Retry-After (as whole seconds).
             ApiError::Upstream { failure, .. } if status == StatusCode::TOO_MANY_REQUESTS => Some(
                 failure
@@ -167,6 +223,10 @@ impl IntoResponse for ApiError {
             }),
             _ => None,
         };
+        let extra = match &self {
+            ApiError::KeyRefused(r) => Some(r.headers.clone()),
+            _ => None,
+        };
         let decision = match self {
             ApiError::NoUpstream { decision, .. }
             | ApiError::Upstream { decision, .. }
@@ -181,6 +241,7 @@ impl IntoResponse for ApiError {
             | ApiError::BadParameter(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::NotFound(_)
+            | ApiError::Missing(_)
             | ApiError::MethodNotAllowed(_)
             | ApiError::Unauthorized
             | ApiError::UnsupportedMediaType(_)
@@ -188,8 +249,10 @@ impl IntoResponse for ApiError {
             | ApiError::StoreFailing(_)
             | ApiError::NoStore
             | ApiError::TooManyStreams(_)
-            | ApiError::TooManyExports(_) => None,
+            | ApiError::TooManyExports(_)
+            | ApiError::KeyRefused(_) => None,
         };
+
         let body = ErrorBody {
             error,
             decision,
@@ -202,6 +265,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(after) = retry {
             headers.insert(header::RETRY_AFTER, after);
+        }
+        if let Some(extra) = extra {
+            headers.extend(extra);
         }
         response
     }

@@ -343,6 +343,15 @@ fn parse_log_query(pairs: &[(String, String)]) -> Result<LogQuery, ApiError> {
     if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
         return Err(ApiError::BadParameter("q: at most 200 characters".into()));
     }
+    let key = get(pairs, "key").map(str::to_owned);
+    if key
+        .as_ref()
+        .is_some_and(|k| k.len() > 64 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(ApiError::BadParameter(
+            "key: a key id (letters, digits and dashes, at most 64)".into(),
+        ));
+    }
     let format = match get(pairs, "format") {
         None | Some("json") => Format::Json,
         Some("ndjson") => Format::Ndjson,
@@ -357,6 +366,7 @@ fn parse_log_query(pairs: &[(String, String)]) -> Result<LogQuery, ApiError> {
             complexity,
             mode,
             text,
+            key,
         },
         format,
     })
@@ -375,6 +385,7 @@ fn parse_log_query(pairs: &[(String, String)]) -> Result<LogQuery, ApiError> {
         ("complexity" = Option<String>, Query, description = "Only SIMPLE, MODERATE or COMPLEX"),
         ("mode" = Option<String>, Query, description = "Only `simple`, `two-stage`, `council`, `benchmark`, or `none` (reported without a mode)"),
         ("q" = Option<String>, Query, description = "Only queries holding this text (case-sensitive; at most 200 characters)"),
+        ("key" = Option<String>, Query, description = "Only decisions of this virtual key (its id, as `GET /api/keys` lists it)"),
         ("format" = Option<String>, Query, description = "`json` (a page, default), `ndjson` or `csv` (an export of every match, streamed)"),
     ),
     responses(

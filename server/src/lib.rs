@@ -16,6 +16,7 @@ pub mod eval;
 pub mod extract;
 pub mod heuristic;
 pub mod history;
+pub mod keys;
 pub mod logwriter;
 pub mod openai;
 pub mod openapi;

@@ -1,4 +1,5 @@
-//! Starts the server: `server eval|train` for the labelled data, else
+//! Starts the server: `server eval|train` for the labelled data, `server
+//! keys` for virtual keys, else
 //! flags, [`server::start::build`], serve until Ctrl-C or SIGTERM.
 
 /// mimalloc: requests allocate on one thread and the store's writer frees
@@ -29,7 +30,7 @@ fn main() {
 
 async fn run() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(code) = server::eval::run(&args) {
+    if let Some(code) = server::eval::run(&args).or_else(|| server::keys::run(&args)) {
         std::process::exit(code);
     }
     let config = Config::parse();

@@ -27,14 +27,22 @@ pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(document(
         state.service.capacity(),
         state.options.ingest_token.is_some(),
-        !state.options.api_keys.is_empty(),
+        !state.options.api_keys.is_empty() || state.options.admin_key.is_some(),
+        state.options.admin_key.is_some(),
     ))
 }
 
 /// The OpenAPI document as this server enforces it: what the derive cannot
 /// know is filled in here (the buffer size bounding `limit`, the query
 /// pattern shared with the validator, the bearer token when one is set).
-pub fn document(capacity: usize, ingest_token: bool, api_key: bool) -> serde_json::Value {
+/// `/api/keys` is in it only when an admin key is set: without one it is
+/// not served.
+pub fn document(
+    capacity: usize,
+    ingest_token: bool,
+    api_key: bool,
+    admin_key: bool,
+) -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
     param(&mut doc, "/api/orchestrator/status", "limit")["maximum"] = capacity.into();
     *param(&mut doc, "/api/orchestrator/stream", "Last-Event-ID") =
@@ -98,6 +106,27 @@ pub fn document(capacity: usize, ingest_token: bool, api_key: bool) -> serde_jso
         choice(&["simple", "two-stage", "council", "benchmark", "none"]);
     *param(&mut doc, log, "q") = serde_json::json!({"type": "string", "maxLength": 200});
     *param(&mut doc, log, "format") = choice(&["json", "ndjson", "csv"]);
+    *param(&mut doc, log, "key") =
+        serde_json::json!({"type": "string", "pattern": "^[A-Za-z0-9-]{0,64}$"});
+    // Virtual keys: only the admin key manages them, and only a server
+    // with one serves them.
+    let key_paths = [
+        ("/api/keys", &["get", "post"][..]),
+        ("/api/keys/{id}", &["get", "patch", "delete"][..]),
+    ];
+    if admin_key {
+        doc["components"]["securitySchemes"]["adminKey"] =
+            serde_json::json!({"type": "http", "scheme": "bearer"});
+        for (path, methods) in key_paths {
+            for method in methods {
+                doc["paths"][path][method]["security"] = serde_json::json!([{"adminKey": []}]);
+            }
+        }
+    } else if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, _) in key_paths {
+            paths.remove(path);
+        }
+    }
     // The front door: its request body as `parse_request` checks it, the
     // models it serves, and (below) the event stream `stream: true` answers.
     set(
@@ -186,7 +215,12 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         openapi,
         crate::openai::chat_completions,
         crate::openai::models,
-        crate::openai::model
+        crate::openai::model,
+        crate::api::create_key,
+        crate::api::list_keys,
+        crate::api::get_key,
+        crate::api::patch_key,
+        crate::api::revoke_key
     ),
     components(schemas(
         OrchestratorStatus,
@@ -235,7 +269,15 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         shared::metrics::AssessorFallbacks,
         shared::quality::ExpectedQuality,
         shared::quality::QualitySource,
-        shared::quality::QualityPoint
+        shared::quality::QualityPoint,
+        shared::keys::NewKey,
+        shared::keys::KeyPatch,
+        shared::keys::KeyView,
+        shared::keys::KeyUsage,
+        shared::keys::CreatedKey,
+        shared::keys::KeyList,
+        shared::keys::KeySpend,
+        shared::keys::Period
     ))
 )]
 pub struct ApiDoc;

@@ -150,7 +150,21 @@ pub async fn build(config: &Config) -> Result<Server, StartError> {
         }
         service = service.with_cluster(Arc::clone(cluster));
     }
-    let state = AppState::with_options(service, upstreams(config), options(config));
+    let keys = crate::keys::Keys::new(
+        service.store().cloned(),
+        crate::keys::Policy {
+            prices: config.prices(),
+            brownout: config.brownout,
+            brownout_force: config.brownout_force,
+        },
+    )
+    .map_err(|e| StartError::Config(format!("the virtual keys cannot be read: {e}")))?;
+    keys.watch();
+    let service = service.with_keys(Arc::clone(&keys));
+    let state = AppState::with_keys(service, upstreams(config), options(config), keys);
+    state
+        .keys
+        .register_metrics(state.upstreams.telemetry(), config.metrics_keys);
     if let Some(cluster) = &cluster {
         cluster.register_metrics(state.upstreams.telemetry());
         cluster.start(state.service.clone());
@@ -296,6 +310,7 @@ fn options(config: &Config) -> Options {
         metrics_token: config.metrics_token(),
         api_keys: config.api_keys.clone(),
         read_keys: config.read_keys.clone(),
+        admin_key: config.admin_key.clone(),
         council: config.council.clone(),
         moderator: config.moderator,
         assessor: config.assessor,
@@ -338,6 +353,8 @@ fn log_settings(config: &Config, addr: SocketAddr) {
         metrics_token = config.metrics_token.is_some(),
         api_keys = config.api_keys.len(),
         read_keys = config.read_keys.len(),
+        admin_key = config.admin_key.is_some(),
+        brownout = ?config.brownout,
         council = ?config.council,
         moderator = %config.moderator,
         assessor = config.assessor.name(),

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use axum::http::HeaderValue;
 
+use crate::keys::{self, Keys};
 use crate::places::Places;
 use crate::service::StatusService;
 use crate::stream::Hub;
@@ -47,6 +48,8 @@ pub struct Shared {
     pub exports: Arc<Places>,
     /// Who may read, and their sessions (`--read-key`).
     pub readers: Arc<readers::Readers>,
+    /// The virtual keys.
+    pub keys: Arc<Keys>,
 }
 
 /// Access, privacy and capacity settings of the API.
@@ -71,6 +74,9 @@ pub struct Options {
     pub api_keys: Vec<String>,
     /// When any, every read needs one of them, an API key or a session.
     pub read_keys: Vec<String>,
+    /// Manages virtual keys on `/api/keys`; with it the front doors need a
+    /// key.
+    pub admin_key: Option<String>,
     /// The council's members.
     pub council: Vec<shared::Tier>,
     /// The tier that writes a council's final answer.
@@ -98,6 +104,7 @@ impl Default for Options {
             metrics_token: None,
             api_keys: Vec::new(),
             read_keys: Vec::new(),
+            admin_key: None,
             council: shared::Tier::ALL.to_vec(),
             moderator: shared::Tier::Q4,
             assessor: assessor::AssessorKind::Heuristic,
@@ -125,8 +132,20 @@ impl AppState {
         Self::with_options(service, upstreams, Options::default())
     }
 
-    /// State with explicit access and privacy options.
+    /// State with explicit access and privacy options, and virtual keys
+    /// kept in memory (see [`Self::with_keys`]).
     pub fn with_options(service: StatusService, upstreams: Upstreams, options: Options) -> Self {
+        let keys = Keys::new(None, keys::Policy::default()).expect("in memory, nothing to read");
+        Self::with_keys(service, upstreams, options, keys)
+    }
+
+    /// State with explicit options and these virtual keys.
+    pub fn with_keys(
+        service: StatusService,
+        upstreams: Upstreams,
+        options: Options,
+        keys: Arc<Keys>,
+    ) -> Self {
         let connections = Arc::new(Places::new(options.max_connections));
         let service = Arc::new(service.with_telemetry(
             Arc::clone(upstreams.telemetry()),
@@ -144,6 +163,7 @@ impl AppState {
             streams,
             exports,
             readers,
+            keys,
         }))
     }
 }

@@ -137,6 +137,8 @@ pub async fn ingest(
                 mode: req.mode,
                 signals: req.signals,
                 usage: req.usage,
+                // Reported decisions name no key of this router.
+                key: None,
             })
             .map_err(|e| at(e.to_string()))?;
         drafts.push(draft);

@@ -1,6 +1,7 @@
 //! `POST /api/query`: the panel's front door into the pipeline.
 
 use super::*;
+use crate::keys::{Caller, Grant};
 use crate::pipeline::{self, Choice};
 
 /// Routes a query to a tier, records the decision, and has the tier's
@@ -44,6 +45,7 @@ use crate::pipeline::{self, Choice};
 )]
 pub async fn query(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response, ApiError> {
     shared::validate_query(&req.query).map_err(invalid)?;
@@ -52,14 +54,30 @@ pub async fn query(
             "max_tokens: must be an integer in 1..={MAX_TOKENS}, got {n}"
         )));
     }
+    let caller = caller.map(|c| c.0).unwrap_or_default();
+    let grant = pipeline::admit_key(&state, &caller, req.mode)?;
+    let mut response = answer(&state, &req, grant.as_ref()).await?;
+    if let Some(grant) = &grant {
+        response.headers_mut().extend(grant.headers().clone());
+    }
+    Ok(response)
+}
+
+/// Routes and answers a validated, admitted query.
+async fn answer(
+    state: &AppState,
+    req: &QueryRequest,
+    grant: Option<&Grant>,
+) -> Result<Response, ApiError> {
     if req.mode.is_group() {
         let outcome = pipeline::run_group(
-            &state,
+            state,
             pipeline::GroupQuery {
                 mode: req.mode,
                 query: &req.query,
                 body: pipeline::query_body(&req.query, req.max_tokens),
                 max_tokens: req.max_tokens,
+                grant,
             },
         )
         .await?;
@@ -76,11 +94,12 @@ pub async fn query(
         recorded: &req.query,
         scored: &req.query,
         choice,
+        grant,
     };
-    let (decision, commit) = pipeline::decide(&state, query).await.map_err(invalid)?;
+    let (decision, commit) = pipeline::decide(state, query).await.map_err(invalid)?;
     // Every answer to a routed query says what was decided, failed or not.
     let headers = crate::router_headers::single(&decision);
-    let mut response = generate(&state, &req, decision).await.into_response();
+    let mut response = generate(state, req, decision).await.into_response();
     response.headers_mut().extend(headers);
     commit.settle().await;
     Ok(response)

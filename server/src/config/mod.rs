@@ -95,6 +95,31 @@ pub struct Config {
           value_delimiter = ',', value_parser = parse_api_key)]
     pub api_keys: Vec<String>,
 
+    /// The admin key: `Authorization: Bearer KEY` on `/api/keys` makes,
+    /// lists, changes and revokes virtual keys. With it the front doors
+    /// need a key (a virtual key, an `--api-key`, or this one). Never logged.
+    #[arg(long = "admin-key", env = "ORCH_ADMIN_KEY", hide_env_values = true,
+          value_parser = parse_api_key)]
+    pub admin_key: Option<String>,
+
+    /// Brownout: from this share of its budget (0..1, e.g. 0.8), a virtual
+    /// key's two-stage Q4 threshold rises linearly from `--q4-threshold` to
+    /// 15 at the whole budget, so its traffic moves to Q3.
+    #[arg(long, env = "ORCH_BROWNOUT", value_name = "FROM")]
+    pub brownout: Option<f64>,
+
+    /// In brownout, `model: "powerful"` (or Q4) is answered by Q3 too
+    /// (otherwise it is honoured).
+    #[arg(long, env = "ORCH_BROWNOUT_FORCE", requires = "brownout")]
+    pub brownout_force: bool,
+
+    /// How many virtual keys `/metrics` names (the top ones by spend this
+    /// period); the rest are summed as `key="other"`, so the label stays
+    /// bounded however many keys there are.
+    #[arg(long, env = "ORCH_METRICS_KEYS", default_value_t = crate::keys::DEFAULT_METRICS_KEYS,
+          value_parser = clap::value_parser!(u16).range(0..=1000).map(usize::from))]
+    pub metrics_keys: usize,
+
     /// A key that may read (status, stream, decisions, history, calibrate,
     /// health details, `/metrics`): with any, those reads need one of them
     /// or an `--api-key` as `Authorization: Bearer KEY`, or the session a
@@ -305,6 +330,12 @@ impl Config {
             .is_some_and(|t| t.trim().is_empty())
         {
             return Err("--metrics-token must not be empty".into());
+        }
+        if self
+            .brownout
+            .is_some_and(|b| !(b.is_finite() && (0.0..=1.0).contains(&b)))
+        {
+            return Err("--brownout must be a share in 0..=1 (e.g. 0.8)".into());
         }
         if let Some(tier) = repeated(self.council.iter().copied()) {
             return Err(format!("--council names tier {tier} more than once"));
@@ -525,7 +556,7 @@ fn parse_api_key(raw: &str) -> Result<String, String> {
     let key = raw.trim();
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(
-            "a key (--api-key, --read-key) must be non-empty printable ASCII without spaces".into(),
+            "a key (--api-key, --read-key, --admin-key) must be non-empty printable ASCII without spaces".into(),
         );
     }
     Ok(key.to_owned())

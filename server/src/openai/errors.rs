@@ -62,7 +62,9 @@ impl From<ApiError> for OpenAiError {
             | ApiError::UnsupportedMediaType(_) => ("invalid_request_error", None),
             ApiError::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
             ApiError::CrossSite(_) => ("permission_error", None),
-            ApiError::NotFound(_) | ApiError::NoStore => ("not_found_error", None),
+            ApiError::NotFound(_) | ApiError::Missing(_) | ApiError::NoStore => {
+                ("not_found_error", None)
+            }
             ApiError::MethodNotAllowed(_) => ("invalid_request_error", None),
             ApiError::Busy { .. } => ("rate_limit_error", Some("tier_busy")),
             ApiError::NoUpstream { .. } => ("server_error", Some("no_upstream")),
@@ -76,14 +78,24 @@ impl From<ApiError> for OpenAiError {
             | ApiError::TooManyExports(_)
             | ApiError::StoreFailing(_) => ("server_error", Some("unavailable")),
             ApiError::Internal(_) => ("server_error", None),
+            ApiError::KeyRefused(r) => match r.limit {
+                crate::error::Limit::Budget => ("insufficient_quota", Some("budget_exceeded")),
+                crate::error::Limit::Requests => ("requests", Some("rate_limit_exceeded")),
+                crate::error::Limit::Tokens => ("tokens", Some("rate_limit_exceeded")),
+                crate::error::Limit::Mode => ("permission_error", Some("mode_not_allowed")),
+            },
         };
         // OpenAI answers a body it cannot use with 400, never 422.
         let status = match err.status() {
             StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
             other => other,
         };
-        // The plain error's headers (Retry-After, WWW-Authenticate) stay.
+        // The plain error's headers (Retry-After, WWW-Authenticate, a key's
+        // limits) stay.
         let mut headers = HeaderMap::new();
+        if let ApiError::KeyRefused(r) = &err {
+            headers.extend(r.headers.clone());
+        }
         let plain = err.into_response();
         for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
             if let Some(v) = plain.headers().get(&name) {

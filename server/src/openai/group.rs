@@ -8,6 +8,7 @@ pub(super) async fn group(
     state: &AppState,
     req: ChatRequest,
     mode: Mode,
+    grant: Option<&Grant>,
 ) -> Result<Response, OpenAiError> {
     let mut body = req.body.clone();
     body.remove("stream");
@@ -19,6 +20,7 @@ pub(super) async fn group(
             query: &req.query,
             body,
             max_tokens: req.max_tokens,
+            grant,
         },
     )
     .await?;

@@ -33,6 +33,7 @@ use shared::metrics::Outcome;
 use shared::{RoutingDecision, Tier};
 
 use crate::error::ApiError;
+use crate::keys::{Caller, Grant};
 use crate::pipeline::{self, Admitted, Body, Choice, GroupQuery};
 use crate::state::AppState;
 use crate::upstream::Streaming;
@@ -114,10 +115,12 @@ impl Route {
 )]
 pub async fn chat_completions(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    match chat(&state, &headers, body).await {
+    let caller = caller.map(|c| c.0).unwrap_or_default();
+    match chat(&state, &caller, &headers, body).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -125,6 +128,7 @@ pub async fn chat_completions(
 
 async fn chat(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, OpenAiError> {
@@ -132,14 +136,29 @@ async fn chat(
     let body =
         body.map_err(|r| crate::extract::body_rejected(&r, crate::extract::MAX_BATCH_BODY_BYTES))?;
     let req = parse_request(&body)?;
-    match req.route {
-        Route::Group(mode) => group(state, req, mode).await,
-        Route::Auto | Route::Tier(_) => single(state, req).await,
+    let mode = match req.route {
+        Route::Group(mode) => mode,
+        Route::Auto => Mode::TwoStage,
+        Route::Tier(_) => Mode::Simple,
+    };
+    let grant = pipeline::admit_key(state, caller, mode)?;
+    let answered = match req.route {
+        Route::Group(mode) => group(state, req, mode, grant.as_ref()).await,
+        Route::Auto | Route::Tier(_) => single(state, req, grant.as_ref()).await,
+    };
+    let mut response = answered.unwrap_or_else(IntoResponse::into_response);
+    if let Some(grant) = &grant {
+        response.headers_mut().extend(grant.headers().clone());
     }
+    Ok(response)
 }
 
 /// One tier answers: chosen by two-stage routing, or named.
-async fn single(state: &AppState, req: ChatRequest) -> Result<Response, OpenAiError> {
+async fn single(
+    state: &AppState,
+    req: ChatRequest,
+    grant: Option<&Grant>,
+) -> Result<Response, OpenAiError> {
     let choice = match req.route {
         Route::Tier(tier) => Choice::Tier(tier),
         _ => Choice::TwoStage,
@@ -148,6 +167,7 @@ async fn single(state: &AppState, req: ChatRequest) -> Result<Response, OpenAiEr
         recorded: &req.query,
         scored: &req.text,
         choice,
+        grant,
     };
     let (mut decision, commit) = pipeline::decide(state, query)
         .await

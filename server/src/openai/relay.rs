@@ -222,7 +222,9 @@ impl Relay {
         let ms = self.started.elapsed().as_secs_f64() * 1e3;
         self.state.service.add_call(self.decision.tier, ms, true);
         let usage = self.usage;
-        pipeline::add_usage(&self.state, &mut self.decision, usage);
+        // A stream's charge commits with the writer's next group (within
+        // a few ms of its end) without holding up its last event.
+        let _ = pipeline::add_usage(&self.state, &mut self.decision, usage);
     }
 
     /// The stream broke: counted as `outcome`, and the client gets an

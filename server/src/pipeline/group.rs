@@ -15,6 +15,8 @@ pub struct GroupQuery<'a> {
     pub body: Body,
     /// `max_tokens` for the moderator, when the client set one.
     pub max_tokens: Option<u64>,
+    /// What the caller's virtual key was granted.
+    pub grant: Option<&'a Grant>,
 }
 
 /// A group query's outcome: the answer, and every decision recorded for it
@@ -48,7 +50,7 @@ pub async fn run_group(state: &AppState, q: GroupQuery<'_>) -> Result<GroupOutco
     for &tier in &tiers {
         let draft = state
             .service
-            .draft(new_decision(q.query, tier, &route, q.mode))
+            .draft(new_decision(q.query, tier, &route, q.mode, q.grant))
             .map_err(|e| ApiError::Invalid(e.to_string()))?;
         drafts.push(draft.in_group(&group_id, None));
     }
@@ -187,7 +189,7 @@ async fn moderate(
     };
     let recorded = state
         .service
-        .draft(new_decision(q.query, tier, route, Mode::Council))
+        .draft(new_decision(q.query, tier, route, Mode::Council, q.grant))
         .map(|d| d.in_group(&group.group_id, Some(analysis.clone())));
     let Ok(draft) = recorded else {
         return;
@@ -197,7 +199,9 @@ async fn moderate(
         let _ = committing.await;
     }
     let mut decision = decisions.pop().expect("one recorded");
-    add_usage(state, &mut decision, usage);
+    if let Some(charged) = add_usage(state, &mut decision, usage) {
+        let _ = charged.await;
+    }
     let usage = decision.usage;
     let failed_status = error.as_ref().map(|e| e.status().as_u16());
     group.moderator = Some(MemberAnswer {

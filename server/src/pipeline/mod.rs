@@ -26,6 +26,7 @@ use shared::{DecisionError, RoutingDecision, Tier};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::ApiError;
+use crate::keys::{Caller, Grant};
 use crate::routing::{self, Route};
 use crate::service::{ActiveGuard, NewDecision};
 use crate::state::AppState;
@@ -56,6 +57,23 @@ pub struct Query<'a> {
     pub scored: &'a str,
     /// How it is routed.
     pub choice: Choice,
+    /// What the caller's virtual key was granted ([`admit_key`]).
+    pub grant: Option<&'a Grant>,
+}
+
+/// Admits a request of `caller` in `mode` by its virtual key's limits
+/// (nothing to admit without one): before anything is recorded, so a
+/// refused request changes no state. The grant says how it is routed
+/// (brownout) and what its answer's headers say.
+pub fn admit_key(state: &AppState, caller: &Caller, mode: Mode) -> Result<Option<Grant>, ApiError> {
+    match &caller.0 {
+        None => Ok(None),
+        Some(entry) => state
+            .keys
+            .admit(entry, mode)
+            .map(Some)
+            .map_err(ApiError::KeyRefused),
+    }
 }
 
 /// The store's commit of a decision, under way while the upstream works.
@@ -84,10 +102,17 @@ pub async fn decide(
             routing::route(q.scored, Mode::Simple, 0.0, state.options.scorer),
             Mode::Simple,
         ),
-        Choice::TwoStage => (assessed_route(state, q.scored).await, Mode::TwoStage),
+        Choice::TwoStage => {
+            let base = state.service.q4_threshold();
+            let threshold = q.grant.map_or(base, |g| g.threshold(base));
+            (
+                assessed_route(state, q.scored, threshold).await,
+                Mode::TwoStage,
+            )
+        }
         Choice::Tier(tier) => (
             Route {
-                tier,
+                tier: q.grant.map_or(tier, |g| g.named_tier(tier)),
                 score: 0.0,
                 decision_time_ms: 0.0,
                 signals: None,
@@ -98,6 +123,7 @@ pub async fn decide(
     let (decision, pending) = state.service.record_pending(NewDecision {
         mode: Some(mode),
         signals: route.signals,
+        key: q.grant.map(|g| g.key.clone()),
         ..NewDecision::new(q.recorded, route.tier, route.score, route.decision_time_ms)
     })?;
     let commit = Commit(pending.commit());
@@ -156,7 +182,10 @@ pub async fn answer(
     body: Body,
 ) -> Result<(Answer, Vec<u8>), ApiError> {
     let (answer, bytes) = call(state, decision, body).await?;
-    add_usage(state, decision, answer.usage);
+    if let Some(charged) = add_usage(state, decision, answer.usage) {
+        // The key's spend is durable before the answer is given.
+        let _ = charged.await;
+    }
     Ok((answer, bytes))
 }
 
@@ -235,9 +264,17 @@ pub fn query_body(query: &str, max_tokens: Option<u64>) -> Body {
 }
 
 /// Counts the tokens an answer took into the decision and its tier's
-/// totals. Counts beyond any context window are the upstream's garbage:
-/// they would skew the cost, so they are left out of it.
-pub fn add_usage(state: &AppState, decision: &mut RoutingDecision, usage: Option<Usage>) {
+/// totals, and charges the decision's virtual key (what resolves once
+/// that charge is committed, with a store). Counts beyond any context
+/// window are the upstream's garbage: they would skew the cost, so they
+/// are left out of it.
+#[must_use = "await the key's charge before the answer is acknowledged"]
+pub fn add_usage(
+    state: &AppState,
+    decision: &mut RoutingDecision,
+    usage: Option<Usage>,
+) -> Option<Committing> {
+    let mut charged = None;
     if let Some(usage) = usage.filter(|u| validate_usage(u).is_ok()) {
         match decision.group_id {
             Some(_) => state
@@ -245,8 +282,12 @@ pub fn add_usage(state: &AppState, decision: &mut RoutingDecision, usage: Option
                 .add_member_usage(decision.seq, decision.tier, usage),
             None => state.service.add_usage(decision.seq, decision.tier, usage),
         }
+        if let Some(key) = &decision.key_id {
+            charged = state.keys.charge(key, decision.tier, usage);
+        }
         decision.usage = Some(usage);
     }
+    charged
 }
 
 /// The API error of a failed upstream exchange for `decision`, counted.
@@ -282,8 +323,8 @@ pub fn failed(
 }
 
 /// Two-stage routing of `query` with the configured assessor (stage 1)
-/// and the threshold (stage 2); the decision time is the assessment's.
-async fn assessed_route(state: &AppState, query: &str) -> Route {
+/// and `threshold` (stage 2); the decision time is the assessment's.
+async fn assessed_route(state: &AppState, query: &str, threshold: f64) -> Route {
     let scored = crate::assessor::score(
         state.options.assessor,
         state.options.scorer,
@@ -294,7 +335,6 @@ async fn assessed_route(state: &AppState, query: &str) -> Route {
         |usage| state.service.add_assessor_usage(usage),
     )
     .await;
-    let threshold = state.service.q4_threshold();
     Route {
         tier: Mode::TwoStage.tier_for(scored.assessment.score, threshold),
         score: scored.assessment.score,
@@ -304,11 +344,18 @@ async fn assessed_route(state: &AppState, query: &str) -> Route {
 }
 
 /// The decision of one member of a group (or its moderator) in `mode`,
-/// scored as the query was.
-fn new_decision<'a>(query: &'a str, tier: Tier, route: &Route, mode: Mode) -> NewDecision<'a> {
+/// scored as the query was, for the key granted `grant`.
+fn new_decision<'a>(
+    query: &'a str,
+    tier: Tier,
+    route: &Route,
+    mode: Mode,
+    grant: Option<&Grant>,
+) -> NewDecision<'a> {
     NewDecision {
         mode: Some(mode),
         signals: route.signals.clone(),
+        key: grant.map(|g| g.key.clone()),
         ..NewDecision::new(query, tier, route.score, route.decision_time_ms)
     }
 }

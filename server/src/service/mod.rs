@@ -85,6 +85,8 @@ pub struct StatusService {
     cluster: Option<Arc<Cluster>>,
     /// `--assessor`, shown in every status.
     assessor: crate::assessor::AssessorKind,
+    /// The virtual keys, whose spend every status lists.
+    keys: Option<Arc<crate::keys::Keys>>,
 }
 
 /// Decisions recorded in memory on their way to the store.
@@ -127,6 +129,8 @@ pub struct NewDecision<'a> {
     pub signals: Option<Vec<Signal>>,
     /// The tokens the answer took, when already known.
     pub usage: Option<Usage>,
+    /// The virtual key that asked: its id and team.
+    pub key: Option<(String, Option<String>)>,
 }
 
 impl<'a> NewDecision<'a> {
@@ -140,6 +144,7 @@ impl<'a> NewDecision<'a> {
             mode: None,
             signals: None,
             usage: None,
+            key: None,
         }
     }
 }
@@ -165,6 +170,7 @@ impl StatusService {
             store: None,
             cluster: None,
             assessor: crate::assessor::AssessorKind::Heuristic,
+            keys: None,
             inner: Mutex::new(Inner {
                 buffer: VecDeque::with_capacity(capacity),
                 total: 0,
@@ -229,6 +235,13 @@ impl StatusService {
     pub fn with_routing(mut self, routing: Routing, prices: Prices) -> Self {
         self.routing = routing;
         self.prices = prices;
+        self
+    }
+
+    /// Lists what `keys` spent in every status (`keys`); the status is
+    /// rebuilt when a key changes.
+    pub fn with_keys(mut self, keys: Arc<crate::keys::Keys>) -> Self {
+        self.keys = Some(keys);
         self
     }
 
@@ -358,6 +371,10 @@ impl StatusService {
         recorded.decision.signals = d.signals;
         recorded.decision.usage = d.usage;
         recorded.decision.mode = d.mode;
+        if let Some((id, team)) = d.key {
+            recorded.decision.key_id = Some(id);
+            recorded.decision.team = team;
+        }
         Ok(Draft(recorded))
     }
 
@@ -600,6 +617,7 @@ impl StatusService {
                 .map_or(0, |(_, h)| h.changes().version())
             + self.store.as_ref().map_or(0, |s| s.changes().version())
             + self.cluster.as_ref().map_or(0, |c| c.changes().version())
+            + self.keys.as_ref().map_or(0, |k| k.changes().version())
     }
 
     fn bump(&self) {

@@ -82,6 +82,7 @@ impl StatusService {
         status.buffer_capacity = Some(self.capacity);
         status.routing = Some(self.routing.clone());
         status.cost = Some(cost_summary(&tokens, &baseline, &assessor, &self.prices));
+        status.keys = self.keys.as_ref().and_then(|k| k.summary());
         status.persistence = Some(match &self.store {
             Some(store) => store.persistence(),
             None => Persistence {
