@@ -219,8 +219,9 @@ async fn require_api_key(
 
 /// Who calls a front door, or its 401. A usable virtual key is always
 /// let in; without one, a key is needed when `--api-key` or `--admin-key`
-/// is set: one of those (each compared in constant time). `/v1` answers
-/// OpenAI's 401.
+/// is set or any virtual key exists (made by `server keys`): one of those
+/// static keys (each compared in constant time). `/v1` answers OpenAI's
+/// 401.
 fn front_door_caller(
     state: &AppState,
     req: &axum::extract::Request,
@@ -234,7 +235,8 @@ fn front_door_caller(
         return Ok(keys::Caller(Some(entry)));
     }
     let options = &state.options;
-    let required = !options.api_keys.is_empty() || options.admin_key.is_some();
+    let required =
+        !options.api_keys.is_empty() || options.admin_key.is_some() || !state.keys.is_empty();
     let known = || {
         options
             .api_keys

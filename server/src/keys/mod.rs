@@ -262,24 +262,26 @@ impl Keys {
         Ok(keys)
     }
 
-    /// Watches the store for changes another process made (`server keys`).
+    /// Watches the store for changes another process made (`server keys`),
+    /// on a thread of its own: a periodic task on the blocking pool would
+    /// keep waking its idle threads, so they would never time out.
     pub fn watch(self: &Arc<Self>) {
         if self.store.is_none() {
             return;
         }
         let keys = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(keys) = keys.upgrade() else { return };
-                let result = tokio::task::spawn_blocking(move || keys.reload_if_changed()).await;
-                if let Ok(Err(e)) = result {
-                    tracing::warn!(error = %e, "the keys cannot be read from the store");
+        std::thread::Builder::new()
+            .name("keys-watch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(RELOAD_EVERY);
+                    let Some(keys) = keys.upgrade() else { return };
+                    if let Err(e) = keys.reload_if_changed() {
+                        tracing::warn!(error = %e, "the keys cannot be read from the store");
+                    }
                 }
-            }
-        });
+            })
+            .expect("a thread starts");
     }
 
     fn reload_if_changed(&self) -> Result<(), KeyError> {
