@@ -190,6 +190,34 @@ impl Drop for Server {
     }
 }
 
+/// Runs the Python script `script` (a path from the workspace root) with
+/// the virtual environment's interpreter (the README's test command makes
+/// it) and `env`: whether it succeeded, and its stderr then stdout (so the
+/// output ends with what the script printed last).
+pub async fn run_python(script: &str, env: &[(&str, String)]) -> (bool, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/install.sh --test makes it",
+        python.display()
+    );
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join(script));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
+        .await
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.success(), text)
+}
+
 /// A JSON HTTP client for the server under test.
 #[derive(Clone)]
 pub struct Client {

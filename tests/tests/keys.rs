@@ -5,7 +5,7 @@
 //! kill -9, and secrets nowhere.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tests::{Behavior, Client, FakeUpstream, Server, eventually, server_bin};
@@ -16,6 +16,27 @@ const ADMIN: &str = "adm-test-key";
 /// counts 4 prompt tokens and 5 completion tokens, `echo:` and the words)
 /// costs $9/64 = 0.140625, exactly, so sums of calls are exact too.
 const EXACT_PRICE: &str = "powerful=15625/15625";
+
+/// A server with `ADMIN` as its admin key, the balanced and powerful
+/// tiers answered by `up`, and `extra` flags (`--in-memory` unless they
+/// name a data dir).
+fn keyed(up: &FakeUpstream, extra: &[&str]) -> Server {
+    let balanced = format!("balanced={}", up.base_url);
+    let powerful = format!("powerful={}", up.base_url);
+    let mut args = vec![
+        "--admin-key",
+        ADMIN,
+        "--upstream",
+        &balanced,
+        "--upstream",
+        &powerful,
+    ];
+    if !extra.iter().any(|a| a.starts_with("--data-dir")) {
+        args.push("--in-memory");
+    }
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
 
 async fn admin(
     c: &Client,
@@ -93,15 +114,7 @@ async fn spent(c: &Client, id: &str) -> f64 {
 #[tokio::test]
 async fn the_admin_api_makes_lists_changes_and_revokes_keys() {
     let up = FakeUpstream::start_model(Behavior::Ok, "m").await;
-    let server = Server::start(&[
-        "--in-memory",
-        "--admin-key",
-        ADMIN,
-        "--upstream",
-        &format!("balanced={}", up.base_url),
-        "--upstream",
-        &format!("powerful={}", up.base_url),
-    ]);
+    let server = keyed(&up, &[]);
     let c = Client::new(&server.base);
 
     // Only the admin key manages keys; nothing is made by a refused call.
@@ -241,17 +254,7 @@ async fn the_admin_api_makes_lists_changes_and_revokes_keys() {
 #[tokio::test]
 async fn the_status_and_metrics_show_spend_per_key_bounded() {
     let up = FakeUpstream::start_model(Behavior::Ok, "m").await;
-    let server = Server::start(&[
-        "--in-memory",
-        "--admin-key",
-        ADMIN,
-        "--metrics-keys",
-        "2",
-        "--price",
-        EXACT_PRICE,
-        "--upstream",
-        &format!("powerful={}", up.base_url),
-    ]);
+    let server = keyed(&up, &["--metrics-keys", "2", "--price", EXACT_PRICE]);
     let c = Client::new(&server.base);
     assert!(c.status().await.get("keys").is_none(), "no keys, no field");
     let mut ids = Vec::new();
@@ -421,21 +424,17 @@ async fn a_budget_refuses_exactly_at_the_limit_and_survives_restart_and_kill_9()
 #[tokio::test]
 async fn brownout_moves_a_key_to_q3_as_it_nears_its_budget() {
     let up = FakeUpstream::start_model(Behavior::Ok, "m").await;
-    let server = Server::start(&[
-        "--in-memory",
-        "--admin-key",
-        ADMIN,
-        "--brownout",
-        "0.8",
-        "--price",
-        "powerful=15625/15625",
-        "--price",
-        "balanced=15625/15625",
-        "--upstream",
-        &format!("balanced={}", up.base_url),
-        "--upstream",
-        &format!("powerful={}", up.base_url),
-    ]);
+    let server = keyed(
+        &up,
+        &[
+            "--brownout",
+            "0.8",
+            "--price",
+            "powerful=15625/15625",
+            "--price",
+            "balanced=15625/15625",
+        ],
+    );
     let c = Client::new(&server.base);
     // Scores 8.9: Q4 at the configured threshold (7), Q3 once the key's
     // threshold passes 8.9 (a brownout level of 0.24).
@@ -502,20 +501,16 @@ async fn brownout_moves_a_key_to_q3_as_it_nears_its_budget() {
 #[tokio::test]
 async fn brownout_force_answers_powerful_with_q3() {
     let up = FakeUpstream::start_model(Behavior::Ok, "m").await;
-    let server = Server::start(&[
-        "--in-memory",
-        "--admin-key",
-        ADMIN,
-        "--brownout",
-        "0.5",
-        "--brownout-force",
-        "--price",
-        "powerful=15625/15625",
-        "--upstream",
-        &format!("balanced={}", up.base_url),
-        "--upstream",
-        &format!("powerful={}", up.base_url),
-    ]);
+    let server = keyed(
+        &up,
+        &[
+            "--brownout",
+            "0.5",
+            "--brownout-force",
+            "--price",
+            "powerful=15625/15625",
+        ],
+    );
     let c = Client::new(&server.base);
     let (secret, _) = create(&c, json!({"name": "f", "budgetUsd": 0.2})).await;
     // 0.140625 a call: the second sees a brownout level of 0.40625.
@@ -539,15 +534,7 @@ async fn brownout_force_answers_powerful_with_q3() {
 #[tokio::test]
 async fn requests_and_tokens_per_minute_answer_openais_429() {
     let up = FakeUpstream::start_model(Behavior::Ok, "m").await;
-    let server = Server::start(&[
-        "--in-memory",
-        "--admin-key",
-        ADMIN,
-        "--upstream",
-        &format!("balanced={}", up.base_url),
-        "--upstream",
-        &format!("powerful={}", up.base_url),
-    ]);
+    let server = keyed(&up, &[]);
     let c = Client::new(&server.base);
     let (rpm_key, _) = create(&c, json!({"name": "rpm", "rpm": 3})).await;
     for left in [2, 1, 0] {
@@ -598,49 +585,23 @@ async fn requests_and_tokens_per_minute_answer_openais_429() {
 #[tokio::test]
 async fn the_official_python_client_sees_rate_limit_errors() {
     let up = FakeUpstream::start_model(Behavior::Ok, "m").await;
-    let server = Server::start(&[
-        "--in-memory",
-        "--admin-key",
-        ADMIN,
-        "--price",
-        EXACT_PRICE,
-        "--upstream",
-        &format!("balanced={}", up.base_url),
-        "--upstream",
-        &format!("powerful={}", up.base_url),
-    ]);
+    let server = keyed(&up, &["--price", EXACT_PRICE]);
     let c = Client::new(&server.base);
     let (rpm, _) = create(&c, json!({"name": "rpm", "rpm": 1})).await;
     let (tpm, _) = create(&c, json!({"name": "tpm", "tpm": 2})).await;
     let (budget, _) = create(&c, json!({"name": "budget", "budgetUsd": 0.05})).await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/install.sh --test makes it",
-        python.display()
-    );
-    let script = root.join("tests/python/key_limits.py");
-    let base = server.url("/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .env("ROUTER_BASE_URL", base)
-            .env("KEY_RPM", rpm)
-            .env("KEY_TPM", tpm)
-            .env("KEY_BUDGET", budget)
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.trim_end().ends_with("3 passed, 0 failed"),
-        "{stdout}"
-    );
+    let (ok, out) = tests::run_python(
+        "tests/python/key_limits.py",
+        &[
+            ("ROUTER_BASE_URL", server.url("/v1")),
+            ("KEY_RPM", rpm),
+            ("KEY_TPM", tpm),
+            ("KEY_BUDGET", budget),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.trim_end().ends_with("3 passed, 0 failed"), "{out}");
 }
 
 fn keys_cli(data: &str, args: &[&str]) -> (bool, Value, String) {
@@ -679,15 +640,7 @@ async fn the_cli_manages_keys_of_a_stopped_and_a_running_server() {
     assert!(ok, "{err}");
     let first = made["secret"].as_str().unwrap().to_owned();
     assert_eq!(made["key"]["team"], "etl");
-    let upstream = format!("balanced={}", up.base_url);
-    let server = Server::start(&[
-        "--data-dir",
-        &data,
-        "--admin-key",
-        ADMIN,
-        "--upstream",
-        &upstream,
-    ]);
+    let server = keyed(&up, &["--data-dir", &data]);
     let c = Client::new(&server.base);
     assert_eq!(chat(&c, &first, "auto", "hi").await.0, 200);
 
@@ -696,7 +649,6 @@ async fn the_cli_manages_keys_of_a_stopped_and_a_running_server() {
     assert!(ok, "{err}");
     let second = made["secret"].as_str().unwrap().to_owned();
     let second_id = made["key"]["id"].as_str().unwrap().to_owned();
-    let started = Instant::now();
     assert!(
         eventually(Duration::from_secs(1), || async {
             chat(&c, &second, "auto", "hi").await.0 == 200
@@ -706,7 +658,6 @@ async fn the_cli_manages_keys_of_a_stopped_and_a_running_server() {
     );
     let (ok, _, err) = keys_cli(&data, &["revoke", &second_id]);
     assert!(ok, "{err}");
-    let revoked_at = Instant::now();
     assert!(
         eventually(Duration::from_secs(1), || async {
             chat(&c, &second, "auto", "hi").await.0 == 401
@@ -714,7 +665,6 @@ async fn the_cli_manages_keys_of_a_stopped_and_a_running_server() {
         .await,
         "a revoked key is refused within 1 s"
     );
-    assert!(revoked_at.elapsed() < Duration::from_secs(1) + started.elapsed());
     let (ok, _, err) = keys_cli(&data, &["revoke", &second_id]);
     assert!(!ok && err.contains("no key"), "{err}");
     let (ok, list, _) = keys_cli(&data, &["list"]);
