@@ -126,6 +126,9 @@ pub enum Limit {
     Tokens,
     /// A mode it may not use.
     Mode,
+    /// Its budget cannot be checked (the shared ledger is unreachable and
+    /// `--budget-fail closed`).
+    Unavailable,
 }
 
 /// A virtual key's refusal: what, why, when to retry, and the headers
@@ -173,6 +176,9 @@ impl ApiError {
             ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::KeyRefused(r) if r.limit == Limit::Mode => StatusCode::FORBIDDEN,
+            ApiError::KeyRefused(r) if r.limit == Limit::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::KeyRefused(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoStore => StatusCode::NOT_FOUND,
             ApiError::NoUpstream { .. }

@@ -277,6 +277,7 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         shared::keys::CreatedKey,
         shared::keys::KeyList,
         shared::keys::KeySpend,
+        shared::keys::BudgetLedger,
         shared::keys::Period
     ))
 )]

@@ -156,10 +156,20 @@ pub async fn build(config: &Config) -> Result<Server, StartError> {
             prices: config.prices(),
             brownout: config.brownout,
             brownout_force: config.brownout_force,
+            shared: config
+                .redis
+                .as_ref()
+                .map(|url| crate::keys::ledger::Shared {
+                    url: url.clone(),
+                    cluster: config.cluster.clone(),
+                    instance: service.instance().id,
+                    fail_open: config.budget_fail == crate::keys::ledger::BudgetFail::Open,
+                }),
         },
     )
     .map_err(|e| StartError::Config(format!("the virtual keys cannot be read: {e}")))?;
     keys.watch();
+    keys.start_sync();
     let service = service.with_keys(Arc::clone(&keys));
     let state = AppState::with_keys(service, upstreams(config), options(config), keys);
     state

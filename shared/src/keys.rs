@@ -346,6 +346,26 @@ pub struct KeySpend {
     pub brownout: f64,
 }
 
+/// How the status's budgets are held (`budgetLedger`, with keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetLedger {
+    /// Shared by every instance through Redis (`--redis`); else each
+    /// instance holds its own.
+    pub shared: bool,
+    /// Shared: whether Redis answers now (while it does not, spend is this
+    /// instance's view, like the cluster's local view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// Shared: `--budget-fail`, `open` or `closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_policy: Option<String>,
+    /// USD this instance's ledger holds that Redis does not yet (goal: 0;
+    /// 0 when not shared).
+    pub accounting_drift: f64,
+}
+
 /// The top `n` keys by spend (then requests, then id), and one `other`
 /// line summing the rest when there are more: a bounded list however many
 /// keys there are.

@@ -127,6 +127,10 @@ pub struct OrchestratorStatus {
     /// top 20 by spend, then `other` for the rest (absent without keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<crate::keys::KeySpend>>,
+    /// Beyond the seed: with virtual keys, how their budgets are held and
+    /// `accountingDrift`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ledger: Option<crate::keys::BudgetLedger>,
 }
 
 /// The server process a status comes from.
@@ -287,6 +291,7 @@ where
         mode_mix: Some(mode_mix),
         assessor: None,
         keys: None,
+        budget_ledger: None,
     }
 }
 

@@ -55,7 +55,8 @@ pub async fn query(
         )));
     }
     let caller = caller.map(|c| c.0).unwrap_or_default();
-    let grant = pipeline::admit_key(&state, &caller, req.mode)?;
+    let grant =
+        pipeline::admit_key(&state, &caller, req.mode, req.query.len(), req.max_tokens).await?;
     let mut response = answer(&state, &req, grant.as_ref()).await?;
     if let Some(grant) = &grant {
         response.headers_mut().extend(grant.headers().clone());

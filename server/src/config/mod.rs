@@ -113,6 +113,12 @@ pub struct Config {
     #[arg(long, env = "ORCH_BROWNOUT_FORCE", requires = "brownout")]
     pub brownout_force: bool,
 
+    /// With `--redis`, what a virtual key with a budget gets while Redis is
+    /// unreachable: `closed` refuses it (503) until Redis is back, `open`
+    /// admits it by this instance's view of the spend.
+    #[arg(long, env = "ORCH_BUDGET_FAIL", value_enum, default_value_t = crate::keys::ledger::BudgetFail::Closed)]
+    pub budget_fail: crate::keys::ledger::BudgetFail,
+
     /// How many virtual keys `/metrics` names (the top ones by spend this
     /// period); the rest are summed as `key="other"`, so the label stays
     /// bounded however many keys there are.

@@ -165,6 +165,7 @@ fn offline(conn: &rusqlite::Connection) -> Result<Vec<KeyView>, String> {
         rev: AtomicI64::new(0),
         changing: Mutex::new(()),
         changes: Changes::default(),
+        ledger: None,
     };
     records
         .into_iter()

@@ -50,6 +50,21 @@ impl prometheus_client::collector::Collector for Collector {
                 |k| k.brownout,
             ),
         ];
+        let ledger = keys.ledger_info();
+        if ledger.shared {
+            crate::telemetry::encode_gauge(
+                &mut encoder,
+                "orch_key_accounting_drift_usd",
+                "USD this instance's key ledger holds that Redis does not yet (goal: 0)",
+                ledger.accounting_drift,
+            )?;
+            crate::telemetry::encode_gauge(
+                &mut encoder,
+                "orch_key_ledger_up",
+                "1 while the shared budget ledger (Redis) answers",
+                i64::from(ledger.reachable == Some(true)),
+            )?;
+        }
         for (name, help, value) in families {
             let mut family = encoder.encode_descriptor(
                 name,

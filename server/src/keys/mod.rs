@@ -36,6 +36,7 @@ use crate::error::{KeyRefusal, Limit};
 use crate::store::{self, KeyRecord, Spend, Store};
 
 mod cli;
+pub mod ledger;
 mod metrics;
 pub use cli::*;
 pub use metrics::DEFAULT_METRICS_KEYS;
@@ -71,7 +72,14 @@ fn new_id() -> Result<String, getrandom::Error> {
 #[derive(Debug)]
 struct Meter {
     period_start: i64,
+    /// What this instance spent (its ledger).
     spent_usd: f64,
+    /// What the other instances spent, as last read from Redis.
+    others_usd: f64,
+    /// This instance's ledger as Redis last confirmed it.
+    confirmed_usd: f64,
+    /// Reserved for this instance's calls in flight.
+    reserved: f64,
     requests: u64,
     tokens: u64,
     /// Per second of the last minute (`second % 60`): the second, its
@@ -84,6 +92,9 @@ impl Default for Meter {
         Meter {
             period_start: 0,
             spent_usd: 0.0,
+            others_usd: 0.0,
+            confirmed_usd: 0.0,
+            reserved: 0.0,
             requests: 0,
             tokens: 0,
             slots: [(i64::MIN, 0, 0); WINDOW_SECS as usize],
@@ -92,6 +103,12 @@ impl Default for Meter {
 }
 
 impl Meter {
+    /// The spend every instance made in the period, as far as this one
+    /// knows.
+    fn total(&self) -> f64 {
+        self.spent_usd + self.others_usd
+    }
+
     /// Starts a new period if `now` is past the meter's.
     fn roll(&mut self, period: Period, now: DateTime<Utc>) {
         let start = period.start(now).timestamp_millis();
@@ -99,6 +116,7 @@ impl Meter {
             *self = Meter {
                 period_start: start,
                 slots: self.slots,
+                reserved: self.reserved,
                 ..Meter::default()
             };
         }
@@ -167,7 +185,7 @@ struct Registry {
 
 /// What a request was granted: its brownout and what its answer's headers
 /// say about the key's budget and limits.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Grant {
     /// The key's id and team, for its decisions.
     pub key: (String, Option<String>),
@@ -176,6 +194,46 @@ pub struct Grant {
     /// `model: "powerful"` is answered by Q3 in brownout.
     pub force: bool,
     headers: HeaderMap,
+    /// The budget reserved for the request, given back when it ends.
+    _reservation: Option<Reservation>,
+}
+
+/// A request's reservation of budget: given back when its grant is dropped.
+#[derive(Debug)]
+struct Reservation {
+    entry: Arc<Entry>,
+    est: f64,
+    period_start: i64,
+    /// The ledger holding it in Redis, and the ledger's epoch then.
+    shared: Option<(Arc<ledger::Ledger>, u64)>,
+}
+
+impl Clone for Grant {
+    fn clone(&self) -> Self {
+        // A copy describes the request; the reservation stays with the
+        // original.
+        Grant {
+            key: self.key.clone(),
+            brownout: self.brownout,
+            force: self.force,
+            headers: self.headers.clone(),
+            _reservation: None,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        {
+            let mut m = self.entry.meter();
+            if m.period_start == self.period_start {
+                m.reserved = (m.reserved - self.est).max(0.0);
+            }
+        }
+        if let Some((ledger, epoch)) = &self.shared {
+            ledger.release(&self.entry.record.id, self.period_start, self.est, *epoch);
+        }
+    }
 }
 
 impl Grant {
@@ -224,6 +282,8 @@ pub struct Policy {
     pub brownout: Option<f64>,
     /// `--brownout-force`.
     pub brownout_force: bool,
+    /// With `--redis`: the budgets shared by every instance.
+    pub shared: Option<ledger::Shared>,
 }
 
 /// The virtual keys of this server.
@@ -237,6 +297,8 @@ pub struct Keys {
     /// Bumped by every change of the keys (their spend changes with the
     /// decisions, which bump the status themselves).
     changes: Changes,
+    /// With `--redis`: the ledger every instance shares.
+    ledger: Option<Arc<ledger::Ledger>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -250,7 +312,14 @@ impl std::fmt::Debug for Keys {
 impl Keys {
     /// The keys of `store` (none and in memory only without one).
     pub fn new(store: Option<Arc<Store>>, policy: Policy) -> Result<Arc<Keys>, KeyError> {
+        let ledger = match &policy.shared {
+            Some(shared) => Some(Arc::new(
+                ledger::Ledger::new(shared.clone()).map_err(KeyError::Invalid)?,
+            )),
+            None => None,
+        };
         let keys = Arc::new(Keys {
+            ledger,
             registry: ArcSwap::default(),
             store,
             policy,
@@ -373,11 +442,11 @@ impl Keys {
                     key: r.id.clone(),
                     name: Some(r.name.clone()),
                     team: r.team.clone(),
-                    spent_usd: m.spent_usd,
+                    spent_usd: m.total(),
                     requests: m.requests,
                     tokens: m.tokens,
                     budget_usd: r.budget_usd,
-                    brownout: self.brownout_of(r, m.spent_usd),
+                    brownout: self.brownout_of(r, m.total()),
                 }
             })
             .collect()
@@ -387,6 +456,36 @@ impl Keys {
         match (self.policy.brownout, r.budget_usd) {
             (Some(from), Some(budget)) => wire::brownout_level(spent_usd, budget, from),
             _ => 0.0,
+        }
+    }
+
+    /// How the budgets are held: shared through Redis or by this instance,
+    /// and what this instance's ledger holds that Redis does not yet.
+    pub fn ledger_info(&self) -> wire::BudgetLedger {
+        let drift: f64 = match &self.ledger {
+            None => 0.0,
+            Some(_) => {
+                let now = Utc::now();
+                self.registry
+                    .load()
+                    .by_id
+                    .values()
+                    .map(|e| {
+                        let mut m = e.meter();
+                        m.roll(e.record.period, now);
+                        (m.spent_usd - m.confirmed_usd).abs()
+                    })
+                    .sum()
+            }
+        };
+        wire::BudgetLedger {
+            shared: self.ledger.is_some(),
+            reachable: self.ledger.as_ref().map(|l| l.is_up()),
+            fail_policy: self
+                .ledger
+                .as_ref()
+                .map(|l| if l.fails_open() { "open" } else { "closed" }.to_owned()),
+            accounting_drift: if drift < 1e-9 { 0.0 } else { drift },
         }
     }
 
@@ -400,103 +499,105 @@ impl Keys {
         self.len() == 0
     }
 
-    /// Admits one request of `entry` in `mode` now, or says why not. An
+    /// Admits one request of `entry` in `mode` now, reserving `est_usd` of
+    /// its budget until the grant is dropped, or says why not. Its rates are
+    /// this instance's; its budget is every instance's with `--redis`. An
     /// admitted request counts toward its requests per minute.
-    pub fn admit(&self, entry: &Entry, mode: Mode) -> Result<Grant, Box<KeyRefusal>> {
+    pub async fn admit(
+        &self,
+        entry: &Arc<Entry>,
+        mode: Mode,
+        est_usd: f64,
+    ) -> Result<Grant, Box<KeyRefusal>> {
         let r = &entry.record;
         if let Some(modes) = &r.modes
             && !modes.contains(&mode)
         {
             return Err(Box::new(KeyRefusal::mode(mode.name())));
         }
+        // The rates first, with the request counted in the window at once
+        // (so that requests at the same moment cannot all pass); taken back
+        // if the budget refuses it.
         let now = Utc::now();
         let sec = now.timestamp();
-        let mut m = entry.meter();
-        m.roll(r.period, now);
         let mut headers = HeaderMap::new();
-        let (requests, tokens) = m.last_minute(sec);
-        let mut refusal = None;
-        if let Some(budget) = r.budget_usd
-            && m.spent_usd >= budget
         {
-            let reset = (r.period.end(now) - now).num_seconds().max(1) as u64;
-            refusal = Some(KeyRefusal::new(
-                Limit::Budget,
-                format!(
-                    "key {} has spent its budget of ${budget} this {} (${:.6}); it resets at {}",
-                    r.id,
-                    r.period.name(),
-                    m.spent_usd,
-                    rfc3339(r.period.end(now))
-                ),
-                reset,
-            ));
-        }
-        if let Some(rpm) = r.rpm {
-            let reset = m.reset_secs(sec, false);
-            rate_headers(&mut headers, "requests", rpm.into(), requests, reset);
-            if refusal.is_none() && requests >= u64::from(rpm) {
-                refusal = Some(KeyRefusal::new(
-                    Limit::Requests,
-                    format!(
-                        "Rate limit reached for key {} on requests per min (RPM): Limit {rpm}, Used {requests}, Requested 1. Please try again in {reset}s.",
-                        r.id
-                    ),
-                    reset,
-                ));
+            let mut m = entry.meter();
+            m.roll(r.period, now);
+            let (requests, tokens) = m.last_minute(sec);
+            let mut refusal = None;
+            if let Some(rpm) = r.rpm {
+                let reset = m.reset_secs(sec, false);
+                rate_headers(&mut headers, "requests", rpm.into(), requests, reset);
+                if requests >= u64::from(rpm) {
+                    refusal = Some(KeyRefusal::new(
+                        Limit::Requests,
+                        format!(
+                            "Rate limit reached for key {} on requests per min (RPM): Limit {rpm}, Used {requests}, Requested 1. Please try again in {reset}s.",
+                            r.id
+                        ),
+                        reset,
+                    ));
+                }
             }
-        }
-        if let Some(tpm) = r.tpm {
-            let reset = m.reset_secs(sec, true);
-            rate_headers(&mut headers, "tokens", tpm, tokens, reset);
-            if refusal.is_none() && tokens >= tpm {
-                refusal = Some(KeyRefusal::new(
-                    Limit::Tokens,
-                    format!(
-                        "Rate limit reached for key {} on tokens per min (TPM): Limit {tpm}, Used {tokens}. Please try again in {reset}s.",
-                        r.id
-                    ),
-                    reset,
-                ));
+            if let Some(tpm) = r.tpm {
+                let reset = m.reset_secs(sec, true);
+                rate_headers(&mut headers, "tokens", tpm, tokens, reset);
+                if refusal.is_none() && tokens >= tpm {
+                    refusal = Some(KeyRefusal::new(
+                        Limit::Tokens,
+                        format!(
+                            "Rate limit reached for key {} on tokens per min (TPM): Limit {tpm}, Used {tokens}. Please try again in {reset}s.",
+                            r.id
+                        ),
+                        reset,
+                    ));
+                }
             }
-        }
-        let brownout = self.brownout_of(r, m.spent_usd);
-        if let Some(budget) = r.budget_usd {
-            let left = (budget - m.spent_usd).max(0.0);
-            headers.insert(
-                HeaderName::from_static(shared::wire::header::BUDGET_REMAINING),
-                HeaderValue::from_str(&format!("{left:.6}")).expect("a number"),
-            );
-            if self.policy.brownout.is_some() {
+            if let Some(mut refusal) = refusal {
+                refusal.headers = headers;
+                return Err(Box::new(refusal));
+            }
+            m.slot(sec).1 += 1;
+            if let Some(rpm) = r.rpm {
                 headers.insert(
-                    HeaderName::from_static(shared::wire::header::BROWNOUT),
-                    HeaderValue::from_str(&format!("{brownout:.2}")).expect("a number"),
+                    HeaderName::from_static("x-ratelimit-remaining-requests"),
+                    HeaderValue::from(u64::from(rpm).saturating_sub(requests + 1)),
+                );
+                let reset = m.reset_secs(sec, false);
+                headers.insert(
+                    HeaderName::from_static("x-ratelimit-reset-requests"),
+                    HeaderValue::from_str(&format!("{reset}s")).expect("a duration"),
                 );
             }
         }
-        if let Some(mut refusal) = refusal {
-            refusal.headers = headers;
-            return Err(Box::new(refusal));
-        }
-        if r.rpm.is_some() {
-            // This request is one of the minute's now.
-            let left = r.rpm.map_or(0, u64::from).saturating_sub(requests + 1);
-            headers.insert(
-                HeaderName::from_static("x-ratelimit-remaining-requests"),
-                HeaderValue::from(left),
+        let (spent, reservation) = match r.budget_usd {
+            None => (0.0, None),
+            Some(budget) => match self.reserve(entry, budget, est_usd).await {
+                Ok(admitted) => admitted,
+                Err(mut refusal) => {
+                    let mut m = entry.meter();
+                    let slot = m.slot(sec);
+                    slot.1 = slot.1.saturating_sub(1);
+                    refusal.headers.extend(headers);
+                    return Err(refusal);
+                }
+            },
+        };
+        let brownout = self.brownout_of(r, spent);
+        if let Some(budget) = r.budget_usd {
+            budget_headers(
+                &mut headers,
+                budget,
+                spent,
+                self.policy.brownout.map(|_| brownout),
             );
         }
-        m.slot(sec).1 += 1;
-        m.requests += 1;
-        if r.rpm.is_some() {
-            let reset = m.reset_secs(sec, false);
-            headers.insert(
-                HeaderName::from_static("x-ratelimit-reset-requests"),
-                HeaderValue::from_str(&format!("{reset}s")).expect("a duration"),
-            );
-        }
-        let period_start = m.period_start;
-        drop(m);
+        let period_start = {
+            let mut m = entry.meter();
+            m.requests += 1;
+            m.period_start
+        };
         if let Some(store) = &self.store {
             // The count of requests is not waited for: a lost one costs
             // nothing (the spend is what a budget holds).
@@ -512,7 +613,126 @@ impl Keys {
             brownout,
             force: self.policy.brownout_force,
             headers,
+            _reservation: reservation,
         })
+    }
+
+    /// Admits a request by `entry`'s budget: refused once it is spent,
+    /// waiting (at most [`ledger::WAIT_MAX`]) while reservations in flight
+    /// could take the spend past it, else admitted with `est` reserved.
+    /// The spend before it, and its reservation.
+    async fn reserve(
+        &self,
+        entry: &Arc<Entry>,
+        budget: f64,
+        est: f64,
+    ) -> Result<(f64, Option<Reservation>), Box<KeyRefusal>> {
+        let r = &entry.record;
+        let waited = std::time::Instant::now();
+        loop {
+            let now = Utc::now();
+            let (period_start, period_end) = (
+                r.period.start(now).timestamp_millis(),
+                r.period.end(now).timestamp_millis(),
+            );
+            let shared = self.ledger.as_ref().filter(|l| l.is_up());
+            let outcome = match (shared, &self.ledger) {
+                (Some(ledger), _) => {
+                    let epoch = ledger.epoch();
+                    let own = {
+                        let mut m = entry.meter();
+                        m.roll(r.period, now);
+                        m.spent_usd
+                    };
+                    match ledger
+                        .admit(&r.id, period_start, period_end, budget, est, own)
+                        .await
+                    {
+                        Ok(ledger::Admission::Admitted { spent, .. }) => {
+                            let mut m = entry.meter();
+                            m.roll(r.period, now);
+                            m.reserved += est;
+                            return Ok((
+                                spent,
+                                Some(Reservation {
+                                    entry: Arc::clone(entry),
+                                    est,
+                                    period_start,
+                                    shared: Some((Arc::clone(ledger), epoch)),
+                                }),
+                            ));
+                        }
+                        Ok(other) => other,
+                        // Unreachable now: decided by the policy below.
+                        Err(_) => continue,
+                    }
+                }
+                (None, Some(ledger)) if !ledger.fails_open() => {
+                    return Err(Box::new(KeyRefusal::new(
+                        Limit::Unavailable,
+                        format!(
+                            "key {} has a budget and the shared budget ledger (Redis) is unreachable; this server refuses such keys until it is back (--budget-fail closed)",
+                            r.id
+                        ),
+                        1,
+                    )));
+                }
+                // This instance's view: its own spend and the others' as
+                // last read.
+                _ => {
+                    let mut m = entry.meter();
+                    m.roll(r.period, now);
+                    let spent = m.total();
+                    if spent >= budget {
+                        ledger::Admission::Refused { spent }
+                    } else if m.reserved > 1e-9 && spent + m.reserved + est > budget {
+                        ledger::Admission::Wait
+                    } else {
+                        m.reserved += est;
+                        return Ok((
+                            spent,
+                            Some(Reservation {
+                                entry: Arc::clone(entry),
+                                est,
+                                period_start: m.period_start,
+                                shared: None,
+                            }),
+                        ));
+                    }
+                }
+            };
+            match outcome {
+                ledger::Admission::Refused { spent } => {
+                    let reset = (r.period.end(now) - now).num_seconds().max(1) as u64;
+                    let mut refusal = KeyRefusal::new(
+                        Limit::Budget,
+                        format!(
+                            "key {} has spent its budget of ${budget} this {} (${spent:.6}); it resets at {}",
+                            r.id,
+                            r.period.name(),
+                            rfc3339(r.period.end(now))
+                        ),
+                        reset,
+                    );
+                    budget_headers(
+                        &mut refusal.headers,
+                        budget,
+                        spent,
+                        self.policy.brownout.map(|_| self.brownout_of(r, spent)),
+                    );
+                    return Err(Box::new(refusal));
+                }
+                ledger::Admission::Wait if waited.elapsed() < ledger::WAIT_MAX => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                // Waited long enough (a reservation of an instance that
+                // died): the spend is under the budget, so it is admitted.
+                _ => {
+                    let spent = entry.meter().total();
+                    return Ok((spent, None));
+                }
+            }
+        }
     }
 
     /// Charges key `id` for a call of `tier` that took `usage`; with a
@@ -532,6 +752,9 @@ impl Keys {
         m.slot(now.timestamp()).2 += tokens;
         let period_start = m.period_start;
         drop(m);
+        if let Some(ledger) = &self.ledger {
+            ledger.charged(id, period_start);
+        }
         self.store.as_ref().map(|store| {
             store.add_spend(Spend {
                 key_id: id.to_owned(),
@@ -570,16 +793,16 @@ impl Keys {
         let usage = KeyUsage {
             period_start: rfc3339(start),
             period_end: rfc3339(end),
-            spent_usd: m.spent_usd,
+            spent_usd: m.total(),
             requests: m.requests,
             tokens: m.tokens,
-            remaining_usd: r.budget_usd.map(|b| (b - m.spent_usd).max(0.0)),
-            brownout: self.brownout_of(r, m.spent_usd),
+            remaining_usd: r.budget_usd.map(|b| (b - m.total()).max(0.0)),
+            brownout: self.brownout_of(r, m.total()),
             requests_last_minute,
             tokens_last_minute,
             projected_exhaustion: r
                 .budget_usd
-                .and_then(|b| wire::projected_exhaustion(m.spent_usd, b, start, now, end))
+                .and_then(|b| wire::projected_exhaustion(m.total(), b, start, now, end))
                 .map(rfc3339),
         };
         KeyView {
@@ -646,9 +869,28 @@ impl Keys {
                 if !found {
                     return Err(KeyError::NotFound(record.id));
                 }
-                self.reload()
+                self.reload()?;
+                // Published from the registry: after the reload.
+                if let Some(ledger) = &self.ledger {
+                    ledger.changed(&record.id);
+                }
+                Ok(())
             }
             None => {
+                let id = record.id.clone();
+                self.put(record)?;
+                if let Some(ledger) = &self.ledger {
+                    ledger.changed(&id);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Puts `record` in the registry (in memory only), keeping its meter.
+    fn put(&self, record: KeyRecord) -> Result<(), KeyError> {
+        {
+            {
                 let _changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
                 let old = self.registry.load();
                 let meter = old
@@ -672,6 +914,22 @@ impl Registry {
     fn insert(&mut self, entry: Arc<Entry>) {
         self.by_hash.insert(entry.record.hash, Arc::clone(&entry));
         self.by_id.insert(entry.record.id.clone(), entry);
+    }
+}
+
+/// `X-Router-Budget-Remaining-Usd` (left before the request) and, with
+/// `--brownout`, `X-Router-Brownout`.
+fn budget_headers(headers: &mut HeaderMap, budget: f64, spent: f64, brownout: Option<f64>) {
+    let left = (budget - spent).max(0.0);
+    headers.insert(
+        HeaderName::from_static(shared::wire::header::BUDGET_REMAINING),
+        HeaderValue::from_str(&format!("{left:.6}")).expect("a number"),
+    );
+    if let Some(level) = brownout {
+        headers.insert(
+            HeaderName::from_static(shared::wire::header::BROWNOUT),
+            HeaderValue::from_str(&format!("{level:.2}")).expect("a number"),
+        );
     }
 }
 

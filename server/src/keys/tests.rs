@@ -22,6 +22,7 @@ fn keys(policy: Policy, r: KeyRecord) -> (Keys, Arc<Entry>) {
         rev: AtomicI64::new(0),
         changing: Mutex::new(()),
         changes: Changes::default(),
+        ledger: None,
     };
     keys.write(r.clone(), |_, _| Ok(true)).unwrap();
     let entry = keys.registry.load().by_id[&r.id].clone();
@@ -48,14 +49,15 @@ fn the_minute_window_slides_by_the_second() {
     assert_eq!(m.last_minute(190), (1, 0));
 }
 
-#[test]
-fn a_budget_refuses_only_once_spent() {
+#[tokio::test]
+async fn a_budget_refuses_only_once_spent() {
     let prices = q4_prices(1_000_000.0);
     let (keys, e) = keys(
         Policy {
             prices,
             brownout: Some(0.5),
             brownout_force: false,
+            shared: None,
         },
         record(Some(2.0), None, None),
     );
@@ -63,19 +65,19 @@ fn a_budget_refuses_only_once_spent() {
         prompt_tokens: 1,
         completion_tokens: 0,
     };
-    let g = keys.admit(&e, Mode::TwoStage).unwrap();
+    let g = keys.admit(&e, Mode::TwoStage, 0.0).await.unwrap();
     assert_eq!(g.brownout, 0.0);
     assert!(
         keys.charge(&e.record.id, Tier::Q4, usage).is_none(),
         "no store"
     );
     // $1 of $2 spent: brownout begins at half.
-    let g = keys.admit(&e, Mode::TwoStage).unwrap();
+    let g = keys.admit(&e, Mode::TwoStage, 0.0).await.unwrap();
     assert_eq!(g.brownout, 0.0);
     assert_eq!(g.threshold(7.0), 7.0);
     let _ = keys.charge(&e.record.id, Tier::Q4, usage);
     // $2 of $2: refused, retry at the period's end.
-    let refused = keys.admit(&e, Mode::TwoStage).unwrap_err();
+    let refused = keys.admit(&e, Mode::TwoStage, 0.0).await.unwrap_err();
     assert_eq!(refused.limit, Limit::Budget);
     assert!(refused.retry_after_secs >= 1);
     // Q3 has no price: its calls cost nothing.
@@ -83,13 +85,14 @@ fn a_budget_refuses_only_once_spent() {
     assert_eq!(keys.get(&e.record.id).unwrap().usage.spent_usd, 2.0);
 }
 
-#[test]
-fn brownout_raises_the_threshold_and_forces_q3_only_when_asked() {
+#[tokio::test]
+async fn brownout_raises_the_threshold_and_forces_q3_only_when_asked() {
     let (keys, e) = keys(
         Policy {
             prices: q4_prices(1_000_000.0),
             brownout: Some(0.5),
             brownout_force: true,
+            shared: None,
         },
         record(Some(4.0), None, None),
     );
@@ -99,7 +102,7 @@ fn brownout_raises_the_threshold_and_forces_q3_only_when_asked() {
     };
     let _ = keys.charge(&e.record.id, Tier::Q4, usage);
     // $3 of $4: half way from 0.5 to 1.
-    let g = keys.admit(&e, Mode::TwoStage).unwrap();
+    let g = keys.admit(&e, Mode::TwoStage, 0.0).await.unwrap();
     assert_eq!(g.brownout, 0.5);
     assert_eq!(g.threshold(7.0), 11.0);
     assert_eq!(g.named_tier(Tier::Q4), Tier::Q3);
@@ -108,23 +111,23 @@ fn brownout_raises_the_threshold_and_forces_q3_only_when_asked() {
     assert_eq!(g.named_tier(Tier::Q4), Tier::Q4);
 }
 
-#[test]
-fn requests_per_minute_count_only_admitted_requests() {
+#[tokio::test]
+async fn requests_per_minute_count_only_admitted_requests() {
     let (keys, e) = keys(Policy::default(), record(None, Some(2), None));
-    assert!(keys.admit(&e, Mode::Simple).is_ok());
-    assert!(keys.admit(&e, Mode::Simple).is_ok());
+    assert!(keys.admit(&e, Mode::Simple, 0.0).await.is_ok());
+    assert!(keys.admit(&e, Mode::Simple, 0.0).await.is_ok());
     for _ in 0..3 {
-        let r = keys.admit(&e, Mode::Simple).unwrap_err();
+        let r = keys.admit(&e, Mode::Simple, 0.0).await.unwrap_err();
         assert_eq!(r.limit, Limit::Requests);
         assert_eq!(r.headers["x-ratelimit-remaining-requests"], "0");
     }
     assert_eq!(keys.get(&e.record.id).unwrap().usage.requests, 2);
 }
 
-#[test]
-fn changes_are_checked_and_keep_the_meter() {
+#[tokio::test]
+async fn changes_are_checked_and_keep_the_meter() {
     let (keys, e) = keys(Policy::default(), record(None, Some(5), None));
-    assert!(keys.admit(&e, Mode::Simple).is_ok());
+    assert!(keys.admit(&e, Mode::Simple, 0.0).await.is_ok());
     for bad in [
         KeyPatch {
             name: Some(" ".into()),
@@ -165,6 +168,39 @@ fn changes_are_checked_and_keep_the_meter() {
         keys.find("osk-test").is_none(),
         "a revoked key is not found"
     );
+}
+
+#[tokio::test]
+async fn a_request_waits_while_reservations_could_pass_the_budget() {
+    let (keys, e) = keys(
+        Policy {
+            prices: q4_prices(1_000_000.0),
+            ..Policy::default()
+        },
+        record(Some(1.0), None, None),
+    );
+    let keys = Arc::new(keys);
+    // 0.6 reserved: another 0.6 could pass the budget, so it waits...
+    let first = keys.admit(&e, Mode::TwoStage, 0.6).await.unwrap();
+    let second = {
+        let (keys, e) = (Arc::clone(&keys), Arc::clone(&e));
+        tokio::spawn(async move { keys.admit(&e, Mode::TwoStage, 0.6).await.is_ok() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!second.is_finished(), "it waits for the reservation");
+    // ...until the first is settled ($0.5 spent) and its grant dropped.
+    let usage = Usage {
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
+    let _ = keys.charge(&e.record.id, Tier::Q4, usage);
+    e.meter().spent_usd = 0.5;
+    drop(first);
+    assert!(second.await.unwrap(), "admitted: 0.5 is under the budget");
+    // At the budget: refused at once, waiting for nothing.
+    e.meter().spent_usd = 1.0;
+    let refused = keys.admit(&e, Mode::TwoStage, 0.6).await.unwrap_err();
+    assert_eq!(refused.limit, Limit::Budget);
 }
 
 /// Prices with only Q4's, at `per_million` in and out.

@@ -83,6 +83,7 @@ impl From<ApiError> for OpenAiError {
                 crate::error::Limit::Requests => ("requests", Some("rate_limit_exceeded")),
                 crate::error::Limit::Tokens => ("tokens", Some("rate_limit_exceeded")),
                 crate::error::Limit::Mode => ("permission_error", Some("mode_not_allowed")),
+                crate::error::Limit::Unavailable => ("server_error", Some("budget_unavailable")),
             },
         };
         // OpenAI answers a body it cannot use with 400, never 422.

@@ -141,7 +141,7 @@ async fn chat(
         Route::Auto => Mode::TwoStage,
         Route::Tier(_) => Mode::Simple,
     };
-    let grant = pipeline::admit_key(state, caller, mode)?;
+    let grant = pipeline::admit_key(state, caller, mode, req.text.len(), req.max_tokens).await?;
     let answered = match req.route {
         Route::Group(mode) => group(state, req, mode, grant.as_ref()).await,
         Route::Auto | Route::Tier(_) => single(state, req, grant.as_ref()).await,

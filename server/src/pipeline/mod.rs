@@ -63,18 +63,40 @@ pub struct Query<'a> {
 
 /// Admits a request of `caller` in `mode` by its virtual key's limits
 /// (nothing to admit without one): before anything is recorded, so a
-/// refused request changes no state. The grant says how it is routed
-/// (brownout) and what its answer's headers say.
-pub fn admit_key(state: &AppState, caller: &Caller, mode: Mode) -> Result<Option<Grant>, ApiError> {
-    match &caller.0 {
-        None => Ok(None),
-        Some(entry) => state
-            .keys
-            .admit(entry, mode)
-            .map(Some)
-            .map_err(ApiError::KeyRefused),
-    }
+/// refused request changes no state. Its budget is reserved by an estimate
+/// of its cost: `prompt_chars` of text (about 4 a token) and `max_tokens`
+/// (or [`ESTIMATED_ANSWER_TOKENS`]) at the dearest tier's price. The grant
+/// says how it is routed (brownout) and what its answer's headers say; the
+/// reservation is given back when it is dropped.
+pub async fn admit_key(
+    state: &AppState,
+    caller: &Caller,
+    mode: Mode,
+    prompt_chars: usize,
+    max_tokens: Option<u64>,
+) -> Result<Option<Grant>, ApiError> {
+    let Some(entry) = &caller.0 else {
+        return Ok(None);
+    };
+    let prices = state.service.prices();
+    let dearest = |f: fn(&shared::insight::Price) -> f64| {
+        prices.values().iter().flatten().map(f).fold(0.0, f64::max)
+    };
+    let answer = max_tokens.unwrap_or(ESTIMATED_ANSWER_TOKENS) as f64;
+    let est = (prompt_chars as f64 / 4.0 * dearest(|p| p.input_per_million)
+        + answer * dearest(|p| p.output_per_million))
+        / 1_000_000.0;
+    state
+        .keys
+        .admit(entry, mode, est)
+        .await
+        .map(Some)
+        .map_err(ApiError::KeyRefused)
 }
+
+/// The answer's tokens a reservation counts on when `max_tokens` is not
+/// given.
+pub const ESTIMATED_ANSWER_TOKENS: u64 = 512;
 
 /// The store's commit of a decision, under way while the upstream works.
 #[must_use = "await the commit before the answer is complete"]

@@ -238,6 +238,11 @@ impl StatusService {
         self
     }
 
+    /// `--price`.
+    pub fn prices(&self) -> &Prices {
+        &self.prices
+    }
+
     /// Lists what `keys` spent in every status (`keys`); the status is
     /// rebuilt when a key changes.
     pub fn with_keys(mut self, keys: Arc<crate::keys::Keys>) -> Self {

@@ -82,7 +82,10 @@ impl StatusService {
         status.buffer_capacity = Some(self.capacity);
         status.routing = Some(self.routing.clone());
         status.cost = Some(cost_summary(&tokens, &baseline, &assessor, &self.prices));
-        status.keys = self.keys.as_ref().and_then(|k| k.summary());
+        if let Some(keys) = &self.keys {
+            status.keys = keys.summary();
+            status.budget_ledger = status.keys.is_some().then(|| keys.ledger_info());
+        }
         status.persistence = Some(match &self.store {
             Some(store) => store.persistence(),
             None => Persistence {
