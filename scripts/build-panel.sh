@@ -3,7 +3,7 @@
 # wasm-release profile), wasm-bindgen and wasm-opt -Oz, then the layout
 # Trunk makes, which the server embeds: dist/index.html loading
 # /panel-<hash>.js and /panel-<hash>_bg.wasm, /style-<hash>.css, and the
-# History page's own bundle in dist/history/. Trunk stays for `trunk serve`
+# History and Keys pages' own bundles in dist/history/ and dist/keys/. Trunk stays for `trunk serve`
 # (the edit loop); a first run need not compile it.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -24,7 +24,7 @@ wait "$build"
 wasm_dir=target/wasm32-unknown-unknown/wasm-release
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/dist/history"
+mkdir -p "$stage/dist/history" "$stage/dist/keys"
 
 # A short content hash, as Trunk names its files.
 short_hash() { cat "$@" | sha256sum | cut -c1-16; }
@@ -65,6 +65,7 @@ HTML
 
 page panel panel/index.html "$stage/dist" /
 page history panel/history.html "$stage/dist/history" /history/
+page keys panel/keys.html "$stage/dist/keys" /keys/
 rm -rf dist
 mv "$stage/dist" dist
 echo "panel built into dist/ ($(du -sh dist | cut -f1))"

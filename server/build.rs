@@ -50,8 +50,8 @@ fn main() {
     table.push(']');
     std::fs::write(out.join("assets.rs"), table).unwrap();
 
-    // Both pages' inline loaders: the live page's and the History page's.
-    let pages: String = ["index.html", "history/index.html"]
+    // Every page's inline loader: the live page's, History's and Keys'.
+    let pages: String = ["index.html", "history/index.html", "keys/index.html"]
         .iter()
         .map(|p| std::fs::read_to_string(dist.join(p)).unwrap_or_default())
         .collect();

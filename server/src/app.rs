@@ -77,6 +77,10 @@ pub fn app(state: AppState) -> Router {
             "/api/session",
             post(api::open_session).delete(api::close_session),
         )
+        .route(
+            "/api/admin/session",
+            post(api::open_admin_session).delete(api::close_admin_session),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_cross_site,
@@ -254,17 +258,21 @@ fn front_door_caller(
     }))
 }
 
-/// `/api/keys`: only the `--admin-key` (compared in constant time); 404
-/// without one, as if there were no such API.
+/// `/api/keys`: only the `--admin-key` (compared in constant time) or an
+/// admin session (the Keys page's); 404 without an admin key, as if there
+/// were no such API.
 async fn require_admin(
     State(state): State<AppState>,
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match &state.options.admin_key {
-        None => ApiError::NotFound(req.uri().path().to_owned()).into_response(),
-        Some(key) if bearer_matches(req.headers(), key) => next.run(req).await,
-        Some(_) => ApiError::Unauthorized.into_response(),
+    if state.options.admin_key.is_none() {
+        return ApiError::NotFound(req.uri().path().to_owned()).into_response();
+    }
+    if state.admins.allows(req.headers()) {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
     }
 }
 

@@ -114,6 +114,9 @@ pub fn document(
         ("/api/keys", &["get", "post"][..]),
         ("/api/keys/{id}", &["get", "patch", "delete"][..]),
     ];
+    if !admin_key && let Some(paths) = doc["paths"].as_object_mut() {
+        paths.remove("/api/admin/session");
+    }
     if admin_key {
         doc["components"]["securitySchemes"]["adminKey"] =
             serde_json::json!({"type": "http", "scheme": "bearer"});
@@ -220,7 +223,9 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         crate::api::list_keys,
         crate::api::get_key,
         crate::api::patch_key,
-        crate::api::revoke_key
+        crate::api::revoke_key,
+        crate::api::open_admin_session,
+        crate::api::close_admin_session
     ),
     components(schemas(
         OrchestratorStatus,

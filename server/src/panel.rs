@@ -67,10 +67,11 @@ pub fn serve(path: &str, headers: &HeaderMap) -> Response {
             None if names_a_file(path) => {
                 return ApiError::NotFound(path.to_owned()).into_response();
             }
-            // The History page is a bundle of its own.
+            // The History and Keys pages are bundles of their own.
             None if path == "/history" || path.starts_with("/history/") => {
                 find("/history/index.html")
             }
+            None if path == "/keys" || path.starts_with("/keys/") => find("/keys/index.html"),
             None => find("/index.html"),
         },
     };

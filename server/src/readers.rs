@@ -18,6 +18,8 @@ use subtle::ConstantTimeEq as _;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "orch_session";
+/// The admin session's cookie (the Keys page's, opened with `--admin-key`).
+pub const ADMIN_COOKIE: &str = "orch_admin";
 /// How long a session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3_600);
 /// Most sessions held at once; past it the oldest goes.
@@ -31,6 +33,8 @@ pub struct Readers {
     /// Whether any `--read-key` was given.
     required: bool,
     sessions: Mutex<HashMap<String, Instant>>,
+    /// The name of the sessions' cookie.
+    cookie: &'static str,
 }
 
 impl Readers {
@@ -40,7 +44,25 @@ impl Readers {
             required: !read_keys.is_empty(),
             keys: read_keys.iter().chain(api_keys).cloned().collect(),
             sessions: Mutex::default(),
+            cookie: COOKIE,
         }
+    }
+
+    /// The admin: the `--admin-key` (none: nobody), and the Keys page's
+    /// sessions, under their own cookie.
+    pub fn admins(admin_key: Option<&str>) -> Self {
+        Readers {
+            required: true,
+            keys: admin_key.map(str::to_owned).into_iter().collect(),
+            sessions: Mutex::default(),
+            cookie: ADMIN_COOKIE,
+        }
+    }
+
+    /// The `Set-Cookie` value of a session of these keys (`None`: the one
+    /// that ends it).
+    pub fn set_cookie(&self, token: Option<&str>) -> HeaderValue {
+        cookie_header(self.cookie, token)
     }
 
     /// True when reads need a key.
@@ -67,7 +89,7 @@ impl Readers {
         {
             return true;
         }
-        session_cookie(headers).is_some_and(|token| self.has_session(&token))
+        session_cookie(headers, self.cookie).is_some_and(|token| self.has_session(&token))
     }
 
     /// A new session for a client that showed a key: its token.
@@ -92,7 +114,7 @@ impl Readers {
 
     /// Ends the session the request carries, if any.
     pub fn close_session(&self, headers: &HeaderMap) {
-        if let Some(token) = session_cookie(headers) {
+        if let Some(token) = session_cookie(headers, self.cookie) {
             self.lock().remove(&token);
         }
     }
@@ -108,14 +130,18 @@ impl Readers {
     }
 }
 
-/// The `Set-Cookie` value of a session (`None`: the one that ends it).
+/// The `Set-Cookie` value of a read session (`None`: the one that ends it).
 pub fn set_cookie(token: Option<&str>) -> HeaderValue {
+    cookie_header(COOKIE, token)
+}
+
+fn cookie_header(name: &str, token: Option<&str>) -> HeaderValue {
     let value = match token {
         Some(t) => format!(
-            "{COOKIE}={t}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+            "{name}={t}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
             SESSION_TTL.as_secs()
         ),
-        None => format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        None => format!("{name}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
     };
     HeaderValue::from_str(&value).expect("a cookie of hex is a valid header")
 }
@@ -131,10 +157,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The session token among the request's cookies, if any.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+fn session_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     use headers::HeaderMapExt as _;
     let cookies = headers.typed_get::<headers::Cookie>()?;
-    cookies.get(COOKIE).map(str::to_owned)
+    cookies.get(name).map(str::to_owned)
 }
 
 #[cfg(test)]

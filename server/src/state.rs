@@ -50,6 +50,8 @@ pub struct Shared {
     pub readers: Arc<readers::Readers>,
     /// The virtual keys.
     pub keys: Arc<Keys>,
+    /// The admin key and the Keys page's sessions.
+    pub admins: Arc<readers::Readers>,
 }
 
 /// Access, privacy and capacity settings of the API.
@@ -154,6 +156,7 @@ impl AppState {
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         let exports = Arc::new(Places::new(options.max_exports));
         let readers = Arc::new(readers::Readers::new(&options.read_keys, &options.api_keys));
+        let admins = Arc::new(readers::Readers::admins(options.admin_key.as_deref()));
         AppState(Arc::new(Shared {
             service,
             upstreams: Arc::new(upstreams),
@@ -164,6 +167,7 @@ impl AppState {
             exports,
             readers,
             keys,
+            admins,
         }))
     }
 }

@@ -43,27 +43,36 @@ pub async fn open_session(
             "no session is needed: this server has no --read-key".into(),
         ));
     }
+    open(&state.readers, &headers, body)
+}
+
+/// A session of `readers` for a client that shows one of their keys (as
+/// `Authorization: Bearer KEY` with no body, or `{"key": ...}`).
+fn open(
+    readers: &crate::readers::Readers,
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
     let body =
         body.map_err(|r| crate::extract::body_rejected(&r, crate::extract::MAX_BODY_BYTES))?;
     // The key as a bearer token (a script's way) needs no body; else the
     // JSON body `{"key": ...}` (the panel's).
-    let key = match crate::readers::bearer(&headers) {
+    let key = match crate::readers::bearer(headers) {
         Some(key) if body.iter().all(u8::is_ascii_whitespace) => key.to_owned(),
         _ => {
-            crate::extract::require_json_content_type(&headers)?;
+            crate::extract::require_json_content_type(headers)?;
             crate::extract::decode_json::<SessionRequest>(&body)?.key
         }
     };
-    if !state.readers.is_key(&key) {
+    if !readers.is_key(&key) {
         return Err(ApiError::Unauthorized);
     }
-    let token = state
-        .readers
+    let token = readers
         .open_session()
         .map_err(|e| ApiError::Internal(format!("no random bytes for a session: {e}")))?;
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, crate::readers::set_cookie(Some(&token)))],
+        [(header::SET_COOKIE, readers.set_cookie(Some(&token)))],
     )
         .into_response())
 }
@@ -76,10 +85,58 @@ pub async fn open_session(
     responses((status = 204, description = "The session, if any, is over; its cookie is cleared"))
 )]
 pub async fn close_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    state.readers.close_session(&headers);
+    close(&state.readers, &headers)
+}
+
+fn close(readers: &crate::readers::Readers, headers: &HeaderMap) -> Response {
+    readers.close_session(headers);
     (
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, crate::readers::set_cookie(None))],
+        [(header::SET_COOKIE, readers.set_cookie(None))],
     )
         .into_response()
+}
+
+/// Opens an admin session for the Keys page: the `--admin-key` in, an
+/// `HttpOnly`, `SameSite=Strict` cookie (`orch_admin`) out, good for
+/// `/api/keys` for 12 hours or until the server restarts.
+#[utoipa::path(
+    post,
+    path = "/api/admin/session",
+    tag = "keys",
+    request_body(content = SessionRequest, description = "The admin key; or send it as `Authorization: Bearer KEY` with no body"),
+    responses(
+        (status = 204, description = "A session: its cookie is in `Set-Cookie`",
+         headers(("Set-Cookie" = String, description = "`orch_admin=...; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200`"))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Not the admin key", body = ErrorBody),
+        (status = 403, description = "Another site's page may not open a session", body = ErrorBody),
+        (status = 404, description = "No `--admin-key` is set", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "The body is not `{\"key\": string}`", body = ErrorBody),
+    )
+)]
+pub async fn open_admin_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    if state.options.admin_key.is_none() {
+        return Err(ApiError::NotFound(
+            "no admin session: this server has no --admin-key".into(),
+        ));
+    }
+    open(&state.admins, &headers, body)
+}
+
+/// Ends the request's admin session.
+#[utoipa::path(
+    delete,
+    path = "/api/admin/session",
+    tag = "keys",
+    responses((status = 204, description = "The admin session, if any, is over; its cookie is cleared"))
+)]
+pub async fn close_admin_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    close(&state.admins, &headers)
 }
