@@ -178,10 +178,15 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
     let (first, n) = shared::history::aligned(from_ms, to_ms, step);
     let end = first + n * m;
     let store = store(&state)?;
-    let mut rows = tokio::task::spawn_blocking(move || store.rollups(first, end, m))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("history: {e}")))?;
+    let (mut rows, key_rows) = tokio::task::spawn_blocking(move || {
+        Ok::<_, rusqlite::Error>((
+            store.rollups(first, end, m)?,
+            store.key_rollups(first, end, m)?,
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("history: {e}")))?;
     // With --redis, the other instances' rollups are summed in.
     let mut scope = None;
     if let Some(cluster) = state.service.cluster() {
@@ -257,6 +262,8 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
         upstream_latency_bounds_ms: LATENCY_BOUNDS_MS.to_vec(),
         view: scope.as_ref().map(|s| s.0),
         instances: scope.map(|s| s.1),
+        keys: (!key_rows.is_empty())
+            .then(|| shared::history::key_series(key_rows, len, shared::keys::KEYS_IN_STATUS)),
     };
     Ok(axum::Json(body).into_response())
 }

@@ -250,6 +250,7 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         CalibrateResponse,
         shared::history::History,
         shared::history::TierSeries,
+        shared::history::KeySeries,
         shared::history::DecisionPage,
         shared::history::Persistence,
         shared::history::PersistenceState,

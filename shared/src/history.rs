@@ -182,6 +182,81 @@ pub struct History {
     /// Only with `--redis`: the instances summed, this one first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<String>>,
+    /// Beyond the history's first form: with virtual keys, what each spent
+    /// per point on this instance (the 20 that spent most in the range,
+    /// then `other`); absent when no key spent anything in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<KeySeries>>,
+}
+
+/// One virtual key's spend over time (or, as `key: "other"`, the rest's);
+/// each list has one value per point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeySeries {
+    /// The key's id, or `other`.
+    pub key: String,
+    /// USD spent.
+    pub spent_usd: Vec<f64>,
+    /// Requests admitted.
+    pub requests: Vec<u64>,
+    /// Tokens used.
+    pub tokens: Vec<u64>,
+}
+
+/// One row of spend per key: `(point, key, USD, requests, tokens)`.
+pub type KeyRow = (i64, String, f64, u64, u64);
+
+/// Per-key spend rows as series of `len` points: the `top` keys by spend
+/// over the range, then `other`.
+pub fn key_series(rows: Vec<KeyRow>, len: usize, top: usize) -> Vec<KeySeries> {
+    let mut by_key: Vec<KeySeries> = Vec::new();
+    for (point, key, usd, requests, tokens) in rows {
+        let Some(i) = usize::try_from(point).ok().filter(|i| *i < len) else {
+            continue;
+        };
+        let at = match by_key.iter().position(|k| k.key == key) {
+            Some(at) => at,
+            None => {
+                by_key.push(KeySeries {
+                    key,
+                    spent_usd: vec![0.0; len],
+                    requests: vec![0; len],
+                    tokens: vec![0; len],
+                });
+                by_key.len() - 1
+            }
+        };
+        let k = &mut by_key[at];
+        k.spent_usd[i] += if usd.is_finite() { usd } else { 0.0 };
+        k.requests[i] += requests;
+        k.tokens[i] += tokens;
+    }
+    let total = |k: &KeySeries| k.spent_usd.iter().sum::<f64>();
+    by_key.sort_by(|a, b| {
+        total(b)
+            .total_cmp(&total(a))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    if by_key.len() > top {
+        let rest = by_key.split_off(top);
+        let mut other = KeySeries {
+            key: crate::keys::OTHER_KEYS.to_owned(),
+            spent_usd: vec![0.0; len],
+            requests: vec![0; len],
+            tokens: vec![0; len],
+        };
+        for k in rest {
+            for i in 0..len {
+                other.spent_usd[i] += k.spent_usd[i];
+                other.requests[i] += k.requests[i];
+                other.tokens[i] += k.tokens[i];
+            }
+        }
+        by_key.push(other);
+    }
+    by_key
 }
 
 /// One tier's measures over time; each list has one value per point.
@@ -236,6 +311,28 @@ pub struct DecisionPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_series_keep_the_top_spenders_then_other() {
+        let rows = vec![
+            (0, "a".to_owned(), 1.0, 1, 10),
+            (1, "a".to_owned(), 2.0, 1, 20),
+            (1, "b".to_owned(), 0.5, 1, 5),
+            (0, "c".to_owned(), 0.25, 2, 2),
+            (9, "c".to_owned(), 9.0, 1, 1),
+        ];
+        let s = key_series(rows, 2, 1);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].key, "a");
+        assert_eq!(s[0].spent_usd, [1.0, 2.0]);
+        assert_eq!(s[1].key, "other");
+        assert_eq!(
+            s[1].spent_usd,
+            [0.25, 0.5],
+            "a point out of range is left out"
+        );
+        assert_eq!(s[1].requests, [2, 1]);
+    }
 
     #[test]
     fn aligned_points_cover_from_and_to() {

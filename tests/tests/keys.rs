@@ -409,6 +409,22 @@ async fn a_budget_refuses_exactly_at_the_limit_and_survives_restart_and_kill_9()
     assert_eq!(code, 429, "{e}");
     assert_eq!(c.status().await["totalDecisions"], before);
     assert_eq!(spent(&c, &id).await, 8.0 * call);
+    // The history keeps the key's spend per minute, across the restarts.
+    let (code, h) = c.get("/api/orchestrator/history?from=-1h&step=1m").await;
+    assert_eq!(code, 200, "{h}");
+    let series = &h["keys"][0];
+    assert_eq!(series["key"], id.as_str());
+    let sum = |name: &str| -> f64 {
+        series[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum()
+    };
+    assert!((sum("spentUsd") - 8.0 * call).abs() < 1e-9, "{series}");
+    assert_eq!(sum("requests"), 8.0);
+    assert_eq!(sum("tokens"), 72.0);
     // A bigger budget lets it through again.
     let (code, _, _) = admin(
         &c,

@@ -605,6 +605,7 @@ impl Keys {
                 key_id: r.id.clone(),
                 period_start,
                 requests: 1,
+                minute: shared::history::minute_of(Utc::now().timestamp_millis()),
                 ..Spend::default()
             });
         }
@@ -762,6 +763,7 @@ impl Keys {
                 usd,
                 tokens,
                 requests: 0,
+                minute: shared::history::minute_of(now.timestamp_millis()),
             })
         })
     }

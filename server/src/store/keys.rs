@@ -49,6 +49,9 @@ pub struct Spend {
     pub requests: u64,
     /// Tokens.
     pub tokens: u64,
+    /// The minute it was spent in (its rollup row), ms since the epoch
+    /// divided by 60,000.
+    pub minute: i64,
 }
 
 const KEY_COLUMNS: &str = "id, hash, prefix, name, team, budget_usd, period, rpm, tpm, modes, expires_at, created_at, revoked_at";
@@ -190,6 +193,7 @@ pub fn load_spend(conn: &Connection, id: &str, period_start: i64) -> rusqlite::R
                 usd: r.get(0)?,
                 requests: r.get::<_, i64>(1)?.max(0) as u64,
                 tokens: r.get::<_, i64>(2)?.max(0) as u64,
+                minute: 0,
             })
         },
     )
@@ -212,14 +216,49 @@ pub(super) fn add_spend(tx: &rusqlite::Transaction<'_>, s: &Spend) -> rusqlite::
            requests = requests + excluded.requests,
            tokens = tokens + excluded.tokens",
     )?;
-    stmt.execute(params![
-        s.key_id,
-        s.period_start,
-        s.usd,
+    let (requests, tokens) = (
         s.requests.min(i64::MAX as u64) as i64,
         s.tokens.min(i64::MAX as u64) as i64,
-    ])
-    .map(drop)
+    );
+    stmt.execute(params![s.key_id, s.period_start, s.usd, requests, tokens])?;
+    let mut minute = tx.prepare_cached(
+        "INSERT INTO key_rollups VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (minute, key_id) DO UPDATE SET
+           spent_usd = spent_usd + excluded.spent_usd,
+           requests = requests + excluded.requests,
+           tokens = tokens + excluded.tokens",
+    )?;
+    minute
+        .execute(params![s.minute, s.key_id, s.usd, requests, tokens])
+        .map(drop)
+}
+
+impl Store {
+    /// Spend per key of the minutes `first..end`, summed per `step`
+    /// minutes: `(bucket index from first, key id, USD, requests, tokens)`.
+    pub fn key_rollups(
+        &self,
+        first: i64,
+        end: i64,
+        step: i64,
+    ) -> rusqlite::Result<Vec<shared::history::KeyRow>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT (minute - ?1) / ?3 AS b, key_id, sum(spent_usd), sum(requests), sum(tokens)
+                 FROM key_rollups WHERE minute >= ?1 AND minute < ?2 GROUP BY b, key_id",
+            )?;
+            let rows = stmt.query_map(params![first, end, step.max(1)], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)?.max(0) as u64,
+                    r.get::<_, i64>(4)?.max(0) as u64,
+                ))
+            })?;
+            rows.collect()
+        })
+    }
 }
 
 /// Opens the database of the data dir `dir` for key changes, creating it

@@ -55,6 +55,17 @@ impl Retention {
             std::thread::sleep(Duration::from_millis(5));
         }
         let cutoff = minute_of(now.saturating_sub(self.keep_rollups.as_millis() as i64));
+        // Spend per key and minute is a rollup too.
+        loop {
+            let n = conn.execute(
+                "DELETE FROM key_rollups WHERE minute < ?1 AND minute < (SELECT min(minute) FROM key_rollups) + 360",
+                [cutoff],
+            )?;
+            if n == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for (table, per) in ROLLUP_TABLES {
             // An hour's row goes once the whole hour is past the cutoff.
             let cutoff = cutoff - (per - 1);

@@ -86,6 +86,14 @@ CREATE TABLE IF NOT EXISTS key_spend (
     tokens INTEGER NOT NULL,
     PRIMARY KEY (key_id, period_start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_rollups (
+    minute INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    spent_usd REAL NOT NULL,
+    requests INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    PRIMARY KEY (minute, key_id)
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('keys_rev', 0);
 ";
 
