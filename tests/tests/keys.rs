@@ -489,6 +489,19 @@ async fn brownout_moves_a_key_to_q3_as_it_nears_its_budget() {
         (0.0, "Q4".to_owned()),
         "a hard query goes to Q4 first"
     );
+    let share = |pick: &dyn Fn(f64) -> bool| {
+        let picked: Vec<_> = seen.iter().filter(|(l, _)| pick(*l)).collect();
+        let q4 = picked.iter().filter(|(_, t)| t == "Q4").count();
+        (q4 as f64 / picked.len().max(1) as f64, picked.len())
+    };
+    eprintln!(
+        "figures: Q4 share below 80 % of the budget {:?}, in brownout {:?} (share, calls); level:tier {:?}",
+        share(&|l| l == 0.0),
+        share(&|l| l > 0.0),
+        seen.iter()
+            .map(|(l, t)| format!("{l}:{t}"))
+            .collect::<Vec<_>>()
+    );
     let q3_in_brownout = seen.iter().filter(|(l, t)| *l > 0.0 && t == "Q3").count();
     assert!(q3_in_brownout > 0, "brownout moved traffic to Q3: {seen:?}");
     assert!(

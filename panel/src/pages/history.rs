@@ -14,7 +14,7 @@ use web_sys::{Element, HtmlInputElement, HtmlSelectElement};
 
 use crate::api::{DECISIONS_PATH, HISTORY_PATH, fetch_json};
 use crate::components::history_view::{charts, field, log_row, text};
-use crate::dom::{element, find};
+use crate::dom::find;
 
 /// The page's fixed markup; `data-k` nodes are written as data arrives.
 const SKELETON: &str = r#"
@@ -231,31 +231,5 @@ fn start(root: Element) {
 /// `/history`: the page, built into the body as plain DOM (no reactive
 /// view: nothing on it changes but what the handlers write).
 pub fn mount() {
-    let body = leptos::prelude::document()
-        .body()
-        .expect("a page has a body");
-    let header = element(None, "header", &[("class", "site")], None);
-    for (tag, attrs, text) in [
-        (
-            "span",
-            &[("class", "logo"), ("aria-hidden", "true")][..],
-            "◆",
-        ),
-        ("span", &[("class", "site-name")], "Orchestrator Status"),
-        (
-            "a",
-            &[
-                ("class", "nav"),
-                ("href", "/"),
-                ("data-testid", "live-link"),
-            ],
-            "← Live",
-        ),
-    ] {
-        let _ = header.append_child(&element(None, tag, attrs, Some(text)));
-    }
-    let main = element(None, "main", &[("data-testid", "history-page")], None);
-    let _ = body.append_child(&header);
-    let _ = body.append_child(&main);
-    start(main);
+    start(super::shell("history-page"));
 }

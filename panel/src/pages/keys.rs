@@ -401,31 +401,5 @@ fn start(root: Element) {
 
 /// `/keys`: the page, built into the body as plain DOM.
 pub fn mount() {
-    let body = leptos::prelude::document()
-        .body()
-        .expect("a page has a body");
-    let header = element(None, "header", &[("class", "site")], None);
-    for (tag, attrs, text) in [
-        (
-            "span",
-            &[("class", "logo"), ("aria-hidden", "true")][..],
-            "◆",
-        ),
-        ("span", &[("class", "site-name")], "Orchestrator Status"),
-        (
-            "a",
-            &[
-                ("class", "nav"),
-                ("href", "/"),
-                ("data-testid", "live-link"),
-            ],
-            "← Live",
-        ),
-    ] {
-        let _ = header.append_child(&element(None, tag, attrs, Some(text)));
-    }
-    let main = element(None, "main", &[("data-testid", "keys-page")], None);
-    let _ = body.append_child(&header);
-    let _ = body.append_child(&main);
-    start(main);
+    start(super::shell("keys-page"));
 }
