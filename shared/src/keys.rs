@@ -298,6 +298,8 @@ pub struct KeyUsage {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedKey {
+    /// The key's id (as `key.id`).
+    pub id: String,
     /// The secret: `osk-` and 32 random bytes in base64url. Kept nowhere.
     pub secret: String,
     /// The key.

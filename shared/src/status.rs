@@ -131,6 +131,11 @@ pub struct OrchestratorStatus {
     /// `accountingDrift`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_ledger: Option<crate::keys::BudgetLedger>,
+    /// Beyond the seed: with virtual keys, `budgetLedger.accountingDrift`:
+    /// the USD of this instance's key ledger that the shared ledger (Redis)
+    /// does not hold yet (goal: 0; 0 without `--redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounting_drift: Option<f64>,
 }
 
 /// The server process a status comes from.
@@ -292,6 +297,7 @@ where
         assessor: None,
         keys: None,
         budget_ledger: None,
+        accounting_drift: None,
     }
 }
 

@@ -61,6 +61,7 @@ async fn admin(
 async fn create(c: &Client, body: Value) -> (String, Value) {
     let (code, created, _) = admin(c, reqwest::Method::POST, "/api/keys", Some(body)).await;
     assert_eq!(code, 201, "{created}");
+    assert_eq!(created["id"], created["key"]["id"], "{created}");
     (
         created["secret"].as_str().unwrap().to_owned(),
         created["key"].clone(),
@@ -159,6 +160,8 @@ async fn the_admin_api_makes_lists_changes_and_revokes_keys() {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     );
     assert_eq!(key["prefix"], &secret[..8]);
+    let (_, again, _) = admin(&c, reqwest::Method::GET, &format!("/api/keys/{id}"), None).await;
+    assert_eq!(again["id"], id, "the key is found by the id made");
     assert_eq!(key["team"], "search-team");
     assert_eq!(key["period"], "month");
     let (_, list, _) = admin(&c, reqwest::Method::GET, "/api/keys", None).await;

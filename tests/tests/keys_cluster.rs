@@ -195,6 +195,7 @@ async fn a_budget_holds_exactly_across_three_instances() {
             drift(&c).await
         );
         let status = c.status().await;
+        assert_eq!(status["accountingDrift"], 0.0);
         assert_eq!(status["budgetLedger"]["shared"], true);
         assert_eq!(status["budgetLedger"]["failPolicy"], "closed");
         // Each instance shows every instance's spend.

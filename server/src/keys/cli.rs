@@ -130,7 +130,11 @@ fn run_cli(args: KeysArgs) -> Result<(), String> {
                 .into_iter()
                 .find(|k| k.id == record.id)
                 .ok_or("the key vanished")?;
-            print(&wire::CreatedKey { secret, key });
+            print(&wire::CreatedKey {
+                id: key.id.clone(),
+                secret,
+                key,
+            });
         }
         KeysCommand::List { data_dir } => {
             let conn = open(&data_dir)?;

@@ -831,7 +831,11 @@ impl Keys {
         let id = record.id.clone();
         self.write(record, |conn, r| store::insert_key(conn, r).map(|()| true))?;
         let key = self.get(&id).ok_or(KeyError::NotFound(id))?;
-        Ok(wire::CreatedKey { secret, key })
+        Ok(wire::CreatedKey {
+            id: key.id.clone(),
+            secret,
+            key,
+        })
     }
 
     /// Changes key `id`'s settings.

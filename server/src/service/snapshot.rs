@@ -85,6 +85,7 @@ impl StatusService {
         if let Some(keys) = &self.keys {
             status.keys = keys.summary();
             status.budget_ledger = status.keys.is_some().then(|| keys.ledger_info());
+            status.accounting_drift = status.budget_ledger.as_ref().map(|l| l.accounting_drift);
         }
         status.persistence = Some(match &self.store {
             Some(store) => store.persistence(),
