@@ -162,15 +162,7 @@ fn run_cli(args: KeysArgs) -> Result<(), String> {
 fn offline(conn: &rusqlite::Connection) -> Result<Vec<KeyView>, String> {
     let now = Utc::now();
     let records = store::load_keys(conn).map_err(|e| e.to_string())?;
-    let keys = Keys {
-        registry: ArcSwap::default(),
-        store: None,
-        policy: Policy::default(),
-        rev: AtomicI64::new(0),
-        changing: Mutex::new(()),
-        changes: Changes::default(),
-        ledger: None,
-    };
+    let keys = Keys::new(None, Policy::default()).map_err(|e| e.to_string())?;
     records
         .into_iter()
         .map(|record| {

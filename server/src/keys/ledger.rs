@@ -32,6 +32,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::cluster::exchange;
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -42,8 +44,8 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(250);
 /// How long a request may wait for reservations in flight to be settled
 /// before it is admitted anyway (its spend is under the budget).
 pub const WAIT_MAX: Duration = Duration::from_secs(10);
-/// An exchange slower than this marks Redis unreachable.
-const TIMEOUT: Duration = Duration::from_secs(1);
+/// An exchange slower than this marks Redis unreachable (the cluster's).
+const TIMEOUT: Duration = crate::cluster::REDIS_TIMEOUT;
 
 /// The admission, atomically over every instance. KEYS[1]: the spend hash;
 /// ARGV: budget, the reservation, this instance, the hash's lifetime (ms),
@@ -181,8 +183,6 @@ pub struct Ledger {
     /// Bumped whenever Redis is reached again: reservations made before
     /// are not in it any more (this instance's were reset to 0).
     epoch: AtomicU64,
-    /// (key, period start) whose ledger Redis has not taken yet.
-    dirty: Mutex<HashSet<(String, i64)>>,
     wake: tokio::sync::Notify,
     last_rev: Mutex<Option<i64>>,
     /// Keys changed here that Redis has not taken yet.
@@ -194,14 +194,6 @@ impl std::fmt::Debug for Ledger {
         f.debug_struct("Ledger")
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
-    }
-}
-
-async fn exchange<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
-    match tokio::time::timeout(TIMEOUT, call).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", TIMEOUT.as_millis())),
     }
 }
 
@@ -224,7 +216,6 @@ impl Ledger {
             settings,
             up: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
-            dirty: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             last_rev: Mutex::new(None),
             unpublished: Mutex::default(),
@@ -306,13 +297,8 @@ impl Ledger {
         });
     }
 
-    /// Notes that this instance's ledger of key `id` changed: written to
-    /// Redis at once by the sync task.
-    pub(super) fn charged(&self, id: &str, period_start: i64) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((id.to_owned(), period_start));
+    /// This instance's ledger changed: the sync task writes it at once.
+    pub(super) fn charged(&self) {
         self.wake.notify_one();
     }
 
@@ -460,10 +446,6 @@ impl Keys {
                 .unwrap_or_else(PoisonError::into_inner) = Some(rev.unwrap_or(0));
         }
         // This instance's ledger (absolute), and everyone's spend.
-        let dirty: Vec<(String, i64)> =
-            std::mem::take(&mut *ledger.dirty.lock().unwrap_or_else(PoisonError::into_inner))
-                .into_iter()
-                .collect();
         let live: Vec<Arc<Entry>> = self
             .registry
             .load()
@@ -501,18 +483,9 @@ impl Keys {
             pipe.cmd("HGETALL").arg(&key);
             reads.push((Arc::clone(e), start));
         }
-        let replies: Vec<HashMap<String, String>> =
-            match exchange(pipe.query_async(&mut conn)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    ledger
-                        .dirty
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .extend(dirty);
-                    return Err(e);
-                }
-            };
+        // Every round writes every live key's ledger: one that failed is
+        // written by the next.
+        let replies: Vec<HashMap<String, String>> = exchange(pipe.query_async(&mut conn)).await?;
         let mut moved = false;
         for ((e, start), fields) in reads.into_iter().zip(replies) {
             let mut others = 0.0;

@@ -754,7 +754,7 @@ impl Keys {
         let period_start = m.period_start;
         drop(m);
         if let Some(ledger) = &self.ledger {
-            ledger.charged(id, period_start);
+            ledger.charged();
         }
         self.store.as_ref().map(|store| {
             store.add_spend(Spend {
@@ -895,24 +895,20 @@ impl Keys {
 
     /// Puts `record` in the registry (in memory only), keeping its meter.
     fn put(&self, record: KeyRecord) -> Result<(), KeyError> {
-        {
-            {
-                let _changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
-                let old = self.registry.load();
-                let meter = old
-                    .by_id
-                    .get(&record.id)
-                    .map_or_else(Arc::default, |e| Arc::clone(&e.meter));
-                let mut registry = Registry::default();
-                for e in old.by_id.values().filter(|e| e.record.id != record.id) {
-                    registry.insert(Arc::clone(e));
-                }
-                registry.insert(Arc::new(Entry { record, meter }));
-                self.registry.store(Arc::new(registry));
-                self.changes.bump();
-                Ok(())
-            }
+        let _changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.registry.load();
+        let meter = old
+            .by_id
+            .get(&record.id)
+            .map_or_else(Arc::default, |e| Arc::clone(&e.meter));
+        let mut registry = Registry::default();
+        for e in old.by_id.values().filter(|e| e.record.id != record.id) {
+            registry.insert(Arc::clone(e));
         }
+        registry.insert(Arc::new(Entry { record, meter }));
+        self.registry.store(Arc::new(registry));
+        self.changes.bump();
+        Ok(())
     }
 }
 

@@ -14,16 +14,8 @@ fn record(budget: Option<f64>, rpm: Option<u32>, tpm: Option<u64>) -> KeyRecord 
     .unwrap()
 }
 
-fn keys(policy: Policy, r: KeyRecord) -> (Keys, Arc<Entry>) {
-    let keys = Keys {
-        registry: ArcSwap::default(),
-        store: None,
-        policy,
-        rev: AtomicI64::new(0),
-        changing: Mutex::new(()),
-        changes: Changes::default(),
-        ledger: None,
-    };
+fn keys(policy: Policy, r: KeyRecord) -> (Arc<Keys>, Arc<Entry>) {
+    let keys = Keys::new(None, policy).unwrap();
     keys.write(r.clone(), |_, _| Ok(true)).unwrap();
     let entry = keys.registry.load().by_id[&r.id].clone();
     (keys, entry)
@@ -179,7 +171,6 @@ async fn a_request_waits_while_reservations_could_pass_the_budget() {
         },
         record(Some(1.0), None, None),
     );
-    let keys = Arc::new(keys);
     // 0.6 reserved: another 0.6 could pass the budget, so it waits...
     let first = keys.admit(&e, Mode::TwoStage, 0.6).await.unwrap();
     let second = {
