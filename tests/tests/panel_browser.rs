@@ -400,7 +400,13 @@ async fn a_posted_decision_is_painted_from_the_stream() {
             .await;
         assert_eq!(row[0], seq.to_string(), "the newest row is this decision");
         assert_eq!(row[1], "two-stage");
-        assert!(row[2].as_str().unwrap().ends_with(" µs"), "{row}");
+        // The unit follows the figure (µs under a millisecond, ms above);
+        // how long a loaded machine takes is not this test's business.
+        let time = row[2].as_str().unwrap();
+        assert!(
+            time.ends_with(" µs") || time.ends_with(" ms"),
+            "a decision time with its unit: {row}"
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // Reported, not asserted: the benchmark measures it under load.
