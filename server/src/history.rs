@@ -222,6 +222,9 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
             upstream_errors: vec![0; len],
             upstream_latency_ms_sum: vec![0.0; len],
             upstream_latency_buckets: vec![0; lat],
+            better: vec![0; len],
+            tie: vec![0; len],
+            worse: vec![0; len],
         })
         .collect();
     for (b, tier, v) in rows {
@@ -242,6 +245,9 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
         s.upstream_calls[i] += count(v[9]);
         s.upstream_errors[i] += count(v[10]);
         s.upstream_latency_ms_sum[i] += finite(v[11]);
+        s.better[i] += count(v[12]);
+        s.tie[i] += count(v[13]);
+        s.worse[i] += count(v[14]);
         let rest = &v[ROLLUP_SUMS.len()..];
         for (k, x) in rest[..dt].iter().enumerate() {
             s.decision_time_buckets[k] += count(*x);
@@ -530,7 +536,7 @@ fn ndjson_chunk(rows: &[RoutingDecision]) -> Vec<u8> {
 }
 
 /// The CSV columns of an export.
-pub const CSV_HEADER: [&str; 13] = [
+pub const CSV_HEADER: [&str; 14] = [
     "seq",
     "id",
     "timestamp",
@@ -544,6 +550,7 @@ pub const CSV_HEADER: [&str; 13] = [
     "completionTokens",
     "signals",
     "query",
+    "verdict",
 ];
 
 /// A text cell a spreadsheet cannot take for a formula: one that begins
@@ -585,6 +592,7 @@ fn csv_chunk(rows: &[RoutingDecision], header: bool) -> Vec<u8> {
                     .map(|s| cell(&serde_json::to_string(s).unwrap_or_default()))
                     .unwrap_or_default(),
                 cell(&d.query),
+                d.verdict.map_or("", |v| v.label()).to_owned(),
             ])?;
         }
         w.flush()?;

@@ -29,6 +29,7 @@ pub mod routing;
 pub mod scorer;
 pub mod serve;
 pub mod service;
+pub mod shadow;
 pub mod start;
 pub mod state;
 pub mod store;

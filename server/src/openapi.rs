@@ -284,7 +284,12 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         shared::keys::KeyList,
         shared::keys::KeySpend,
         shared::keys::BudgetLedger,
-        shared::keys::Period
+        shared::keys::Period,
+        shared::shadow::LiveQuality,
+        shared::shadow::TierQuality,
+        shared::shadow::Judged,
+        shared::shadow::FailureReasons,
+        shared::shadow::Verdict
     ))
 )]
 pub struct ApiDoc;

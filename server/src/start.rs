@@ -327,6 +327,11 @@ fn options(config: &Config) -> Options {
         assessor_timeout: config.assessor_timeout,
         max_exports: config.max_exports,
         write_timeout: config.write_timeout,
+        shadow: crate::shadow::Settings {
+            rate: config.shadow_rate,
+            judge: config.judge,
+            max_inflight: config.shadow_max_inflight,
+        },
     }
 }
 

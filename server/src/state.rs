@@ -52,6 +52,8 @@ pub struct Shared {
     pub keys: Arc<Keys>,
     /// The admin key and the Keys page's sessions.
     pub admins: Arc<readers::Readers>,
+    /// Shadow judging and the live quality counts.
+    pub shadow: Arc<crate::shadow::Shadow>,
 }
 
 /// Access, privacy and capacity settings of the API.
@@ -92,6 +94,8 @@ pub struct Options {
     /// How long a write to a client may wait for it to read before the
     /// connection is closed.
     pub write_timeout: std::time::Duration,
+    /// Shadow judging (`--shadow-rate`, `--judge`, `--shadow-max-inflight`).
+    pub shadow: crate::shadow::Settings,
 }
 
 impl Default for Options {
@@ -113,6 +117,7 @@ impl Default for Options {
             assessor_timeout: std::time::Duration::from_secs(2),
             max_exports: DEFAULT_MAX_EXPORTS,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            shadow: crate::shadow::Settings::default(),
         }
     }
 }
@@ -149,9 +154,26 @@ impl AppState {
         keys: Arc<Keys>,
     ) -> Self {
         let connections = Arc::new(Places::new(options.max_connections));
-        let service = Arc::new(service.with_telemetry(
-            Arc::clone(upstreams.telemetry()),
-            Arc::clone(upstreams.health()),
+        let book = Arc::new(crate::shadow::Book::new(
+            options.shadow.rate,
+            options.shadow.judge,
+            upstreams.telemetry(),
+        ));
+        let service = Arc::new(
+            service
+                .with_telemetry(
+                    Arc::clone(upstreams.telemetry()),
+                    Arc::clone(upstreams.health()),
+                )
+                .with_quality(Arc::clone(&book)),
+        );
+        let upstreams = Arc::new(upstreams);
+        let shadow = Arc::new(crate::shadow::Shadow::new(
+            &options.shadow,
+            book,
+            Arc::clone(&upstreams),
+            service.store().cloned(),
+            service.prices().clone(),
         ));
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         let exports = Arc::new(Places::new(options.max_exports));
@@ -159,7 +181,7 @@ impl AppState {
         let admins = Arc::new(readers::Readers::admins(options.admin_key.as_deref()));
         AppState(Arc::new(Shared {
             service,
-            upstreams: Arc::new(upstreams),
+            upstreams,
             options: Arc::new(options),
             started: Instant::now(),
             connections,
@@ -168,6 +190,7 @@ impl AppState {
             readers,
             keys,
             admins,
+            shadow,
         }))
     }
 }

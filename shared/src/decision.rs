@@ -168,6 +168,10 @@ pub struct RoutingDecision {
     /// Beyond the seed: the team of that key, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
+    /// Beyond the seed: shadow judging's verdict on this decision's answer
+    /// against Q4's (only from the store, once judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::shadow::Verdict>,
 }
 
 impl RoutingDecision {
@@ -217,6 +221,7 @@ impl RoutingDecision {
             analysis: None,
             key_id: None,
             team: None,
+            verdict: None,
         })
     }
 

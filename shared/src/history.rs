@@ -294,6 +294,17 @@ pub struct TierSeries {
     pub upstream_latency_ms_sum: Vec<f64>,
     /// Calls per latency bucket over the whole range.
     pub upstream_latency_buckets: Vec<u64>,
+    /// Shadow judging's verdicts on the tier's answers per point: better
+    /// than Q4's, as good (or the orders disagreed), worse (absent from an
+    /// older server).
+    #[serde(default)]
+    pub better: Vec<u64>,
+    /// See `better`.
+    #[serde(default)]
+    pub tie: Vec<u64>,
+    /// See `better`.
+    #[serde(default)]
+    pub worse: Vec<u64>,
 }
 
 /// `GET /api/orchestrator/decisions` answer.

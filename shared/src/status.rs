@@ -136,6 +136,11 @@ pub struct OrchestratorStatus {
     /// does not hold yet (goal: 0; 0 without `--redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounting_drift: Option<f64>,
+    /// Routing quality, live: shadow judging against Q4 per tier (since
+    /// start and over the last hour) and the implicit signals (abandoned
+    /// streams, regenerations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::shadow::LiveQuality>,
 }
 
 /// The server process a status comes from.
@@ -298,6 +303,7 @@ where
         keys: None,
         budget_ledger: None,
         accounting_drift: None,
+        quality: None,
     }
 }
 

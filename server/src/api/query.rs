@@ -113,7 +113,7 @@ pub(super) async fn generate(
     mut decision: RoutingDecision,
 ) -> Result<Json<QueryResponse>, ApiError> {
     let body = pipeline::query_body(&req.query, req.max_tokens);
-    let (answer, _) = pipeline::answer(state, &mut decision, body).await?;
+    let (answer, _) = pipeline::answer(state, &mut decision, body, &req.query).await?;
     if answer.is_empty() {
         // Nothing to show: as OpenAI's answer it is valid (the front door
         // relays it), as an answer to a query it is not.

@@ -124,6 +124,9 @@ struct Record {
     /// Written once by a clean shutdown.
     #[serde(default)]
     stopped: bool,
+    /// Routing quality, live, per tier (absent from an older instance).
+    #[serde(default)]
+    quality: Option<shared::PerTier<shared::shadow::TierCounts>>,
 }
 
 impl Record {
@@ -166,6 +169,8 @@ pub struct Figures {
     pub baseline: Tokens,
     /// The model assessor's tokens.
     pub assessor: Tokens,
+    /// Routing quality, live: shadow judging and the implicit signals.
+    pub quality: shared::PerTier<shared::shadow::TierCounts>,
 }
 
 /// The figures the other instances add to this one's.
@@ -386,6 +391,11 @@ impl Cluster {
                 completion,
                 decisions,
             });
+            if let Some(q) = &r.quality {
+                for tier in Tier::ALL {
+                    others.quality[tier].merge(&q[tier]);
+                }
+            }
             if let Some([prompt, completion, decisions]) = r.baseline {
                 others.baseline.merge(&Tokens {
                     prompt,

@@ -29,6 +29,7 @@ impl Cluster {
                 figures.assessor.decisions,
             ],
             stopped: false,
+            quality: Some(figures.quality),
         }
     }
 

@@ -12,6 +12,7 @@ fn record(id: &str, per_tier: [u64; 3], beat_ms: i64) -> Record {
         baseline: None,
         assessor: [0; 3],
         stopped: false,
+        quality: None,
     }
 }
 

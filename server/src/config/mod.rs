@@ -150,6 +150,27 @@ pub struct Config {
     #[arg(long, env = "ORCH_MODERATOR", default_value = "powerful")]
     pub moderator: Tier,
 
+    /// Shadow judging: the share (0..=1) of Q2 and Q3 answers (single-tier,
+    /// either door, whole or streamed) that Q4 answers again, off the
+    /// request path, for the judge to compare (0: off).
+    #[arg(
+        long,
+        env = "ORCH_SHADOW_RATE",
+        default_value_t = 0.0,
+        value_name = "R"
+    )]
+    pub shadow_rate: f64,
+
+    /// The tier whose upstreams judge shadow pairs.
+    #[arg(long, env = "ORCH_JUDGE", default_value = "powerful")]
+    pub judge: Tier,
+
+    /// Most shadow samples under way at once; beyond, a sample is dropped
+    /// and counted, never queued.
+    #[arg(long, env = "ORCH_SHADOW_MAX_INFLIGHT", default_value_t = crate::shadow::DEFAULT_MAX_INFLIGHT,
+          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
+    pub shadow_max_inflight: usize,
+
     /// How two-stage routing scores a query (stage 1): `heuristic` (the
     /// explainable features, no call) or `model` (the fast tier's model
     /// rates it 0..15; the heuristic when it times out or answers anything
@@ -342,6 +363,9 @@ impl Config {
             .is_some_and(|b| !(b.is_finite() && (0.0..=1.0).contains(&b)))
         {
             return Err("--brownout must be a share in 0..=1 (e.g. 0.8)".into());
+        }
+        if !(self.shadow_rate.is_finite() && (0.0..=1.0).contains(&self.shadow_rate)) {
+            return Err("--shadow-rate must be a share in 0..=1 (e.g. 0.05)".into());
         }
         if let Some(tier) = repeated(self.council.iter().copied()) {
             return Err(format!("--council names tier {tier} more than once"));

@@ -192,7 +192,7 @@ async fn whole_single(
     decision: &mut RoutingDecision,
     req: ChatRequest,
 ) -> Result<Response, OpenAiError> {
-    let (answer, bytes) = pipeline::answer(state, decision, req.body).await?;
+    let (answer, bytes) = pipeline::answer(state, decision, req.body, &req.text).await?;
     let mut completion: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
     let model = answer
         .model

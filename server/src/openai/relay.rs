@@ -10,8 +10,9 @@ pub(super) async fn stream_single(
     decision: &RoutingDecision,
     req: ChatRequest,
 ) -> Result<Response, OpenAiError> {
+    let sample = pipeline::shadow_sample(state, decision, &req.body, &req.text);
     let opened = pipeline::open_stream(state, decision, req.body).await?;
-    let relay = Relay::new(
+    let mut relay = Relay::new(
         state.clone(),
         decision.clone(),
         opened.streaming,
@@ -19,6 +20,7 @@ pub(super) async fn stream_single(
         opened.started,
         opened.admitted,
     );
+    relay.sample = sample.map(|s| (s, String::new()));
     Ok(sse_response(relay.into_stream()))
 }
 
@@ -51,7 +53,19 @@ pub(super) struct Relay {
     pub(super) done: bool,
     /// `[DONE]`, held back while a usage chunk of our own goes first.
     pub(super) last: Option<Event>,
+    /// Shadow judging's sample, and the answer's text so far.
+    pub(super) sample: Option<(crate::shadow::Sample, String)>,
     pub(super) _hold: Admitted,
+}
+
+impl Drop for Relay {
+    /// A stream dropped before its end was abandoned by its client (one
+    /// that broke was ended, and counted as failed).
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.shadow.book().abandoned(self.decision.tier);
+        }
+    }
 }
 
 impl Relay {
@@ -63,6 +77,7 @@ impl Relay {
         started: Instant,
         hold: Admitted,
     ) -> Relay {
+        state.shadow.book().stream_begun(decision.tier);
         Relay {
             state,
             decision,
@@ -78,6 +93,7 @@ impl Relay {
             started,
             done: false,
             last: None,
+            sample: None,
             _hold: hold,
         }
     }
@@ -166,6 +182,11 @@ impl Relay {
             if self.include_usage && usage.is_some() {
                 self.usage_sent = true;
             }
+            if let Some((_, text)) = &mut self.sample
+                && let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str()
+            {
+                text.push_str(piece);
+            }
             if self.waiting_first_token && has_token(&chunk) {
                 self.waiting_first_token = false;
                 if let Some(call) = &self.call {
@@ -225,6 +246,9 @@ impl Relay {
         // A stream's charge commits with the writer's next group (within
         // a few ms of its end) without holding up its last event.
         let _ = pipeline::add_usage(&self.state, &mut self.decision, usage);
+        if let Some((sample, text)) = self.sample.take() {
+            self.state.shadow.submit(&self.decision, sample, text);
+        }
     }
 
     /// The stream broke: counted as `outcome`, and the client gets an

@@ -100,7 +100,8 @@ pub async fn run_group(state: &AppState, q: GroupQuery<'_>) -> Result<GroupOutco
 /// One member's call, whatever its outcome.
 async fn member(state: &AppState, mut decision: RoutingDecision, body: Body) -> MemberAnswer {
     let started = Instant::now();
-    let result = answer(state, &mut decision, body).await;
+    // A group's member is never sampled for shadow judging: no question.
+    let result = answer(state, &mut decision, body, "").await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     match result {
         Ok((answer, _)) => MemberAnswer {

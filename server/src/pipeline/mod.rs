@@ -149,6 +149,9 @@ pub async fn decide(
         ..NewDecision::new(q.recorded, route.tier, route.score, route.decision_time_ms)
     })?;
     let commit = Commit(pending.commit());
+    // The implicit signals: a query routed, and perhaps asked again.
+    let key = q.grant.map_or("", |g| g.key.0.as_str());
+    state.shadow.book().asked(key, q.scored, decision.tier);
     log_decision(state, &decision, "routed");
     Ok((decision, commit))
 }
@@ -198,17 +201,40 @@ pub fn admit(state: &AppState, decision: &RoutingDecision) -> Result<Admitted, A
 
 /// Has `decision`'s tier answer `body` and accounts for it: the call in
 /// the rollups, the answer's tokens in the decision and its tier's totals.
+/// A sampled answer goes on to shadow judging (`question`: the user's
+/// question as the judge sees it), without waiting for it.
 pub async fn answer(
     state: &AppState,
     decision: &mut RoutingDecision,
     body: Body,
+    question: &str,
 ) -> Result<(Answer, Vec<u8>), ApiError> {
+    let sample = shadow_sample(state, decision, &body, question);
     let (answer, bytes) = call(state, decision, body).await?;
     if let Some(charged) = add_usage(state, decision, answer.usage) {
         // The key's spend is durable before the answer is given.
         let _ = charged.await;
     }
+    if let (Some(sample), Some(text)) = (sample, &answer.content) {
+        state.shadow.submit(decision, sample, text.clone());
+    }
     Ok((answer, bytes))
+}
+
+/// What shadow judging keeps of a request whose answer it samples.
+pub fn shadow_sample(
+    state: &AppState,
+    decision: &RoutingDecision,
+    body: &Body,
+    question: &str,
+) -> Option<crate::shadow::Sample> {
+    state
+        .shadow
+        .samples(decision)
+        .then(|| crate::shadow::Sample {
+            body: body.clone(),
+            question: question.to_owned(),
+        })
 }
 
 /// Admits and makes the call for `decision` (recorded or not yet: a

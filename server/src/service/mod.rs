@@ -87,6 +87,8 @@ pub struct StatusService {
     assessor: crate::assessor::AssessorKind,
     /// The virtual keys, whose spend every status lists.
     keys: Option<Arc<crate::keys::Keys>>,
+    /// Routing quality, live: shown in every status.
+    quality: Option<Arc<crate::shadow::Book>>,
 }
 
 /// Decisions recorded in memory on their way to the store.
@@ -171,6 +173,7 @@ impl StatusService {
             cluster: None,
             assessor: crate::assessor::AssessorKind::Heuristic,
             keys: None,
+            quality: None,
             inner: Mutex::new(Inner {
                 buffer: VecDeque::with_capacity(capacity),
                 total: 0,
@@ -243,6 +246,12 @@ impl StatusService {
         &self.prices
     }
 
+    /// Shows routing quality, live, from `book` in every status.
+    pub fn with_quality(mut self, book: Arc<crate::shadow::Book>) -> Self {
+        self.quality = Some(book);
+        self
+    }
+
     /// Lists what `keys` spent in every status (`keys`); the status is
     /// rebuilt when a key changes.
     pub fn with_keys(mut self, keys: Arc<crate::keys::Keys>) -> Self {
@@ -292,6 +301,11 @@ impl StatusService {
     /// This instance's own totals, requests in flight and tokens.
     pub fn figures(&self) -> Figures {
         let active = Tier::ALL.map(|t| self.active(t));
+        let quality = self
+            .quality
+            .as_ref()
+            .map(|q| q.counts())
+            .unwrap_or_default();
         let inner = self.lock();
         Figures {
             per_tier: inner.per_tier.0,
@@ -299,6 +313,7 @@ impl StatusService {
             tokens: inner.tokens.0,
             baseline: inner.baseline,
             assessor: inner.assessor,
+            quality,
         }
     }
 
@@ -609,6 +624,7 @@ impl StatusService {
             () = of(self.telemetry.as_ref().map(|(_, h)| h.changes())) => {}
             () = of(self.store.as_ref().map(|s| s.changes())) => {}
             () = of(self.cluster.as_ref().map(|c| c.changes())) => {}
+            () = of(self.quality.as_ref().map(|q| q.changes())) => {}
         }
     }
 
@@ -623,6 +639,7 @@ impl StatusService {
             + self.store.as_ref().map_or(0, |s| s.changes().version())
             + self.cluster.as_ref().map_or(0, |c| c.changes().version())
             + self.keys.as_ref().map_or(0, |k| k.changes().version())
+            + self.quality.as_ref().map_or(0, |q| q.changes().version())
     }
 
     fn bump(&self) {

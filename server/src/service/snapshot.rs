@@ -82,6 +82,9 @@ impl StatusService {
         status.buffer_capacity = Some(self.capacity);
         status.routing = Some(self.routing.clone());
         status.cost = Some(cost_summary(&tokens, &baseline, &assessor, &self.prices));
+        if let Some(book) = &self.quality {
+            status.quality = Some(book.status(cluster.map(|_| &others.quality)));
+        }
         if let Some(keys) = &self.keys {
             status.keys = keys.summary();
             status.budget_ledger = status.keys.is_some().then(|| keys.ledger_info());

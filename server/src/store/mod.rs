@@ -218,6 +218,13 @@ enum Msg {
         latency_ms: f64,
         ok: bool,
     },
+    /// Shadow judging's verdict on decision `seq` (of `tier`).
+    Verdict {
+        seq: u64,
+        tier: Tier,
+        minute: i64,
+        verdict: shared::shadow::Verdict,
+    },
     /// The server is stopping: fold the WAL into the database and stop.
     Close(oneshot::Sender<()>),
 }
@@ -468,6 +475,18 @@ impl Store {
     /// Adds the tokens of one model assessor call.
     pub fn add_assessor_usage(&self, usage: Usage) {
         let _ = self.tx.try_send(Msg::Extra(ASSESSOR_ROW, usage));
+    }
+
+    /// Keeps shadow judging's verdict on decision `seq` of `tier`: on its
+    /// row, and counted in the current minute's rollup.
+    pub fn add_verdict(&self, seq: u64, tier: Tier, verdict: shared::shadow::Verdict) {
+        let minute = minute_of(Utc::now().timestamp_millis());
+        let _ = self.tx.try_send(Msg::Verdict {
+            seq,
+            tier,
+            minute,
+            verdict,
+        });
     }
 
     /// Counts one routed query's upstream call (after its retries) into the

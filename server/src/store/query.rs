@@ -99,7 +99,7 @@ pub enum Periods<'a> {
 }
 
 /// The summed rollup measures, in order (histogram buckets last).
-pub const ROLLUP_SUMS: [&str; 12] = [
+pub const ROLLUP_SUMS: [&str; 15] = [
     "decisions",
     "simple",
     "moderate",
@@ -112,6 +112,9 @@ pub const ROLLUP_SUMS: [&str; 12] = [
     "calls",
     "errors",
     "latency_ms",
+    "better",
+    "tie",
+    "worse",
 ];
 
 /// [`ROLLUP_SUMS`] followed by the decision-time and latency buckets.

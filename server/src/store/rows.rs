@@ -137,8 +137,19 @@ pub(super) fn mode_code(mode: Option<Mode>) -> Option<i64> {
     })
 }
 
-/// The columns [`decision_from_row`] reads, in order.
-pub const DECISION_COLUMNS: &str = "seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens, grp, key_id, team";
+/// The columns a decision is inserted with, in order.
+macro_rules! inserted {
+    () => {
+        "seq, ts, tier, mode, score, decision_ms, query, signals, prompt_tokens, completion_tokens, grp, key_id, team"
+    };
+}
+
+/// The columns a decision is inserted with, in order.
+pub const INSERTED_COLUMNS: &str = inserted!();
+
+/// The columns [`decision_from_row`] reads, in order: the inserted ones and
+/// the verdict shadow judging adds later.
+pub const DECISION_COLUMNS: &str = concat!(inserted!(), ", verdict");
 
 /// A stored decision back as the service keeps it. Its id is not stored:
 /// every decision of a data dir is `INSTANCE-SEQ`.
@@ -175,6 +186,10 @@ pub fn decision_from_row(
     };
     d.key_id = r.get(11)?;
     d.team = r.get(12)?;
+    d.verdict = r
+        .get::<_, Option<String>>(13)?
+        .as_deref()
+        .and_then(shared::shadow::Verdict::from_label);
     let group: Option<String> = r.get(10)?;
     if let Some(group) = group {
         let StoredGroup { id, analysis } =

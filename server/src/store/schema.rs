@@ -174,6 +174,11 @@ pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, Ope
         .map_err(sql)?;
     }
     conn.execute_batch(KEY_SCHEMA).map_err(sql)?;
+    // A data dir from before shadow judging: add each decision's verdict.
+    if !has_column(&conn, "decisions", "verdict").map_err(sql)? {
+        conn.execute_batch("ALTER TABLE decisions ADD COLUMN verdict TEXT")
+            .map_err(sql)?;
+    }
     // The saving's baseline (row BASELINE_ROW); a data dir from before it
     // priced every token at Q4, so it starts from all the tokens.
     conn.execute(
@@ -188,6 +193,15 @@ pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, Ope
     .map_err(sql)?;
     for (table, _) in ROLLUP_TABLES {
         conn.execute_batch(&rollup_schema(table)).map_err(sql)?;
+        // A data dir from before a measure (the verdicts): add its column.
+        for c in rollup_columns() {
+            if !has_column(&conn, table, &c).map_err(sql)? {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0"
+                ))
+                .map_err(sql)?;
+            }
+        }
     }
     let schema: i64 = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
@@ -205,6 +219,16 @@ pub(super) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, Ope
     )
     .map_err(sql)?;
     Ok(conn)
+}
+
+/// Whether `table` has `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {

@@ -18,6 +18,8 @@ pub(super) struct Delta {
     pub(super) errors: i64,
     pub(super) latency_ms: f64,
     pub(super) lat: [i64; LATENCY_BOUNDS_MS.len() + 1],
+    /// Shadow judging's verdicts: better, tie, worse.
+    pub(super) verdicts: [i64; 3],
 }
 
 impl Delta {
@@ -36,6 +38,9 @@ impl Delta {
             self.calls.into(),
             self.errors.into(),
             self.latency_ms.into(),
+            self.verdicts[0].into(),
+            self.verdicts[1].into(),
+            self.verdicts[2].into(),
         ];
         debug_assert_eq!(sums.len(), ROLLUP_SUMS.len());
         sums.into_iter()
@@ -69,6 +74,9 @@ impl Delta {
         self.errors += o.errors;
         self.latency_ms += o.latency_ms;
         for (a, b) in self.lat.iter_mut().zip(o.lat) {
+            *a += b;
+        }
+        for (a, b) in self.verdicts.iter_mut().zip(o.verdicts) {
             *a += b;
         }
     }
@@ -201,7 +209,7 @@ pub(super) const INSERT_COLUMNS: usize = 13;
 pub(super) fn insert_sql(n: usize) -> String {
     let row = format!("({})", ["?"; INSERT_COLUMNS].join(", "));
     format!(
-        "INSERT INTO decisions ({DECISION_COLUMNS}) VALUES {}",
+        "INSERT INTO decisions ({INSERTED_COLUMNS}) VALUES {}",
         vec![row; n].join(", ")
     )
 }
@@ -332,6 +340,20 @@ pub(super) fn commit_group(
                 }
                 Msg::Extra(row, u) => count(&mut totals, *row, u),
                 Msg::Spend(spend, _) => add_spend(&tx, spend)?,
+                Msg::Verdict {
+                    seq,
+                    tier,
+                    minute,
+                    verdict,
+                } => {
+                    tx.prepare_cached("UPDATE decisions SET verdict = ?2 WHERE seq = ?1")?
+                        .execute(params![*seq as i64, verdict.label()])?;
+                    let i = shared::shadow::Verdict::ALL
+                        .iter()
+                        .position(|v| v == verdict)
+                        .unwrap_or(1);
+                    delta(&mut deltas, (*minute, tier.index())).verdicts[i] += 1;
+                }
                 Msg::Close(_) => {}
                 Msg::Call {
                     tier,

@@ -341,6 +341,16 @@ impl Upstreams {
         self.complete_as(tier, body, true).await
     }
 
+    /// [`Self::complete`] for shadow judging (Q4's answer, the judge's
+    /// verdict): like the assessor's, counted apart from the tier's answers.
+    pub async fn shadow(
+        &self,
+        tier: Tier,
+        body: serde_json::Map<String, Value>,
+    ) -> Result<(Answer, Vec<u8>), UpstreamError> {
+        self.complete_as(tier, body, true).await
+    }
+
     async fn complete_as(
         &self,
         tier: Tier,
