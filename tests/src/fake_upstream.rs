@@ -49,6 +49,15 @@ pub enum Behavior {
     /// By the query: `please fail` answers as `Fail`, `please die` as
     /// `DieAfter(2)`, anything else as `Ok`.
     Scripted,
+    /// Q4 and the judge of shadow judging, with verdicts known in advance.
+    /// A query is answered `strong: <query>` (`q4-fail` in it: HTTP 500).
+    /// A judge's request (the router's judge prompt) is answered by the
+    /// word in the user's question: `verdict-better` picks the answer not
+    /// Q4's, `verdict-worse` Q4's, `verdict-tie` `[[C]]`,
+    /// `verdict-disagree` always `[[A]]` (position bias),
+    /// `verdict-garbage` no verdict, `verdict-refuse` a refusal,
+    /// `judge-hang` never answers, `judge-fail` HTTP 500; else `[[C]]`.
+    Judge,
 }
 
 /// An OpenAI-compatible `/v1/chat/completions` test double.
@@ -169,6 +178,7 @@ async fn completion(
         Behavior::Scripted if query.contains("please fail") => Behavior::Fail,
         Behavior::Scripted if query.contains("please die") => Behavior::DieAfter(2),
         Behavior::Scripted => Behavior::Ok,
+        Behavior::Judge => judging(&body, &query),
         other => other,
     };
     let model = s.model.as_deref();
@@ -249,7 +259,7 @@ async fn completion(
             answer(&query, model)
         }
         Behavior::StallAfter(_) => std::future::pending().await,
-        Behavior::Scripted => unreachable!("resolved by the query above"),
+        Behavior::Scripted | Behavior::Judge => unreachable!("resolved by the query above"),
         Behavior::DieAfter(_) => {
             let stream = futures_util::stream::once(async {
                 Err::<bytes::Bytes, _>(std::io::Error::other("the model died"))
@@ -259,6 +269,47 @@ async fn completion(
     };
     s.finished.fetch_add(1, Ordering::SeqCst);
     response
+}
+
+/// What [`Behavior::Judge`] does with this request.
+fn judging(body: &Value, query: &str) -> Behavior {
+    let judge = body["messages"][0]["role"] == "system"
+        && body["messages"][0]["content"]
+            .as_str()
+            .is_some_and(|s| s.contains("impartial judge"));
+    if !judge {
+        return if query.contains("q4-fail") {
+            Behavior::Fail
+        } else {
+            Behavior::Says(format!("strong: {query}"))
+        };
+    }
+    let between = |from: &str, to: &str| {
+        let start = query.find(from).map_or(0, |i| i + from.len());
+        let end = query[start..].find(to).map_or(query.len(), |i| start + i);
+        query[start..end].to_owned()
+    };
+    let question = between("[User question]\n", "\n\n[Answer A]");
+    let a_is_q4 = between("[Answer A]\n", "\n[End of answer A]").starts_with("strong:");
+    let says = |s: &str| Behavior::Says(s.to_owned());
+    let pick = |q4: bool| says(if q4 == a_is_q4 { "[[A]]" } else { "[[B]]" });
+    if question.contains("verdict-better") {
+        pick(false)
+    } else if question.contains("verdict-worse") {
+        pick(true)
+    } else if question.contains("verdict-disagree") {
+        says("[[A]]")
+    } else if question.contains("verdict-garbage") {
+        says("Both answers have merit.")
+    } else if question.contains("verdict-refuse") {
+        Behavior::Refusal
+    } else if question.contains("judge-hang") {
+        Behavior::StallAfter(0)
+    } else if question.contains("judge-fail") {
+        Behavior::Fail
+    } else {
+        says("[[C]]")
+    }
 }
 
 async fn models(State(s): State<FakeState>) -> Json<Value> {
