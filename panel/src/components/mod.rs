@@ -8,6 +8,7 @@ pub mod complexity_distribution;
 pub mod history_view;
 pub mod mode_mix;
 pub mod orchestrator_status_panel;
+pub mod quality_view;
 pub mod query_form;
 pub mod read_key_prompt;
 pub mod recent_decisions;

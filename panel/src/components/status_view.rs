@@ -9,6 +9,7 @@ use shared::{OrchestratorStatus, RoutingDecision, Tier};
 use crate::components::announcer::Announcer;
 use crate::components::cluster_view::ClusterCard;
 use crate::components::complexity_distribution::ComplexityDistributionView;
+use crate::components::quality_view::QualityCard;
 use crate::components::recent_decisions::RecentDecisions;
 use crate::components::routing_insight::{self, RoutingInsight, usd};
 use crate::components::source_badge::SourceBadge;
@@ -286,6 +287,11 @@ pub fn StatusView(
                         decisions=decisions
                         routing=Signal::from(routing)
                         prices=Signal::from(prices)
+                    />
+                    <QualityCard
+                        status=status
+                        expected=Signal::derive(move || routing.with(|r| routing_insight::quality_text(r.q4_threshold, r)))
+                        saved=Signal::derive(saved)
                     />
                     <TierMetricsView
                         metrics=Signal::derive(move || status.with(|s| s.as_ref().and_then(|s| s.tier_metrics.clone())))
