@@ -173,7 +173,8 @@ fn promtool_accepts_the_rules_their_tests_and_the_scrape_config() {
             "OrchestratorNoDecisions",
             "OrchestratorQ4ShareHigh",
             "OrchestratorRedisUnreachable",
-            "OrchestratorRedisBacklogOverflow"
+            "OrchestratorRedisBacklogOverflow",
+            "OrchestratorFastTierQualityLow"
         ]
     );
 }
@@ -229,6 +230,8 @@ fn the_dashboard_is_well_formed() {
         "orch_tier_in_flight",
         "orch_upstream_ttft_seconds_bucket",
         "orch_assessor_fallbacks_total",
+        "orch_shadow_verdicts_total{verdict=~\\\"better|tie\\\"}",
+        "orch_streams_abandoned_total",
     ] {
         assert!(all.contains(wanted), "the dashboard shows {wanted}");
     }
@@ -238,7 +241,9 @@ fn the_dashboard_is_well_formed() {
 async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() {
     let ok = FakeUpstream::start_model(Behavior::Slow(Duration::from_millis(20)), "small").await;
     let failing = FakeUpstream::start(Behavior::Status(503, None)).await;
-    let big = FakeUpstream::start_model(Behavior::Slow(Duration::from_millis(60)), "large").await;
+    // Q4 answers, and judges shadow pairs (a tie, for a query that names
+    // no verdict).
+    let big = FakeUpstream::start_model(Behavior::Judge, "large").await;
     // In a cluster (of one, on a real Redis), so the orch_cluster_* series
     // of the dashboard and the alerts have data too.
     let redis = Redis::start();
@@ -255,6 +260,8 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
         &format!("powerful:big={}", big.base_url),
         "--circuit-failures",
         "2",
+        "--shadow-rate",
+        "1",
     ]);
     let prometheus = Prometheus::start(&server.addr.to_string());
     let http = reqwest::Client::new();
