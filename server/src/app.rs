@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/orchestrator/stream", get(api::stream))
         .route("/api/orchestrator/calibrate", get(api::calibrate))
         .route("/api/orchestrator/history", get(history::history))
+        .route("/api/orchestrator/replay", get(crate::replay::replay))
         .route("/api/orchestrator/decisions", get(history::decisions))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.readers),

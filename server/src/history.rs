@@ -30,7 +30,7 @@ pub const MAX_PAGE: usize = 1_000;
 const EXPORT_CHUNK: usize = 1_000;
 
 /// The query string as `(name, value)` pairs, each name at most once.
-fn params(req: &Request) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn params(req: &Request) -> Result<Vec<(String, String)>, ApiError> {
     let raw = req.uri().query().unwrap_or("");
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
         .map_err(|e| ApiError::BadParameter(format!("query string: {e}")))?;
@@ -44,14 +44,14 @@ fn params(req: &Request) -> Result<Vec<(String, String)>, ApiError> {
     Ok(pairs)
 }
 
-fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
 }
 
-fn store(state: &AppState) -> Result<Arc<Store>, ApiError> {
+pub(crate) fn store(state: &AppState) -> Result<Arc<Store>, ApiError> {
     state.service.store().cloned().ok_or(ApiError::NoStore)
 }
 

@@ -24,6 +24,7 @@ pub mod panel;
 pub mod pipeline;
 pub mod places;
 pub mod readers;
+pub mod replay;
 pub mod router_headers;
 pub mod routing;
 pub mod scorer;

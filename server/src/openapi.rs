@@ -96,7 +96,13 @@ pub fn document(
     let choice = |values: &[&str]| serde_json::json!({"type": "string", "enum": values});
     let history = "/api/orchestrator/history";
     *param(&mut doc, history, "from") = time.clone();
-    *param(&mut doc, history, "to") = time;
+    *param(&mut doc, history, "to") = time.clone();
+    let replay = "/api/orchestrator/replay";
+    *param(&mut doc, replay, "from") = time.clone();
+    *param(&mut doc, replay, "to") = time;
+    *param(&mut doc, replay, "threshold") =
+        serde_json::json!({"type": "number", "minimum": 0, "maximum": shared::MAX_SCORE});
+    *param(&mut doc, replay, "scorer") = choice(&["heuristic", "learned"]);
     *param(&mut doc, history, "step") = choice(&["1m", "5m", "1h", "1d"]);
     let log = "/api/orchestrator/decisions";
     param(&mut doc, log, "before")["maximum"] = i64::MAX.into();
@@ -210,6 +216,7 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         crate::api::ingest,
         crate::history::decisions,
         crate::history::history,
+        crate::replay::replay,
         crate::api::calibrate,
         crate::api::health,
         crate::api::open_session,
@@ -289,7 +296,11 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         shared::shadow::TierQuality,
         shared::shadow::Judged,
         shared::shadow::FailureReasons,
-        shared::shadow::Verdict
+        shared::shadow::Verdict,
+        shared::replay::Replay,
+        shared::replay::ReplayFigures,
+        shared::replay::MeanTokens,
+        shared::replay::ExpectedAt
     ))
 )]
 pub struct ApiDoc;

@@ -276,6 +276,7 @@ fn open_store(config: &Config, service: StatusService) -> Result<StatusService, 
         sync: config.sync,
         keep_decisions: config.keep_decisions,
         keep_rollups: config.keep_rollups,
+        keep_prompts: config.prompt_retention,
     };
     let started = std::time::Instant::now();
     let (store, restored) = store::Store::open(&settings, config.buffer_size)?;
@@ -327,6 +328,7 @@ fn options(config: &Config) -> Options {
         assessor_timeout: config.assessor_timeout,
         max_exports: config.max_exports,
         write_timeout: config.write_timeout,
+        keep_prompts: config.keep_prompts,
         shadow: crate::shadow::Settings {
             rate: config.shadow_rate,
             judge: config.judge,

@@ -96,6 +96,8 @@ pub struct Options {
     pub write_timeout: std::time::Duration,
     /// Shadow judging (`--shadow-rate`, `--judge`, `--shadow-max-inflight`).
     pub shadow: crate::shadow::Settings,
+    /// Keep each two-stage query's whole prompt in the store.
+    pub keep_prompts: bool,
 }
 
 impl Default for Options {
@@ -118,6 +120,7 @@ impl Default for Options {
             max_exports: DEFAULT_MAX_EXPORTS,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             shadow: crate::shadow::Settings::default(),
+            keep_prompts: false,
         }
     }
 }

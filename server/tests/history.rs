@@ -108,6 +108,7 @@ async fn history_equals_a_reference_over_days_at_every_step() {
         sync: SyncMode::Normal,
         keep_decisions: year,
         keep_rollups: year,
+        keep_prompts: year,
     };
     let (store, restored) = Store::open(&settings, 100).unwrap();
     let now_ms = Utc::now().timestamp_millis();

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod metrics;
 mod mock;
 pub mod quality;
+pub mod replay;
 pub mod shadow;
 mod status;
 mod tier;

@@ -211,6 +211,18 @@ pub struct Config {
     #[arg(long, env = "ORCH_KEEP_ROLLUPS", default_value = "400d", value_parser = parse_keep)]
     pub keep_rollups: Duration,
 
+    /// Keep each two-stage query's whole prompt in the store (off by
+    /// default; not with --redact-queries), so that
+    /// `replay?scorer=heuristic|learned` can score the operator's own
+    /// traffic again before a scorer is switched on.
+    #[arg(long, env = "ORCH_KEEP_PROMPTS")]
+    pub keep_prompts: bool,
+
+    /// How long kept prompts stay (e.g. 7d, 12h); the store's retention
+    /// deletes older ones.
+    #[arg(long, env = "ORCH_PROMPT_RETENTION", default_value = "7d", value_parser = parse_keep)]
+    pub prompt_retention: Duration,
+
     /// Share one status with every instance naming the same Redis and
     /// `--cluster` (e.g. redis://10.0.0.5:6379/0). Redis is never on a
     /// request's path: while it is unreachable each instance serves its own
@@ -363,6 +375,16 @@ impl Config {
             .is_some_and(|b| !(b.is_finite() && (0.0..=1.0).contains(&b)))
         {
             return Err("--brownout must be a share in 0..=1 (e.g. 0.8)".into());
+        }
+        if self.keep_prompts && self.redact_queries {
+            return Err(
+                "--keep-prompts keeps query text, --redact-queries keeps none: choose one".into(),
+            );
+        }
+        if self.keep_prompts && self.in_memory {
+            return Err(
+                "--keep-prompts keeps prompts in the store, and --in-memory has none".into(),
+            );
         }
         if !(self.shadow_rate.is_finite() && (0.0..=1.0).contains(&self.shadow_rate)) {
             return Err("--shadow-rate must be a share in 0..=1 (e.g. 0.05)".into());

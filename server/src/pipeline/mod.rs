@@ -149,6 +149,16 @@ pub async fn decide(
         ..NewDecision::new(q.recorded, route.tier, route.score, route.decision_time_ms)
     })?;
     let commit = Commit(pending.commit());
+    if mode == Mode::TwoStage
+        && state.options.keep_prompts
+        && let Some(store) = state.service.store()
+    {
+        store.keep_prompt(
+            decision.seq,
+            decision.timestamp.timestamp_millis(),
+            q.scored,
+        );
+    }
     // The implicit signals: a query routed, and perhaps asked again.
     let key = q.grant.map_or("", |g| g.key.0.as_str());
     state.shadow.book().asked(key, q.scored, decision.tier);

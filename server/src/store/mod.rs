@@ -93,6 +93,8 @@ pub struct Settings {
     pub keep_decisions: Duration,
     /// How long per-minute rollups are kept.
     pub keep_rollups: Duration,
+    /// How long prompts kept by `--keep-prompts` are kept.
+    pub keep_prompts: Duration,
 }
 
 /// Why the store cannot open; each message names the path and what to do.
@@ -218,6 +220,8 @@ enum Msg {
         latency_ms: f64,
         ok: bool,
     },
+    /// The whole prompt of decision `seq` (`--keep-prompts`).
+    Prompt { seq: u64, ts_ms: i64, text: String },
     /// Shadow judging's verdict on decision `seq` (of `tier`).
     Verdict {
         seq: u64,
@@ -343,6 +347,7 @@ impl Store {
             path: path.clone(),
             keep_decisions: settings.keep_decisions,
             keep_rollups: settings.keep_rollups,
+            keep_prompts: settings.keep_prompts,
         };
         std::thread::Builder::new()
             .name("store-retention".into())
@@ -475,6 +480,16 @@ impl Store {
     /// Adds the tokens of one model assessor call.
     pub fn add_assessor_usage(&self, usage: Usage) {
         let _ = self.tx.try_send(Msg::Extra(ASSESSOR_ROW, usage));
+    }
+
+    /// Keeps the whole prompt of decision `seq` made at `ts_ms`
+    /// (`--keep-prompts`), for `replay?scorer=` to score again.
+    pub fn keep_prompt(&self, seq: u64, ts_ms: i64, text: &str) {
+        let _ = self.tx.try_send(Msg::Prompt {
+            seq,
+            ts_ms,
+            text: text.to_owned(),
+        });
     }
 
     /// Keeps shadow judging's verdict on decision `seq` of `tier`: on its
@@ -635,6 +650,7 @@ mod tests {
             sync: SyncMode::Normal,
             keep_decisions: Duration::from_secs(3_600),
             keep_rollups: Duration::from_secs(86_400),
+            keep_prompts: Duration::from_secs(86_400),
         };
         let (store, restored) = Store::open(&settings, 10).unwrap();
         assert_eq!(restored.seq, 0);

@@ -89,6 +89,49 @@ impl Store {
     }
 }
 
+impl Store {
+    /// One pass over the decisions made in `from_ms..to_ms`, each given to
+    /// `f` as it is read (never all held): its tier, mode, score, usage and,
+    /// with `prompts`, its kept prompt.
+    pub fn replay_rows(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        prompts: bool,
+        mut f: impl FnMut(Tier, Option<Mode>, f64, Option<Usage>, Option<String>),
+    ) -> rusqlite::Result<()> {
+        self.read(|conn| {
+            let sql = if prompts {
+                "SELECT d.tier, d.mode, d.score, d.prompt_tokens, d.completion_tokens, p.text
+                 FROM decisions d LEFT JOIN prompts p ON p.seq = d.seq
+                 WHERE d.ts >= ?1 AND d.ts < ?2"
+            } else {
+                "SELECT tier, mode, score, prompt_tokens, completion_tokens, NULL
+                 FROM decisions WHERE ts >= ?1 AND ts < ?2"
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(params![from_ms, to_ms])?;
+            while let Some(r) = rows.next()? {
+                let usage = match (r.get::<_, Option<i64>>(3)?, r.get::<_, Option<i64>>(4)?) {
+                    (Some(p), Some(c)) => Some(Usage {
+                        prompt_tokens: p.max(0) as u64,
+                        completion_tokens: c.max(0) as u64,
+                    }),
+                    _ => None,
+                };
+                f(
+                    tier_of(r.get(0)?),
+                    mode_of(r.get(1)?),
+                    r.get(2)?,
+                    usage,
+                    r.get(5)?,
+                );
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Which rollup periods [`Store::rollup_rows`] reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Periods<'a> {

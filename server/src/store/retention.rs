@@ -9,6 +9,7 @@ pub(super) struct Retention {
     pub(super) path: PathBuf,
     pub(super) keep_decisions: Duration,
     pub(super) keep_rollups: Duration,
+    pub(super) keep_prompts: Duration,
 }
 
 impl Retention {
@@ -48,6 +49,18 @@ impl Retention {
             let n = conn.execute(
                 "DELETE FROM decisions WHERE seq IN (SELECT seq FROM decisions ORDER BY seq LIMIT ?1) AND ts < ?2",
                 params![RETENTION_BATCH as i64, cutoff],
+            )?;
+            if n == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Prompts kept by --keep-prompts, by their own retention.
+        let prompts = now.saturating_sub(self.keep_prompts.as_millis() as i64);
+        loop {
+            let n = conn.execute(
+                "DELETE FROM prompts WHERE seq IN (SELECT seq FROM prompts WHERE ts < ?2 ORDER BY seq LIMIT ?1)",
+                params![RETENTION_BATCH as i64, prompts],
             )?;
             if n == 0 {
                 break;

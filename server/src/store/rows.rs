@@ -128,6 +128,17 @@ pub(super) fn tier_of(i: i64) -> Tier {
     Tier::ALL[(i.clamp(0, 2)) as usize]
 }
 
+/// A stored mode code back as the mode ([`mode_code`]'s inverse).
+pub(super) fn mode_of(code: Option<i64>) -> Option<Mode> {
+    match code {
+        Some(0) => Some(Mode::Simple),
+        Some(2) => Some(Mode::Council),
+        Some(3) => Some(Mode::Benchmark),
+        Some(_) => Some(Mode::TwoStage),
+        None => None,
+    }
+}
+
 pub(super) fn mode_code(mode: Option<Mode>) -> Option<i64> {
     mode.map(|m| match m {
         Mode::Simple => 0,
@@ -177,13 +188,7 @@ pub fn decision_from_row(
     let mut d = RoutingDecision::from_kept(id, &query, tier_of(r.get(2)?), score, timestamp)
         .map_err(|e| bad(e.to_string()))?;
     d.seq = seq as u64;
-    d.mode = match mode {
-        Some(0) => Some(Mode::Simple),
-        Some(2) => Some(Mode::Council),
-        Some(3) => Some(Mode::Benchmark),
-        Some(_) => Some(Mode::TwoStage),
-        None => None,
-    };
+    d.mode = mode_of(mode);
     d.key_id = r.get(11)?;
     d.team = r.get(12)?;
     d.verdict = r

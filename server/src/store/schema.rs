@@ -95,6 +95,12 @@ CREATE TABLE IF NOT EXISTS key_rollups (
     PRIMARY KEY (minute, key_id)
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('keys_rev', 0);
+CREATE TABLE IF NOT EXISTS prompts (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS prompts_ts ON prompts (ts);
 ";
 
 /// The rollup tables and the minutes each row covers: per minute, and per

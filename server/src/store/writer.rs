@@ -340,6 +340,10 @@ pub(super) fn commit_group(
                 }
                 Msg::Extra(row, u) => count(&mut totals, *row, u),
                 Msg::Spend(spend, _) => add_spend(&tx, spend)?,
+                Msg::Prompt { seq, ts_ms, text } => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO prompts VALUES (?1, ?2, ?3)")?
+                        .execute(params![*seq as i64, ts_ms, text])?;
+                }
                 Msg::Verdict {
                     seq,
                     tier,
