@@ -39,7 +39,10 @@ page() {
   mkdir -p "$work"
   wasm-bindgen --target web --no-typescript --out-dir "$work" --out-name "$bin" \
     "$wasm_dir/$bin.wasm"
-  wasm-opt -Oz --output "$work/opt.wasm" "$work/${bin}_bg.wasm"
+  # Until nothing shrinks more; no debug names or producer notes shipped;
+  # bulk memory (every browser since 2020) and Rust's unused low memory
+  # (its data starts past the stack) for smaller memory code.
+  wasm-opt -Oz --converge --strip-debug --strip-producers --low-memory-unused --enable-bulk-memory --output "$work/opt.wasm" "$work/${bin}_bg.wasm"
   local base="$bin-$(short_hash "$work/$bin.js" "$work/opt.wasm")"
   cp "$work/$bin.js" "$out/$base.js"
   cp "$work/opt.wasm" "$out/${base}_bg.wasm"

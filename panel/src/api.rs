@@ -244,6 +244,27 @@ fn gloo_error(err: gloo_net::Error) -> String {
     }
 }
 
+/// What-if over the stored history, relative to the API base.
+pub const REPLAY_PATH: &str = "/api/orchestrator/replay";
+
+/// Replays the stored two-stage decisions since `from` (`-1h`, `-1d`,
+/// `-7d`) at Q4 threshold `threshold`; `controller` lets the caller abort
+/// it (a newer question, unmount).
+pub async fn fetch_replay(
+    base: &str,
+    from: &str,
+    threshold: f64,
+    controller: &AbortController,
+) -> Result<shared::replay::Replay, ApiError> {
+    let request = Request::get(&format!(
+        "{base}{REPLAY_PATH}?from={from}&threshold={threshold}"
+    ))
+    .header("accept", "application/json")
+    .abort_signal(Some(&controller.signal()));
+    let response = request.send().await.map_err(network)?;
+    decode_text(&response).await.map(|(replay, _)| replay)
+}
+
 /// The stored trends: `GET /api/orchestrator/history`.
 pub const HISTORY_PATH: &str = "/api/orchestrator/history";
 /// The stored decision log: `GET /api/orchestrator/decisions`.

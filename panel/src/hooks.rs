@@ -636,3 +636,110 @@ pub fn use_orchestrator_status(config: PollConfig) -> StatusFeed {
         key_error,
     }
 }
+
+/// The what-if's range: the buffered decisions (computed in the browser),
+/// or the stored ones since this long ago (replayed by the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplayRange {
+    /// The decisions the panel holds.
+    #[default]
+    Buffer,
+    /// The stored decisions of the last hour.
+    Hour,
+    /// Of the last day.
+    Day,
+    /// Of the last week.
+    Week,
+}
+
+impl ReplayRange {
+    /// The choice's value in the page and its `from` (`None` for the buffer).
+    pub fn from(self) -> Option<&'static str> {
+        match self {
+            ReplayRange::Buffer => None,
+            ReplayRange::Hour => Some("-1h"),
+            ReplayRange::Day => Some("-1d"),
+            ReplayRange::Week => Some("-7d"),
+        }
+    }
+
+    /// The range a choice's value names (the buffer for any other).
+    pub fn of(value: &str) -> ReplayRange {
+        [ReplayRange::Hour, ReplayRange::Day, ReplayRange::Week]
+            .into_iter()
+            .find(|r| r.from() == Some(value))
+            .unwrap_or_default()
+    }
+}
+
+/// What the replay of a stored range says.
+#[derive(Debug, Clone, Default)]
+pub enum ReplayState {
+    /// The buffer is the range: nothing asked.
+    #[default]
+    Off,
+    /// Asked, no answer yet.
+    Loading,
+    /// The server's answer.
+    Ready(std::sync::Arc<shared::replay::Replay>),
+    /// Why there is none (no store, unreachable, ...).
+    Failed(String),
+}
+
+/// An answer equals only itself: a new one is always news, and comparing
+/// them field by field would cost the bundle its code.
+impl PartialEq for ReplayState {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ReplayState::Off, ReplayState::Off) | (ReplayState::Loading, ReplayState::Loading) => {
+                true
+            }
+            (ReplayState::Ready(a), ReplayState::Ready(b)) => std::sync::Arc::ptr_eq(a, b),
+            (ReplayState::Failed(a), ReplayState::Failed(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Replays at the thresholds and ranges `ask` names (the newest question
+/// only: an older one still out is aborted); its answers, for the what-if
+/// to show.
+pub fn use_replay(api_base: String, ask: Signal<(ReplayRange, f64)>) -> ReadSignal<ReplayState> {
+    let (state, set_state) = signal(ReplayState::Off);
+    let out: Rc<RefCell<Option<AbortController>>> = Rc::default();
+    let asked = Rc::new(Cell::new(0u32));
+    let on_unmount = SendWrapper::new(Rc::clone(&out));
+    on_cleanup(move || {
+        if let Some(c) = on_unmount.borrow_mut().take() {
+            c.abort();
+        }
+    });
+    Effect::new(move |_| {
+        let (range, threshold) = ask.get();
+        if let Some(c) = out.borrow_mut().take() {
+            c.abort();
+        }
+        let Some(from) = range.from() else {
+            set_state.set(ReplayState::Off);
+            return;
+        };
+        set_state.set(ReplayState::Loading);
+        let n = asked.get().wrapping_add(1);
+        asked.set(n);
+        let controller = AbortController::new().expect("AbortController exists");
+        *out.borrow_mut() = Some(controller.clone());
+        let (asked, out, base) = (Rc::clone(&asked), Rc::clone(&out), api_base.clone());
+        leptos::task::spawn_local(async move {
+            let answer = api::fetch_replay(&base, from, threshold, &controller).await;
+            if asked.get() != n {
+                return;
+            }
+            out.borrow_mut().take();
+            set_state.set(match answer {
+                Ok(r) => ReplayState::Ready(std::sync::Arc::new(r)),
+                Err(e) => ReplayState::Failed(e.reason()),
+            });
+        });
+    });
+    state
+}

@@ -295,12 +295,8 @@ fn param<'a>(doc: &'a mut Value, path: &str, name: &str) -> &'a mut Value {
         shared::shadow::LiveQuality,
         shared::shadow::TierQuality,
         shared::shadow::Judged,
-        shared::shadow::FailureReasons,
         shared::shadow::Verdict,
-        shared::replay::Replay,
-        shared::replay::ReplayFigures,
-        shared::replay::MeanTokens,
-        shared::replay::ExpectedAt
+        shared::replay::Replay
     ))
 )]
 pub struct ApiDoc;

@@ -109,16 +109,13 @@ pub async fn replay(State(state): State<AppState>, req: Request) -> Result<Respo
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(format!("replay: {e}")))?;
     let routing = state.service.routing();
-    let figures = pass.finish(state.service.prices(), routing.expected_quality.as_ref());
     let rfc = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     Ok(axum::Json(Replay {
         from: rfc(from),
         to: rfc(to),
-        threshold,
-        current_threshold: state.service.q4_threshold(),
         scorer: scorer.map_or("stored", Scorer::name).to_owned(),
         without_prompt,
-        figures,
+        ..pass.finish(state.service.prices(), routing.expected_quality.as_ref())
     })
     .into_response())
 }

@@ -49,8 +49,6 @@ pub struct ReplayPass {
     from_q4: u64,
     /// Every decision of the range with usage, per tier (the means).
     all: PerTier<Sums>,
-    /// The decisions of the population with usage, per tier (their spend).
-    population: PerTier<Sums>,
     /// Moved decisions per (from, to): with their own usage summed, and
     /// how many have none.
     moved: [[Sums; 3]; 3],
@@ -78,12 +76,6 @@ impl ReplayPass {
     /// `score` now (its stored score, or its prompt's score again).
     pub fn decision(&mut self, tier: Tier, score: f64, usage: Option<Usage>) {
         self.decisions += 1;
-        if let Some(u) = usage {
-            let s = &mut self.population[tier];
-            s.prompt += u.prompt_tokens;
-            s.completion += u.completion_tokens;
-            s.answers += 1;
-        }
         let after = two_stage_tier(score, self.threshold);
         self.q4_before += u64::from(tier == Tier::Q4);
         let to = match (tier == Tier::Q4, after == Tier::Q4) {
@@ -112,8 +104,8 @@ impl ReplayPass {
         }
     }
 
-    /// The answer's figures (its range, scorer and labels are the caller's).
-    pub fn finish(&self, prices: &Prices, expected: Option<&ExpectedQuality>) -> ReplayFigures {
+    /// The answer's figures (its range and scorer are the caller's to fill).
+    pub fn finish(&self, prices: &Prices, expected: Option<&ExpectedQuality>) -> Replay {
         let share = |n: u64| {
             if self.decisions == 0 {
                 0.0
@@ -148,80 +140,29 @@ impl ReplayPass {
                 cost_delta += cost(to, after_p, after_c) - cost(from, before_p, before_c);
             }
         }
-        let spent: f64 = Tier::ALL
-            .iter()
-            .map(|&t| {
-                let s = self.population[t];
-                cost(t, s.prompt as f64, s.completion as f64)
-            })
-            .sum();
         let (before, after) = (share(self.q4_before), share(self.q4_after));
         let at = |s: f64| expected.and_then(|e| e.at_share(s));
-        ReplayFigures {
+        Replay {
+            threshold: self.threshold,
             decisions: self.decisions,
             to_q4: self.to_q4,
             from_q4: self.from_q4,
-            q4_before: self.q4_before,
-            q4_after: self.q4_after,
             q4_share_before: before,
             q4_share_after: after,
-            prompt_tokens_delta: prompt_delta,
-            completion_tokens_delta: completion_delta,
             tokens_delta: prompt_delta + completion_delta,
-            spent_usd: priced.then_some(spent),
             cost_delta_usd: priced.then_some(cost_delta),
-            mean_tokens: self
-                .all
-                .iter()
-                .map(|(tier, s)| {
-                    let (p, c) = s.mean();
-                    MeanTokens {
-                        tier,
-                        answers: s.answers,
-                        prompt_tokens: p,
-                        completion_tokens: c,
-                    }
-                })
-                .collect(),
             pricing: PRICING.to_owned(),
-            expected_before: at(before),
-            expected_after: at(after),
+            gap_recovered_before: at(before).map(|x| x.0),
+            gap_recovered_after: at(after).map(|x| x.0),
+            ..Replay::default()
         }
     }
 }
 
-/// A tier's mean tokens per answered decision over the range.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct MeanTokens {
-    /// The tier.
-    pub tier: Tier,
-    /// Its decisions with usage in the range.
-    pub answers: u64,
-    /// Mean prompt tokens (0 without answers).
-    pub prompt_tokens: f64,
-    /// Mean completion tokens (0 without answers).
-    pub completion_tokens: f64,
-}
-
-/// The expected quality at a Q4 share, read off the labelled curve.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct ExpectedAt {
-    /// The Q4 share it is read at.
-    pub q4_share: f64,
-    /// The share of the weak-to-strong quality gap recovered there.
-    pub gap_recovered: f64,
-    /// The mean quality there (weak + gap recovered x (strong - weak)).
-    pub quality: f64,
-}
-
 impl ExpectedQuality {
-    /// The gap recovered and quality at Q4 share `share` of the labelled
-    /// curve, interpolated linearly between its points (by share).
-    pub fn at_share(&self, share: f64) -> Option<ExpectedAt> {
+    /// The gap recovered and the mean quality at Q4 share `share` of the
+    /// labelled curve, interpolated linearly between its points (by share).
+    pub fn at_share(&self, share: f64) -> Option<(f64, f64)> {
         let mut points: Vec<(f64, f64)> = self
             .curve
             .iter()
@@ -242,58 +183,12 @@ impl ExpectedQuality {
             let (a, b) = (points[i - 1], points[i]);
             a.1 + (b.1 - a.1) * (share - a.0) / (b.0 - a.0)
         };
-        Some(ExpectedAt {
-            q4_share: share,
-            gap_recovered: gap,
-            quality: self.weak + gap * (self.strong - self.weak),
-        })
+        Some((gap, self.weak + gap * (self.strong - self.weak)))
     }
 }
 
-/// The figures of one replay; see the module docs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct ReplayFigures {
-    /// Two-stage decisions in the range (with `scorer`: those whose prompt
-    /// was kept).
-    pub decisions: u64,
-    /// Of them, moved into Q4 at the threshold.
-    pub to_q4: u64,
-    /// Moved out of Q4 (to Q3).
-    pub from_q4: u64,
-    /// On Q4 as routed.
-    pub q4_before: u64,
-    /// On Q4 at the threshold.
-    pub q4_after: u64,
-    /// `q4Before / decisions` (0 without decisions).
-    pub q4_share_before: f64,
-    /// `q4After / decisions`.
-    pub q4_share_after: f64,
-    /// Prompt tokens the moves add (negative: save).
-    pub prompt_tokens_delta: f64,
-    /// Completion tokens the moves add.
-    pub completion_tokens_delta: f64,
-    /// Both.
-    pub tokens_delta: f64,
-    /// What the decisions spent as routed, USD (null unless every tier
-    /// has a price).
-    pub spent_usd: Option<f64>,
-    /// What the moves add to it, USD (null unless every tier has a price).
-    pub cost_delta_usd: Option<f64>,
-    /// Each tier's mean tokens per answered decision over the range.
-    pub mean_tokens: Vec<MeanTokens>,
-    /// How moved decisions are priced.
-    pub pricing: String,
-    /// The expected quality at the Q4 share as routed, from the labelled
-    /// curve (null without labelled data).
-    pub expected_before: Option<ExpectedAt>,
-    /// At the Q4 share at the threshold.
-    pub expected_after: Option<ExpectedAt>,
-}
-
-/// `GET /api/orchestrator/replay`'s answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `GET /api/orchestrator/replay`'s answer; see the module docs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Replay {
@@ -303,17 +198,36 @@ pub struct Replay {
     pub to: String,
     /// The threshold replayed.
     pub threshold: f64,
-    /// The threshold in use now.
-    pub current_threshold: f64,
     /// `stored` (the scores as decided), or the scorer the kept prompts
     /// were scored again with (`heuristic`, `learned`).
     pub scorer: String,
     /// With `scorer`: two-stage decisions of the range whose prompt was
     /// not kept (left out).
     pub without_prompt: u64,
-    /// The figures.
-    #[serde(flatten)]
-    pub figures: ReplayFigures,
+    /// Two-stage decisions in the range (with `scorer`: those whose prompt
+    /// was kept).
+    pub decisions: u64,
+    /// Of them, moved into Q4 at the threshold.
+    pub to_q4: u64,
+    /// Moved out of Q4 (to Q3).
+    pub from_q4: u64,
+    /// The share on Q4 as routed (0 without decisions).
+    pub q4_share_before: f64,
+    /// The share on Q4 at the threshold.
+    pub q4_share_after: f64,
+    /// Tokens (prompt and completion) the moves add; negative: saved.
+    pub tokens_delta: f64,
+    /// What the moves add to the cost, USD (null unless every tier has a
+    /// price).
+    pub cost_delta_usd: Option<f64>,
+    /// How moved decisions are priced.
+    pub pricing: String,
+    /// The share of the labelled data's weak-to-strong quality gap
+    /// recovered at the Q4 share as routed, read off the labelled curve
+    /// (null without labelled data).
+    pub gap_recovered_before: Option<f64>,
+    /// At the Q4 share at the threshold.
+    pub gap_recovered_after: Option<f64>,
 }
 
 #[cfg(test)]
@@ -345,21 +259,16 @@ mod tests {
         }
         let prices: Prices = PerTier([
             Price::new(1.0, 1.0),
-            Price::new(1_000_000.0, 1_000_000.0),
-            Price::new(2_000_000.0, 2_000_000.0),
+            Price::new(1.0, 1.0),
+            Price::new(2.0, 2.0),
         ]);
         let f = pass.finish(&prices, None);
         assert_eq!((f.decisions, f.to_q4, f.from_q4), (4, 1, 1));
-        assert_eq!((f.q4_before, f.q4_after), (2, 2));
         assert_eq!((f.q4_share_before, f.q4_share_after), (0.5, 0.5));
         // In: +20 prompt, +40 completion; out (at Q4's mean 30+60): -20, -40.
-        assert_eq!(
-            (f.prompt_tokens_delta, f.completion_tokens_delta),
-            (0.0, 0.0)
-        );
-        // In: 90 tokens at $2 - 30 at $1 = +150; out: 30 at $1 - 90 at $2 = -150.
-        assert_eq!(f.cost_delta_usd, Some(0.0));
-        assert_eq!(f.spent_usd, Some(30.0 + 30.0 + 180.0));
+        assert_eq!(f.tokens_delta, 0.0);
+        // In: 90 tokens at $2 - 30 at $1 (a million) = +150; out: -150.
+        assert!(f.cost_delta_usd.unwrap().abs() < 1e-15, "{f:?}");
         assert!(
             pass.finish(&PerTier([None; 3]), None)
                 .cost_delta_usd
@@ -367,5 +276,16 @@ mod tests {
         );
         let f = ReplayPass::new(0.0).finish(&prices, None);
         assert_eq!((f.decisions, f.q4_share_before), (0, 0.0));
+        // Only moves in: one Q3 answer of 10 + 20 tokens goes to Q4's mean.
+        let mut pass = ReplayPass::new(1.0);
+        pass.answered(Tier::Q3, u(10, 20));
+        pass.answered(Tier::Q4, u(30, 60));
+        pass.decision(Tier::Q3, 2.0, Some(u(10, 20)));
+        let f = pass.finish(&prices, None);
+        assert_eq!((f.to_q4, f.q4_share_after, f.tokens_delta), (1, 1.0, 60.0));
+        assert!(
+            (f.cost_delta_usd.unwrap() - 150.0 / 1e6).abs() < 1e-15,
+            "{f:?}"
+        );
     }
 }

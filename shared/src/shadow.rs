@@ -232,7 +232,7 @@ pub struct Judged {
     pub as_good_upper: Option<f64>,
     /// Samples dropped at `--shadow-max-inflight` (never queued).
     pub dropped: u64,
-    /// Pairs whose judge gave no verdict (by reason in `judgeFailureReasons`).
+    /// Pairs whose judge gave no verdict (by reason in `/metrics`).
     pub judge_failures: u64,
     /// Samples whose Q4 call failed: no pair.
     pub q4_failures: u64,
@@ -302,25 +302,10 @@ pub struct LiveQuality {
     pub judge: Tier,
     /// Shadow samples under way now (at most `--shadow-max-inflight`).
     pub in_flight: u64,
-    /// Per tier, Q2, Q3, Q4 (Q4 is never judged: its pairs stay 0).
+    /// Per tier, Q2, Q3, Q4 (Q4 is never judged: its pairs stay 0). Judge
+    /// failures by reason are in `/metrics`
+    /// (`orch_shadow_judge_failures_total{reason}`).
     pub tiers: Vec<TierQuality>,
-    /// Judgings without a verdict since start, by reason.
-    pub judge_failure_reasons: FailureReasons,
-}
-
-/// Judge failures by reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct FailureReasons {
-    /// The reply stated no verdict.
-    pub garbage: u64,
-    /// The judge did not answer in time.
-    pub timeout: u64,
-    /// The judge's upstream failed.
-    pub error: u64,
-    /// The judge refused.
-    pub refusal: u64,
 }
 
 /// One tier's live quality.
@@ -346,10 +331,10 @@ pub struct TierQuality {
     pub regenerations: u64,
     /// `regenerations / answers` (0 without answers).
     pub regeneration_rate: f64,
-    /// The shadow calls' prompt tokens (kept apart from the tier's own).
-    pub shadow_prompt_tokens: u64,
-    /// Their completion tokens.
-    pub shadow_completion_tokens: u64,
+    /// The shadow calls' (Q4's and the judge's) tokens, prompt and
+    /// completion, kept apart from the tier's own (by direction in
+    /// `/metrics`: `orch_shadow_tokens_total`).
+    pub shadow_tokens: u64,
     /// Their cost, USD (0 without prices).
     pub shadow_cost_usd: f64,
 }
@@ -361,12 +346,6 @@ pub fn live_quality(
     in_flight: u64,
     counts: &PerTier<TierCounts>,
 ) -> LiveQuality {
-    let mut reasons = [0u64; 4];
-    for (_, c) in counts.iter() {
-        for (r, n) in reasons.iter_mut().zip(c.since_start.judge_failures) {
-            *r += n;
-        }
-    }
     let rate = |part: u64, whole: u64| {
         if whole == 0 {
             0.0
@@ -390,8 +369,7 @@ pub fn live_quality(
                 answers: c.implicit.answers,
                 regenerations: c.implicit.regenerations,
                 regeneration_rate: rate(c.implicit.regenerations, c.implicit.answers),
-                shadow_prompt_tokens: c.shadow_tokens[0],
-                shadow_completion_tokens: c.shadow_tokens[1],
+                shadow_tokens: c.shadow_tokens[0] + c.shadow_tokens[1],
                 shadow_cost_usd: if c.shadow_cost_usd.is_finite() {
                     c.shadow_cost_usd
                 } else {
@@ -399,12 +377,6 @@ pub fn live_quality(
                 },
             })
             .collect(),
-        judge_failure_reasons: FailureReasons {
-            garbage: reasons[0],
-            timeout: reasons[1],
-            error: reasons[2],
-            refusal: reasons[3],
-        },
     }
 }
 
@@ -510,7 +482,6 @@ mod tests {
         assert_eq!(q.tiers[0].abandoned_rate, 0.25);
         assert_eq!(q.tiers[0].regeneration_rate, 0.2);
         assert_eq!(q.tiers[2].abandoned_rate, 0.0);
-        assert_eq!(q.judge_failure_reasons.timeout, 2);
         let json = serde_json::to_value(&q).unwrap();
         assert_eq!(json["tiers"][1]["sinceStart"]["judgeFailures"], 3);
         assert_eq!(

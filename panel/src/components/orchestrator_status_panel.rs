@@ -4,7 +4,7 @@ use leptos::prelude::*;
 
 use crate::components::read_key_prompt::ReadKeyPrompt;
 use crate::components::status_view::StatusView;
-use crate::hooks::{PollConfig, use_orchestrator_status};
+use crate::hooks::{PollConfig, ReplayRange, use_orchestrator_status, use_replay};
 
 /// Follows the server's event stream (polling while it is down) and renders
 /// it, labelled live, stale or mock.
@@ -21,6 +21,8 @@ pub fn OrchestratorStatusPanel(
     timeout_ms: Option<u32>,
 ) -> impl IntoView {
     let defaults = PollConfig::default();
+    let ask = RwSignal::new((ReplayRange::Buffer, 0.0));
+    let replay = use_replay(api_base.clone(), ask.into());
     let feed = use_orchestrator_status(PollConfig {
         api_base,
         interval_ms: interval_ms.unwrap_or(defaults.interval_ms),
@@ -34,6 +36,8 @@ pub fn OrchestratorStatusPanel(
             decisions=feed.decisions
             source=feed.source
             last_live_ms=feed.last_live_ms
+            ask=ask
+            replay=replay
         />
     }
 }

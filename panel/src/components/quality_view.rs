@@ -10,33 +10,30 @@ use shared::shadow::{Judged, LiveQuality, TierQuality, as_good_words};
 
 use crate::dom::element;
 
-/// One span's words: the as-good share, or what there is instead.
+/// One span's words: the as-good share, or that there is none.
 fn span_words(j: &Judged) -> String {
-    let mut s = as_good_words(j).unwrap_or_else(|| "no pair judged".to_owned());
-    let lost = j.judge_failures + j.q4_failures + j.dropped;
-    if lost > 0 {
-        s.push_str(&format!(
-            " · {} without a verdict, {} Q4 failed, {} dropped",
-            j.judge_failures, j.q4_failures, j.dropped
-        ));
+    as_good_words(j).unwrap_or_else(|| "no pair judged".to_owned())
+}
+
+/// A tier's row: shadow judging (Q2, Q3) and the implicit signals.
+fn row(t: &TierQuality) -> String {
+    let mut s = format!("{} {}: ", t.tier.label(), t.tier.internal_name());
+    if t.tier != shared::Tier::Q4 {
+        let j = &t.since_start;
+        s += &format!(
+            "{} · last hour: {} · {} without a verdict, {} Q4 failed, {} dropped · ",
+            span_words(j),
+            span_words(&t.last_hour),
+            j.judge_failures,
+            j.q4_failures,
+            j.dropped
+        );
     }
-    s
-}
-
-/// A share as a percentage with one decimal.
-fn pct(x: f64) -> String {
-    format!("{:.1} %", x * 100.0)
-}
-
-/// The implicit signals of one tier.
-fn implicit_words(t: &TierQuality) -> String {
-    format!(
-        "{} {}: abandoned {} of {} streams · asked again {} of {} queries",
-        t.tier.label(),
-        t.tier.internal_name(),
-        pct(t.abandoned_rate),
+    s + &format!(
+        "abandoned {:.1} % of {} streams · asked again {:.1} % of {} queries",
+        t.abandoned_rate * 100.0,
         t.streams,
-        pct(t.regeneration_rate),
+        t.regeneration_rate * 100.0,
         t.answers
     )
 }
@@ -57,8 +54,8 @@ fn fill(section: &web_sys::HtmlElement, q: Option<&LiveQuality>, expected: &str,
     let _ = section.append_child(&element(None, "h2", &[], Some("Routing quality")));
     let judging = if q.shadow_rate > 0.0 {
         format!(
-            "Shadow judging: {} of Q2 and Q3 answers answered again by Q4 and judged by {} ({} under way).",
-            pct(q.shadow_rate),
+            "Shadow judging: {:.1} % of Q2 and Q3 answers answered again by Q4 and judged by {} ({} under way).",
+            q.shadow_rate * 100.0,
             q.judge.label(),
             q.in_flight
         )
@@ -68,23 +65,15 @@ fn fill(section: &web_sys::HtmlElement, q: Option<&LiveQuality>, expected: &str,
     };
     add(section, "p", "quality-judging", &judging);
     let ul = element(None, "ul", &[("class", "quality")], None);
-    for t in q.tiers.iter().filter(|t| t.tier != shared::Tier::Q4) {
-        let row = format!(
-            "{} {}: {} · last hour: {}",
-            t.tier.label(),
-            t.tier.internal_name(),
-            span_words(&t.since_start),
-            span_words(&t.last_hour)
-        );
+    for t in &q.tiers {
         let li = element(
             None,
             "li",
             &[
                 ("data-testid", "quality-tier"),
                 ("data-tier", t.tier.label()),
-                ("data-pairs", &t.since_start.pairs.to_string()),
             ],
-            Some(&row),
+            Some(&row(t)),
         );
         let _ = ul.append_child(&li);
     }
@@ -101,11 +90,6 @@ fn fill(section: &web_sys::HtmlElement, q: Option<&LiveQuality>, expected: &str,
         "quality-saved",
         &format!("Saved vs all on Q4: {saved}"),
     );
-    let implicit = element(None, "ul", &[("class", "quality muted")], None);
-    for t in &q.tiers {
-        add(&implicit, "li", "quality-implicit", &implicit_words(t));
-    }
-    let _ = section.append_child(&implicit);
 }
 
 /// The routing quality card; hidden when the server reports no `quality`.

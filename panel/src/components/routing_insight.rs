@@ -14,6 +14,7 @@ use shared::{MAX_SCORE, Routing, RoutingDecision, Tier};
 use wasm_bindgen::JsCast;
 
 use crate::dom::{Put, patch};
+use crate::hooks::{ReplayRange, ReplayState};
 
 /// Width of one histogram bucket in SVG units.
 const BAR_W: f64 = 20.0;
@@ -45,6 +46,9 @@ struct Model {
     actual: WhatIf,
     /// The last calibration asked for, in words (empty before one).
     calibrated: String,
+    /// The range chosen, and what its replay says.
+    range: ReplayRange,
+    replay: ReplayState,
 }
 
 /// The threshold lines: class, what they mark, where.
@@ -93,6 +97,8 @@ fn skeleton() -> String {
 <label for="whatif-slider">What if Q4 started at <strong class="mono" data-k="threshold" data-testid="whatif-threshold"></strong></label>
 <input id="whatif-slider" data-k="slider" data-testid="whatif-slider" type="range" min="0" max="15" step="0.5" list="whatif-marks" aria-describedby="whatif-note">
 <datalist id="whatif-marks"><option data-k="server-mark" data-testid="server-threshold-mark" label="server"></option></datalist>
+<p class="covers"><label>Range <select id="whatif-range" data-testid="whatif-range"><option value="">buffered decisions</option><option value="-1h">last hour (stored)</option><option value="-1d">last day (stored)</option><option value="-7d">last week (stored)</option></select></label></p>
+<p class="covers" data-k="replay" data-testid="whatif-replay" aria-live="polite"></p>
 <p id="whatif-note" class="covers">Server's threshold: <span class="mono" data-k="server" data-testid="server-threshold"></span>. Simple-mode and Q2 decisions stay where they went. <button class="link" data-testid="whatif-reset" data-reset="1">Reset</button></p>
 <p class="covers calibrate"><label>Send <input id="calibrate-share" data-testid="calibrate-share" type="number" min="0" max="100" step="1" value="20"> % of them to Q4:</label> <button class="link" data-testid="calibrate-run" data-calibrate="1">find the threshold</button> <span data-k="calibrated" data-testid="calibrate-result" aria-live="polite"></span></p>
 <table class="shares"><thead><tr><th scope="col">Tier</th><th scope="col" class="num">What-if</th><th scope="col" class="num">Decisions</th><th scope="col" class="num">As routed</th></tr></thead><tbody>{rows}</tbody></table>
@@ -153,6 +159,14 @@ fn puts(m: &Model) -> Vec<(String, Put)> {
         Put::Attr("value", r.q4_threshold.to_string()),
     ));
     v.push(("calibrated".into(), Put::Text(m.calibrated.clone())));
+    let state = match &m.replay {
+        ReplayState::Off => "off",
+        ReplayState::Loading => "loading",
+        ReplayState::Ready(_) => "ready",
+        ReplayState::Failed(_) => "failed",
+    };
+    v.push(("replay".into(), Put::Attr("data-state", state.to_owned())));
+    v.push(("replay".into(), Put::Text(replay_text(m.range, &m.replay))));
     for tier in Tier::ALL {
         let n = m.what_if.counts[tier].to_string();
         v.push((format!("share-{tier}"), Put::Attr("data-count", n.clone())));
@@ -244,6 +258,50 @@ pub fn score_text(t: f64) -> String {
     }
 }
 
+/// What the replay of a stored range says, in words.
+fn replay_text(range: ReplayRange, state: &ReplayState) -> String {
+    let span = match range {
+        ReplayRange::Buffer => return String::new(),
+        ReplayRange::Hour => "last hour",
+        ReplayRange::Day => "last day",
+        ReplayRange::Week => "last week",
+    };
+    let r = match state {
+        ReplayState::Off => return String::new(),
+        ReplayState::Loading => return format!("Replaying the stored decisions of the {span}…"),
+        ReplayState::Failed(why) => return format!("No replay of the {span}: {why}"),
+        ReplayState::Ready(r) => r,
+    };
+    let signed = |x: f64| {
+        if x >= 0.0 {
+            format!("+{}", usd(x))
+        } else {
+            format!("-{}", usd(-x))
+        }
+    };
+    let mut s = format!(
+        "Stored, {span}: {} two-stage decisions; at {}, {} move to Q4 and {} leave it: Q4 share {:.1} % → {:.1} %; tokens {:+.0}",
+        r.decisions,
+        score_text(r.threshold),
+        r.to_q4,
+        r.from_q4,
+        r.q4_share_before * 100.0,
+        r.q4_share_after * 100.0,
+        r.tokens_delta
+    );
+    if let Some(c) = r.cost_delta_usd {
+        s += &format!(", cost {}", signed(c));
+    }
+    if let (Some(b), Some(a)) = (r.gap_recovered_before, r.gap_recovered_after) {
+        s += &format!(
+            "; expected {:.0} % → {:.0} % of the quality gap recovered",
+            b * 100.0,
+            a * 100.0
+        );
+    }
+    s + " (moved decisions priced at the destination tier's mean tokens)."
+}
+
 /// What the calibration found, in words.
 fn calibrated_text(asked_percent: f64, c: Option<Calibration>, total: usize) -> String {
     match c {
@@ -310,6 +368,11 @@ pub fn RoutingInsight(
     /// Each tier's price, where the server has one.
     #[prop(into)]
     prices: Signal<Prices>,
+    /// The range and threshold to replay (set here, replayed by the hook).
+    ask: RwSignal<(ReplayRange, f64)>,
+    /// What the replay says.
+    #[prop(into)]
+    replay: Signal<ReplayState>,
 ) -> impl IntoView {
     let population = Memo::new(move |_| decisions.with(|d| Population::new(d)));
     // `None` follows the server's threshold until the operator moves it.
@@ -329,7 +392,16 @@ pub fn RoutingInsight(
             actual: p.actual(routing.q4_threshold, &prices),
             routing,
             calibrated: calibrated.get(),
+            range: ask.with(|a| a.0),
+            replay: replay.get(),
         })
+    });
+    // The stored range follows the slider.
+    Effect::new(move |_| {
+        let t = model.with(|m| m.threshold);
+        if ask.with_untracked(|a| a.1) != t {
+            ask.update(|a| a.1 = t);
+        }
     });
     let root = NodeRef::<leptos::html::Section>::new();
     Effect::new(move |_| {
@@ -344,6 +416,15 @@ pub fn RoutingInsight(
     });
     // Events bubble up to the card: the slider's moves, the reset, the
     // calibration.
+    let on_change = move |ev: leptos::ev::Event| {
+        if let Some(select) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlSelectElement>().ok())
+            .filter(|s| s.id() == "whatif-range")
+        {
+            ask.update(|a| a.0 = ReplayRange::of(&select.value()));
+        }
+    };
     let on_input = move |ev: leptos::ev::Event| {
         let Some(input) = ev
             .target()
@@ -380,6 +461,7 @@ pub fn RoutingInsight(
             data-testid="routing-insight"
             node_ref=root
             on:input=on_input
+            on:change=on_change
             on:click=on_click
         ></section>
     }

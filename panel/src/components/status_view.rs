@@ -43,6 +43,11 @@ pub fn StatusView(
     /// When live data last arrived (ms since the epoch).
     #[prop(into)]
     last_live_ms: Signal<Option<f64>>,
+    /// The what-if's stored range and threshold to replay.
+    ask: RwSignal<(crate::hooks::ReplayRange, f64)>,
+    /// What the replay says.
+    #[prop(into)]
+    replay: Signal<crate::hooks::ReplayState>,
 ) -> impl IntoView {
     let tiers = Signal::derive(move || {
         status.with(|s| {
@@ -287,6 +292,8 @@ pub fn StatusView(
                         decisions=decisions
                         routing=Signal::from(routing)
                         prices=Signal::from(prices)
+                        ask=ask
+                        replay=replay
                     />
                     <QualityCard
                         status=status

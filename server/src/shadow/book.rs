@@ -418,7 +418,6 @@ mod tests {
         assert_eq!(q.tiers[0].since_start.as_good, Some(1.0));
         assert_eq!(q.tiers[1].since_start.as_good, Some(0.0));
         assert_eq!(q.tiers[1].last_hour.dropped, 1);
-        assert_eq!(q.judge_failure_reasons.garbage, 1);
         let text = t.encode();
         assert!(text.contains("orch_shadow_verdicts_total{tier=\"Q2\",verdict=\"better\"} 1"));
         assert!(text.contains("orch_shadow_dropped_total 1"));
