@@ -7,6 +7,7 @@ pub mod browser;
 mod fake_upstream;
 pub mod front_door;
 pub mod litellm;
+pub mod llama;
 mod redis;
 
 pub use fake_upstream::*;
