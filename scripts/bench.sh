@@ -2,7 +2,8 @@
 # Reruns every number of docs/performance.md.
 #   scripts/bench.sh            everything (about 15 minutes)
 #   scripts/bench.sh floor      one of: floor, idle, memory, panel, pixel, slider, streams,
-#                               stream-idle, ingest, store, cluster, openai, micro, scorer
+#                               stream-idle, ingest, store, cluster, openai, shadow,
+#                               micro, scorer
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"

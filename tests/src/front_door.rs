@@ -25,7 +25,11 @@ fn sibling(name: &str) -> std::path::PathBuf {
 }
 
 fn body(stream: bool) -> String {
-    json!({"model": "auto", "stream": stream,
+    body_of("auto", stream)
+}
+
+fn body_of(model: &str, stream: bool) -> String {
+    json!({"model": model, "stream": stream,
            "messages": [{"role": "user", "content": "What is Python?"}]})
     .to_string()
 }
@@ -34,7 +38,13 @@ fn body(stream: bool) -> String {
 /// slow answer never holds back the next request), timed from its send to
 /// its last byte. Timing from when it was due would add the load
 /// generator's own timer lag (tokio's timers tick in milliseconds).
-async fn open_loop(client: &reqwest::Client, url: &str, rate: u64, secs: u64) -> (Vec<f64>, u64) {
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    secs: u64,
+    model: &'static str,
+) -> (Vec<f64>, u64) {
     let n = rate * secs;
     let start = tokio::time::Instant::now();
     let mut calls = Vec::with_capacity(n as usize);
@@ -47,7 +57,7 @@ async fn open_loop(client: &reqwest::Client, url: &str, rate: u64, secs: u64) ->
             let ok = client
                 .post(&url)
                 .header("content-type", "application/json")
-                .body(body(false))
+                .body(body_of(model, false))
                 .send()
                 .await
                 .ok()
@@ -184,13 +194,25 @@ async fn latencies(
     rounds: usize,
     secs: u64,
 ) -> Vec<Vec<f64>> {
+    latencies_of(client, targets, rate, rounds, secs, "auto").await
+}
+
+/// [`latencies`] of requests for `model`.
+async fn latencies_of(
+    client: &reqwest::Client,
+    targets: &[(&str, String)],
+    rate: u64,
+    rounds: usize,
+    secs: u64,
+    model: &'static str,
+) -> Vec<Vec<f64>> {
     for (_, url) in targets {
-        open_loop(client, url, rate, 1).await;
+        open_loop(client, url, rate, 1, model).await;
     }
     let mut lat = vec![Vec::new(); targets.len()];
     for _ in 0..rounds {
         for (i, (name, url)) in targets.iter().enumerate() {
-            let (l, failed) = open_loop(client, url, rate, secs).await;
+            let (l, failed) = open_loop(client, url, rate, secs, model).await;
             assert_eq!(failed, 0, "{name}: {failed} requests failed");
             lat[i].extend(l);
         }
@@ -403,4 +425,66 @@ pub async fn run(secs: u64) {
     );
 
     litellm(&client, &mock, &memory, rounds, secs).await;
+}
+
+/// Shadow judging off the request path (`bench shadow`): the latency of
+/// `/v1/chat/completions` (model `fast`, so every answer is a Q2 answer and
+/// every one is sampled at rate 1) with `--shadow-rate 1` beside
+/// `--shadow-rate 0`, side by side in one run, in front of a mock that
+/// answers after 2 ms (so that Q4's answers and the judge's are under way
+/// while users are answered). The mock's replies are no verdicts: every
+/// pair ends as a judge failure after all three shadow calls, the work is
+/// the same.
+pub async fn shadow(secs: u64) {
+    let logs = tempfile::tempdir().expect("a temp dir");
+    let mock = Server::spawn(&sibling("mock_upstream"), &["20", "0", "2"]);
+    let upstream = mock.url("/v1");
+    let off = router(&upstream, &logs.path().join("off.log"), &["--in-memory"]);
+    let on = router(
+        &upstream,
+        &logs.path().join("on.log"),
+        &["--in-memory", "--shadow-rate", "1"],
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("a client");
+    let completions = "/v1/chat/completions";
+    let targets = [
+        ("straight to the mock", mock.url(completions)),
+        ("router, --shadow-rate 0", off.url(completions)),
+        ("router, --shadow-rate 1", on.url(completions)),
+    ];
+    let rounds = 3;
+    // With CPU to spare, and with none (2 cores: the mock, both routers and
+    // this load share them, and rate 1 triples the upstream calls).
+    for rate in [200, 500] {
+        let lat = latencies_of(&client, &targets, rate, rounds, secs, "fast").await;
+        println!(
+            "shadow judging at {rate} requests/s of model \"fast\" to a mock that answers after 2 ms ({rounds} alternating rounds of {secs} s):"
+        );
+        rows(&targets, &lat);
+        let (p50, p99) = (
+            percentile(&lat[2], 50.0) / percentile(&lat[1], 50.0),
+            percentile(&lat[2], 99.0) / percentile(&lat[1], 99.0),
+        );
+        println!(
+            "  --shadow-rate 1 over --shadow-rate 0: p50 {p50:.3}x, p99 {p99:.3}x (bound: within 1.05)"
+        );
+    }
+    let status: Value = client
+        .get(on.url("/api/orchestrator/status"))
+        .send()
+        .await
+        .expect("the status")
+        .json()
+        .await
+        .expect("JSON");
+    let s = &status["quality"]["tiers"][0]["sinceStart"];
+    println!(
+        "  shadow samples of the rate-1 router: {} judged or failed, {} dropped at --shadow-max-inflight 4, {} Q4 failures",
+        s["judgeFailures"].as_u64().unwrap_or(0) + s["pairs"].as_u64().unwrap_or(0),
+        s["dropped"],
+        s["q4Failures"]
+    );
 }

@@ -65,6 +65,7 @@ async fn main() {
         "store" => store(num(1, 1_000_000) as usize).await,
         "cluster" => cluster(num(1, 10)).await,
         "openai" => tests::front_door::run(num(1, 5)).await,
+        "shadow" => tests::front_door::shadow(num(1, 5)).await,
         "all" => {
             floor(10).await;
             idle().await;
@@ -78,10 +79,11 @@ async fn main() {
             store(1_000_000).await;
             cluster(10).await;
             tests::front_door::run(5).await;
+            tests::front_door::shadow(5).await;
         }
         other => {
             eprintln!(
-                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, slider, streams, stream-idle, ingest, store, cluster, openai or all"
+                "unknown benchmark {other:?}: floor, idle, memory, panel, pixel, slider, streams, stream-idle, ingest, store, cluster, openai, shadow or all"
             );
             std::process::exit(2);
         }
