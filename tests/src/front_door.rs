@@ -455,7 +455,7 @@ pub async fn shadow(secs: u64) {
         ("router, --shadow-rate 0", off.url(completions)),
         ("router, --shadow-rate 1", on.url(completions)),
     ];
-    let rounds = 3;
+    let rounds = 5;
     // With CPU to spare, and with none (2 cores: the mock, both routers and
     // this load share them, and rate 1 triples the upstream calls).
     for rate in [200, 500] {

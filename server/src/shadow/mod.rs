@@ -3,9 +3,10 @@
 //! messages and the judge tier (`--judge`) compares the two answers twice,
 //! the order swapped ([`shared::shadow`] holds the prompt and the rules).
 //!
-//! Off the request path: a sample is a task of its own, at most
-//! `--shadow-max-inflight` at once; beyond, a sample is dropped and
-//! counted, never queued. Its calls go through the tiers' upstreams
+//! Off the request path: a sample is a task of its own on a runtime of its
+//! own (one thread), so no user's request ever waits in a worker's queue
+//! behind shadow work; at most `--shadow-max-inflight` at once; beyond, a
+//! sample is dropped and counted, never queued. Its calls go through the tiers' upstreams
 //! (failover, retries, circuits) but count apart from the tiers' answers:
 //! never in utilization, decisions, totals or `activeRequests`.
 //! The counts live in the [`Book`].
@@ -47,11 +48,50 @@ impl Default for Settings {
     }
 }
 
+/// The shadow thread's nice value: below every request worker's.
+const SHADOW_NICE: i32 = 10;
+
+/// A runtime of one thread for shadow work, living as long as the process;
+/// `None` (and judging off, said in the log) if the thread cannot start.
+fn own_runtime() -> Option<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "shadow judging is off: its runtime cannot start");
+            return None;
+        }
+    };
+    let handle = rt.handle().clone();
+    let started = std::thread::Builder::new()
+        .name("shadow".into())
+        .spawn(move || {
+            // Below the request workers: where the CPU is short, shadow
+            // work waits, users do not. (Linux: a thread's own nice value.)
+            let me = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(me), SHADOW_NICE) {
+                tracing::debug!(error = %e, "the shadow thread keeps the normal priority");
+            }
+            rt.block_on(std::future::pending::<()>())
+        });
+    match started {
+        Ok(_) => Some(handle),
+        Err(e) => {
+            tracing::error!(error = %e, "shadow judging is off: its thread cannot start");
+            None
+        }
+    }
+}
+
 /// A chat completion request body (OpenAI's fields).
 pub type Body = serde_json::Map<String, Value>;
 
 /// See the module docs.
 pub struct Shadow {
+    /// The shadow runtime's handle (only when judging is on).
+    runtime: Option<tokio::runtime::Handle>,
     rate: f64,
     judge: Tier,
     places: Arc<Semaphore>,
@@ -79,13 +119,14 @@ impl Shadow {
         store: Option<Arc<Store>>,
         prices: shared::insight::Prices,
     ) -> Self {
-        let rate = settings.rate;
+        let rate = if settings.rate.is_finite() {
+            settings.rate.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         Shadow {
-            rate: if rate.is_finite() {
-                rate.clamp(0.0, 1.0)
-            } else {
-                0.0
-            },
+            runtime: (rate > 0.0).then(own_runtime).flatten(),
+            rate,
             judge: settings.judge,
             places: Arc::new(Semaphore::new(settings.max_inflight.max(1))),
             book,
@@ -104,7 +145,7 @@ impl Shadow {
     /// or Q3 (never a group's), drawn at `--shadow-rate`. Decided before
     /// the call, so that only a sample's request is kept.
     pub fn samples(&self, decision: &RoutingDecision) -> bool {
-        self.rate > 0.0
+        self.runtime.is_some()
             && decision.group_id.is_none()
             && matches!(decision.tier, Tier::Q2 | Tier::Q3)
             && (self.rate >= 1.0 || fastrand::f64() < self.rate)
@@ -115,6 +156,9 @@ impl Shadow {
     /// `--shadow-max-inflight` samples are under way.
     pub fn submit(self: &Arc<Self>, decision: &RoutingDecision, sample: Sample, answer: String) {
         let tier = decision.tier;
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
         let Ok(place) = Arc::clone(&self.places).try_acquire_owned() else {
             self.book.dropped(tier);
             return;
@@ -122,7 +166,7 @@ impl Shadow {
         let me = Arc::clone(self);
         let seq = decision.seq;
         self.book.in_flight(true);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             me.judge_sample(seq, tier, sample, answer).await;
             me.book.in_flight(false);
             drop(place);
