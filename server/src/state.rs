@@ -176,7 +176,7 @@ impl AppState {
             book,
             Arc::clone(&upstreams),
             service.store().cloned(),
-            service.prices().clone(),
+            *service.prices(),
         ));
         let streams = Arc::new(Hub::new(Arc::clone(&service), options.max_streams));
         let exports = Arc::new(Places::new(options.max_exports));

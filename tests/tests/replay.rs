@@ -31,7 +31,7 @@ fn tier_index(t: &str) -> usize {
 /// simple one on Q2; most with usage.
 fn decision(i: usize) -> Value {
     let score = (i * 37 % 151) as f64 / 10.0;
-    let two_stage = i % 5 != 0;
+    let two_stage = !i.is_multiple_of(5);
     let tier = if !two_stage {
         "Q2"
     } else if score >= 7.0 {

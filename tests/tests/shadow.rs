@@ -425,7 +425,7 @@ async fn a_hanging_judge_or_a_failing_q4_leaves_answers_and_memory_alone() {
     let s = quality(&c.status().await, 0)["sinceStart"].clone();
     let failed = s["q4Failures"].as_u64().unwrap() - failed_before;
     let dropped = s["dropped"].as_u64().unwrap();
-    assert!(failed >= 1 && failed <= 20, "{s}");
+    assert!((1..=20).contains(&failed), "{s}");
     eprintln!(
         "a failing Q4: {failed} of 20 samples counted as Q4 failures, the rest dropped ({dropped} in all)"
     );

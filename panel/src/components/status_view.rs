@@ -43,10 +43,12 @@ pub fn StatusView(
     /// When live data last arrived (ms since the epoch).
     #[prop(into)]
     last_live_ms: Signal<Option<f64>>,
-    /// The what-if's stored range and threshold to replay.
+    /// The what-if's stored range and threshold to replay (none asked
+    /// unless given).
+    #[prop(optional)]
     ask: RwSignal<(crate::hooks::ReplayRange, f64)>,
-    /// What the replay says.
-    #[prop(into)]
+    /// What the replay says (nothing unless given).
+    #[prop(optional, into)]
     replay: Signal<crate::hooks::ReplayState>,
 ) -> impl IntoView {
     let tiers = Signal::derive(move || {
