@@ -108,6 +108,31 @@ fn parse_any_time(name: &str, raw: &str, now: DateTime<Utc>) -> Result<DateTime<
         .map_err(|_| bad())
 }
 
+/// The range `from`..`to` of a query (`to` default now, `from` default
+/// `span` before `to`); 400 unless `from` is before `to`.
+pub(crate) fn time_range(
+    pairs: &[(String, String)],
+    span: chrono::Duration,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let now = Utc::now();
+    let to = match get(pairs, "to") {
+        Some(raw) => parse_time("to", raw, now)?,
+        None => now,
+    };
+    let from = match get(pairs, "from") {
+        Some(raw) => parse_time("from", raw, now)?,
+        None => to - span,
+    };
+    if from >= to {
+        return Err(ApiError::BadParameter(format!(
+            "from ({}) must be before to ({})",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        )));
+    }
+    Ok((from, to))
+}
+
 /// The most digits of a relative time (`-999999w`, some 19,000 years).
 const RELATIVE_DIGITS: usize = 6;
 
@@ -137,22 +162,7 @@ pub const RELATIVE_PATTERN: &str = "^(now|(now)?-[0-9]{1,6}[smhdw])$";
 )]
 pub async fn history(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let pairs = params(&req)?;
-    let now = Utc::now();
-    let to = match get(&pairs, "to") {
-        Some(raw) => parse_time("to", raw, now)?,
-        None => now,
-    };
-    let from = match get(&pairs, "from") {
-        Some(raw) => parse_time("from", raw, now)?,
-        None => to - chrono::Duration::days(1),
-    };
-    if from >= to {
-        return Err(ApiError::BadParameter(format!(
-            "from ({}) must be before to ({})",
-            from.to_rfc3339(),
-            to.to_rfc3339()
-        )));
-    }
+    let (from, to) = time_range(&pairs, chrono::Duration::days(1))?;
     let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
     // Both positive: from < to.
     let span_minutes = (to_ms - from_ms).unsigned_abs().div_ceil(60_000) as i64;
@@ -256,7 +266,7 @@ pub async fn history(State(state): State<AppState>, req: Request) -> Result<Resp
             s.upstream_latency_buckets[k] += count(*x);
         }
     }
-    let at = |minute: i64| Utc.timestamp_opt(minute * 60, 0).single().unwrap_or(now);
+    let at = |minute: i64| Utc.timestamp_opt(minute * 60, 0).single().unwrap_or(to);
     let body = History {
         from: at(first),
         to: at(end),

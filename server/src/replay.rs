@@ -14,7 +14,7 @@ use shared::api::Mode;
 use shared::replay::{Replay, ReplayPass};
 
 use crate::error::ApiError;
-use crate::history::{get, params, parse_time, store};
+use crate::history::{get, params, store, time_range};
 use crate::routing::Scorer;
 use crate::state::AppState;
 
@@ -40,22 +40,7 @@ const DEFAULT_RANGE_HOURS: i64 = 24;
 )]
 pub async fn replay(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let pairs = params(&req)?;
-    let now = Utc::now();
-    let to = match get(&pairs, "to") {
-        Some(raw) => parse_time("to", raw, now)?,
-        None => now,
-    };
-    let from = match get(&pairs, "from") {
-        Some(raw) => parse_time("from", raw, now)?,
-        None => to - chrono::Duration::hours(DEFAULT_RANGE_HOURS),
-    };
-    if from >= to {
-        return Err(ApiError::BadParameter(format!(
-            "from ({}) must be before to ({})",
-            from.to_rfc3339(),
-            to.to_rfc3339()
-        )));
-    }
+    let (from, to) = time_range(&pairs, chrono::Duration::hours(DEFAULT_RANGE_HOURS))?;
     let threshold = match get(&pairs, "threshold") {
         None => {
             return Err(ApiError::BadParameter(

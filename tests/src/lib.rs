@@ -51,6 +51,24 @@ pub fn server_bin() -> PathBuf {
     bin
 }
 
+/// A server that judges every answer of `fast` (its fast tier) with
+/// `powerful` (its powerful tier, and the judge): `--shadow-rate 1`, and
+/// `extra` flags.
+pub fn shadow_judging(fast: &str, powerful: &str, extra: &[&str]) -> Server {
+    let fast = format!("fast={fast}");
+    let powerful = format!("powerful={powerful}");
+    let mut args = vec![
+        "--upstream",
+        &fast,
+        "--upstream",
+        &powerful,
+        "--shadow-rate",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
 /// A running server process, killed when dropped.
 pub struct Server {
     child: Child,

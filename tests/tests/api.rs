@@ -359,6 +359,7 @@ async fn openapi_document_lists_every_endpoint() {
         "GET /api/orchestrator/stream",
         "GET /api/orchestrator/calibrate",
         "GET /api/orchestrator/history",
+        "GET /api/orchestrator/replay",
         "GET /api/orchestrator/decisions",
         "POST /api/orchestrator/decisions",
         "POST /api/query",
@@ -528,6 +529,7 @@ async fn status_json_is_the_seed_interface() {
             "persistence",
             "modeMix",
             "assessor",
+            "quality",
         ],
     );
     let keys = |v: &Value| -> Vec<String> {
@@ -547,6 +549,7 @@ async fn status_json_is_the_seed_interface() {
             "modeMix",
             "modelUtilization",
             "persistence",
+            "quality",
             "recentDecisions",
             "routing",
             "tierMetrics",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tests::browser::Browser;
-use tests::{Behavior, Client, FakeUpstream, Server, eventually};
+use tests::{Behavior, Client, FakeUpstream, Server, eventually, shadow_judging};
 
 /// The what-if replay line's state: off, loading, ready or failed.
 async fn ready(b: &Browser) -> serde_json::Value {
@@ -39,20 +39,11 @@ async fn text_all(b: &Browser, testid: &str) -> Vec<String> {
 async fn the_quality_card_shows_the_verdicts_and_their_interval() {
     let fast = FakeUpstream::start_model(Behavior::Ok, "small").await;
     let big = FakeUpstream::start_model(Behavior::Judge, "big").await;
-    let f = format!("fast={}", fast.base_url);
-    let p = format!("powerful={}", big.base_url);
-    let server = Server::start(&[
-        "--upstream",
-        &f,
-        "--upstream",
-        &p,
-        "--shadow-rate",
-        "1",
-        "--price",
-        "fast=0.1/0.4",
-        "--price",
-        "powerful=5/15",
-    ]);
+    let server = shadow_judging(
+        &fast.base_url,
+        &big.base_url,
+        &["--price", "fast=0.1/0.4", "--price", "powerful=5/15"],
+    );
     let c = Client::new(&server.base);
     for text in [
         "verdict-better a",

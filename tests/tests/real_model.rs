@@ -9,23 +9,16 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tests::llama::Llama;
-use tests::{Client, Server, eventually, metric};
+use tests::{Client, eventually, metric, shadow_judging};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_model_answers_and_judges_and_nothing_is_lost() {
     let llama = Llama::start().await;
-    let fast = format!("fast={}", llama.base_url);
-    let powerful = format!("powerful={}", llama.base_url);
-    let server = Server::start(&[
-        "--upstream",
-        &fast,
-        "--upstream",
-        &powerful,
-        "--shadow-rate",
-        "1",
-        "--upstream-timeout",
-        "120",
-    ]);
+    let server = shadow_judging(
+        &llama.base_url,
+        &llama.base_url,
+        &["--upstream-timeout", "120"],
+    );
     let c = Client::new(&server.base);
     let questions = [
         "The capital of France is",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tests::bench::rss_kib;
-use tests::{Behavior, Client, FakeUpstream, Server, eventually, metric};
+use tests::{Behavior, Client, FakeUpstream, Server, eventually, metric, shadow_judging};
 
 /// $1/64 a token at the powerful tier: every shadow cost is exact.
 const EXACT_PRICE: &str = "powerful=15625/15625";
@@ -65,18 +65,7 @@ fn settled(status: &Value, samples: u64) -> bool {
 async fn verdicts_known_in_advance_show_exactly_everywhere() {
     let fast = FakeUpstream::start_model(Behavior::Ok, "small-model").await;
     let big = FakeUpstream::start_model(Behavior::Judge, "big-model").await;
-    let f = format!("fast={}", fast.base_url);
-    let p = format!("powerful={}", big.base_url);
-    let server = Server::start(&[
-        "--upstream",
-        &f,
-        "--upstream",
-        &p,
-        "--shadow-rate",
-        "1",
-        "--price",
-        EXACT_PRICE,
-    ]);
+    let server = shadow_judging(&fast.base_url, &big.base_url, &["--price", EXACT_PRICE]);
     let c = Client::new(&server.base);
     // (query, door, expected verdict): every door and both answer shapes.
     let cases: [(&str, &str, Option<&str>); 12] = [
@@ -333,21 +322,17 @@ async fn abandoned_streams_and_regenerations_count_per_tier() {
 async fn a_hanging_judge_or_a_failing_q4_leaves_answers_and_memory_alone() {
     let fast = FakeUpstream::start(Behavior::Ok).await;
     let big = FakeUpstream::start(Behavior::Judge).await;
-    let f = format!("fast={}", fast.base_url);
-    let p = format!("powerful={}", big.base_url);
-    let server = Server::start(&[
-        "--upstream",
-        &f,
-        "--upstream",
-        &p,
-        "--shadow-rate",
-        "1",
-        "--shadow-max-inflight",
-        "2",
-        "--upstream-timeout",
-        "1",
-        "--in-memory",
-    ]);
+    let server = shadow_judging(
+        &fast.base_url,
+        &big.base_url,
+        &[
+            "--shadow-max-inflight",
+            "2",
+            "--upstream-timeout",
+            "1",
+            "--in-memory",
+        ],
+    );
     let c = Client::new(&server.base);
     let send = |n: usize, prefix: &'static str| {
         let c = Client::new(&server.base);
