@@ -4,12 +4,12 @@
 //! the order swapped ([`shared::shadow`] holds the prompt and the rules).
 //!
 //! Off the request path: a sample is a task of its own on a runtime of its
-//! own (one thread), so no user's request ever waits in a worker's queue
-//! behind shadow work; at most `--shadow-max-inflight` at once; beyond, a
-//! sample is dropped and counted, never queued. Its calls go through the tiers' upstreams
-//! (failover, retries, circuits) but count apart from the tiers' answers:
-//! never in utilization, decisions, totals or `activeRequests`.
-//! The counts live in the [`Book`].
+//! own (one thread at nice 10), so no user's request ever waits in a
+//! worker's queue behind shadow work; at most `--shadow-max-inflight` at
+//! once; beyond, a sample is dropped and counted, never queued. Its calls
+//! go through the tiers' upstreams (failover, retries, circuits) but count
+//! apart from the tiers' answers: never in utilization, decisions, totals
+//! or `activeRequests`. The counts live in the [`Book`].
 
 use std::sync::Arc;
 
