@@ -224,11 +224,15 @@ pub struct Judged {
     pub tie: u64,
     /// Worse in both orders.
     pub worse: u64,
-    /// `(tie + better) / pairs`: the share as good as Q4 (null without pairs).
+    /// `(tie + better) / pairs`: the share as good as Q4 (absent without
+    /// pairs, as the status never holds a null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_good: Option<f64>,
-    /// The Wilson 95 % interval's lower end of `asGood`.
+    /// The Wilson 95 % interval's lower end of `asGood` (absent without pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_good_lower: Option<f64>,
-    /// Its upper end.
+    /// Its upper end (absent without pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_good_upper: Option<f64>,
     /// Samples dropped at `--shadow-max-inflight` (never queued).
     pub dropped: u64,
