@@ -29,6 +29,7 @@ pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
         state.options.ingest_token.is_some(),
         !state.options.api_keys.is_empty() || state.options.admin_key.is_some(),
         state.options.admin_key.is_some(),
+        state.options.keep_prompts,
     ))
 }
 
@@ -36,12 +37,14 @@ pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// know is filled in here (the buffer size bounding `limit`, the query
 /// pattern shared with the validator, the bearer token when one is set).
 /// `/api/keys` is in it only when an admin key is set: without one it is
-/// not served.
+/// not served; the replay's `scorer` only with `--keep-prompts` (without
+/// kept prompts there is nothing to score again).
 pub fn document(
     capacity: usize,
     ingest_token: bool,
     api_key: bool,
     admin_key: bool,
+    keep_prompts: bool,
 ) -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
     param(&mut doc, "/api/orchestrator/status", "limit")["maximum"] = capacity.into();
@@ -103,6 +106,10 @@ pub fn document(
     *param(&mut doc, replay, "threshold") =
         serde_json::json!({"type": "number", "minimum": 0, "maximum": shared::MAX_SCORE});
     *param(&mut doc, replay, "scorer") = choice(&["heuristic", "learned"]);
+    if !keep_prompts && let Some(params) = doc["paths"][replay]["get"]["parameters"].as_array_mut()
+    {
+        params.retain(|p| p["name"] != "scorer");
+    }
     *param(&mut doc, history, "step") = choice(&["1m", "5m", "1h", "1d"]);
     let log = "/api/orchestrator/decisions";
     param(&mut doc, log, "before")["maximum"] = i64::MAX.into();

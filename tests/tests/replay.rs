@@ -408,8 +408,20 @@ async fn bad_parameters_are_400_and_no_store_is_404() {
     }
     let (code, _) = c.get("/api/orchestrator/replay?threshold=15").await;
     assert_eq!(code, 200);
+    // The document offers `scorer` only where prompts are kept.
+    let scorer_documented = |doc: &Value| {
+        doc["paths"]["/api/orchestrator/replay"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "scorer")
+    };
+    assert!(scorer_documented(&c.get("/api/openapi.json").await.1));
     // Scoring again without kept prompts is a 400; no store at all a 404.
     let plain = Server::start(&[]);
+    assert!(!scorer_documented(
+        &Client::new(&plain.base).get("/api/openapi.json").await.1
+    ));
     let (code, body) = Client::new(&plain.base)
         .get("/api/orchestrator/replay?threshold=5&scorer=learned")
         .await;
