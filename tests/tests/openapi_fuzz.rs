@@ -42,7 +42,7 @@ async fn schemathesis_with_all_checks_finds_nothing() {
     // at most 1440 steps between them, and times from 1970 to 9999-12-31
     // (a date-time's format does not bound its year; the answer's `from`
     // and `to` must be RFC 3339). Valid values that break those are a 400
-    // there (and only there).
+    // there (and only there); the replay reads its range the same way.
     // Likewise a chat completion's last user message must show a visible
     // character in its first 100: every rule of the body but that one is
     // in its schema, so a valid body breaking it is a 400 there.
@@ -51,6 +51,9 @@ async fn schemathesis_with_all_checks_finds_nothing() {
         "max-stream-events = 1\n\n\
          [[operations]]\n\
          include-path = \"/api/orchestrator/history\"\n\
+         checks.positive_data_acceptance.expected-statuses = [\"2xx\", \"400\"]\n\n\
+         [[operations]]\n\
+         include-path = \"/api/orchestrator/replay\"\n\
          checks.positive_data_acceptance.expected-statuses = [\"2xx\", \"400\"]\n\n\
          [[operations]]\n\
          include-path = \"/v1/chat/completions\"\n\
