@@ -193,11 +193,6 @@ impl Book {
         &self.changes
     }
 
-    /// `--shadow-rate`.
-    pub fn shadow_rate(&self) -> f64 {
-        self.shadow_rate
-    }
-
     /// Counts into the judging counts of `tier`, since start and this minute.
     fn judge_count(&self, tier: Tier, f: impl Fn(&mut JudgeCounts)) {
         let minute = minute_now();
