@@ -30,7 +30,10 @@ use crate::{access, eval, panel, store};
 pub enum StartError {
     /// A flag, or flags together, make no sense.
     #[error("{0}")]
-    Config(String),
+    Config(#[from] crate::config::ConfigError),
+    /// The virtual keys cannot be read from the store.
+    #[error("the virtual keys cannot be read: {0}")]
+    Keys(#[from] crate::keys::KeyError),
     /// `--quality-data` cannot be read or measured.
     #[error("--quality-data: {0}")]
     QualityData(String),
@@ -54,7 +57,10 @@ impl StartError {
     /// 2 for what the flags say, 1 for what the machine refuses.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Config(_) | StartError::QualityData(_) | StartError::Cluster(_) => 2,
+            StartError::Config(_)
+            | StartError::Keys(_)
+            | StartError::QualityData(_)
+            | StartError::Cluster(_) => 2,
             StartError::Listen { .. } | StartError::Store(_) => 1,
         }
     }
@@ -91,7 +97,7 @@ pub fn init_logging() -> FlushOnDrop {
 
 /// Checks `config`, opens what it names and binds its address.
 pub async fn build(config: &Config) -> Result<Server, StartError> {
-    config.validate().map_err(StartError::Config)?;
+    config.validate()?;
     let (threshold, expected) = eval::expected(
         config.quality_data.as_deref(),
         config.scorer,
@@ -166,8 +172,7 @@ pub async fn build(config: &Config) -> Result<Server, StartError> {
                     fail_open: config.budget_fail == crate::keys::ledger::BudgetFail::Open,
                 }),
         },
-    )
-    .map_err(|e| StartError::Config(format!("the virtual keys cannot be read: {e}")))?;
+    )?;
     keys.watch();
     keys.start_sync();
     let service = service.with_keys(Arc::clone(&keys));

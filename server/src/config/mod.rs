@@ -317,17 +317,63 @@ pub struct Config {
 
 pub use crate::upstream::DEFAULT_MAX_INFLIGHT;
 
+/// Why the flags are refused: what clap cannot check (its own refusals
+/// come before). Each reads as the message an operator sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag's value is malformed or out of its range.
+    #[error("{flag} {problem}")]
+    Invalid {
+        /// The flag, `--window`.
+        flag: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
+    /// A flag names the same thing twice.
+    #[error("{flag} names {what} more than once")]
+    Repeated {
+        /// The flag.
+        flag: &'static str,
+        /// What it repeats.
+        what: String,
+    },
+    /// `--model` or `--upstream-key` for an upstream no `--upstream` names.
+    #[error("{flag} {target}: no such --upstream")]
+    NoSuchUpstream {
+        /// The flag.
+        flag: &'static str,
+        /// The `TIER[:NAME]` it targets.
+        target: String,
+    },
+    /// Two flags that exclude each other.
+    #[error("{0}")]
+    Conflict(&'static str),
+}
+
+impl ConfigError {
+    fn invalid(flag: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            flag,
+            problem: problem.into(),
+        }
+    }
+}
+
 impl Config {
     /// Checks what clap cannot: the window fits in the buffer and every tier
     /// is named once.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.redis {
-            redis::Client::open(url.as_str()).map_err(|e| format!("--redis {url:?}: {e}"))?;
+            redis::Client::open(url.as_str())
+                .map_err(|e| ConfigError::invalid("--redis", format!("{url:?}: {e}")))?;
         }
         if self.window > self.buffer_size {
-            return Err(format!(
-                "--window ({}) cannot exceed --buffer-size ({})",
-                self.window, self.buffer_size
+            return Err(ConfigError::invalid(
+                "--window",
+                format!(
+                    "({}) cannot exceed --buffer-size ({})",
+                    self.window, self.buffer_size
+                ),
             ));
         }
         let specs = self.specs();
@@ -338,10 +384,10 @@ impl Config {
                 .count()
                 > 1
             {
-                return Err(format!(
-                    "--upstream names {}:{name} more than once",
-                    tier.internal_name()
-                ));
+                return Err(ConfigError::Repeated {
+                    flag: "--upstream",
+                    what: format!("{}:{name}", tier.internal_name()),
+                });
             }
         }
         let models = self.models.iter().map(|(t, _)| t);
@@ -351,7 +397,10 @@ impl Config {
             (keys.collect(), "--upstream-key"),
         ] {
             if let Some(target) = repeated(targets.iter().copied()) {
-                return Err(format!("{flag} names {target} more than once"));
+                return Err(ConfigError::Repeated {
+                    flag,
+                    what: target.to_string(),
+                });
             }
             for target in targets {
                 if let Some(name) = &target.name
@@ -359,7 +408,10 @@ impl Config {
                         .iter()
                         .any(|s| s.tier == target.tier && &s.name == name)
                 {
-                    return Err(format!("{flag} {target}: no such --upstream"));
+                    return Err(ConfigError::NoSuchUpstream {
+                        flag,
+                        target: target.to_string(),
+                    });
                 }
             }
         }
@@ -368,42 +420,60 @@ impl Config {
             .as_deref()
             .is_some_and(|t| t.trim().is_empty())
         {
-            return Err("--metrics-token must not be empty".into());
+            return Err(ConfigError::invalid("--metrics-token", "must not be empty"));
         }
         if self
             .brownout
             .is_some_and(|b| !(b.is_finite() && (0.0..=1.0).contains(&b)))
         {
-            return Err("--brownout must be a share in 0..=1 (e.g. 0.8)".into());
+            return Err(ConfigError::invalid(
+                "--brownout",
+                "must be a share in 0..=1 (e.g. 0.8)",
+            ));
         }
         if self.keep_prompts && self.redact_queries {
-            return Err(
-                "--keep-prompts keeps query text, --redact-queries keeps none: choose one".into(),
-            );
+            return Err(ConfigError::Conflict(
+                "--keep-prompts keeps query text, --redact-queries keeps none: choose one",
+            ));
         }
         if self.keep_prompts && self.in_memory {
-            return Err(
-                "--keep-prompts keeps prompts in the store, and --in-memory has none".into(),
-            );
+            return Err(ConfigError::Conflict(
+                "--keep-prompts keeps prompts in the store, and --in-memory has none",
+            ));
         }
         if !(self.shadow_rate.is_finite() && (0.0..=1.0).contains(&self.shadow_rate)) {
-            return Err("--shadow-rate must be a share in 0..=1 (e.g. 0.05)".into());
+            return Err(ConfigError::invalid(
+                "--shadow-rate",
+                "must be a share in 0..=1 (e.g. 0.05)",
+            ));
         }
         if let Some(tier) = repeated(self.council.iter().copied()) {
-            return Err(format!("--council names tier {tier} more than once"));
+            return Err(ConfigError::Repeated {
+                flag: "--council",
+                what: format!("tier {tier}"),
+            });
         }
         if self.council.is_empty() {
-            return Err("--council needs at least one tier".into());
+            return Err(ConfigError::invalid("--council", "needs at least one tier"));
         }
         if let Some(tier) = repeated(self.prices.iter().map(|(t, _)| *t)) {
-            return Err(format!("--price names tier {tier} more than once"));
+            return Err(ConfigError::Repeated {
+                flag: "--price",
+                what: format!("tier {tier}"),
+            });
         }
         match repeated(self.max_inflight.iter().map(|(t, _)| *t)) {
             Some(Some(tier)) => {
-                return Err(format!("--max-inflight names tier {tier} more than once"));
+                return Err(ConfigError::Repeated {
+                    flag: "--max-inflight",
+                    what: format!("tier {tier}"),
+                });
             }
             Some(None) => {
-                return Err("--max-inflight gives the value for every tier more than once".into());
+                return Err(ConfigError::invalid(
+                    "--max-inflight",
+                    "gives the value for every tier more than once",
+                ));
             }
             None => {}
         }
@@ -412,27 +482,30 @@ impl Config {
             .as_deref()
             .is_some_and(|t| t.trim().is_empty())
         {
-            return Err("--ingest-token must not be empty".into());
+            return Err(ConfigError::invalid("--ingest-token", "must not be empty"));
         }
         if let Some(origin) = &self.cors_origin {
             let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
                 && axum::http::HeaderValue::from_str(origin).is_ok()
                 && !origin.ends_with('/');
             if !ok {
-                return Err(format!(
-                    "--cors-origin {origin:?} is not an origin like https://ops.example.com"
+                return Err(ConfigError::invalid(
+                    "--cors-origin",
+                    format!("{origin:?} is not an origin like https://ops.example.com"),
                 ));
             }
         }
         for (target, url) in &self.upstreams {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!(
-                    "--upstream {target}: {url:?} is not an http:// or https:// URL"
+                return Err(ConfigError::invalid(
+                    "--upstream",
+                    format!("{target}: {url:?} is not an http:// or https:// URL"),
                 ));
             }
             if let Err(e) = reqwest::Url::parse(url) {
-                return Err(format!(
-                    "--upstream {target}: {url:?} is not a valid URL: {e}"
+                return Err(ConfigError::invalid(
+                    "--upstream",
+                    format!("{target}: {url:?} is not a valid URL: {e}"),
                 ));
             }
         }

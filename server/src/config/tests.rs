@@ -4,7 +4,7 @@ fn parse(args: &[&str]) -> Result<Config, String> {
     let mut argv = vec!["server"];
     argv.extend_from_slice(args);
     let cfg = Config::try_parse_from(argv).map_err(|e| e.to_string())?;
-    cfg.validate()?;
+    cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
 
@@ -233,4 +233,34 @@ fn bad_flags_are_refused() {
     ] {
         assert!(parse(args).is_err(), "{args:?} should be refused");
     }
+}
+
+#[test]
+fn refusals_are_typed_and_read_as_before() {
+    let refused = |args: &[&str]| {
+        let mut argv = vec!["server"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).unwrap().validate().unwrap_err()
+    };
+    let e = refused(&["--window", "200"]);
+    assert!(matches!(e, ConfigError::Invalid { flag: "--window", .. }));
+    assert_eq!(e.to_string(), "--window (200) cannot exceed --buffer-size (100)");
+    let e = refused(&["--council", "Q2,Q2"]);
+    assert_eq!(
+        e,
+        ConfigError::Repeated {
+            flag: "--council",
+            what: "tier Q2".into()
+        }
+    );
+    assert_eq!(e.to_string(), "--council names tier Q2 more than once");
+    let e = refused(&["--model", "fast:a=m", "--upstream", "fast:b=http://x/v1"]);
+    assert!(matches!(e, ConfigError::NoSuchUpstream { flag: "--model", .. }));
+    assert_eq!(e.to_string(), "--model fast:a: no such --upstream");
+    let e = refused(&["--keep-prompts", "--in-memory"]);
+    assert!(matches!(e, ConfigError::Conflict(_)));
+    assert_eq!(
+        e.to_string(),
+        "--keep-prompts keeps prompts in the store, and --in-memory has none"
+    );
 }
