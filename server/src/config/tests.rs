@@ -240,11 +240,23 @@ fn refusals_are_typed_and_read_as_before() {
     let refused = |args: &[&str]| {
         let mut argv = vec!["server"];
         argv.extend_from_slice(args);
-        Config::try_parse_from(argv).unwrap().validate().unwrap_err()
+        Config::try_parse_from(argv)
+            .unwrap()
+            .validate()
+            .unwrap_err()
     };
     let e = refused(&["--window", "200"]);
-    assert!(matches!(e, ConfigError::Invalid { flag: "--window", .. }));
-    assert_eq!(e.to_string(), "--window (200) cannot exceed --buffer-size (100)");
+    assert!(matches!(
+        e,
+        ConfigError::Invalid {
+            flag: "--window",
+            ..
+        }
+    ));
+    assert_eq!(
+        e.to_string(),
+        "--window (200) cannot exceed --buffer-size (100)"
+    );
     let e = refused(&["--council", "Q2,Q2"]);
     assert_eq!(
         e,
@@ -255,7 +267,13 @@ fn refusals_are_typed_and_read_as_before() {
     );
     assert_eq!(e.to_string(), "--council names tier Q2 more than once");
     let e = refused(&["--model", "fast:a=m", "--upstream", "fast:b=http://x/v1"]);
-    assert!(matches!(e, ConfigError::NoSuchUpstream { flag: "--model", .. }));
+    assert!(matches!(
+        e,
+        ConfigError::NoSuchUpstream {
+            flag: "--model",
+            ..
+        }
+    ));
     assert_eq!(e.to_string(), "--model fast:a: no such --upstream");
     let e = refused(&["--keep-prompts", "--in-memory"]);
     assert!(matches!(e, ConfigError::Conflict(_)));

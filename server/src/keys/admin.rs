@@ -23,8 +23,7 @@ impl Keys {
 
     pub(super) fn view(&self, e: &Entry, now: DateTime<Utc>) -> KeyView {
         let r = &e.record;
-        let mut m = e.meter();
-        m.roll(r.period, now);
+        let m = e.meter_at(now);
         let (requests_last_minute, tokens_last_minute) = m.last_minute(now.timestamp());
         let start = r.period.start(now);
         let end = r.period.end(now);

@@ -28,8 +28,7 @@ impl Keys {
         let sec = now.timestamp();
         let mut headers = HeaderMap::new();
         {
-            let mut m = entry.meter();
-            m.roll(r.period, now);
+            let mut m = entry.meter_at(now);
             let (requests, tokens) = m.last_minute(sec);
             let mut refusal = None;
             if let Some(rpm) = r.rpm {
@@ -147,8 +146,7 @@ impl Keys {
                 (Some(ledger), _) => {
                     let epoch = ledger.epoch();
                     let own = {
-                        let mut m = entry.meter();
-                        m.roll(r.period, now);
+                        let m = entry.meter_at(now);
                         m.spent_usd
                     };
                     match ledger
@@ -156,18 +154,10 @@ impl Keys {
                         .await
                     {
                         Ok(ledger::Admission::Admitted { spent, .. }) => {
-                            let mut m = entry.meter();
-                            m.roll(r.period, now);
-                            m.reserved += est;
-                            return Ok((
-                                spent,
-                                Some(Reservation {
-                                    entry: Arc::clone(entry),
-                                    est,
-                                    period_start,
-                                    shared: Some((Arc::clone(ledger), epoch)),
-                                }),
-                            ));
+                            let mut m = entry.meter_at(now);
+                            let shared = Some((Arc::clone(ledger), epoch));
+                            let held = Reservation::hold(entry, &mut m, est, period_start, shared);
+                            return Ok((spent, Some(held)));
                         }
                         Ok(other) => other,
                         // Unreachable now: decided by the policy below.
@@ -187,24 +177,16 @@ impl Keys {
                 // This instance's view: its own spend and the others' as
                 // last read.
                 _ => {
-                    let mut m = entry.meter();
-                    m.roll(r.period, now);
+                    let mut m = entry.meter_at(now);
                     let spent = m.total();
                     if spent >= budget {
                         ledger::Admission::Refused { spent }
                     } else if m.reserved > 1e-9 && spent + m.reserved + est > budget {
                         ledger::Admission::Wait
                     } else {
-                        m.reserved += est;
-                        return Ok((
-                            spent,
-                            Some(Reservation {
-                                entry: Arc::clone(entry),
-                                est,
-                                period_start: m.period_start,
-                                shared: None,
-                            }),
-                        ));
+                        let start = m.period_start;
+                        let held = Reservation::hold(entry, &mut m, est, start, None);
+                        return Ok((spent, Some(held)));
                     }
                 }
             };
@@ -252,8 +234,7 @@ impl Keys {
         });
         let tokens = usage.prompt_tokens + usage.completion_tokens;
         let now = Utc::now();
-        let mut m = entry.meter();
-        m.roll(entry.record.period, now);
+        let mut m = entry.meter_at(now);
         m.spent_usd += usd;
         m.tokens += tokens;
         m.slot(now.timestamp()).2 += tokens;

@@ -458,8 +458,7 @@ impl Keys {
         let mut reads = Vec::new();
         for e in &live {
             let (own, start) = {
-                let mut m = e.meter();
-                m.roll(e.record.period, now);
+                let m = e.meter_at(now);
                 (m.spent_usd, m.period_start)
             };
             let key = ledger.spend_key(&e.record.id, start);

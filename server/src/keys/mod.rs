@@ -96,6 +96,13 @@ impl Entry {
     fn meter(&self) -> std::sync::MutexGuard<'_, Meter> {
         self.meter.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Its meter, in the period of `now` (a new period starts at zero).
+    fn meter_at(&self, now: DateTime<Utc>) -> std::sync::MutexGuard<'_, Meter> {
+        let mut m = self.meter();
+        m.roll(self.record.period, now);
+        m
+    }
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +146,26 @@ impl Clone for Grant {
             force: self.force,
             headers: self.headers.clone(),
             _reservation: None,
+        }
+    }
+}
+
+impl Reservation {
+    /// Reserves `est` of `entry`'s budget in its meter `m` (of the period
+    /// starting at `period_start`), held until the reservation is dropped.
+    fn hold(
+        entry: &Arc<Entry>,
+        m: &mut Meter,
+        est: f64,
+        period_start: i64,
+        shared: Option<(Arc<ledger::Ledger>, u64)>,
+    ) -> Reservation {
+        m.reserved += est;
+        Reservation {
+            entry: Arc::clone(entry),
+            est,
+            period_start,
+            shared,
         }
     }
 }
@@ -350,27 +377,24 @@ impl Keys {
 
     /// Every key's spend this period.
     fn spends(&self) -> Vec<wire::KeySpend> {
+        self.each_meter(|r, m| wire::KeySpend {
+            key: r.id.clone(),
+            name: Some(r.name.clone()),
+            team: r.team.clone(),
+            spent_usd: m.total(),
+            requests: m.requests,
+            tokens: m.tokens,
+            budget_usd: r.budget_usd,
+            brownout: self.brownout_of(r, m.total()),
+        })
+    }
+
+    /// `f` of every key and its meter, in the current period.
+    fn each_meter<T>(&self, mut f: impl FnMut(&KeyRecord, &Meter) -> T) -> Vec<T> {
         let now = Utc::now();
-        self.registry
-            .load()
-            .by_id
-            .values()
-            .map(|e| {
-                let r = &e.record;
-                let mut m = e.meter();
-                m.roll(r.period, now);
-                wire::KeySpend {
-                    key: r.id.clone(),
-                    name: Some(r.name.clone()),
-                    team: r.team.clone(),
-                    spent_usd: m.total(),
-                    requests: m.requests,
-                    tokens: m.tokens,
-                    budget_usd: r.budget_usd,
-                    brownout: self.brownout_of(r, m.total()),
-                }
-            })
-            .collect()
+        let registry = self.registry.load();
+        let all = registry.by_id.values();
+        all.map(|e| f(&e.record, &e.meter_at(now))).collect()
     }
 
     fn brownout_of(&self, r: &KeyRecord, spent_usd: f64) -> f64 {
@@ -385,19 +409,10 @@ impl Keys {
     pub fn ledger_info(&self) -> wire::BudgetLedger {
         let drift: f64 = match &self.ledger {
             None => 0.0,
-            Some(_) => {
-                let now = Utc::now();
-                self.registry
-                    .load()
-                    .by_id
-                    .values()
-                    .map(|e| {
-                        let mut m = e.meter();
-                        m.roll(e.record.period, now);
-                        (m.spent_usd - m.confirmed_usd).abs()
-                    })
-                    .sum()
-            }
+            Some(_) => self
+                .each_meter(|_, m| (m.spent_usd - m.confirmed_usd).abs())
+                .iter()
+                .sum(),
         };
         wire::BudgetLedger {
             shared: self.ledger.is_some(),
