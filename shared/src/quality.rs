@@ -41,6 +41,23 @@ pub struct QualityCurve {
     strong: f64,
 }
 
+/// The value at share `x` (clamped to 0..=1) of the line through `points`
+/// (sorted by share; at a repeated share, the last point's value), linear
+/// between them; `None` without points.
+pub(crate) fn interpolate(points: &[(f64, f64)], x: f64) -> Option<f64> {
+    let x = x.clamp(0.0, 1.0);
+    let k = points.partition_point(|p| p.0 < x);
+    if k == 0 {
+        return points.first().map(|p| p.1);
+    }
+    let (x0, y0) = points[k - 1];
+    let (x1, y1) = points[k.min(points.len() - 1)];
+    if x1 <= x0 || x >= x1 {
+        return Some(y1);
+    }
+    Some(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+}
+
 impl QualityCurve {
     /// The curve of these prompts; `None` when there are none.
     pub fn new(prompts: &[Scored]) -> Option<Self> {
@@ -106,17 +123,7 @@ impl QualityCurve {
     /// Mean quality when a share `x` (0..=1) of the prompts, the highest
     /// scoring, go to the strong model (linear inside a tie block).
     pub fn quality_at_share(&self, x: f64) -> f64 {
-        let x = x.clamp(0.0, 1.0);
-        let k = self.points.partition_point(|p| p.0 < x);
-        if k == 0 {
-            return self.points[0].1;
-        }
-        let (x0, y0) = self.points[k - 1];
-        let (x1, y1) = self.points[k.min(self.points.len() - 1)];
-        if x1 <= x0 {
-            return y1;
-        }
-        y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        interpolate(&self.points, x).unwrap_or(self.weak)
     }
 
     /// APGR: the trapezoid area under the curve, normalised so the weak

@@ -152,17 +152,17 @@ impl ReplayPass {
             tokens_delta: prompt_delta + completion_delta,
             cost_delta_usd: priced.then_some(cost_delta),
             pricing: PRICING.to_owned(),
-            gap_recovered_before: at(before).map(|x| x.0),
-            gap_recovered_after: at(after).map(|x| x.0),
+            gap_recovered_before: at(before),
+            gap_recovered_after: at(after),
             ..Replay::default()
         }
     }
 }
 
 impl ExpectedQuality {
-    /// The gap recovered and the mean quality at Q4 share `share` of the
-    /// labelled curve, interpolated linearly between its points (by share).
-    pub fn at_share(&self, share: f64) -> Option<(f64, f64)> {
+    /// The gap recovered at Q4 share `share` of the labelled curve,
+    /// interpolated linearly between its points (by share).
+    pub fn at_share(&self, share: f64) -> Option<f64> {
         let mut points: Vec<(f64, f64)> = self
             .curve
             .iter()
@@ -171,19 +171,7 @@ impl ExpectedQuality {
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         points.dedup_by(|a, b| a.0 == b.0);
-        let first = *points.first()?;
-        let last = *points.last()?;
-        let share = share.clamp(0.0, 1.0);
-        let gap = if share <= first.0 {
-            first.1
-        } else if share >= last.0 {
-            last.1
-        } else {
-            let i = points.iter().position(|p| p.0 >= share).unwrap_or(0).max(1);
-            let (a, b) = (points[i - 1], points[i]);
-            a.1 + (b.1 - a.1) * (share - a.0) / (b.0 - a.0)
-        };
-        Some((gap, self.weak + gap * (self.strong - self.weak)))
+        crate::quality::interpolate(&points, share)
     }
 }
 
