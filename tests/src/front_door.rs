@@ -268,7 +268,7 @@ async fn litellm(
          router_settings:\n  num_retries: 0\nlitellm_settings:\n  num_retries: 0\n",
         mock.url("/v1")
     );
-    let proxy = crate::litellm::LiteLlm::start(&config, LITELLM_KEY).await;
+    let proxy = crate::litellm::start(&config, LITELLM_KEY).await;
     let completions = "/v1/chat/completions";
     let targets = [
         ("straight to the mock", mock.url(completions)),

@@ -8,6 +8,7 @@ mod fake_upstream;
 pub mod front_door;
 pub mod litellm;
 pub mod llama;
+pub mod openai_process;
 mod redis;
 
 pub use fake_upstream::*;

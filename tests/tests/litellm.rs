@@ -14,7 +14,7 @@ const KEY: &str = "sk-orch-test-master-key";
 /// LiteLLM with a mock model that answers and three that fail as LiteLLM's
 /// own fault models do, behind [`KEY`].
 async fn start_litellm() -> LiteLlm {
-    LiteLlm::start(
+    tests::litellm::start(
         "model_list:\n\
          - model_name: fast-model\n  litellm_params:\n    model: openai/fast-model\n    api_key: unused\n    mock_response: \"Hello from LiteLLM\"\n\
          - model_name: rate-limited\n  litellm_params:\n    model: openai/rate-limited\n    api_key: unused\n    mock_response: \"litellm.RateLimitError\"\n\

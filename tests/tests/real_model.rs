@@ -8,12 +8,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tests::llama::Llama;
 use tests::{Client, eventually, metric, shadow_judging};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_model_answers_and_judges_and_nothing_is_lost() {
-    let llama = Llama::start().await;
+    let llama = tests::llama::start().await;
     let server = shadow_judging(
         &llama.base_url,
         &llama.base_url,
