@@ -105,9 +105,9 @@ pub fn document(
     *param(&mut doc, replay, "to") = time;
     *param(&mut doc, replay, "threshold") =
         serde_json::json!({"type": "number", "minimum": 0, "maximum": shared::MAX_SCORE});
-    *param(&mut doc, replay, "scorer") = choice(&["heuristic", "learned"]);
-    if !keep_prompts && let Some(params) = doc["paths"][replay]["get"]["parameters"].as_array_mut()
-    {
+    if keep_prompts {
+        *param(&mut doc, replay, "scorer") = choice(&["heuristic", "learned"]);
+    } else if let Some(params) = doc["paths"][replay]["get"]["parameters"].as_array_mut() {
         params.retain(|p| p["name"] != "scorer");
     }
     *param(&mut doc, history, "step") = choice(&["1m", "5m", "1h", "1d"]);
