@@ -108,11 +108,11 @@ pub fn assess(query: &str) -> Assessment {
                     .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
         })
         .count();
-    let connectors = words.iter().filter(|w| CONNECTORS.contains(w)).count()
-        + lower.matches("step by step").count();
+    let phrase = |p: Phrase| phrases(&lower, &words, p);
+    let connectors = words.iter().filter(|w| CONNECTORS.contains(w)).count() + phrase(STEP_BY_STEP);
     let parts = (questions + list_items + connectors) as f64 * 0.75;
 
-    let asks_for_code = query.contains("```")
+    let asks_for_code = (query.contains('`') && query.contains("```"))
         || words.iter().any(|w| CODE_WORDS.contains(w))
         || words
             .windows(2)
@@ -120,9 +120,13 @@ pub fn assess(query: &str) -> Assessment {
     let code = if asks_for_code { 2.5 } else { 0.0 };
 
     let constraint_hits = words.iter().filter(|w| CONSTRAINTS.contains(w)).count()
-        + lower.matches("at least").count()
-        + lower.matches("at most").count()
-        + query.matches("O(").count();
+        + phrase(AT_LEAST)
+        + phrase(AT_MOST)
+        + if query.contains('(') {
+            query.matches("O(").count()
+        } else {
+            0
+        };
     let constraints = constraint_hits as f64 * 0.5;
 
     // Each part in hundredths, so the parts read cleanly and their sum is
@@ -154,6 +158,24 @@ pub(crate) fn on_the_scale(mut signals: Vec<Signal>) -> Assessment {
         signals.push(Signal::new("floor at 0", hundredths(score - total)));
     }
     Assessment { score, signals }
+}
+
+/// A phrase counted in a query, and a word that any occurrence of it makes
+/// (after a space a word starts; between spaces a word is whole).
+type Phrase = (&'static str, fn(&&str) -> bool);
+const STEP_BY_STEP: Phrase = ("step by step", |w| *w == "by");
+const AT_LEAST: Phrase = ("at least", |w| w.starts_with("least"));
+const AT_MOST: Phrase = ("at most", |w| w.starts_with("most"));
+
+/// How often `phrase` occurs in `lower`, whose words are `words`. Each
+/// search sets up a substring searcher and most queries hold none of the
+/// phrases: one is looked for only where its word is.
+fn phrases(lower: &str, words: &[&str], (phrase, word): Phrase) -> usize {
+    if words.iter().any(word) {
+        lower.matches(phrase).count()
+    } else {
+        0
+    }
 }
 
 /// `x` rounded to hundredths, the unit signals are given in.
@@ -268,6 +290,17 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn a_phrase_is_counted_as_a_plain_search_counts_it(q in "(cat|at|least|most|step|by|-|x| ){0,24}") {
+            let words: Vec<&str> = q
+                .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '+'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            for phrase in [STEP_BY_STEP, AT_LEAST, AT_MOST] {
+                proptest::prop_assert_eq!(phrases(&q, &words, phrase), q.matches(phrase.0).count());
+            }
+        }
+
         /// For any text, the signals sum to the score.
         #[test]
         fn signals_sum_to_the_score_for_any_text(q in "(\\PC|\\n|[?.)] |design |prove |algorithm |then |code |must |at most |O\\(|```){0,80}") {

@@ -1,7 +1,7 @@
 //! The `x-router-*` headers of a routed answer, the same on both front
 //! doors (names from [`shared::wire::header`]).
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use shared::RoutingDecision;
 use shared::group::GroupAnswer;
 use shared::wire::header;
@@ -9,14 +9,14 @@ use shared::wire::header;
 /// `X-Router-Tier`, `-Score`, `-Complexity` and `-Decision-Id` of a decision.
 pub fn single(d: &RoutingDecision) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(4);
-    put(&mut headers, header::TIER, d.tier.label());
+    put(&mut headers, TIER, d.tier.label());
     put(
         &mut headers,
-        header::SCORE,
+        SCORE,
         &serde_json::to_string(&d.score).unwrap_or_default(),
     );
-    put(&mut headers, header::COMPLEXITY, d.complexity.label());
-    put(&mut headers, header::DECISION_ID, &d.id);
+    put(&mut headers, COMPLEXITY, d.complexity.label());
+    put(&mut headers, DECISION_ID, &d.id);
     headers
 }
 
@@ -38,20 +38,24 @@ pub fn group(g: &GroupAnswer) -> HeaderMap {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        put(
-            &mut headers,
-            header::TIER,
-            &join(&|d| d.tier.label().to_owned()),
-        );
-        put(&mut headers, header::DECISION_ID, &join(&|d| d.id.clone()));
+        put(&mut headers, TIER, &join(&|d| d.tier.label().to_owned()));
+        put(&mut headers, DECISION_ID, &join(&|d| d.id.clone()));
     }
-    put(&mut headers, header::GROUP_ID, &g.group_id);
+    put(&mut headers, GROUP_ID, &g.group_id);
     headers
 }
 
-/// Sets `name`; ids, labels and numbers are ASCII, so nothing is dropped.
-fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+/// Sets `name` (checked once, at compile time: a `&str` name is checked
+/// again on every insert); ids, labels and numbers are ASCII, so nothing
+/// is dropped.
+fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
 }
+
+const TIER: HeaderName = HeaderName::from_static(header::TIER);
+const SCORE: HeaderName = HeaderName::from_static(header::SCORE);
+const COMPLEXITY: HeaderName = HeaderName::from_static(header::COMPLEXITY);
+const DECISION_ID: HeaderName = HeaderName::from_static(header::DECISION_ID);
+const GROUP_ID: HeaderName = HeaderName::from_static(header::GROUP_ID);

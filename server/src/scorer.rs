@@ -120,8 +120,38 @@ pub fn embedded() -> &'static LearnedModel {
 /// The features of a prompt: the six dense values and its distinct word buckets.
 pub struct Features {
     dense: [f64; 6],
-    /// (bucket, the word that hashed there first), sorted by bucket, distinct.
-    words: Vec<(u32, String)>,
+    /// The prompt in lowercase, which `words` point into.
+    lower: String,
+    /// (bucket, the word or pair that hashed there first), sorted by
+    /// bucket, distinct.
+    words: Vec<(u32, Term)>,
+}
+
+/// A word of [`Features::lower`] (its byte range), or a pair of words in
+/// a row: named only when it becomes a signal, so a prompt's words cost no
+/// allocation each.
+#[derive(Clone, Copy)]
+struct Term {
+    word: (usize, usize),
+    after: Option<(usize, usize)>,
+}
+
+impl Features {
+    /// The bytes of a term's text: `word`, or `first second` for a pair.
+    fn bytes(&self, t: Term) -> impl Iterator<Item = u8> + '_ {
+        let first = t.after.map(|(a, b)| &self.lower.as_bytes()[a..b]);
+        let word = &self.lower.as_bytes()[t.word.0..t.word.1];
+        first
+            .into_iter()
+            .flat_map(|f| f.iter().copied().chain([b' ']))
+            .chain(word.iter().copied())
+    }
+
+    /// The text of a term.
+    fn text(&self, t: Term) -> String {
+        let bytes: Vec<u8> = self.bytes(t).collect();
+        String::from_utf8(bytes).expect("cut at characters of a str")
+    }
 }
 
 /// Whether a line is a multiple-choice option: `A. text` .. `D. text`.
@@ -194,33 +224,58 @@ pub fn features(text: &str) -> Features {
         (decimals as f64).ln_1p(),
         (operators as f64).ln_1p(),
     ];
-    let mut words: Vec<(u32, String)> = Vec::new();
+    let mut words: Vec<(u32, Term)> = Vec::new();
     let lower = text.to_lowercase();
-    let bucket = |t: &str| (xxhash_rust::xxh3::xxh3_64(t.as_bytes()) % WORD_BUCKETS as u64) as u32;
-    let mut prev: Option<&str> = None;
+    let bucket = |t: &[u8]| (xxhash_rust::xxh3::xxh3_64(t) % WORD_BUCKETS as u64) as u32;
+    // A pair is hashed as `first second`, written here, one buffer for all.
+    let mut pair = Vec::new();
+    let mut prev: Option<(usize, usize)> = None;
+    let mut start = 0;
     for w in lower.split(|c: char| !c.is_alphabetic()) {
+        let span = (start, start + w.len());
+        // Past the word and the one-character separator `split` took.
+        start = span.1 + lower[span.1..].chars().next().map_or(0, char::len_utf8);
         if w.chars().nth(1).is_none() {
             continue;
         }
-        words.push((bucket(w), w.to_owned()));
+        let word = Term {
+            word: span,
+            after: None,
+        };
+        words.push((bucket(w.as_bytes()), word));
         if let Some(p) = prev {
-            let pair = format!("{p} {w}");
-            words.push((bucket(&pair), pair));
+            pair.clear();
+            pair.extend_from_slice(&lower.as_bytes()[p.0..p.1]);
+            pair.push(b' ');
+            pair.extend_from_slice(w.as_bytes());
+            let after = Some(p);
+            words.push((bucket(&pair), Term { after, ..word }));
         }
-        prev = Some(w);
+        prev = Some(span);
     }
     // Stable: of the words in one bucket the first in the text names it.
     words.sort_by_key(|w| w.0);
     words.dedup_by_key(|w| w.0);
-    Features { dense, words }
+    Features {
+        dense,
+        lower,
+        words,
+    }
 }
 
 /// At most 32 characters: `word "…"` (or `words "…"` for a pair) with
 /// the text cut to fit.
 fn word_signal(word: &str) -> String {
-    let cut: String = word.chars().take(24).collect();
-    let what = if word.contains(' ') { "words" } else { "word" };
-    format!("{what} \"{cut}\"")
+    let what = if word.contains(' ') {
+        "words \""
+    } else {
+        "word \""
+    };
+    let mut name = String::with_capacity(what.len() + word.len().min(96) + 1);
+    name.push_str(what);
+    name.extend(word.chars().take(24));
+    name.push('"');
+    name
 }
 
 impl LearnedModel {
@@ -267,19 +322,23 @@ impl LearnedModel {
                 signals.push(Signal::new(name, points));
             }
         }
-        let mut words: Vec<(f64, &str)> = f
+        let mut words: Vec<(f64, Term)> = f
             .words
             .iter()
-            .map(|(b, w)| (self.scale * self.words[*b as usize], w.as_str()))
+            .map(|(b, t)| (self.scale * self.words[*b as usize], *t))
             .collect();
         // Largest effect first; equal effects by word, so the order is fixed.
-        words.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()).then(a.1.cmp(b.1)));
+        words.sort_by(|a, b| {
+            b.0.abs()
+                .total_cmp(&a.0.abs())
+                .then_with(|| f.bytes(a.1).cmp(f.bytes(b.1)))
+        });
         let mut rest = 0.0;
         for (i, (points, word)) in words.iter().enumerate() {
             let p = hundredths(*points);
             if i < NAMED_WORDS && p != 0.0 {
                 signals.push(Signal {
-                    name: word_signal(word),
+                    name: word_signal(&f.text(*word)),
                     weight: p,
                 });
             } else {
@@ -443,7 +502,7 @@ mod tests {
         assert_eq!(f.dense[3], 1f64.ln_1p());
         assert!(f.dense[2] > 0.0);
         // One bucket per distinct word and pair: "what", "is", "what is".
-        let mut names: Vec<&str> = f.words.iter().map(|w| w.1.as_str()).collect();
+        let mut names: Vec<String> = f.words.iter().map(|w| f.text(w.1)).collect();
         names.sort_unstable();
         assert_eq!(names, ["is", "what", "what is"]);
     }

@@ -193,6 +193,11 @@ async fn whole_single(
     req: ChatRequest,
 ) -> Result<Response, OpenAiError> {
     let (answer, bytes) = pipeline::answer(state, decision, req.body, &req.text).await?;
+    if answer.complete {
+        // Nothing to fill in: the reply as it came, parsed once.
+        let json = HeaderValue::from_static("application/json");
+        return Ok(([(header::CONTENT_TYPE, json)], bytes).into_response());
+    }
     let mut completion: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
     let model = answer
         .model

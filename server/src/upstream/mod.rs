@@ -182,6 +182,12 @@ pub struct Answer {
     pub upstream: String,
     /// Calls it took.
     pub attempts: u32,
+    /// The reply already holds everything a strict client expects of a
+    /// chat completion (a string id, `object: chat.completion`, a whole
+    /// `created`, the model it names as sent, each choice's index, role
+    /// and finish reason): the front door relays its bytes as they are
+    /// instead of filling them in.
+    pub complete: bool,
 }
 
 /// Why generation failed.

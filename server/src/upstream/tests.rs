@@ -71,6 +71,43 @@ fn completions_keep_model_finish_reason_usage_and_tool_calls() {
 }
 
 #[test]
+fn a_complete_reply_is_told_from_one_the_front_door_fills_in() {
+    let full = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"},
+            {"index": 1, "message": {"role": "assistant", "content": "ho"}, "finish_reason": "length"},
+        ],
+    });
+    let complete = |v: &Value| parse_completion(v.to_string().as_bytes()).unwrap().complete;
+    assert!(complete(&full));
+    // Each thing `openai::normalize` would fill in or rewrite, missing or
+    // not as a strict client needs it.
+    for (pointer, bad) in [
+        ("/id", Value::Null),
+        ("/id", json!(7)),
+        ("/object", json!("chat.completion.chunk")),
+        ("/created", json!(1.5)),
+        ("/created", json!("1")),
+        ("/model", Value::Null),
+        ("/model", json!("two\nlines")),
+        ("/model", json!("")),
+        ("/choices/1/index", Value::Null),
+        ("/choices/1/message/role", Value::Null),
+        ("/choices/0/finish_reason", Value::Null),
+    ] {
+        let mut v = full.clone();
+        *v.pointer_mut(pointer).unwrap() = bad;
+        assert!(!complete(&v), "{pointer} = {}", v.pointer(pointer).unwrap());
+    }
+    for key in ["id", "object", "created", "model"] {
+        let mut v = full.clone();
+        v.as_object_mut().unwrap().remove(key);
+        assert!(!complete(&v), "without {key}");
+    }
+}
+
+#[test]
 fn control_characters_never_reach_a_message() {
     let red = "\u{1b}[31mred\u{1b}[0m alert\u{7}\u{9b}";
     assert_eq!(clean(red), "red alert");

@@ -6,6 +6,12 @@ use super::*;
 #[derive(Deserialize)]
 pub(super) struct Completion {
     #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    object: Option<Value>,
+    #[serde(default)]
+    created: Option<Value>,
+    #[serde(default)]
     pub(super) model: Option<String>,
     pub(super) choices: Vec<Choice>,
     #[serde(default)]
@@ -14,6 +20,8 @@ pub(super) struct Completion {
 
 #[derive(Deserialize)]
 pub(super) struct Choice {
+    #[serde(default)]
+    index: Option<serde::de::IgnoredAny>,
     pub(super) message: Message,
     #[serde(default)]
     pub(super) finish_reason: Option<String>,
@@ -21,6 +29,8 @@ pub(super) struct Choice {
 
 #[derive(Deserialize)]
 pub(super) struct Message {
+    #[serde(default)]
+    role: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub(super) content: Option<String>,
     #[serde(default)]
@@ -54,6 +64,18 @@ pub(super) fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
         prompt_tokens: u.prompt_tokens.unwrap_or(0),
         completion_tokens: u.completion_tokens.unwrap_or(0),
     });
+    let model = completion.model.as_deref().map(clean);
+    // What a strict client needs is all there already (the front door
+    // fills in what is missing otherwise: `openai::normalize`).
+    let complete = completion.id.as_ref().is_some_and(Value::is_string)
+        && completion.object.as_ref().and_then(Value::as_str) == Some("chat.completion")
+        && completion.created.as_ref().is_some_and(Value::is_u64)
+        && model.as_deref().is_some_and(|m| !m.is_empty())
+        && model.as_deref() == completion.model.as_deref()
+        && completion
+            .choices
+            .iter()
+            .all(|c| c.index.is_some() && c.message.role.is_some() && c.finish_reason.is_some());
     let choice = completion
         .choices
         .into_iter()
@@ -74,14 +96,12 @@ pub(super) fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
         refusal: choice.message.refusal.map(|r| clean_text(&r)),
         function_call: kept(choice.message.function_call),
         tool_calls: kept(choice.message.tool_calls),
-        model: completion
-            .model
-            .map(|m| clean(&m))
-            .filter(|m| !m.is_empty()),
+        model: model.filter(|m| !m.is_empty()),
         finish_reason: choice.finish_reason.map(|r| clean(&r)),
         usage,
         upstream: String::new(),
         attempts: 1,
+        complete,
     })
 }
 
