@@ -140,8 +140,9 @@ pub fn assess(query: &str) -> Assessment {
         ("constraints", constraints.min(1.0)),
     ]
     .into_iter()
-    .map(|(name, points)| Signal::new(name, hundredths(points)))
-    .filter(|s| s.weight > 0.0)
+    .map(|(name, points)| (name, hundredths(points)))
+    .filter(|(_, points)| *points > 0.0)
+    .map(|(name, points)| Signal::new(name, points))
     .collect();
     on_the_scale(signals)
 }

@@ -70,6 +70,24 @@ fn completions_keep_model_finish_reason_usage_and_tool_calls() {
     assert!(parse_completion(b"<html>").is_err());
 }
 
+proptest::proptest! {
+    #[test]
+    fn the_short_way_cleans_as_the_long_way_does(text in "(a|é| |  |\t|\\\\u001b|\u{1b}\\[3m|\u{a0}|\n|x){0,12}") {
+        proptest::prop_assert_eq!(clean(&text), cleaned(&text));
+    }
+}
+
+#[test]
+fn names_and_reasons_are_mostly_clean_already() {
+    for text in ["gpt-4o-mini", "mock 1", "stop", "é", ""] {
+        assert!(is_clean(text), "{text:?}");
+    }
+    for text in [" a", "a ", "a  b", "a\tb", "a\u{a0}b", "a\\u001b"] {
+        assert!(!is_clean(text), "{text:?}");
+    }
+    assert!(!is_clean(&"a".repeat(MAX_MESSAGE_CHARS + 1)));
+}
+
 #[test]
 fn a_complete_reply_is_told_from_one_the_front_door_fills_in() {
     let full = json!({

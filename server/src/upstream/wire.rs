@@ -2,15 +2,16 @@
 //! within its limit; text made safe to show.
 
 use super::*;
+use serde_json::value::RawValue;
 
 #[derive(Deserialize)]
-pub(super) struct Completion {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    object: Option<Value>,
-    #[serde(default)]
-    created: Option<Value>,
+pub(super) struct Completion<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    created: Option<&'a RawValue>,
     #[serde(default)]
     pub(super) model: Option<String>,
     pub(super) choices: Vec<Choice>,
@@ -34,11 +35,11 @@ pub(super) struct Message {
     #[serde(default)]
     pub(super) content: Option<String>,
     #[serde(default)]
-    pub(super) tool_calls: Option<Box<serde_json::value::RawValue>>,
+    pub(super) tool_calls: Option<Box<RawValue>>,
     #[serde(default)]
     pub(super) refusal: Option<String>,
     #[serde(default)]
-    pub(super) function_call: Option<Box<serde_json::value::RawValue>>,
+    pub(super) function_call: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -67,9 +68,14 @@ pub(super) fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
     let model = completion.model.as_deref().map(clean);
     // What a strict client needs is all there already (the front door
     // fills in what is missing otherwise: `openai::normalize`).
-    let complete = completion.id.as_ref().is_some_and(Value::is_string)
-        && completion.object.as_ref().and_then(Value::as_str) == Some("chat.completion")
-        && completion.created.as_ref().is_some_and(Value::is_u64)
+    // As written: a string starts with its quote, and a JSON whole number
+    // that fits is digits only.
+    fn raw(v: Option<&RawValue>) -> &str {
+        v.map_or("", RawValue::get)
+    }
+    let complete = raw(completion.id).starts_with('"')
+        && raw(completion.object) == r#""chat.completion""#
+        && raw(completion.created).parse::<u64>().is_ok()
         && model.as_deref().is_some_and(|m| !m.is_empty())
         && model.as_deref() == completion.model.as_deref()
         && completion
@@ -82,7 +88,7 @@ pub(super) fn parse_completion(bytes: &[u8]) -> Result<Answer, String> {
         .next()
         .ok_or("answered a chat completion without choices")?;
     // Kept as sent; only an empty list or null counts as none.
-    let kept = |raw: Option<Box<serde_json::value::RawValue>>| {
+    let kept = |raw: Option<Box<RawValue>>| {
         raw.filter(|calls| !matches!(calls.get().trim(), "[]" | "null" | "{}"))
             .map(RawJson)
     };
@@ -130,6 +136,15 @@ pub fn error_message(body: &str) -> String {
 /// characters written as JSON escapes (`\u001b`), which is how they come
 /// in an error body too long to parse as JSON.
 pub fn clean(text: &str) -> String {
+    if is_clean(text) {
+        text.to_owned()
+    } else {
+        cleaned(text)
+    }
+}
+
+/// [`clean`], the long way.
+pub(super) fn cleaned(text: &str) -> String {
     let text = without_escapes(text);
     let joined = text
         .split(|c: char| c.is_whitespace() || c.is_control())
@@ -140,6 +155,23 @@ pub fn clean(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &joined[..cut]),
         None => joined,
     }
+}
+
+/// Whether [`clean`] would leave `text` as it is (a model's name, a
+/// finish reason): no escape, control character or whitespace but single
+/// spaces between words, and short enough.
+pub(super) fn is_clean(text: &str) -> bool {
+    let mut space = false;
+    let mut chars = 0;
+    for c in text.chars() {
+        chars += 1;
+        let bad = c == '\\' || c.is_control() || (c.is_whitespace() && c != ' ');
+        if bad || (c == ' ' && (space || chars == 1)) {
+            return false;
+        }
+        space = c == ' ';
+    }
+    !space && chars <= MAX_MESSAGE_CHARS
 }
 
 /// A model's text with its control characters removed but for newlines
