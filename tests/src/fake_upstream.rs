@@ -46,6 +46,9 @@ pub enum Behavior {
     NoStreamUsage,
     /// Answers this HTTP status with an OpenAI-style error of this message.
     ErrorText(u16, String),
+    /// Answers 200 with exactly these bytes (a whole answer; a stream
+    /// streams as `Ok`).
+    Raw(String),
     /// By the query: `please fail` answers as `Fail`, `please die` as
     /// `DieAfter(2)`, anything else as `Ok`.
     Scripted,
@@ -198,6 +201,9 @@ async fn completion(
         }
         Behavior::Fail => (StatusCode::INTERNAL_SERVER_ERROR, "model crashed").into_response(),
         Behavior::Garbage => (StatusCode::OK, "<html>definitely not JSON</html>").into_response(),
+        Behavior::Raw(bytes) => {
+            (StatusCode::OK, [("content-type", "application/json")], bytes).into_response()
+        }
         Behavior::Huge(n) => answer(&"x".repeat(n), model),
         Behavior::Status(code, retry_after) => {
             let status = StatusCode::from_u16(code).unwrap();

@@ -842,6 +842,37 @@ async fn every_openai_answer_shape_is_relayed() {
     assert_eq!(texts, ["first", "second"]);
 }
 
+/// An answer with all a strict client needs comes through as the upstream
+/// wrote it, its order and its extra fields kept; one without them is
+/// filled in.
+#[tokio::test]
+async fn a_complete_answer_is_relayed_as_written_and_another_filled_in() {
+    let s = setup(&[]).await;
+    let complete = r#"{"model":"m-own","object":"chat.completion","id":"chatcmpl-x","created":7,"system_fingerprint":"fp_1","choices":[{"finish_reason":"stop","message":{"content":"hi","role":"assistant"},"logprobs":null,"index":0}],"usage":{"total_tokens":3,"prompt_tokens":2,"completion_tokens":1}}"#;
+    s.balanced.set(Behavior::Raw(complete.to_owned()));
+    let r = post(&s.c, &chat("balanced", "What is Python?")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), "application/json");
+    assert_eq!(header(&r, "x-router-tier"), "Q3");
+    assert_eq!(r.text().await.unwrap(), complete);
+
+    // No id, created or role, the model's name on two lines: filled in
+    // and cleaned, the rest kept.
+    let partial = r#"{"model":"m\nown","object":"chat.completion","system_fingerprint":"fp_1","choices":[{"finish_reason":"stop","message":{"content":"hi"},"index":0}]}"#;
+    s.balanced.set(Behavior::Raw(partial.to_owned()));
+    let r = post(&s.c, &chat("balanced", "What is Python?")).await;
+    assert_eq!(r.status(), 200);
+    let id = header(&r, "x-router-decision-id").to_owned();
+    let body: Value = r.json().await.unwrap();
+    let typed: CreateChatCompletionResponse = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(typed.id, format!("chatcmpl-{id}"));
+    assert_eq!(typed.model, "m own");
+    assert!(typed.created > 0);
+    assert_eq!(body["system_fingerprint"], "fp_1");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(decision(&s.c, &id).await["tier"], "Q3");
+}
+
 /// A user message of an image alone is routed (on no text: the lowest
 /// score), recorded by its parts' kinds, and sent upstream as it came.
 #[tokio::test]
