@@ -147,10 +147,10 @@ impl Features {
             .chain(word.iter().copied())
     }
 
-    /// The text of a term.
+    /// The text of a term (cut at characters, so never lossy).
     fn text(&self, t: Term) -> String {
         let bytes: Vec<u8> = self.bytes(t).collect();
-        String::from_utf8(bytes).expect("cut at characters of a str")
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
